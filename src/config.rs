@@ -1,0 +1,362 @@
+//! Configuration: command-line flags beat `TESSERA_*` environment variables, which beat an
+//! optional TOML file, which beats the defaults of the contract.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Every setting of a running server, resolved.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: String,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub session_ttl: Duration,
+    pub reuse_grace: Duration,
+    pub max_sessions: u32,
+    pub login_rate: u32,
+    pub refresh_rate: u32,
+    pub cookie_secure: bool,
+    pub alert_webhook_url: Option<String>,
+    pub alert_webhook_secret: Option<String>,
+    pub trust_proxy_headers: bool,
+    pub body_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            database_url: "sqlite://tessera.db".into(),
+            database_max_connections: 16,
+            issuer: "http://127.0.0.1:8080".into(),
+            audience: "tessera".into(),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 86_400),
+            session_ttl: Duration::from_secs(90 * 86_400),
+            reuse_grace: Duration::from_secs(10),
+            max_sessions: 10,
+            login_rate: 30,
+            refresh_rate: 120,
+            cookie_secure: true,
+            alert_webhook_url: None,
+            alert_webhook_secret: None,
+            trust_proxy_headers: false,
+            body_limit: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid value for {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+/// The settings as flags (each also read from its `TESSERA_*` variable by clap).
+/// Everything is optional here so we can tell "not given" from "given the default".
+#[derive(Args, Clone, Debug, Default)]
+pub struct ConfigArgs {
+    /// Optional TOML file with any of the settings below (keys as the flag names, `_` for `-`).
+    #[arg(long, env = "TESSERA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "TESSERA_LISTEN", global = true)]
+    pub listen: Option<String>,
+    /// `sqlite://PATH` (relative), `sqlite:///ABS/PATH` or `postgres://...`.
+    #[arg(long, env = "TESSERA_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Size of the database connection pool.
+    #[arg(long, env = "TESSERA_DATABASE_MAX_CONNECTIONS", global = true)]
+    pub database_max_connections: Option<u32>,
+    /// `iss` of access tokens.
+    #[arg(long, env = "TESSERA_ISSUER", global = true)]
+    pub issuer: Option<String>,
+    /// `aud` of access tokens.
+    #[arg(long, env = "TESSERA_AUDIENCE", global = true)]
+    pub audience: Option<String>,
+    /// Access token lifetime (seconds, or `15m`, `1h`...).
+    #[arg(long, env = "TESSERA_ACCESS_TTL", global = true)]
+    pub access_ttl: Option<String>,
+    /// Refresh token lifetime, sliding on each rotation.
+    #[arg(long, env = "TESSERA_REFRESH_TTL", global = true)]
+    pub refresh_ttl: Option<String>,
+    /// Absolute session lifetime.
+    #[arg(long, env = "TESSERA_SESSION_TTL", global = true)]
+    pub session_ttl: Option<String>,
+    /// Grace window in which the immediate predecessor of a refresh token is forgiven.
+    #[arg(long, env = "TESSERA_REUSE_GRACE", global = true)]
+    pub reuse_grace: Option<String>,
+    /// Live sessions per user; the least recently used is revoked beyond it.
+    #[arg(long, env = "TESSERA_MAX_SESSIONS", global = true)]
+    pub max_sessions: Option<u32>,
+    /// Login attempts per minute per client IP (0 = unlimited).
+    #[arg(long, env = "TESSERA_LOGIN_RATE", global = true)]
+    pub login_rate: Option<u32>,
+    /// Refreshes per minute per client IP (0 = unlimited).
+    #[arg(long, env = "TESSERA_REFRESH_RATE", global = true)]
+    pub refresh_rate: Option<u32>,
+    /// `Secure` attribute on cookies (`true`/`false`).
+    #[arg(long, env = "TESSERA_COOKIE_SECURE", global = true)]
+    pub cookie_secure: Option<String>,
+    /// Where security alerts are POSTed.
+    #[arg(long, env = "TESSERA_ALERT_WEBHOOK_URL", global = true)]
+    pub alert_webhook_url: Option<String>,
+    /// HMAC-SHA256 key for the alert signature header.
+    #[arg(
+        long,
+        env = "TESSERA_ALERT_WEBHOOK_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub alert_webhook_secret: Option<String>,
+    /// Take the client IP from the rightmost `X-Forwarded-For` address.
+    #[arg(long, env = "TESSERA_TRUST_PROXY_HEADERS", global = true)]
+    pub trust_proxy_headers: Option<String>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "TESSERA_BODY_LIMIT", global = true)]
+    pub body_limit: Option<usize>,
+}
+
+/// The TOML file: the same keys, values as TOML scalars.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database_url: Option<String>,
+    database_max_connections: Option<u32>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    access_ttl: Option<DurationValue>,
+    refresh_ttl: Option<DurationValue>,
+    session_ttl: Option<DurationValue>,
+    reuse_grace: Option<DurationValue>,
+    max_sessions: Option<u32>,
+    login_rate: Option<u32>,
+    refresh_rate: Option<u32>,
+    cookie_secure: Option<bool>,
+    alert_webhook_url: Option<String>,
+    alert_webhook_secret: Option<String>,
+    trust_proxy_headers: Option<bool>,
+    body_limit: Option<usize>,
+}
+
+/// A duration in a TOML file may be a number of seconds or a string like `15m`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DurationValue {
+    Seconds(u64),
+    Text(String),
+}
+
+impl DurationValue {
+    fn into_string(self) -> String {
+        match self {
+            DurationValue::Seconds(n) => n.to_string(),
+            DurationValue::Text(s) => s,
+        }
+    }
+}
+
+impl Config {
+    /// Resolves flags/environment (already merged by clap) over the file over the defaults.
+    pub fn load(args: &ConfigArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let duration = |name: &'static str,
+                        flag: &Option<String>,
+                        file: Option<DurationValue>,
+                        default: Duration|
+         -> Result<Duration, ConfigError> {
+            match flag.clone().or(file.map(DurationValue::into_string)) {
+                Some(s) => parse_duration(&s).map_err(|message| ConfigError::Invalid { name, message }),
+                None => Ok(default),
+            }
+        };
+        let boolean = |name: &'static str,
+                       flag: &Option<String>,
+                       file: Option<bool>,
+                       default: bool|
+         -> Result<bool, ConfigError> {
+            match flag {
+                Some(s) => parse_bool(s).map_err(|message| ConfigError::Invalid { name, message }),
+                None => Ok(file.unwrap_or(default)),
+            }
+        };
+        let config = Config {
+            listen: args.listen.clone().or(file.listen).unwrap_or(d.listen),
+            database_url: args
+                .database_url
+                .clone()
+                .or(file.database_url)
+                .unwrap_or(d.database_url),
+            database_max_connections: args
+                .database_max_connections
+                .or(file.database_max_connections)
+                .unwrap_or(d.database_max_connections),
+            issuer: args.issuer.clone().or(file.issuer).unwrap_or(d.issuer),
+            audience: args.audience.clone().or(file.audience).unwrap_or(d.audience),
+            access_ttl: duration("access_ttl", &args.access_ttl, file.access_ttl, d.access_ttl)?,
+            refresh_ttl: duration("refresh_ttl", &args.refresh_ttl, file.refresh_ttl, d.refresh_ttl)?,
+            session_ttl: duration("session_ttl", &args.session_ttl, file.session_ttl, d.session_ttl)?,
+            reuse_grace: duration("reuse_grace", &args.reuse_grace, file.reuse_grace, d.reuse_grace)?,
+            max_sessions: args.max_sessions.or(file.max_sessions).unwrap_or(d.max_sessions),
+            login_rate: args.login_rate.or(file.login_rate).unwrap_or(d.login_rate),
+            refresh_rate: args.refresh_rate.or(file.refresh_rate).unwrap_or(d.refresh_rate),
+            cookie_secure: boolean(
+                "cookie_secure",
+                &args.cookie_secure,
+                file.cookie_secure,
+                d.cookie_secure,
+            )?,
+            alert_webhook_url: non_empty(args.alert_webhook_url.clone().or(file.alert_webhook_url)),
+            alert_webhook_secret: non_empty(args.alert_webhook_secret.clone().or(file.alert_webhook_secret)),
+            trust_proxy_headers: boolean(
+                "trust_proxy_headers",
+                &args.trust_proxy_headers,
+                file.trust_proxy_headers,
+                d.trust_proxy_headers,
+            )?,
+            body_limit: args.body_limit.or(file.body_limit).unwrap_or(d.body_limit),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, message: &str| {
+            Err(ConfigError::Invalid {
+                name,
+                message: message.to_owned(),
+            })
+        };
+        if self.access_ttl.is_zero() {
+            return invalid("access_ttl", "must be positive");
+        }
+        if self.refresh_ttl.is_zero() {
+            return invalid("refresh_ttl", "must be positive");
+        }
+        if self.session_ttl.is_zero() {
+            return invalid("session_ttl", "must be positive");
+        }
+        if self.max_sessions == 0 {
+            return invalid("max_sessions", "must be at least 1");
+        }
+        if self.database_max_connections == 0 {
+            return invalid("database_max_connections", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The listen address with the `:PORT` shorthand expanded (all interfaces, as in Go).
+    pub fn listen_addr(&self) -> String {
+        if self.listen.starts_with(':') {
+            format!("0.0.0.0{}", self.listen)
+        } else {
+            self.listen.clone()
+        }
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// `90`, `90s`, `15m`, `12h`, `30d` (also `500ms`); a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (use e.g. 30, 10s, 15m, 12h, 30d)"))?;
+    let secs_per_unit = match unit.trim() {
+        "" | "s" => 1,
+        "ms" => return Ok(Duration::from_millis(n)),
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?} has an unknown unit (use s, m, h or d)")),
+    };
+    n.checked_mul(secs_per_unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(format!("{other:?} is not true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(2_592_000)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "reuse_grace = 3\naccess_ttl = \"2m\"\nmax_sessions = 4\n").unwrap();
+        let args = ConfigArgs {
+            config: Some(path),
+            max_sessions: Some(7),
+            ..ConfigArgs::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.reuse_grace, Duration::from_secs(3));
+        assert_eq!(c.access_ttl, Duration::from_secs(120));
+        assert_eq!(c.max_sessions, 7);
+        assert_eq!(c.refresh_ttl, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "no_such_thing = 1\n").unwrap();
+        let args = ConfigArgs {
+            config: Some(path),
+            ..ConfigArgs::default()
+        };
+        assert!(matches!(Config::load(&args), Err(ConfigError::Parse { .. })));
+    }
+}

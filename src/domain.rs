@@ -1,0 +1,256 @@
+//! Domain vocabulary shared by every layer: ids, timestamps, validated inputs, the clock.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new time-ordered (v7) id.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                Uuid::try_parse(s).ok().map(Self)
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// Identifies a user account.
+    UserId
+);
+uuid_id!(
+    /// Identifies one device session: one login and its chain of refresh tokens.
+    SessionId
+);
+
+/// A point in time as milliseconds since the Unix epoch, UTC.
+///
+/// Stored as a plain integer so SQLite and PostgreSQL compare and index it the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn seconds(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
+    pub fn plus(self, d: std::time::Duration) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    pub fn minus(self, d: std::time::Duration) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// Whole seconds from `self` until `later`, never negative.
+    pub fn seconds_until(self, later: Timestamp) -> i64 {
+        (later.0 - self.0).max(0) / 1000
+    }
+
+    /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-22T23:16:19.123Z`.
+    pub fn to_rfc3339(self) -> String {
+        let nanos = i128::from(self.0) * 1_000_000;
+        match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+            Ok(t) => {
+                let (y, mo, d) = (t.year(), u8::from(t.month()), t.day());
+                let (h, mi, s, ms) = (t.hour(), t.minute(), t.second(), t.millisecond());
+                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+            }
+            Err(_) => String::from("1970-01-01T00:00:00.000Z"),
+        }
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+/// Where the service gets "now" from; tests substitute a clock they can move.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Timestamp(ms)
+    }
+}
+
+/// A validation problem with one input field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An email address as stored: trimmed, checked, lower-cased.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    pub const MAX_LEN: usize = 254;
+
+    /// Trims, validates, then lower-cases, in that order (the contract's rule).
+    pub fn parse(raw: &str) -> Result<Email, FieldError> {
+        let trimmed = raw.trim();
+        let invalid = |m: &str| Err(FieldError::new("email", m));
+        if trimmed.is_empty() {
+            return invalid("must not be empty");
+        }
+        if trimmed.len() > Self::MAX_LEN {
+            return invalid("must be at most 254 characters");
+        }
+        let Some((local, domain)) = trimmed.rsplit_once('@') else {
+            return invalid("must be an email address");
+        };
+        let bad_char = |c: char| c.is_whitespace() || c.is_control() || c == '@';
+        if local.is_empty()
+            || local.len() > 64
+            || domain.is_empty()
+            || local.chars().any(bad_char)
+            || domain.chars().any(bad_char)
+            || !domain.contains('.')
+            || domain.starts_with('.')
+            || domain.ends_with('.')
+            || domain.contains("..")
+        {
+            return invalid("must be an email address");
+        }
+        Ok(Email(trimmed.to_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// An address already normalised by [`Email::parse`], as read back from the store.
+    pub fn from_stored(s: String) -> Email {
+        Email(s)
+    }
+}
+
+/// A password as the user typed it. Never printed.
+pub struct Password(String);
+
+impl Password {
+    pub const MIN_CHARS: usize = 8;
+    pub const MAX_CHARS: usize = 1024;
+
+    /// Length counts Unicode characters, not bytes.
+    pub fn parse(raw: &str) -> Result<Password, FieldError> {
+        let n = raw.chars().count();
+        if n < Self::MIN_CHARS {
+            return Err(FieldError::new("password", "must be at least 8 characters"));
+        }
+        if n > Self::MAX_CHARS {
+            return Err(FieldError::new("password", "must be at most 1024 characters"));
+        }
+        Ok(Password(raw.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_trimmed_then_lowercased() {
+        let e = Email::parse("  Alice@Example.COM ").unwrap();
+        assert_eq!(e.as_str(), "alice@example.com");
+    }
+
+    #[test]
+    fn email_rejects_garbage() {
+        for bad in [
+            "", "   ", "no-at", "a@b", "@x.io", "a@", "a b@x.io", "a@x..io", "a@.x.io",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn password_length_counts_characters() {
+        assert!(Password::parse("ééééééé").is_err()); // 7 chars, 14 bytes
+        assert!(Password::parse("éééééééé").is_ok()); // 8 chars
+        assert!(Password::parse(&"x".repeat(1024)).is_ok());
+        assert!(Password::parse(&"x".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn password_debug_is_redacted() {
+        let p = Password::parse("hunter22hunter22").unwrap();
+        assert!(!format!("{p:?}").contains("hunter"));
+    }
+
+    #[test]
+    fn timestamps_format_as_rfc3339_utc() {
+        assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(1_700_000_000_123).to_rfc3339(),
+            "2023-11-14T22:13:20.123Z"
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! The HTTP layer: routes, extractors and the mapping of errors to problem+json. It calls the
+//! service and never touches SQL.
+
+mod auth;
+pub mod error;
+pub mod extract;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::service::AuthService;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<AuthService>,
+    pub trust_proxy_headers: bool,
+}
+
+pub fn router(state: AppState, body_limit: usize) -> Router {
+    Router::new()
+        .route("/v1/auth/register", post(auth::register))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/refresh", post(auth::refresh))
+        .route("/v1/auth/logout", post(auth::logout))
+        .route("/v1/auth/logout-all", post(auth::logout_all))
+        .route("/v1/auth/sessions", get(auth::list_sessions))
+        .route("/v1/auth/sessions/{id}", delete(auth::revoke_session))
+        .route("/v1/auth/me", get(auth::me))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/healthz", get(healthz))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(body_limit))
+        // A panic is a bug, but the client still gets a problem document, not a dropped socket.
+        .layer(CatchPanicLayer::custom(|_| ApiError::Panic.into_response()))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    let body = Json(state.service.jwks().as_ref().clone());
+    ([(header::CACHE_CONTROL, "public, max-age=300")], body).into_response()
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.service.health().await?;
+    Ok(Json(serde_json::json!({ "status": "ok" })))
+}

@@ -1,0 +1,27 @@
+//! Tessera: an authentication token server. Short-lived EdDSA access JWTs, opaque refresh
+//! tokens rotated on every use with reuse detection, and per-device sessions.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings from flags, `TESSERA_*` variables and an optional TOML file.
+//! - [`startup`]: builds the application (store, service, router) and runs it until shutdown.
+//! - [`http`]: routes, extractors and the one mapping of errors to problem+json.
+//! - [`service`]: the auth flows; [`service::rotation`] is the refresh-token state machine.
+//! - [`store`]: the storage trait and its SQLite implementation.
+//! - [`tokens`]: access-token signing and strict verification, the JWKS.
+//! - [`crypto`]: password hashing, refresh-token secrets, sealing a successor token.
+//! - [`domain`]: ids, timestamps, validated inputs and the clock.
+//! - [`telemetry`]: logging setup.
+//!
+//! Requests flow `http -> service -> store`; `service` never sees HTTP types and `http`
+//! never sees SQL.
+
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod http;
+pub mod service;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod tokens;

@@ -1,0 +1,571 @@
+//! The auth flows: register, login, refresh (rotation and reuse detection), logout, sessions.
+//! No HTTP types here: callers pass plain values and get [`AuthError`]s.
+
+pub mod rotation;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ring::rand::SystemRandom;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::crypto::{self, CryptoError, PasswordHashString, RefreshToken};
+use crate::domain::{Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
+use crate::store::{AuditEvent, FoundRefreshToken, Rotation, SessionRecord, Store, StoreError, UserRecord};
+use crate::tokens::{AccessClaims, AccessTokens, SigningKeyRecord, TokenError};
+use rotation::RefreshDecision;
+
+/// Revoked and ended sessions are kept this long (so their tokens answer `session_revoked`)
+/// before the sweeper deletes them.
+pub const ENDED_SESSION_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("invalid access token")]
+    InvalidToken,
+    #[error("access token expired")]
+    TokenExpired,
+    #[error("session revoked")]
+    SessionRevoked,
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("refresh token expired")]
+    RefreshTokenExpired,
+    #[error("refresh token reused")]
+    RefreshTokenReused,
+    #[error("session not found")]
+    SessionNotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<CryptoError> for AuthError {
+    fn from(e: CryptoError) -> Self {
+        AuthError::Internal(e.to_string())
+    }
+}
+
+/// The lifetimes and limits the flows enforce.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub session_ttl: Duration,
+    pub reuse_grace: Duration,
+    pub max_sessions: u32,
+}
+
+impl Policy {
+    pub fn from_config(c: &Config) -> Policy {
+        Policy {
+            access_ttl: c.access_ttl,
+            refresh_ttl: c.refresh_ttl,
+            session_ttl: c.session_ttl,
+            reuse_grace: c.reuse_grace,
+            max_sessions: c.max_sessions,
+        }
+    }
+}
+
+/// Who is asking, as far as we can tell; recorded on sessions and audit events.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct UserView {
+    pub id: UserId,
+    pub email: String,
+    pub created_at: Timestamp,
+}
+
+impl From<&UserRecord> for UserView {
+    fn from(u: &UserRecord) -> Self {
+        UserView {
+            id: u.id,
+            email: u.email.as_str().to_owned(),
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// What a login or refresh hands out.
+#[derive(Debug)]
+pub struct TokenGrant {
+    pub access_token: String,
+    pub access_expires_in: i64,
+    pub refresh_token: RefreshToken,
+    pub refresh_expires_in: i64,
+    pub session_id: SessionId,
+    pub user: UserView,
+}
+
+/// A verified access token whose session is live.
+#[derive(Clone, Debug)]
+pub struct AuthContext {
+    pub claims: AccessClaims,
+    pub user: UserRecord,
+    pub session: SessionRecord,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogoutScope {
+    All,
+    Others,
+}
+
+pub struct AuthService {
+    store: Arc<dyn Store>,
+    tokens: AccessTokens,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+    rng: SystemRandom,
+    dummy_hash: PasswordHashString,
+    /// argon2 takes 19 MiB and tens of milliseconds per hash: bound how many run at once.
+    hashing: Semaphore,
+}
+
+impl AuthService {
+    /// Loads the signing keys (creating the first one on an empty database) and builds the service.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<AuthService, AuthError> {
+        let mut keys = store.find_signing_keys().await?;
+        if !keys.iter().any(|k| k.active) {
+            let key = SigningKeyRecord::generate_ed25519(clock.now()).map_err(token_internal)?;
+            store.insert_signing_key_if_none_active(&key).await?;
+            // Read back: a concurrently starting instance may have won.
+            keys = store.find_signing_keys().await?;
+        }
+        let tokens = AccessTokens::new(&keys, issuer, audience).map_err(token_internal)?;
+        let permits = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+        let dummy_hash = tokio::task::spawn_blocking(crypto::dummy_password_hash)
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        Ok(AuthService {
+            store,
+            tokens,
+            clock,
+            policy,
+            rng: SystemRandom::new(),
+            dummy_hash,
+            hashing: Semaphore::new(permits),
+        })
+    }
+
+    pub fn jwks(&self) -> Arc<serde_json::Value> {
+        self.tokens.jwks()
+    }
+
+    pub async fn health(&self) -> Result<(), AuthError> {
+        Ok(self.store.ping().await?)
+    }
+
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<UserView, AuthError> {
+        let email = Email::parse(email);
+        let password = Password::parse(password);
+        let (email, password) = match (email, password) {
+            (Ok(e), Ok(p)) => (e, p),
+            (e, p) => {
+                let errors = [e.err(), p.err()].into_iter().flatten().collect();
+                return Err(AuthError::Validation(errors));
+            }
+        };
+        let hash = self
+            .blocking_hash(move || crypto::hash_password(&password))
+            .await??;
+        let user = UserRecord {
+            id: UserId::new(),
+            email,
+            password_hash: hash,
+            roles: Vec::new(),
+            created_at: self.clock.now(),
+        };
+        match self.store.insert_user(&user).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return Err(AuthError::EmailTaken),
+            Err(e) => return Err(e.into()),
+        }
+        self.audit("user_registered", Some(user.id), None, client, None)
+            .await;
+        Ok(UserView::from(&user))
+    }
+
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<TokenGrant, AuthError> {
+        let mut errors = Vec::new();
+        if email.trim().is_empty() {
+            errors.push(FieldError::new("email", "must not be empty"));
+        }
+        if password.is_empty() {
+            errors.push(FieldError::new("password", "must not be empty"));
+        } else if password.chars().count() > Password::MAX_CHARS {
+            errors.push(FieldError::new("password", "must be at most 1024 characters"));
+        }
+        if !errors.is_empty() {
+            return Err(AuthError::Validation(errors));
+        }
+        // Anything that is not a valid address cannot belong to a user: same answer as a
+        // wrong password, after the same amount of work.
+        let user = match Email::parse(email) {
+            Ok(e) => self.store.find_user_by_email(&e).await?,
+            Err(_) => None,
+        };
+        let stored = user
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
+        let password = password.to_owned();
+        let matches = self
+            .blocking_hash(move || crypto::verify_password(&password, &stored))
+            .await?;
+        let user = match user {
+            Some(u) if matches => u,
+            found => {
+                self.audit("login_failed", found.map(|u| u.id), None, client, None)
+                    .await;
+                return Err(AuthError::InvalidCredentials);
+            }
+        };
+
+        let now = self.clock.now();
+        let absolute = now.plus(self.policy.session_ttl);
+        let session = SessionRecord {
+            id: SessionId::new(),
+            user_id: user.id,
+            created_at: now,
+            last_used_at: now,
+            absolute_expires_at: absolute,
+            refresh_expires_at: now.plus(self.policy.refresh_ttl).min(absolute),
+            revoked_at: None,
+            revoked_reason: None,
+            user_agent: client.user_agent.clone(),
+            ip: client.ip.clone(),
+            generation: 0,
+            rotated_at: None,
+            sealed_current: None,
+        };
+        let refresh = RefreshToken::generate(&self.rng)?;
+        self.store.insert_session(&session, &refresh.hash()).await?;
+        let evicted = self
+            .store
+            .revoke_sessions_over_limit(user.id, self.policy.max_sessions, now)
+            .await?;
+        if evicted > 0 {
+            let detail = format!("{evicted} least recently used session(s) revoked: session limit");
+            self.audit("session_evicted", Some(user.id), None, client, Some(detail))
+                .await;
+        }
+        self.audit("login_succeeded", Some(user.id), Some(session.id), client, None)
+            .await;
+        self.grant(&user, &session, refresh, now)
+    }
+
+    pub async fn refresh(&self, presented: &str, client: &ClientInfo) -> Result<TokenGrant, AuthError> {
+        let presented = RefreshToken::parse(presented).ok_or(AuthError::InvalidRefreshToken)?;
+        let hash = presented.hash();
+        let FoundRefreshToken {
+            generation,
+            mut session,
+            user,
+        } = self
+            .store
+            .find_refresh_token(&hash)
+            .await?
+            .ok_or(AuthError::InvalidRefreshToken)?;
+
+        // Losing a rotation race sends us round again with the session as the winner left
+        // it; by then the token is a predecessor, so two rounds suffice. The bound is a guard.
+        for _ in 0..4 {
+            let now = self.clock.now();
+            match rotation::decide(&session, generation, now, self.policy.reuse_grace) {
+                RefreshDecision::Revoked => return Err(AuthError::SessionRevoked),
+                RefreshDecision::Expired => return Err(AuthError::RefreshTokenExpired),
+                RefreshDecision::Reuse => return Err(self.on_reuse(&session, now, client).await),
+                RefreshDecision::ReplayCurrent => {
+                    let sealed = session.sealed_current.as_deref().unwrap_or_default();
+                    let current = presented
+                        .open_successor(sealed)
+                        .ok_or_else(|| AuthError::Internal("sealed successor does not open".into()))?;
+                    return self.grant(&user, &session, current, now);
+                }
+                RefreshDecision::Rotate => {
+                    let next = RefreshToken::generate(&self.rng)?;
+                    let refresh_expires_at =
+                        now.plus(self.policy.refresh_ttl).min(session.absolute_expires_at);
+                    let rotation = Rotation {
+                        session_id: session.id,
+                        expected_generation: generation,
+                        new_hash: next.hash(),
+                        sealed_new: presented.seal_successor(&next, &self.rng)?,
+                        now,
+                        refresh_expires_at,
+                    };
+                    if self.store.rotate(&rotation).await? {
+                        session.generation = generation + 1;
+                        session.last_used_at = now;
+                        session.rotated_at = Some(now);
+                        session.refresh_expires_at = refresh_expires_at;
+                        return self.grant(&user, &session, next, now);
+                    }
+                    // Someone else rotated (or revoked) first: decide again on fresh state.
+                    session = self
+                        .store
+                        .find_session(session.id)
+                        .await?
+                        .ok_or(AuthError::InvalidRefreshToken)?;
+                }
+            }
+        }
+        Err(AuthError::Internal("refresh did not settle".into()))
+    }
+
+    async fn on_reuse(&self, session: &SessionRecord, now: Timestamp, client: &ClientInfo) -> AuthError {
+        match self
+            .store
+            .revoke_session(session.id, now, "refresh_token_reused")
+            .await
+        {
+            Ok(_) => {
+                tracing::warn!(session = %session.id, user = %session.user_id, ip = ?client.ip,
+                    "refresh token reuse detected; session revoked");
+                self.audit(
+                    "refresh_token_reused",
+                    Some(session.user_id),
+                    Some(session.id),
+                    client,
+                    None,
+                )
+                .await;
+                AuthError::RefreshTokenReused
+            }
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Revokes the session a refresh token belongs to. Unknown tokens are fine: logout is idempotent.
+    pub async fn logout_with_refresh_token(
+        &self,
+        presented: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let Some(token) = RefreshToken::parse(presented) else {
+            return Ok(());
+        };
+        if let Some(found) = self.store.find_refresh_token(&token.hash()).await? {
+            self.end_session(&found.session, "logout", client).await?;
+        }
+        Ok(())
+    }
+
+    /// Revokes the session of an access token; an invalid token is a no-op, and an expired but
+    /// authentic one still ends its session (the user asked to log out).
+    pub async fn logout_with_access_token(&self, jwt: &str, client: &ClientInfo) -> Result<(), AuthError> {
+        let Ok(claims) = self.tokens.verify(jwt, true) else {
+            return Ok(());
+        };
+        if let Some(session) = self.store.find_session(claims.session_id()).await? {
+            if session.user_id == claims.user_id() {
+                self.end_session(&session, "logout", client).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn end_session(
+        &self,
+        session: &SessionRecord,
+        reason: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        if self.store.revoke_session(session.id, now, reason).await? {
+            self.audit(
+                "session_revoked",
+                Some(session.user_id),
+                Some(session.id),
+                client,
+                Some(reason.into()),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Verifies an access token and checks its session is still live: the gate of every
+    /// authenticated endpoint of this server.
+    pub async fn authenticate(&self, jwt: &str) -> Result<AuthContext, AuthError> {
+        let claims = self.tokens.verify(jwt, false).map_err(|e| match e {
+            TokenError::Expired => AuthError::TokenExpired,
+            _ => AuthError::InvalidToken,
+        })?;
+        let (session, user) = self
+            .store
+            .find_session_with_user(claims.session_id())
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        if session.user_id != claims.user_id() {
+            return Err(AuthError::InvalidToken);
+        }
+        if session.revoked_at.is_some() {
+            return Err(AuthError::SessionRevoked);
+        }
+        if !session.is_live(self.clock.now()) {
+            return Err(AuthError::TokenExpired);
+        }
+        Ok(AuthContext {
+            claims,
+            user,
+            session,
+        })
+    }
+
+    pub async fn logout_all(
+        &self,
+        ctx: &AuthContext,
+        scope: LogoutScope,
+        client: &ClientInfo,
+    ) -> Result<u64, AuthError> {
+        let keep = match scope {
+            LogoutScope::All => None,
+            LogoutScope::Others => Some(ctx.session.id),
+        };
+        let reason = match scope {
+            LogoutScope::All => "logout_all",
+            LogoutScope::Others => "logout_others",
+        };
+        let n = self
+            .store
+            .revoke_user_sessions(ctx.user.id, keep, self.clock.now(), reason)
+            .await?;
+        self.audit(
+            reason,
+            Some(ctx.user.id),
+            Some(ctx.session.id),
+            client,
+            Some(format!("{n} session(s) revoked")),
+        )
+        .await;
+        Ok(n)
+    }
+
+    /// The caller's live sessions, most recently used first.
+    pub async fn list_sessions(&self, ctx: &AuthContext) -> Result<Vec<SessionRecord>, AuthError> {
+        Ok(self
+            .store
+            .find_live_sessions(ctx.user.id, self.clock.now())
+            .await?)
+    }
+
+    /// Revokes one of the caller's own sessions; anyone else's (or no such id) is "not found".
+    pub async fn revoke_session(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let id = SessionId::parse(id).ok_or(AuthError::SessionNotFound)?;
+        let session = self
+            .store
+            .find_session(id)
+            .await?
+            .filter(|s| s.user_id == ctx.user.id)
+            .ok_or(AuthError::SessionNotFound)?;
+        self.end_session(&session, "revoked_by_user", client).await
+    }
+
+    /// Deletes sessions that ended more than [`ENDED_SESSION_RETENTION`] ago.
+    pub async fn sweep(&self) -> Result<u64, AuthError> {
+        let before = self.clock.now().minus(ENDED_SESSION_RETENTION);
+        Ok(self.store.delete_sessions_ended_before(before).await?)
+    }
+
+    fn grant(
+        &self,
+        user: &UserRecord,
+        session: &SessionRecord,
+        refresh: RefreshToken,
+        now: Timestamp,
+    ) -> Result<TokenGrant, AuthError> {
+        // An access token never outlives its session.
+        let access_expires_at = now.plus(self.policy.access_ttl).min(session.expires_at());
+        let access_token = self
+            .tokens
+            .issue(user.id, session.id, &user.roles, now, access_expires_at)
+            .map_err(token_internal)?;
+        Ok(TokenGrant {
+            access_token,
+            access_expires_in: access_expires_at.seconds() - now.seconds(),
+            refresh_token: refresh,
+            refresh_expires_in: now.seconds_until(session.expires_at()),
+            session_id: session.id,
+            user: UserView::from(user),
+        })
+    }
+
+    async fn blocking_hash<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))
+    }
+
+    /// Audit failures are logged, never turned into request failures: the action happened.
+    async fn audit(
+        &self,
+        event: &'static str,
+        user_id: Option<UserId>,
+        session_id: Option<SessionId>,
+        client: &ClientInfo,
+        detail: Option<String>,
+    ) {
+        let e = AuditEvent {
+            id: uuid::Uuid::now_v7(),
+            event,
+            at: self.clock.now(),
+            user_id,
+            session_id,
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+            detail,
+        };
+        if let Err(err) = self.store.insert_audit_event(&e).await {
+            tracing::error!(event, error = %err, "could not write audit event");
+        }
+    }
+}
+
+fn token_internal(e: TokenError) -> AuthError {
+    AuthError::Internal(e.to_string())
+}

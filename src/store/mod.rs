@@ -1,0 +1,192 @@
+//! Storage: one trait, one implementation per database. The service layer talks only to
+//! [`Store`]; SQL lives in the implementations.
+//!
+//! Verbs: `find_*` read, `insert_*` create, `revoke_*` mark sessions dead, `delete_*` remove.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::crypto::{PasswordHashString, RefreshTokenHash};
+use crate::domain::{Email, SessionId, Timestamp, UserId};
+use crate::tokens::SigningKeyRecord;
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint said no (e.g. the email is taken).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The database cannot be reached or timed out; callers answer 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("unsupported database url: {0}")]
+    UnsupportedUrl(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Clone, Debug)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub email: Email,
+    pub password_hash: PasswordHashString,
+    pub roles: Vec<String>,
+    pub created_at: Timestamp,
+}
+
+/// One device session and the head of its refresh-token chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub created_at: Timestamp,
+    pub last_used_at: Timestamp,
+    /// The absolute end of the session, fixed at login.
+    pub absolute_expires_at: Timestamp,
+    /// When the current refresh token expires (slides on each rotation).
+    pub refresh_expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    pub revoked_reason: Option<String>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    /// Generation of the current refresh token; the first token is generation 0.
+    pub generation: i64,
+    /// When generation `generation - 1` was rotated out (None before the first rotation).
+    pub rotated_at: Option<Timestamp>,
+    /// The current token sealed under its predecessor (see `RefreshToken::seal_successor`).
+    pub sealed_current: Option<Vec<u8>>,
+}
+
+impl SessionRecord {
+    /// When the session ends if nothing more happens.
+    pub fn expires_at(&self) -> Timestamp {
+        self.absolute_expires_at.min(self.refresh_expires_at)
+    }
+
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at()
+    }
+}
+
+/// A refresh token found by its hash, with the session it belongs to.
+#[derive(Clone, Debug)]
+pub struct FoundRefreshToken {
+    pub generation: i64,
+    pub session: SessionRecord,
+    pub user: UserRecord,
+}
+
+/// What a successful rotation writes.
+#[derive(Debug)]
+pub struct Rotation {
+    pub session_id: SessionId,
+    /// The generation the caller saw as current; the write succeeds only if it still is.
+    pub expected_generation: i64,
+    pub new_hash: RefreshTokenHash,
+    pub sealed_new: Vec<u8>,
+    pub now: Timestamp,
+    pub refresh_expires_at: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuditEvent {
+    pub id: uuid::Uuid,
+    pub event: &'static str,
+    pub at: Timestamp,
+    pub user_id: Option<UserId>,
+    pub session_id: Option<SessionId>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Is the database answering?
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Inserts a user; `Conflict` when the (normalised) email exists.
+    async fn insert_user(&self, user: &UserRecord) -> StoreResult<()>;
+    async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>>;
+
+    /// Creates a session together with its first refresh token (generation 0).
+    async fn insert_session(&self, session: &SessionRecord, first: &RefreshTokenHash) -> StoreResult<()>;
+    async fn find_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>>;
+    /// The session and its user in one read: the access-token liveness check.
+    async fn find_session_with_user(&self, id: SessionId)
+        -> StoreResult<Option<(SessionRecord, UserRecord)>>;
+    /// Live sessions of a user, most recently used first.
+    async fn find_live_sessions(&self, user: UserId, now: Timestamp) -> StoreResult<Vec<SessionRecord>>;
+    async fn find_refresh_token(&self, hash: &RefreshTokenHash) -> StoreResult<Option<FoundRefreshToken>>;
+
+    /// Advances the chain by one if, and only if, the session is unrevoked and its current
+    /// generation is still `expected_generation`. One conditional write decides the winner
+    /// among concurrent callers; returns whether this caller won.
+    async fn rotate(&self, rotation: &Rotation) -> StoreResult<bool>;
+
+    /// Revokes one session if not already revoked; returns whether this call revoked it.
+    async fn revoke_session(&self, id: SessionId, now: Timestamp, reason: &str) -> StoreResult<bool>;
+    /// Revokes every live session of a user, except `keep` if given; returns how many.
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        now: Timestamp,
+        reason: &str,
+    ) -> StoreResult<u64>;
+    /// Revokes the least recently used live sessions beyond the newest `max_live`.
+    async fn revoke_sessions_over_limit(
+        &self,
+        user: UserId,
+        max_live: u32,
+        now: Timestamp,
+    ) -> StoreResult<u64>;
+    /// Deletes sessions (and their tokens) that ended before `before`.
+    async fn delete_sessions_ended_before(&self, before: Timestamp) -> StoreResult<u64>;
+
+    async fn insert_audit_event(&self, event: &AuditEvent) -> StoreResult<()>;
+
+    async fn find_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// Inserts `key` as the active key unless an active key exists (then it is a no-op), so
+    /// instances starting together on an empty database end up with one active key.
+    async fn insert_signing_key_if_none_active(&self, key: &SigningKeyRecord) -> StoreResult<()>;
+}
+
+/// Opens the store named by a database URL and applies its migrations.
+pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            sqlite::SqliteStore::connect(url, max_connections).await?,
+        ))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Err(StoreError::UnsupportedUrl(
+            "PostgreSQL support is not built yet; use sqlite://PATH".into(),
+        ))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+/// Maps sqlx errors: connection trouble is `Unavailable` (503), the rest `Database` (500).
+pub(crate) fn map_sqlx(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => StoreError::Database(other.to_string()),
+    }
+}
+
+fn parse_roles(json: &str) -> Vec<String> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+fn roles_json(roles: &[String]) -> String {
+    serde_json::to_string(roles).unwrap_or_else(|_| "[]".into())
+}

@@ -1,0 +1,375 @@
+//! Access tokens: EdDSA (Ed25519) JWTs with `typ: at+jwt`, signed with keys kept in the
+//! database and published as a JWKS. Verification is strict: only our own `kid`, only the
+//! algorithm that key is for, never a key or URL taken from the token's header.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{SessionId, Timestamp, UserId};
+
+/// The `typ` header of every access token (RFC 9068).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+const ED25519_ALG: &str = "EdDSA";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("invalid access token")]
+    Invalid,
+    #[error("access token expired")]
+    Expired,
+    #[error("signing failed: {0}")]
+    Signing(String),
+    #[error("bad signing key {kid}: {reason}")]
+    BadKey { kid: String, reason: String },
+}
+
+/// A signing key as the store keeps it. The private part is PKCS#8 DER.
+#[derive(Clone)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub alg: String,
+    pub private_pkcs8: Vec<u8>,
+    pub public_key: Vec<u8>,
+    pub created_at: Timestamp,
+    /// The one key new tokens are signed with; others only verify until their tokens expire.
+    pub active: bool,
+}
+
+impl fmt::Debug for SigningKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKeyRecord")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKeyRecord {
+    /// A fresh Ed25519 key pair from the system CSPRNG.
+    pub fn generate_ed25519(now: Timestamp) -> Result<SigningKeyRecord, TokenError> {
+        let rng = SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| TokenError::Signing("key generation failed".into()))?;
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+            .map_err(|_| TokenError::Signing("key generation failed".into()))?;
+        Ok(SigningKeyRecord {
+            kid: uuid::Uuid::now_v7().simple().to_string(),
+            alg: ED25519_ALG.into(),
+            private_pkcs8: pkcs8.as_ref().to_vec(),
+            public_key: pair.public_key().as_ref().to_vec(),
+            created_at: now,
+            active: true,
+        })
+    }
+}
+
+/// One usable key: ready-made jsonwebtoken keys plus its public JWK.
+struct LoadedKey {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    alg: Algorithm,
+}
+
+/// The claims of an access token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    /// Exactly one string: an array is refused on verification.
+    pub aud: String,
+    pub sub: UserIdClaim,
+    pub sid: SessionIdClaim,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub roles: Vec<String>,
+}
+
+/// `sub` as it travels: a UUID string.
+pub type UserIdClaim = uuid::Uuid;
+/// `sid` as it travels: a UUID string.
+pub type SessionIdClaim = uuid::Uuid;
+
+impl AccessClaims {
+    pub fn user_id(&self) -> UserId {
+        UserId(self.sub)
+    }
+
+    pub fn session_id(&self) -> SessionId {
+        SessionId(self.sid)
+    }
+}
+
+/// Issues and verifies access tokens with the server's key set.
+pub struct AccessTokens {
+    active_kid: String,
+    keys: HashMap<String, LoadedKey>,
+    jwks: Arc<serde_json::Value>,
+    issuer: String,
+    audience: String,
+    validation: Validation,
+    validation_ignoring_exp: Validation,
+}
+
+impl AccessTokens {
+    /// Builds the key set; exactly one record should be active (the newest active wins).
+    pub fn new(
+        records: &[SigningKeyRecord],
+        issuer: &str,
+        audience: &str,
+    ) -> Result<AccessTokens, TokenError> {
+        let mut keys = HashMap::new();
+        let mut jwks = Vec::new();
+        let mut active: Option<&SigningKeyRecord> = None;
+        for r in records {
+            if r.alg != ED25519_ALG || r.public_key.len() != 32 {
+                return Err(TokenError::BadKey {
+                    kid: r.kid.clone(),
+                    reason: format!("unsupported algorithm {} or key size", r.alg),
+                });
+            }
+            // Refuse a private key that does not match its public half.
+            let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&r.private_pkcs8).map_err(|e| {
+                TokenError::BadKey {
+                    kid: r.kid.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            if pair.public_key().as_ref() != r.public_key.as_slice() {
+                return Err(TokenError::BadKey {
+                    kid: r.kid.clone(),
+                    reason: "public key does not match private key".into(),
+                });
+            }
+            let x = URL_SAFE_NO_PAD.encode(&r.public_key);
+            let decoding = DecodingKey::from_ed_components(&x).map_err(|e| TokenError::BadKey {
+                kid: r.kid.clone(),
+                reason: e.to_string(),
+            })?;
+            keys.insert(
+                r.kid.clone(),
+                LoadedKey {
+                    encoding: EncodingKey::from_ed_der(&r.private_pkcs8),
+                    decoding,
+                    alg: Algorithm::EdDSA,
+                },
+            );
+            jwks.push(serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "x": x,
+                "kid": r.kid, "alg": ED25519_ALG, "use": "sig",
+            }));
+            if r.active && active.is_none_or(|a| a.created_at < r.created_at) {
+                active = Some(r);
+            }
+        }
+        let active_kid = active
+            .map(|r| r.kid.clone())
+            .ok_or_else(|| TokenError::Signing("no active signing key".into()))?;
+
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = 0;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "iat"]);
+        let mut validation_ignoring_exp = validation.clone();
+        validation_ignoring_exp.validate_exp = false;
+
+        Ok(AccessTokens {
+            active_kid,
+            keys,
+            jwks: Arc::new(serde_json::json!({ "keys": jwks })),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            validation,
+            validation_ignoring_exp,
+        })
+    }
+
+    /// The public JWK set (`{"keys": [...]}`), never with a private part.
+    pub fn jwks(&self) -> Arc<serde_json::Value> {
+        Arc::clone(&self.jwks)
+    }
+
+    pub fn issue(
+        &self,
+        user: UserId,
+        session: SessionId,
+        roles: &[String],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<String, TokenError> {
+        let key = self
+            .keys
+            .get(&self.active_kid)
+            .ok_or_else(|| TokenError::Signing("active key missing".into()))?;
+        let mut header = Header::new(key.alg);
+        header.typ = Some(ACCESS_TOKEN_TYP.into());
+        header.kid = Some(self.active_kid.clone());
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user.0,
+            sid: session.0,
+            iat: now.seconds(),
+            exp: expires_at.seconds(),
+            jti: uuid::Uuid::now_v7().to_string(),
+            roles: roles.to_vec(),
+        };
+        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| TokenError::Signing(e.to_string()))
+    }
+
+    /// Strict verification. `allow_expired` is only for logout, where an expired but
+    /// authentic token still identifies the session to end.
+    pub fn verify(&self, token: &str, allow_expired: bool) -> Result<AccessClaims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
+            return Err(TokenError::Invalid);
+        }
+        // Keys or key locations supplied by the token are an attack vector; we never use them
+        // and refuse tokens that carry them.
+        if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
+            return Err(TokenError::Invalid);
+        }
+        let kid = header.kid.as_deref().ok_or(TokenError::Invalid)?;
+        let key = self.keys.get(kid).ok_or(TokenError::Invalid)?;
+        if header.alg != key.alg {
+            return Err(TokenError::Invalid);
+        }
+        let validation = if allow_expired {
+            &self.validation_ignoring_exp
+        } else {
+            &self.validation
+        };
+        match jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, validation) {
+            Ok(data) => Ok(data.claims),
+            Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => Err(TokenError::Expired),
+            Err(_) => Err(TokenError::Invalid),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Clock, SystemClock};
+
+    fn tokens() -> (AccessTokens, SigningKeyRecord) {
+        let key = SigningKeyRecord::generate_ed25519(SystemClock.now()).unwrap();
+        let t = AccessTokens::new(std::slice::from_ref(&key), "https://iss", "aud").unwrap();
+        (t, key)
+    }
+
+    fn b64(v: &serde_json::Value) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    }
+
+    fn issue(t: &AccessTokens, ttl_secs: i64) -> String {
+        let now = SystemClock.now();
+        t.issue(
+            UserId::new(),
+            SessionId::new(),
+            &["admin".into()],
+            now,
+            Timestamp(now.0 + ttl_secs * 1000),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_carry_the_claims() {
+        let (t, key) = tokens();
+        let jwt = issue(&t, 60);
+        let parts: Vec<_> = jwt.split('.').collect();
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(header["alg"], "EdDSA");
+        assert_eq!(header["typ"], "at+jwt");
+        assert_eq!(header["kid"], key.kid.as_str());
+        let claims = t.verify(&jwt, false).unwrap();
+        assert_eq!(claims.iss, "https://iss");
+        assert_eq!(claims.aud, "aud");
+        assert_eq!(claims.roles, vec!["admin".to_string()]);
+        assert!(claims.exp > claims.iat);
+    }
+
+    #[test]
+    fn expired_tokens_say_so_and_only_logout_may_ignore_it() {
+        let (t, _) = tokens();
+        let jwt = issue(&t, -5);
+        assert!(matches!(t.verify(&jwt, false), Err(TokenError::Expired)));
+        assert!(t.verify(&jwt, true).is_ok());
+    }
+
+    #[test]
+    fn foreign_keys_issuers_and_audiences_are_refused() {
+        let (t, _) = tokens();
+        let (other, _) = tokens();
+        assert!(matches!(
+            t.verify(&issue(&other, 60), false),
+            Err(TokenError::Invalid)
+        ));
+        let key = SigningKeyRecord::generate_ed25519(SystemClock.now()).unwrap();
+        let wrong_iss = AccessTokens::new(std::slice::from_ref(&key), "https://evil", "aud").unwrap();
+        let same_key_right_iss = AccessTokens::new(std::slice::from_ref(&key), "https://iss", "aud").unwrap();
+        assert!(matches!(
+            same_key_right_iss.verify(&issue(&wrong_iss, 60), false),
+            Err(TokenError::Invalid)
+        ));
+        let wrong_aud = AccessTokens::new(std::slice::from_ref(&key), "https://iss", "other").unwrap();
+        assert!(matches!(
+            same_key_right_iss.verify(&issue(&wrong_aud, 60), false),
+            Err(TokenError::Invalid)
+        ));
+    }
+
+    #[test]
+    fn header_tricks_are_refused() {
+        let (t, key) = tokens();
+        let jwt = issue(&t, 60);
+        let parts: Vec<_> = jwt.split('.').collect();
+        let with_header = |h: serde_json::Value| format!("{}.{}.{}", b64(&h), parts[1], parts[2]);
+        // alg none, wrong typ, missing typ, jwk/jku embedded, unknown kid.
+        let cases = [
+            serde_json::json!({"alg":"none","typ":"at+jwt","kid":key.kid}),
+            serde_json::json!({"alg":"EdDSA","typ":"JWT","kid":key.kid}),
+            serde_json::json!({"alg":"EdDSA","kid":key.kid}),
+            serde_json::json!({"alg":"EdDSA","typ":"at+jwt","kid":key.kid,"jku":"http://127.0.0.1:1/k"}),
+            serde_json::json!({"alg":"EdDSA","typ":"at+jwt","kid":key.kid,"x5u":"http://127.0.0.1:1/k"}),
+            serde_json::json!({"alg":"EdDSA","typ":"at+jwt","kid":"nope"}),
+            serde_json::json!({"alg":"HS256","typ":"at+jwt","kid":key.kid}),
+        ];
+        for h in cases {
+            assert!(
+                matches!(t.verify(&with_header(h.clone()), false), Err(TokenError::Invalid)),
+                "{h}"
+            );
+        }
+        assert!(matches!(
+            t.verify(&format!("{}.{}.", parts[0], parts[1]), false),
+            Err(TokenError::Invalid)
+        ));
+        assert!(matches!(t.verify("garbage", false), Err(TokenError::Invalid)));
+    }
+
+    #[test]
+    fn jwks_has_no_private_parts() {
+        let (t, key) = tokens();
+        let jwks = t.jwks();
+        let k = &jwks["keys"][0];
+        assert_eq!(k["kid"], key.kid.as_str());
+        assert_eq!(k["use"], "sig");
+        assert_eq!(k["alg"], "EdDSA");
+        assert!(k.get("d").is_none());
+    }
+}
