@@ -164,6 +164,13 @@ impl fmt::Debug for RefreshToken {
     }
 }
 
+/// Compares two secrets without revealing, through timing, where they differ: the
+/// comparison runs on SHA-256 digests, whose differences say nothing about the inputs.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    digest::digest(&digest::SHA256, a.as_bytes()).as_ref()
+        == digest::digest(&digest::SHA256, b.as_bytes()).as_ref()
+}
+
 /// Random URL-safe string of `bytes` random bytes (CSRF tokens, ids that must be unguessable).
 pub fn random_token(rng: &SystemRandom, bytes: usize) -> Result<String, CryptoError> {
     let mut buf = vec![0u8; bytes];

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::domain::{Clock, SystemClock};
+use crate::http::rate_limit::RateLimiter;
 use crate::http::{self, AppState};
 use crate::service::{AuthError, AuthService, Policy};
 use crate::store::{self, StoreError};
@@ -69,6 +70,9 @@ impl Application {
         let state = AppState {
             service: Arc::clone(&service),
             trust_proxy_headers: config.trust_proxy_headers,
+            cookie_secure: config.cookie_secure,
+            login_limit: Arc::new(RateLimiter::new(config.login_rate)),
+            refresh_limit: Arc::new(RateLimiter::new(config.refresh_rate)),
         };
         Ok(Application {
             listener,

@@ -23,7 +23,10 @@ CREATE TABLE sessions (
     ip                  TEXT,
     generation          INTEGER NOT NULL DEFAULT 0,
     rotated_at          INTEGER,
-    sealed_current      BLOB
+    sealed_current      BLOB,
+    -- Cookie-transport sessions only. Kept in clear: the browser's scripts read it anyway, and
+    -- it is worthless without the HttpOnly cookies it accompanies.
+    csrf_token          TEXT
 );
 CREATE INDEX sessions_by_user ON sessions (user_id, last_used_at DESC);
 CREATE INDEX sessions_by_refresh_end ON sessions (refresh_expires_at);

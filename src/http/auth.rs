@@ -7,40 +7,60 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::json;
 
+use super::cookies::{clear_cookies, set_grant_cookies, RequestCookies};
 use super::error::ApiError;
 use super::extract::{bearer_token, Authenticated, Client, Fields, JsonBody};
+use super::rate_limit::RateLimiter;
 use super::AppState;
 use crate::domain::{SessionId, Timestamp};
-use crate::service::{AuthContext, LogoutScope, TokenGrant, UserView};
+use crate::service::{AuthContext, ClientInfo, LogoutScope, TokenGrant, Transport, UserView};
 use crate::store::SessionRecord;
 
+/// The token response. A cookie-transport session gets its tokens as cookies instead, and
+/// the CSRF token in the body.
 #[derive(Serialize)]
 struct TokenResponse<'a> {
-    access_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<&'a str>,
     token_type: &'static str,
     expires_in: i64,
-    refresh_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
     refresh_token_expires_in: i64,
     session_id: SessionId,
     user: &'a UserView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csrf_token: Option<&'a str>,
 }
 
-fn token_response(grant: &TokenGrant) -> Response {
+fn token_response(grant: &TokenGrant, cookie_secure: bool) -> Response {
+    let is_cookie_session = grant.csrf_token.is_some();
     let body = TokenResponse {
-        access_token: &grant.access_token,
+        access_token: (!is_cookie_session).then_some(grant.access_token.as_str()),
         token_type: "Bearer",
         expires_in: grant.access_expires_in,
-        refresh_token: grant.refresh_token.expose(),
+        refresh_token: (!is_cookie_session).then_some(grant.refresh_token.expose()),
         refresh_token_expires_in: grant.refresh_expires_in,
         session_id: grant.session_id,
         user: &grant.user,
+        csrf_token: grant.csrf_token.as_deref(),
     };
     // Tokens must never sit in a cache (RFC 6749 §5.1).
-    (
+    let mut response = (
         [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
         Json(body),
     )
-        .into_response()
+        .into_response();
+    if let Some(csrf) = &grant.csrf_token {
+        set_grant_cookies(response.headers_mut(), grant, csrf, cookie_secure);
+    }
+    response
+}
+
+fn rate_limit(limiter: &RateLimiter, client: &ClientInfo) -> Result<(), ApiError> {
+    limiter
+        .check(client.ip.as_deref().unwrap_or("unknown"))
+        .map_err(ApiError::RateLimited)
 }
 
 pub async fn register(
@@ -61,59 +81,91 @@ pub async fn login(
     Client(client): Client,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
+    rate_limit(&state.login_limit, &client)?;
     let mut f = Fields::new(&body);
     let email = f.required_str("email");
     let password = f.required_str("password");
-    match f.optional_str("transport") {
-        None | Some("body") => {}
-        Some(_) => f.invalid("transport", "must be \"body\""),
-    }
+    let transport = match f.optional_str("transport") {
+        None | Some("body") => Transport::Body,
+        Some("cookie") => Transport::Cookie,
+        Some(_) => {
+            f.invalid("transport", "must be \"body\" or \"cookie\"");
+            Transport::Body
+        }
+    };
     f.finish()?;
-    let grant = state.service.login(email, password, &client).await?;
-    Ok(token_response(&grant))
+    let grant = state.service.login(email, password, transport, &client).await?;
+    Ok(token_response(&grant, state.cookie_secure))
 }
 
+/// Rotates the refresh token from the body, or else from the refresh cookie (which then
+/// needs the CSRF header).
 pub async fn refresh(
     State(state): State<AppState>,
     Client(client): Client,
+    headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
+    rate_limit(&state.refresh_limit, &client)?;
+    let cookies = RequestCookies::from_headers(&headers);
     let mut f = Fields::new(&body);
-    let token = f.required_str("refresh_token");
+    let in_body = f.optional_str("refresh_token");
+    let (token, csrf) = match (in_body, cookies.refresh.as_deref()) {
+        (Some(token), _) => (token, None),
+        (None, Some(token)) => (token, Some(cookies.require_csrf(&headers)?)),
+        (None, None) => {
+            f.invalid("refresh_token", "is required");
+            ("", None)
+        }
+    };
     f.finish()?;
-    let grant = state.service.refresh(token, &client).await?;
-    Ok(token_response(&grant))
+    let grant = state.service.refresh(token, csrf, &client).await?;
+    Ok(token_response(&grant, state.cookie_secure))
 }
 
-/// Ends the session named by a refresh token in the body, or else by the bearer token.
-/// Always 204 for a well-formed request: logging out twice is not an error.
+/// Ends the session named by a refresh token (body or cookie) or an access token (bearer or
+/// cookie). Always 204 for a well-formed request: logging out twice is not an error.
 pub async fn logout(
     State(state): State<AppState>,
     Client(client): Client,
     headers: HeaderMap,
     body: JsonBody,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
+    let cookies = RequestCookies::from_headers(&headers);
     let mut f = Fields::new(&body);
-    let refresh_token = f.optional_str("refresh_token");
+    let in_body = f.optional_str("refresh_token");
     let bearer = bearer_token(&headers);
-    if refresh_token.is_none() && bearer.is_none() && body.0.is_some() {
+    if in_body.is_none() && bearer.is_none() && !cookies.any() && body.0.is_some() {
         f.invalid("refresh_token", "is required without a bearer token");
     }
     f.finish()?;
-    if let Some(token) = refresh_token {
-        state.service.logout_with_refresh_token(token, &client).await?;
+    let service = &state.service;
+    if let Some(token) = in_body {
+        service.logout_with_refresh_token(token, None, &client).await?;
     } else if let Some(jwt) = bearer {
-        state.service.logout_with_access_token(jwt, &client).await?;
+        service.logout_with_access_token(jwt, None, &client).await?;
+    } else if cookies.refresh.is_some() || cookies.access.is_some() {
+        let csrf = Some(cookies.require_csrf(&headers)?);
+        if let Some(token) = cookies.refresh.as_deref() {
+            service.logout_with_refresh_token(token, csrf, &client).await?;
+        } else if let Some(jwt) = cookies.access.as_deref() {
+            service.logout_with_access_token(jwt, csrf, &client).await?;
+        }
     }
-    Ok(StatusCode::NO_CONTENT)
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if cookies.any() {
+        clear_cookies(response.headers_mut(), state.cookie_secure);
+    }
+    Ok(response)
 }
 
 pub async fn logout_all(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
     Client(client): Client,
+    headers: HeaderMap,
     body: JsonBody,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let mut f = Fields::new(&body);
     let scope = match f.optional_str("scope") {
         None | Some("all") => LogoutScope::All,
@@ -125,7 +177,12 @@ pub async fn logout_all(
     };
     f.finish()?;
     state.service.logout_all(&ctx, scope, &client).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    // The caller's own session ended too: a browser should drop its cookies.
+    if scope == LogoutScope::All && RequestCookies::from_headers(&headers).any() {
+        clear_cookies(response.headers_mut(), state.cookie_secure);
+    }
+    Ok(response)
 }
 
 #[derive(Serialize)]

@@ -22,6 +22,8 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("rate limited; retry after {0} s")]
+    RateLimited(u64),
     #[error("internal error")]
     Panic,
 }
@@ -103,6 +105,11 @@ impl ApiError {
                     "This refresh token was already used; the session has been revoked.",
                 ),
                 A::SessionNotFound => s(StatusCode::NOT_FOUND, "session_not_found", "No such session."),
+                A::CsrfFailed => s(
+                    StatusCode::FORBIDDEN,
+                    "csrf_failed",
+                    "Cookie-authenticated requests need an X-CSRF-Token header equal to the CSRF cookie.",
+                ),
                 A::Store(StoreError::Unavailable(_)) => s(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "service_unavailable",
@@ -125,6 +132,11 @@ impl ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "This route does not accept that method.",
+            ),
+            ApiError::RateLimited(secs) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("Too many attempts; retry in {secs} s."),
             ),
             ApiError::Panic => s(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -166,6 +178,9 @@ impl IntoResponse for ApiError {
             && matches!(code, "invalid_token" | "token_expired" | "session_revoked")
         {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::RateLimited(secs) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use serde_json::{Map, Value};
 
+use super::cookies::RequestCookies;
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::FieldError;
@@ -124,15 +125,29 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// A caller with a valid access token of a live session.
+/// A caller with a valid access token of a live session: a bearer header, or else the
+/// access cookie, in which case unsafe methods also need the session's CSRF token.
 pub struct Authenticated(pub AuthContext);
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(&parts.headers).ok_or(AuthError::InvalidToken)?;
-        Ok(Authenticated(state.service.authenticate(token).await?))
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            let token = bearer_token(&parts.headers).ok_or(AuthError::InvalidToken)?;
+            return Ok(Authenticated(state.service.authenticate(token).await?));
+        }
+        let cookies = RequestCookies::from_headers(&parts.headers);
+        let token = cookies.access.as_deref().ok_or(AuthError::InvalidToken)?;
+        let csrf = match parts.method {
+            Method::GET | Method::HEAD | Method::OPTIONS => None,
+            _ => Some(cookies.require_csrf(&parts.headers)?),
+        };
+        let ctx = state.service.authenticate(token).await?;
+        if csrf.is_some_and(|c| !ctx.session.csrf_matches(c)) {
+            return Err(AuthError::CsrfFailed.into());
+        }
+        Ok(Authenticated(ctx))
     }
 }
 

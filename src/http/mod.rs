@@ -2,8 +2,10 @@
 //! service and never touches SQL.
 
 mod auth;
+pub mod cookies;
 pub mod error;
 pub mod extract;
+pub mod rate_limit;
 
 use std::sync::Arc;
 
@@ -17,12 +19,17 @@ use tower_http::trace::TraceLayer;
 
 use crate::service::AuthService;
 use error::ApiError;
+use rate_limit::RateLimiter;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<AuthService>,
     pub trust_proxy_headers: bool,
+    /// The `Secure` attribute of our cookies (off only for plain-HTTP development hosts).
+    pub cookie_secure: bool,
+    pub login_limit: Arc<RateLimiter>,
+    pub refresh_limit: Arc<RateLimiter>,
 }
 
 pub fn router(state: AppState, body_limit: usize) -> Router {

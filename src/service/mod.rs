@@ -43,6 +43,8 @@ pub enum AuthError {
     RefreshTokenReused,
     #[error("session not found")]
     SessionNotFound,
+    #[error("CSRF token missing or wrong")]
+    CsrfFailed,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -101,6 +103,15 @@ impl From<&UserRecord> for UserView {
     }
 }
 
+/// How a client holds its tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Mobile/API clients: tokens in response bodies, access token as a bearer header.
+    Body,
+    /// Browsers: tokens in HttpOnly cookies, a CSRF token bound to the session.
+    Cookie,
+}
+
 /// What a login or refresh hands out.
 #[derive(Debug)]
 pub struct TokenGrant {
@@ -110,6 +121,8 @@ pub struct TokenGrant {
     pub refresh_expires_in: i64,
     pub session_id: SessionId,
     pub user: UserView,
+    /// Present for cookie-transport sessions.
+    pub csrf_token: Option<String>,
 }
 
 /// A verified access token whose session is live.
@@ -216,6 +229,7 @@ impl AuthService {
         &self,
         email: &str,
         password: &str,
+        transport: Transport,
         client: &ClientInfo,
     ) -> Result<TokenGrant, AuthError> {
         let mut errors = Vec::new();
@@ -268,6 +282,10 @@ impl AuthService {
             generation: 0,
             rotated_at: None,
             sealed_current: None,
+            csrf_token: match transport {
+                Transport::Body => None,
+                Transport::Cookie => Some(crypto::random_token(&self.rng, 32)?),
+            },
         };
         let refresh = RefreshToken::generate(&self.rng)?;
         self.store.insert_session(&session, &refresh.hash()).await?;
@@ -285,7 +303,14 @@ impl AuthService {
         self.grant(&user, &session, refresh, now)
     }
 
-    pub async fn refresh(&self, presented: &str, client: &ClientInfo) -> Result<TokenGrant, AuthError> {
+    /// Rotates a refresh token. `csrf` is the CSRF token that came with a refresh token taken
+    /// from a cookie; it must match the one bound to the session.
+    pub async fn refresh(
+        &self,
+        presented: &str,
+        csrf: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<TokenGrant, AuthError> {
         let presented = RefreshToken::parse(presented).ok_or(AuthError::InvalidRefreshToken)?;
         let hash = presented.hash();
         let FoundRefreshToken {
@@ -297,6 +322,7 @@ impl AuthService {
             .find_refresh_token(&hash)
             .await?
             .ok_or(AuthError::InvalidRefreshToken)?;
+        check_csrf(&session, csrf)?;
 
         // Losing a rotation race sends us round again with the session as the winner left
         // it; by then the token is a predecessor, so two rounds suffice. The bound is a guard.
@@ -371,12 +397,14 @@ impl AuthService {
     pub async fn logout_with_refresh_token(
         &self,
         presented: &str,
+        csrf: Option<&str>,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
         let Some(token) = RefreshToken::parse(presented) else {
             return Ok(());
         };
         if let Some(found) = self.store.find_refresh_token(&token.hash()).await? {
+            check_csrf(&found.session, csrf)?;
             self.end_session(&found.session, "logout", client).await?;
         }
         Ok(())
@@ -384,12 +412,18 @@ impl AuthService {
 
     /// Revokes the session of an access token; an invalid token is a no-op, and an expired but
     /// authentic one still ends its session (the user asked to log out).
-    pub async fn logout_with_access_token(&self, jwt: &str, client: &ClientInfo) -> Result<(), AuthError> {
+    pub async fn logout_with_access_token(
+        &self,
+        jwt: &str,
+        csrf: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
         let Ok(claims) = self.tokens.verify(jwt, true) else {
             return Ok(());
         };
         if let Some(session) = self.store.find_session(claims.session_id()).await? {
             if session.user_id == claims.user_id() {
+                check_csrf(&session, csrf)?;
                 self.end_session(&session, "logout", client).await?;
             }
         }
@@ -524,6 +558,7 @@ impl AuthService {
             refresh_expires_in: now.seconds_until(session.expires_at()),
             session_id: session.id,
             user: UserView::from(user),
+            csrf_token: session.csrf_token.clone(),
         })
     }
 
@@ -563,6 +598,14 @@ impl AuthService {
         if let Err(err) = self.store.insert_audit_event(&e).await {
             tracing::error!(event, error = %err, "could not write audit event");
         }
+    }
+}
+
+/// A credential taken from a cookie comes with a CSRF token that must be the session's own.
+fn check_csrf(session: &SessionRecord, csrf: Option<&str>) -> Result<(), AuthError> {
+    match csrf {
+        Some(presented) if !session.csrf_matches(presented) => Err(AuthError::CsrfFailed),
+        _ => Ok(()),
     }
 }
 

@@ -80,6 +80,7 @@ mod tests {
             generation,
             rotated_at: rotated_at.map(Timestamp),
             sealed_current: rotated_at.map(|_| vec![1, 2, 3]),
+            csrf_token: None,
         }
     }
 

@@ -61,12 +61,21 @@ pub struct SessionRecord {
     pub rotated_at: Option<Timestamp>,
     /// The current token sealed under its predecessor (see `RefreshToken::seal_successor`).
     pub sealed_current: Option<Vec<u8>>,
+    /// Set for browser (cookie transport) sessions: the CSRF token bound to the session.
+    pub csrf_token: Option<String>,
 }
 
 impl SessionRecord {
     /// When the session ends if nothing more happens.
     pub fn expires_at(&self) -> Timestamp {
         self.absolute_expires_at.min(self.refresh_expires_at)
+    }
+
+    /// Does `presented` equal the CSRF token bound to this (cookie) session?
+    pub fn csrf_matches(&self, presented: &str) -> bool {
+        self.csrf_token
+            .as_deref()
+            .is_some_and(|expected| crate::crypto::secrets_equal(expected, presented))
     }
 
     pub fn is_live(&self, now: Timestamp) -> bool {

@@ -21,7 +21,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.absolute_expires_at, \
      s.refresh_expires_at, s.revoked_at, s.revoked_reason, s.user_agent, s.ip, s.generation, \
-     s.rotated_at, s.sealed_current";
+     s.rotated_at, s.sealed_current, s.csrf_token";
 const USER_COLUMNS: &str = "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at";
 
 impl SqliteStore {
@@ -73,6 +73,7 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, sqlx::Error> {
         generation: row.try_get("generation")?,
         rotated_at: row.try_get::<Option<i64>, _>("rotated_at")?.map(Timestamp),
         sealed_current: row.try_get("sealed_current")?,
+        csrf_token: row.try_get("csrf_token")?,
     })
 }
 
@@ -144,7 +145,7 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
         sqlx::query(
             "INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
-             refresh_expires_at, user_agent, ip, generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             refresh_expires_at, user_agent, ip, generation, csrf_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id.to_string())
         .bind(s.user_id.to_string())
@@ -155,6 +156,7 @@ impl Store for SqliteStore {
         .bind(&s.user_agent)
         .bind(&s.ip)
         .bind(s.generation)
+        .bind(&s.csrf_token)
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?;

@@ -1,0 +1,167 @@
+//! Cookie transport for browsers: the three cookies of the contract, and the double-submit
+//! CSRF check (`X-CSRF-Token` header equal to the `tessera_csrf` cookie). The service then
+//! checks the token is the one bound to the session.
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use cookie::{Cookie, SameSite};
+
+use super::error::ApiError;
+use crate::crypto::secrets_equal;
+use crate::service::{AuthError, TokenGrant};
+
+pub const ACCESS_COOKIE: &str = "tessera_at";
+pub const REFRESH_COOKIE: &str = "tessera_rt";
+pub const CSRF_COOKIE: &str = "tessera_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+const REFRESH_COOKIE_PATH: &str = "/v1/auth";
+
+/// The Tessera cookies a request carried.
+#[derive(Default)]
+pub struct RequestCookies {
+    pub access: Option<String>,
+    pub refresh: Option<String>,
+    pub csrf: Option<String>,
+}
+
+impl RequestCookies {
+    pub fn from_headers(headers: &HeaderMap) -> RequestCookies {
+        let mut found = RequestCookies::default();
+        for value in headers.get_all(header::COOKIE) {
+            let Ok(value) = value.to_str() else { continue };
+            for cookie in Cookie::split_parse(value).flatten() {
+                let slot = match cookie.name() {
+                    ACCESS_COOKIE => &mut found.access,
+                    REFRESH_COOKIE => &mut found.refresh,
+                    CSRF_COOKIE => &mut found.csrf,
+                    _ => continue,
+                };
+                if !cookie.value().is_empty() {
+                    *slot = Some(cookie.value().to_owned());
+                }
+            }
+        }
+        found
+    }
+
+    pub fn any(&self) -> bool {
+        self.access.is_some() || self.refresh.is_some() || self.csrf.is_some()
+    }
+
+    /// The double-submit check for a cookie-authenticated unsafe request; returns the CSRF
+    /// token so the service can check it is the session's own.
+    pub fn require_csrf<'a>(&'a self, headers: &HeaderMap) -> Result<&'a str, ApiError> {
+        let header = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        match (header, self.csrf.as_deref()) {
+            (Some(h), Some(c)) if !h.is_empty() && secrets_equal(h, c) => Ok(c),
+            _ => Err(AuthError::CsrfFailed.into()),
+        }
+    }
+}
+
+fn cookie(
+    name: &'static str,
+    value: String,
+    path: &'static str,
+    secure: bool,
+) -> cookie::CookieBuilder<'static> {
+    Cookie::build((name, value)).path(path).secure(secure)
+}
+
+fn max_age(seconds: i64) -> cookie::time::Duration {
+    cookie::time::Duration::seconds(seconds.max(0))
+}
+
+fn append(headers: &mut HeaderMap, c: Cookie<'_>) {
+    // Names and values are our own base64url/JWT strings, always valid header text.
+    if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+        headers.append(header::SET_COOKIE, v);
+    }
+}
+
+/// Sets the access, refresh and CSRF cookies of a cookie-transport grant.
+pub fn set_grant_cookies(headers: &mut HeaderMap, grant: &TokenGrant, csrf: &str, secure: bool) {
+    let access = cookie(ACCESS_COOKIE, grant.access_token.clone(), "/", secure)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .max_age(max_age(grant.access_expires_in));
+    let refresh = cookie(
+        REFRESH_COOKIE,
+        grant.refresh_token.expose().to_owned(),
+        REFRESH_COOKIE_PATH,
+        secure,
+    )
+    .http_only(true)
+    .same_site(SameSite::Strict)
+    .max_age(max_age(grant.refresh_expires_in));
+    let csrf = cookie(CSRF_COOKIE, csrf.to_owned(), "/", secure)
+        .same_site(SameSite::Lax)
+        .max_age(max_age(grant.refresh_expires_in));
+    for c in [access, refresh, csrf] {
+        append(headers, c.build());
+    }
+}
+
+/// Clears the three cookies: each sent again with its original path, empty, `Max-Age=0`.
+pub fn clear_cookies(headers: &mut HeaderMap, secure: bool) {
+    let cleared = [
+        cookie(ACCESS_COOKIE, String::new(), "/", secure)
+            .http_only(true)
+            .same_site(SameSite::Lax),
+        cookie(REFRESH_COOKIE, String::new(), REFRESH_COOKIE_PATH, secure)
+            .http_only(true)
+            .same_site(SameSite::Strict),
+        cookie(CSRF_COOKIE, String::new(), "/", secure).same_site(SameSite::Lax),
+    ];
+    for c in cleared {
+        append(headers, c.max_age(cookie::time::Duration::ZERO).build());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_cookies_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; tessera_at=AT; tessera_csrf=C".parse().unwrap(),
+        );
+        h.append(header::COOKIE, "tessera_rt=RT".parse().unwrap());
+        let c = RequestCookies::from_headers(&h);
+        assert_eq!(c.access.as_deref(), Some("AT"));
+        assert_eq!(c.refresh.as_deref(), Some("RT"));
+        assert_eq!(c.csrf.as_deref(), Some("C"));
+    }
+
+    #[test]
+    fn csrf_header_must_equal_the_cookie() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, "tessera_csrf=C1".parse().unwrap());
+        let c = RequestCookies::from_headers(&h);
+        assert!(c.require_csrf(&h).is_err());
+        h.insert(CSRF_HEADER, "C2".parse().unwrap());
+        assert!(c.require_csrf(&h).is_err());
+        h.insert(CSRF_HEADER, "C1".parse().unwrap());
+        assert_eq!(c.require_csrf(&h).ok(), Some("C1"));
+    }
+
+    #[test]
+    fn cleared_cookies_keep_their_paths() {
+        let mut h = HeaderMap::new();
+        clear_cookies(&mut h, true);
+        let all: Vec<_> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(all.len(), 3);
+        assert!(all.iter().any(|c| c.starts_with("tessera_rt=;")
+            && c.contains("Path=/v1/auth")
+            && c.contains("Max-Age=0")));
+        assert!(all
+            .iter()
+            .all(|c| c.contains("Secure") && c.contains("Max-Age=0")));
+    }
+}
