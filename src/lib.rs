@@ -11,11 +11,13 @@
 //! - [`tokens`]: access-token signing and strict verification, the JWKS.
 //! - [`crypto`]: password hashing, refresh-token secrets, sealing a successor token.
 //! - [`domain`]: ids, timestamps, validated inputs and the clock.
+//! - [`alerts`]: the signed security-alert webhook.
 //! - [`telemetry`]: logging setup.
 //!
 //! Requests flow `http -> service -> store`; `service` never sees HTTP types and `http`
 //! never sees SQL.
 
+pub mod alerts;
 pub mod config;
 pub mod crypto;
 pub mod domain;

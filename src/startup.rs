@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::alerts::{AlertSink, NoAlerts, WebhookAlerts};
 use crate::config::Config;
 use crate::domain::{Clock, SystemClock};
 use crate::http::rate_limit::RateLimiter;
@@ -25,6 +26,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Service(#[from] AuthError),
+    #[error("alert webhook: {0}")]
+    Alerts(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -47,10 +50,18 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartupError> {
         let store = store::connect(&config.database_url, config.database_max_connections).await?;
+        let alerts: Arc<dyn AlertSink> = match &config.alert_webhook_url {
+            Some(url) => Arc::new(
+                WebhookAlerts::new(url.clone(), config.alert_webhook_secret.as_deref())
+                    .map_err(|e| StartupError::Alerts(e.to_string()))?,
+            ),
+            None => Arc::new(NoAlerts),
+        };
         let service = Arc::new(
             AuthService::start(
                 store,
                 clock,
+                alerts,
                 Policy::from_config(config),
                 &config.issuer,
                 &config.audience,

@@ -10,6 +10,7 @@ use ring::rand::SystemRandom;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use crate::alerts::{AlertSink, ReuseAlert};
 use crate::config::Config;
 use crate::crypto::{self, CryptoError, PasswordHashString, RefreshToken};
 use crate::domain::{Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
@@ -148,6 +149,7 @@ pub struct AuthService {
     dummy_hash: PasswordHashString,
     /// argon2 takes 19 MiB and tens of milliseconds per hash: bound how many run at once.
     hashing: Semaphore,
+    alerts: Arc<dyn AlertSink>,
 }
 
 impl AuthService {
@@ -155,6 +157,7 @@ impl AuthService {
     pub async fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+        alerts: Arc<dyn AlertSink>,
         policy: Policy,
         issuer: &str,
         audience: &str,
@@ -179,6 +182,7 @@ impl AuthService {
             rng: SystemRandom::new(),
             dummy_hash,
             hashing: Semaphore::new(permits),
+            alerts,
         })
     }
 
@@ -370,27 +374,39 @@ impl AuthService {
         Err(AuthError::Internal("refresh did not settle".into()))
     }
 
+    /// Theft suspected: revoke the whole session, then record and report it (once, even when
+    /// several stolen copies arrive together).
     async fn on_reuse(&self, session: &SessionRecord, now: Timestamp, client: &ClientInfo) -> AuthError {
-        match self
+        let revoked_now = match self
             .store
             .revoke_session(session.id, now, "refresh_token_reused")
             .await
         {
-            Ok(_) => {
-                tracing::warn!(session = %session.id, user = %session.user_id, ip = ?client.ip,
-                    "refresh token reuse detected; session revoked");
-                self.audit(
-                    "refresh_token_reused",
-                    Some(session.user_id),
-                    Some(session.id),
-                    client,
-                    None,
-                )
-                .await;
-                AuthError::RefreshTokenReused
-            }
-            Err(e) => e.into(),
+            Ok(revoked_now) => revoked_now,
+            Err(e) => return e.into(),
+        };
+        if revoked_now {
+            tracing::warn!(session = %session.id, user = %session.user_id, ip = ?client.ip,
+                "refresh token reuse detected; session revoked");
+            self.audit(
+                "refresh_token_reused",
+                Some(session.user_id),
+                Some(session.id),
+                client,
+                None,
+            )
+            .await;
+            self.alerts.refresh_token_reused(ReuseAlert {
+                id: uuid::Uuid::now_v7(),
+                event: "refresh_token_reused",
+                at: now,
+                user_id: session.user_id,
+                session_id: session.id,
+                ip: client.ip.clone(),
+                user_agent: client.user_agent.clone(),
+            });
         }
+        AuthError::RefreshTokenReused
     }
 
     /// Revokes the session a refresh token belongs to. Unknown tokens are fine: logout is idempotent.

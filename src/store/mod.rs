@@ -1,4 +1,5 @@
-//! Storage: one trait, one implementation per database. The service layer talks only to
+//! Storage: one trait, one implementation per database (SQLite embedded, PostgreSQL for
+//! several instances). The service layer talks only to
 //! [`Store`]; SQL lives in the implementations.
 //!
 //! Verbs: `find_*` read, `insert_*` create, `revoke_*` mark sessions dead, `delete_*` remove.
@@ -11,6 +12,7 @@ use crate::crypto::{PasswordHashString, RefreshTokenHash};
 use crate::domain::{Email, SessionId, Timestamp, UserId};
 use crate::tokens::SigningKeyRecord;
 
+pub mod postgres;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]
@@ -174,8 +176,8 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Sto
             sqlite::SqliteStore::connect(url, max_connections).await?,
         ))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Err(StoreError::UnsupportedUrl(
-            "PostgreSQL support is not built yet; use sqlite://PATH".into(),
+        Ok(Arc::new(
+            postgres::PostgresStore::connect(url, max_connections).await?,
         ))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))

@@ -1,0 +1,67 @@
+-- Times are bigint milliseconds since the Unix epoch (UTC), as in the SQLite schema, so both
+-- stores share one notion of time; ids are native UUIDs.
+
+CREATE TABLE users (
+    id            uuid PRIMARY KEY,
+    email         text NOT NULL UNIQUE,       -- trimmed and lower-cased before it gets here
+    password_hash text NOT NULL,              -- argon2id, PHC string
+    roles         text NOT NULL DEFAULT '[]', -- JSON array of strings
+    created_at    bigint NOT NULL
+);
+
+-- One row per device session; it also holds the head of the session's refresh-token chain,
+-- so a rotation is a single conditional UPDATE of this row.
+CREATE TABLE sessions (
+    id                  uuid PRIMARY KEY,
+    user_id             uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at          bigint NOT NULL,
+    last_used_at        bigint NOT NULL,
+    absolute_expires_at bigint NOT NULL,
+    refresh_expires_at  bigint NOT NULL,
+    revoked_at          bigint,
+    revoked_reason      text,
+    user_agent          text,
+    ip                  text,
+    generation          bigint NOT NULL DEFAULT 0,
+    rotated_at          bigint,
+    sealed_current      bytea,
+    -- Cookie-transport sessions only; see the SQLite schema for why it is kept in clear.
+    csrf_token          text
+);
+CREATE INDEX sessions_by_user ON sessions (user_id, last_used_at DESC);
+CREATE INDEX sessions_by_refresh_end ON sessions (refresh_expires_at);
+CREATE INDEX sessions_by_absolute_end ON sessions (absolute_expires_at);
+CREATE INDEX sessions_by_revoked ON sessions (revoked_at) WHERE revoked_at IS NOT NULL;
+
+-- Every refresh token ever issued, by SHA-256.
+CREATE TABLE refresh_tokens (
+    hash       bytea PRIMARY KEY,
+    session_id uuid NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    generation bigint NOT NULL
+);
+CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
+
+-- The audit trail outlives the sessions it mentions, so no foreign keys here.
+CREATE TABLE audit_events (
+    id         uuid PRIMARY KEY,
+    event      text NOT NULL,
+    at         bigint NOT NULL,
+    user_id    uuid,
+    session_id uuid,
+    ip         text,
+    user_agent text,
+    detail     text
+);
+CREATE INDEX audit_events_by_user ON audit_events (user_id, at);
+CREATE INDEX audit_events_by_event ON audit_events (event, at);
+
+CREATE TABLE signing_keys (
+    kid           text PRIMARY KEY,
+    alg           text NOT NULL,
+    private_pkcs8 bytea NOT NULL,
+    public_key    bytea NOT NULL,
+    created_at    bigint NOT NULL,
+    active        boolean NOT NULL
+);
+-- At most one active key, whatever races happen when instances start together.
+CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (active) WHERE active;

@@ -1,0 +1,376 @@
+//! The PostgreSQL store, for several stateless Tessera instances on one database.
+//!
+//! Exactly-once rotation across instances rests on PostgreSQL's own row locking: the
+//! rotation is `UPDATE ... WHERE generation = $expected AND revoked_at IS NULL`. Under READ
+//! COMMITTED a concurrent UPDATE of the same row waits for the first to commit, then
+//! re-checks its WHERE clause against the new row version, finds the generation moved on, and
+//! updates nothing. No in-process lock, no retry loop, no SERIALIZABLE needed.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use super::*;
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.absolute_expires_at, \
+     s.refresh_expires_at, s.revoked_at, s.revoked_reason, s.user_agent, s.ip, s.generation, \
+     s.rotated_at, s.sealed_current, s.csrf_token";
+const USER_COLUMNS: &str = "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at";
+
+impl PostgresStore {
+    /// Connects and migrates. sqlx's migrator holds a PostgreSQL advisory lock while it runs,
+    /// so instances starting at the same moment apply each migration once.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::UnsupportedUrl(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            // A database that went away must surface as 503 quickly, not hang requests.
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await
+            .map_err(map_pg)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+/// Connection-level failures (class 08), an administrator shutting the server down (57P0x),
+/// the database being gone (3D000) or refusing connections (55000), or out of connection
+/// slots (53300) mean "unavailable, try again", not "bug".
+fn map_pg(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        let code = db.code().unwrap_or_default();
+        if code.starts_with("08")
+            || code.starts_with("57P0")
+            || matches!(code.as_ref(), "3D000" | "55000" | "53300")
+        {
+            return StoreError::Unavailable(e.to_string());
+        }
+    }
+    map_sqlx(e)
+}
+
+fn session_from_row(row: &PgRow) -> Result<SessionRecord, sqlx::Error> {
+    Ok(SessionRecord {
+        id: SessionId(row.try_get("id")?),
+        user_id: UserId(row.try_get("user_id")?),
+        created_at: Timestamp(row.try_get("created_at")?),
+        last_used_at: Timestamp(row.try_get("last_used_at")?),
+        absolute_expires_at: Timestamp(row.try_get("absolute_expires_at")?),
+        refresh_expires_at: Timestamp(row.try_get("refresh_expires_at")?),
+        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
+        revoked_reason: row.try_get("revoked_reason")?,
+        user_agent: row.try_get("user_agent")?,
+        ip: row.try_get("ip")?,
+        generation: row.try_get("generation")?,
+        rotated_at: row.try_get::<Option<i64>, _>("rotated_at")?.map(Timestamp),
+        sealed_current: row.try_get("sealed_current")?,
+        csrf_token: row.try_get("csrf_token")?,
+    })
+}
+
+fn user_from_row(row: &PgRow) -> Result<UserRecord, sqlx::Error> {
+    Ok(UserRecord {
+        id: UserId(row.try_get("u_id")?),
+        email: Email::from_stored(row.try_get("email")?),
+        password_hash: PasswordHashString(row.try_get("password_hash")?),
+        roles: parse_roles(row.try_get("roles")?),
+        created_at: Timestamp(row.try_get("u_created_at")?),
+    })
+}
+
+fn key_from_row(row: &PgRow) -> Result<SigningKeyRecord, sqlx::Error> {
+    Ok(SigningKeyRecord {
+        kid: row.try_get("kid")?,
+        alg: row.try_get("alg")?,
+        private_pkcs8: row.try_get("private_pkcs8")?,
+        public_key: row.try_get("public_key")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        active: row.try_get("active")?,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn insert_user(&self, user: &UserRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, roles, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(user.id.0)
+        .bind(user.email.as_str())
+        .bind(&user.password_hash.0)
+        .bind(roles_json(&user.roles))
+        .bind(user.created_at.millis())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict("email"),
+            _ => map_pg(e),
+        })?;
+        Ok(())
+    }
+
+    async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email = $1");
+        let row = sqlx::query(&sql)
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        row.as_ref().map(user_from_row).transpose().map_err(map_pg)
+    }
+
+    async fn insert_session(&self, s: &SessionRecord, first: &RefreshTokenHash) -> StoreResult<()> {
+        // One statement, so no transaction round trips: the CTE inserts both rows atomically.
+        sqlx::query(
+            "WITH s AS (INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
+             refresh_expires_at, user_agent, ip, generation, csrf_token) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id) \
+             INSERT INTO refresh_tokens (hash, session_id, generation) SELECT $11, id, $9 FROM s",
+        )
+        .bind(s.id.0)
+        .bind(s.user_id.0)
+        .bind(s.created_at.millis())
+        .bind(s.last_used_at.millis())
+        .bind(s.absolute_expires_at.millis())
+        .bind(s.refresh_expires_at.millis())
+        .bind(&s.user_agent)
+        .bind(&s.ip)
+        .bind(s.generation)
+        .bind(&s.csrf_token)
+        .bind(&first.0[..])
+        .execute(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn find_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        row.as_ref().map(session_from_row).transpose().map_err(map_pg)
+    }
+
+    async fn find_session_with_user(
+        &self,
+        id: SessionId,
+    ) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS}, {USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        row.as_ref()
+            .map(|r| Ok((session_from_row(r)?, user_from_row(r)?)))
+            .transpose()
+            .map_err(map_pg)
+    }
+
+    async fn find_live_sessions(&self, user: UserId, now: Timestamp) -> StoreResult<Vec<SessionRecord>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.user_id = $1 AND s.revoked_at IS NULL \
+             AND s.absolute_expires_at > $2 AND s.refresh_expires_at > $2 \
+             ORDER BY s.last_used_at DESC, s.id DESC"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user.0)
+            .bind(now.millis())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        rows.iter()
+            .map(session_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(map_pg)
+    }
+
+    async fn find_refresh_token(&self, hash: &RefreshTokenHash) -> StoreResult<Option<FoundRefreshToken>> {
+        let sql = format!(
+            "SELECT t.generation AS token_generation, {SESSION_COLUMNS}, {USER_COLUMNS} FROM refresh_tokens t \
+             JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id WHERE t.hash = $1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&hash.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        row.as_ref()
+            .map(|r| {
+                Ok(FoundRefreshToken {
+                    generation: r.try_get("token_generation")?,
+                    session: session_from_row(r)?,
+                    user: user_from_row(r)?,
+                })
+            })
+            .transpose()
+            .map_err(map_pg)
+    }
+
+    async fn rotate(&self, r: &Rotation) -> StoreResult<bool> {
+        // The UPDATE and the INSERT of the new hash are one statement: the INSERT only sees a
+        // row from the CTE when the conditional UPDATE won.
+        let inserted = sqlx::query(
+            "WITH won AS (UPDATE sessions SET generation = generation + 1, rotated_at = $1, last_used_at = $1, \
+             sealed_current = $2, refresh_expires_at = $3 \
+             WHERE id = $4 AND generation = $5 AND revoked_at IS NULL \
+             AND absolute_expires_at > $1 AND refresh_expires_at > $1 RETURNING id, generation) \
+             INSERT INTO refresh_tokens (hash, session_id, generation) SELECT $6, id, generation FROM won",
+        )
+        .bind(r.now.millis())
+        .bind(&r.sealed_new)
+        .bind(r.refresh_expires_at.millis())
+        .bind(r.session_id.0)
+        .bind(r.expected_generation)
+        .bind(&r.new_hash.0[..])
+        .execute(&self.pool)
+        .await
+        .map_err(map_pg)?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn revoke_session(&self, id: SessionId, now: Timestamp, reason: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2, sealed_current = NULL \
+             WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now.millis())
+        .bind(reason)
+        .bind(id.0)
+        .execute(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        now: Timestamp,
+        reason: &str,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2, sealed_current = NULL \
+             WHERE user_id = $3 AND revoked_at IS NULL AND id IS DISTINCT FROM $4",
+        )
+        .bind(now.millis())
+        .bind(reason)
+        .bind(user.0)
+        .bind(keep.map(|k| k.0))
+        .execute(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn revoke_sessions_over_limit(
+        &self,
+        user: UserId,
+        max_live: u32,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = 'session_limit', sealed_current = NULL \
+             WHERE id IN (SELECT id FROM sessions WHERE user_id = $2 AND revoked_at IS NULL \
+               AND absolute_expires_at > $1 AND refresh_expires_at > $1 \
+               ORDER BY last_used_at DESC, id DESC OFFSET $3)",
+        )
+        .bind(now.millis())
+        .bind(user.0)
+        .bind(i64::from(max_live))
+        .execute(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_sessions_ended_before(&self, before: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM sessions WHERE absolute_expires_at < $1 OR refresh_expires_at < $1 OR revoked_at < $1",
+        )
+        .bind(before.millis())
+        .execute(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn insert_audit_event(&self, e: &AuditEvent) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_events (id, event, at, user_id, session_id, ip, user_agent, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(e.id)
+        .bind(e.event)
+        .bind(e.at.millis())
+        .bind(e.user_id.map(|u| u.0))
+        .bind(e.session_id.map(|s| s.0))
+        .bind(&e.ip)
+        .bind(&e.user_agent)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn find_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT kid, alg, private_pkcs8, public_key, created_at, active FROM signing_keys ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        rows.iter()
+            .map(key_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(map_pg)
+    }
+
+    async fn insert_signing_key_if_none_active(&self, k: &SigningKeyRecord) -> StoreResult<()> {
+        // The partial unique index on `active` makes a second active key a conflict, which
+        // DO NOTHING swallows: the first instance's key wins, the others read it back.
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active) \
+             VALUES ($1, $2, $3, $4, $5, true) ON CONFLICT DO NOTHING",
+        )
+        .bind(&k.kid)
+        .bind(&k.alg)
+        .bind(&k.private_pkcs8)
+        .bind(&k.public_key)
+        .bind(k.created_at.millis())
+        .execute(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        Ok(())
+    }
+}
