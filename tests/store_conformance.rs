@@ -1,0 +1,309 @@
+//! The storage conformance suite: every case is written once, as a function of a `Store`, and
+//! runs against SQLite and PostgreSQL (see the `conformance!` list at the bottom).
+
+#[path = "support/postgres.rs"]
+mod postgres_support;
+
+use std::sync::Arc;
+
+
+use ring::rand::SystemRandom;
+use tessera::crypto::{PasswordHashString, RefreshToken, RefreshTokenHash};
+use tessera::domain::{Email, SessionId, Timestamp, UserId};
+use tessera::store::{self, AuditEvent, Rotation, SessionRecord, Store, StoreError, UserRecord};
+use tessera::tokens::SigningKeyRecord;
+
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+const DAY: i64 = 86_400_000;
+
+fn hash() -> RefreshTokenHash {
+    RefreshToken::generate(&SystemRandom::new()).expect("rng").hash()
+}
+
+fn user(email: &str) -> UserRecord {
+    UserRecord {
+        id: UserId::new(),
+        email: Email::parse(email).expect("email"),
+        password_hash: PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        roles: vec!["reader".into()],
+        created_at: T0,
+    }
+}
+
+fn session(user: &UserRecord, last_used: Timestamp) -> SessionRecord {
+    SessionRecord {
+        id: SessionId::new(),
+        user_id: user.id,
+        created_at: last_used,
+        last_used_at: last_used,
+        absolute_expires_at: Timestamp(T0.0 + 90 * DAY),
+        refresh_expires_at: Timestamp(T0.0 + 30 * DAY),
+        revoked_at: None,
+        revoked_reason: None,
+        user_agent: Some("conformance/1.0".into()),
+        ip: Some("127.0.0.1".into()),
+        generation: 0,
+        rotated_at: None,
+        sealed_current: None,
+        csrf_token: None,
+    }
+}
+
+/// A user with one session; returns both and the session's first token hash.
+async fn seeded(store: &dyn Store) -> (UserRecord, SessionRecord, RefreshTokenHash) {
+    let u = user(&format!("{}@example.com", uuid::Uuid::new_v4().simple()));
+    store.insert_user(&u).await.expect("insert user");
+    let s = session(&u, T0);
+    let h = hash();
+    store.insert_session(&s, &h).await.expect("insert session");
+    (u, s, h)
+}
+
+fn rotation(s: &SessionRecord, expected: i64, now: Timestamp) -> Rotation {
+    Rotation {
+        session_id: s.id,
+        expected_generation: expected,
+        new_hash: hash(),
+        sealed_new: vec![7; 60],
+        now,
+        refresh_expires_at: Timestamp(now.0 + 30 * DAY),
+    }
+}
+
+async fn users_are_unique_by_email(store: Arc<dyn Store>) {
+    let u = user("Alice@Example.com");
+    store.insert_user(&u).await.expect("insert");
+    let found = store.find_user_by_email(&u.email).await.expect("find").expect("present");
+    assert_eq!(found.id, u.id);
+    assert_eq!(found.email.as_str(), "alice@example.com");
+    assert_eq!(found.roles, vec!["reader".to_string()]);
+    assert_eq!(found.password_hash, u.password_hash);
+    let again = user("alice@example.com");
+    assert!(matches!(store.insert_user(&again).await, Err(StoreError::Conflict(_))));
+    let nobody = Email::parse("nobody@example.com").expect("email");
+    assert!(store.find_user_by_email(&nobody).await.expect("find").is_none());
+}
+
+async fn sessions_round_trip(store: Arc<dyn Store>) {
+    let (u, s, h) = seeded(store.as_ref()).await;
+    assert_eq!(store.find_session(s.id).await.expect("find").as_ref(), Some(&s));
+    let (s2, u2) = store.find_session_with_user(s.id).await.expect("find").expect("present");
+    assert_eq!(s2, s);
+    assert_eq!(u2.id, u.id);
+    let found = store.find_refresh_token(&h).await.expect("find").expect("present");
+    assert_eq!(found.generation, 0);
+    assert_eq!(found.session, s);
+    assert_eq!(found.user.id, u.id);
+    assert!(store.find_refresh_token(&hash()).await.expect("find").is_none());
+    assert!(store.find_session(SessionId::new()).await.expect("find").is_none());
+}
+
+async fn rotation_advances_the_chain_once(store: Arc<dyn Store>) {
+    let (_, s, first) = seeded(store.as_ref()).await;
+    let now = Timestamp(T0.0 + 1000);
+    let r = rotation(&s, 0, now);
+    assert!(store.rotate(&r).await.expect("rotate"));
+    // The same expected generation again loses: the chain moved on.
+    assert!(!store.rotate(&rotation(&s, 0, now)).await.expect("rotate"));
+    let after = store.find_session(s.id).await.expect("find").expect("present");
+    assert_eq!(after.generation, 1);
+    assert_eq!(after.rotated_at, Some(now));
+    assert_eq!(after.last_used_at, now);
+    assert_eq!(after.refresh_expires_at, r.refresh_expires_at);
+    assert_eq!(after.sealed_current.as_deref(), Some(&r.sealed_new[..]));
+    let new = store.find_refresh_token(&r.new_hash).await.expect("find").expect("present");
+    assert_eq!(new.generation, 1);
+    let old = store.find_refresh_token(&first).await.expect("find").expect("present");
+    assert_eq!(old.generation, 0, "ancestors stay recognisable");
+}
+
+async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
+    let (_, s, _) = seeded(store.as_ref()).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let r = rotation(&s, 0, Timestamp(T0.0 + 1000 + i));
+            tokio::spawn(async move { store.rotate(&r).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.expect("join").expect("rotate must not error under contention") {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+    let after = store.find_session(s.id).await.expect("find").expect("present");
+    assert_eq!(after.generation, 1);
+}
+
+async fn revoked_or_ended_sessions_do_not_rotate(store: Arc<dyn Store>) {
+    let (_, s, _) = seeded(store.as_ref()).await;
+    assert!(store.revoke_session(s.id, T0, "logout").await.expect("revoke"));
+    assert!(!store.revoke_session(s.id, T0, "logout").await.expect("revoke"), "second revoke is a no-op");
+    assert!(!store.rotate(&rotation(&s, 0, T0)).await.expect("rotate"));
+    let after = store.find_session(s.id).await.expect("find").expect("present");
+    assert_eq!(after.revoked_at, Some(T0));
+    assert_eq!(after.revoked_reason.as_deref(), Some("logout"));
+
+    let (_, ended, _) = seeded(store.as_ref()).await;
+    let late = Timestamp(T0.0 + 31 * DAY);
+    assert!(!store.rotate(&rotation(&ended, 0, late)).await.expect("rotate"));
+}
+
+async fn revocation_clears_the_sealed_successor(store: Arc<dyn Store>) {
+    let (_, s, _) = seeded(store.as_ref()).await;
+    assert!(store.rotate(&rotation(&s, 0, T0)).await.expect("rotate"));
+    store.revoke_session(s.id, T0, "refresh_token_reused").await.expect("revoke");
+    let after = store.find_session(s.id).await.expect("find").expect("present");
+    assert_eq!(after.sealed_current, None);
+}
+
+async fn user_sessions_revoke_all_or_others(store: Arc<dyn Store>) {
+    let (u, keep, _) = seeded(store.as_ref()).await;
+    let other = session(&u, T0);
+    store.insert_session(&other, &hash()).await.expect("insert");
+    let (_, stranger, _) = seeded(store.as_ref()).await;
+
+    assert_eq!(store.revoke_user_sessions(u.id, Some(keep.id), T0, "logout_others").await.expect("revoke"), 1);
+    let live = store.find_live_sessions(u.id, T0).await.expect("list");
+    assert_eq!(live.iter().map(|s| s.id).collect::<Vec<_>>(), vec![keep.id]);
+    assert_eq!(store.revoke_user_sessions(u.id, None, T0, "logout_all").await.expect("revoke"), 1);
+    assert!(store.find_live_sessions(u.id, T0).await.expect("list").is_empty());
+    let untouched = store.find_session(stranger.id).await.expect("find").expect("present");
+    assert!(untouched.revoked_at.is_none(), "other users keep their sessions");
+}
+
+async fn live_sessions_are_listed_most_recent_first(store: Arc<dyn Store>) {
+    let (u, oldest, _) = seeded(store.as_ref()).await;
+    let newest = session(&u, Timestamp(T0.0 + 2000));
+    let middle = session(&u, Timestamp(T0.0 + 1000));
+    let mut ended = session(&u, Timestamp(T0.0 + 3000));
+    ended.refresh_expires_at = Timestamp(T0.0 + 5000);
+    let revoked = session(&u, Timestamp(T0.0 + 4000));
+    for s in [&newest, &middle, &ended, &revoked] {
+        store.insert_session(s, &hash()).await.expect("insert");
+    }
+    store.revoke_session(revoked.id, T0, "logout").await.expect("revoke");
+    let now = Timestamp(T0.0 + 6000);
+    let ids: Vec<_> = store.find_live_sessions(u.id, now).await.expect("list").iter().map(|s| s.id).collect();
+    assert_eq!(ids, vec![newest.id, middle.id, oldest.id]);
+}
+
+async fn sessions_over_the_limit_are_revoked_least_recent_first(store: Arc<dyn Store>) {
+    let (u, first, _) = seeded(store.as_ref()).await;
+    let mut all = vec![first];
+    for i in 1..5 {
+        let s = session(&u, Timestamp(T0.0 + i * 1000));
+        store.insert_session(&s, &hash()).await.expect("insert");
+        all.push(s);
+    }
+    let now = Timestamp(T0.0 + 10_000);
+    assert_eq!(store.revoke_sessions_over_limit(u.id, 3, now).await.expect("evict"), 2);
+    let live: Vec<_> = store.find_live_sessions(u.id, now).await.expect("list").iter().map(|s| s.id).collect();
+    assert_eq!(live, vec![all[4].id, all[3].id, all[2].id]);
+    let evicted = store.find_session(all[0].id).await.expect("find").expect("present");
+    assert_eq!(evicted.revoked_reason.as_deref(), Some("session_limit"));
+    assert_eq!(store.revoke_sessions_over_limit(u.id, 3, now).await.expect("evict"), 0);
+}
+
+async fn ended_sessions_are_deleted_with_their_tokens(store: Arc<dyn Store>) {
+    let (_, s, h) = seeded(store.as_ref()).await;
+    let (_, revoked, revoked_hash) = seeded(store.as_ref()).await;
+    let (_, live, live_hash) = seeded(store.as_ref()).await;
+    store.revoke_session(revoked.id, T0, "logout").await.expect("revoke");
+    // `s` and `live` end at T0 + 30 d; pretend `live` was refreshed.
+    assert!(store.rotate(&rotation(&live, 0, Timestamp(T0.0 + 29 * DAY))).await.expect("rotate"));
+    let deleted = store.delete_sessions_ended_before(Timestamp(T0.0 + 31 * DAY)).await.expect("sweep");
+    assert_eq!(deleted, 2);
+    assert!(store.find_session(s.id).await.expect("find").is_none());
+    assert!(store.find_refresh_token(&h).await.expect("find").is_none());
+    assert!(store.find_refresh_token(&revoked_hash).await.expect("find").is_none());
+    assert!(store.find_refresh_token(&live_hash).await.expect("find").is_some());
+}
+
+async fn one_active_signing_key_even_when_racing(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let key = SigningKeyRecord::generate_ed25519(T0).expect("key");
+                store.insert_signing_key_if_none_active(&key).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("join").expect("insert must not error when it loses");
+    }
+    let keys = store.find_signing_keys().await.expect("keys");
+    assert_eq!(keys.iter().filter(|k| k.active).count(), 1);
+    assert_eq!(keys.len(), 1);
+    let k = &keys[0];
+    assert_eq!(k.alg, "EdDSA");
+    assert_eq!(k.public_key.len(), 32);
+}
+
+async fn audit_events_and_ping(store: Arc<dyn Store>) {
+    store.ping().await.expect("ping");
+    let e = AuditEvent {
+        id: uuid::Uuid::now_v7(),
+        event: "refresh_token_reused",
+        at: T0,
+        user_id: Some(UserId::new()),
+        session_id: Some(SessionId::new()),
+        ip: Some("10.0.0.1".into()),
+        user_agent: Some("ua".into()),
+        detail: None,
+    };
+    store.insert_audit_event(&e).await.expect("audit");
+}
+
+async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    (store::connect(&url, 8).await.expect("sqlite store"), dir)
+}
+
+/// Declares every case once; each becomes a test per backend.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let (store, _dir) = super::sqlite_store().await;
+                    super::$case(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(db) = super::postgres_support::TestDatabase::create(stringify!($case)).await else {
+                        return;
+                    };
+                    let store = tessera::store::connect(&db.url, 8).await.expect("postgres store");
+                    super::$case(store).await;
+                    db.drop_database().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    users_are_unique_by_email,
+    sessions_round_trip,
+    rotation_advances_the_chain_once,
+    concurrent_rotations_have_one_winner,
+    revoked_or_ended_sessions_do_not_rotate,
+    revocation_clears_the_sealed_successor,
+    user_sessions_revoke_all_or_others,
+    live_sessions_are_listed_most_recent_first,
+    sessions_over_the_limit_are_revoked_least_recent_first,
+    ended_sessions_are_deleted_with_their_tokens,
+    one_active_signing_key_even_when_racing,
+    audit_events_and_ping,
+);
+
