@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::alerts::{AlertSink, NoAlerts, WebhookAlerts};
 use crate::config::Config;
 use crate::domain::{Clock, SystemClock};
+use crate::http::metrics::Metrics;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{self, AppState};
 use crate::service::{AuthError, AuthService, Policy};
@@ -84,6 +85,7 @@ impl Application {
             cookie_secure: config.cookie_secure,
             login_limit: Arc::new(RateLimiter::new(config.login_rate)),
             refresh_limit: Arc::new(RateLimiter::new(config.refresh_rate)),
+            metrics: Arc::new(Metrics::new()),
         };
         Ok(Application {
             listener,

@@ -13,7 +13,7 @@ use super::extract::{bearer_token, Authenticated, Client, Fields, JsonBody};
 use super::rate_limit::RateLimiter;
 use super::AppState;
 use crate::domain::{SessionId, Timestamp};
-use crate::service::{AuthContext, ClientInfo, LogoutScope, TokenGrant, Transport, UserView};
+use crate::service::{AuthContext, AuthError, ClientInfo, LogoutScope, TokenGrant, Transport, UserView};
 use crate::store::SessionRecord;
 
 /// The token response. A cookie-transport session gets its tokens as cookies instead, and
@@ -57,10 +57,18 @@ fn token_response(grant: &TokenGrant, cookie_secure: bool) -> Response {
     response
 }
 
-fn rate_limit(limiter: &RateLimiter, client: &ClientInfo) -> Result<(), ApiError> {
+fn rate_limit(
+    state: &AppState,
+    limiter: &RateLimiter,
+    endpoint: &'static str,
+    client: &ClientInfo,
+) -> Result<(), ApiError> {
     limiter
         .check(client.ip.as_deref().unwrap_or("unknown"))
-        .map_err(ApiError::RateLimited)
+        .map_err(|retry_after| {
+            state.metrics.rate_limited(endpoint);
+            ApiError::RateLimited(retry_after)
+        })
 }
 
 pub async fn register(
@@ -81,7 +89,7 @@ pub async fn login(
     Client(client): Client,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    rate_limit(&state.login_limit, &client)?;
+    rate_limit(&state, &state.login_limit, "login", &client)?;
     let mut f = Fields::new(&body);
     let email = f.required_str("email");
     let password = f.required_str("password");
@@ -94,7 +102,11 @@ pub async fn login(
         }
     };
     f.finish()?;
-    let grant = state.service.login(email, password, transport, &client).await?;
+    let result = state.service.login(email, password, transport, &client).await;
+    state
+        .metrics
+        .login(if result.is_ok() { "success" } else { "failure" });
+    let grant = result?;
     Ok(token_response(&grant, state.cookie_secure))
 }
 
@@ -106,7 +118,7 @@ pub async fn refresh(
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    rate_limit(&state.refresh_limit, &client)?;
+    rate_limit(&state, &state.refresh_limit, "refresh", &client)?;
     let cookies = RequestCookies::from_headers(&headers);
     let mut f = Fields::new(&body);
     let in_body = f.optional_str("refresh_token");
@@ -119,7 +131,16 @@ pub async fn refresh(
         }
     };
     f.finish()?;
-    let grant = state.service.refresh(token, csrf, &client).await?;
+    let result = state.service.refresh(token, csrf, &client).await;
+    state.metrics.refresh(match &result {
+        Ok(_) => "success",
+        Err(AuthError::RefreshTokenReused) => "reused",
+        Err(_) => "failure",
+    });
+    if matches!(result, Err(AuthError::RefreshTokenReused)) {
+        state.metrics.reuse_detected();
+    }
+    let grant = result?;
     Ok(token_response(&grant, state.cookie_secure))
 }
 

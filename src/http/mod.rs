@@ -5,6 +5,7 @@ mod auth;
 pub mod cookies;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod rate_limit;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::service::AuthService;
 use error::ApiError;
+use metrics::Metrics;
 use rate_limit::RateLimiter;
 
 /// What every handler can reach.
@@ -30,9 +32,11 @@ pub struct AppState {
     pub cookie_secure: bool,
     pub login_limit: Arc<RateLimiter>,
     pub refresh_limit: Arc<RateLimiter>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(state: AppState, body_limit: usize) -> Router {
+    let metrics = Arc::clone(&state.metrics);
     Router::new()
         .route("/v1/auth/register", post(auth::register))
         .route("/v1/auth/login", post(auth::login))
@@ -44,9 +48,11 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/auth/me", get(auth::me))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::render))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         // A panic is a bug, but the client still gets a problem document, not a dropped socket.
         .layer(CatchPanicLayer::custom(|_| ApiError::Panic.into_response()))
         .layer(TraceLayer::new_for_http())
