@@ -82,15 +82,30 @@ async fn code_of(r: reqwest::Response) -> (StatusCode, String) {
 
 /// Registers and logs in on `server`; returns the token response.
 async fn login(c: &reqwest::Client, server: &Server, email: &str) -> Value {
-    let r = post(c, server.url("/v1/auth/register"), json!({"email": email, "password": PASSWORD})).await;
+    let r = post(
+        c,
+        server.url("/v1/auth/register"),
+        json!({"email": email, "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = post(c, server.url("/v1/auth/login"), json!({"email": email, "password": PASSWORD})).await;
+    let r = post(
+        c,
+        server.url("/v1/auth/login"),
+        json!({"email": email, "password": PASSWORD}),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     r.json().await.expect("token response")
 }
 
 async fn refresh(c: &reqwest::Client, server: &Server, token: &str) -> reqwest::Response {
-    post(c, server.url("/v1/auth/refresh"), json!({ "refresh_token": token })).await
+    post(
+        c,
+        server.url("/v1/auth/refresh"),
+        json!({ "refresh_token": token }),
+    )
+    .await
 }
 
 async fn me(c: &reqwest::Client, server: &Server, access: &str) -> reqwest::Response {
@@ -102,12 +117,17 @@ async fn me(c: &reqwest::Client, server: &Server, access: &str) -> reqwest::Resp
 }
 
 fn field(v: &Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_else(|| panic!("{key} missing in {v}")).to_owned()
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_rotate_exactly_once_and_agree_on_reuse() {
-    let Some(db) = TestDatabase::create("two_instances").await else { return };
+    let Some(db) = TestDatabase::create("two_instances").await else {
+        return;
+    };
     // Both start at the same moment on an empty database: one schema, one signing key.
     let grace = [("TESSERA_REUSE_GRACE", "2s")];
     let (a, b) = std::thread::scope(|s| {
@@ -116,8 +136,22 @@ async fn two_instances_rotate_exactly_once_and_agree_on_reuse() {
         (a.join().expect("a"), b.join().expect("b"))
     });
     let c = client();
-    let jwks_a: Value = c.get(a.url("/.well-known/jwks.json")).send().await.expect("jwks").json().await.expect("json");
-    let jwks_b: Value = c.get(b.url("/.well-known/jwks.json")).send().await.expect("jwks").json().await.expect("json");
+    let jwks_a: Value = c
+        .get(a.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    let jwks_b: Value = c
+        .get(b.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(jwks_a, jwks_b);
     assert_eq!(jwks_a["keys"].as_array().map(Vec::len), Some(1));
 
@@ -128,7 +162,11 @@ async fn two_instances_rotate_exactly_once_and_agree_on_reuse() {
     let attempts: Vec<_> = (0..20)
         .map(|i| {
             let c = c.clone();
-            let url = if i % 2 == 0 { a.url("/v1/auth/refresh") } else { b.url("/v1/auth/refresh") };
+            let url = if i % 2 == 0 {
+                a.url("/v1/auth/refresh")
+            } else {
+                b.url("/v1/auth/refresh")
+            };
             let body = json!({ "refresh_token": original });
             tokio::spawn(async move { c.post(url).json(&body).send().await })
         })
@@ -152,7 +190,10 @@ async fn two_instances_rotate_exactly_once_and_agree_on_reuse() {
     let r = refresh(&c, &b, &successor).await;
     assert_eq!(r.status(), StatusCode::OK);
     let next: Value = r.json().await.expect("json");
-    assert_eq!(me(&c, &a, &field(&next, "access_token")).await.status(), StatusCode::OK);
+    assert_eq!(
+        me(&c, &a, &field(&next, "access_token")).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(me(&c, &b, &latest_access).await.status(), StatusCode::OK);
 
     // After the grace window, replaying the original on B revokes the session for A too.
@@ -175,7 +216,9 @@ async fn two_instances_rotate_exactly_once_and_agree_on_reuse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_on_one_instance_is_refused_by_the_other_at_once() {
-    let Some(db) = TestDatabase::create("logout_across").await else { return };
+    let Some(db) = TestDatabase::create("logout_across").await else {
+        return;
+    };
     let a = Server::start(&db.url, &[]);
     let b = Server::start(&db.url, &[]);
     let c = client();
@@ -219,7 +262,9 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_answers_503_and_recovers_without_restart() {
-    let Some(db) = TestDatabase::create("outage").await else { return };
+    let Some(db) = TestDatabase::create("outage").await else {
+        return;
+    };
     let server = Server::start(&db.url, &[]);
     let c = client();
     let tokens = login(&c, &server, "outage@example.com").await;
@@ -233,7 +278,8 @@ async fn a_database_outage_answers_503_and_recovers_without_restart() {
     assert_eq!(health().await, StatusCode::OK);
 
     // The database stops accepting connections and drops the ones it has.
-    db.admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name)).await;
+    db.admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name))
+        .await;
     db.admin(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
         db.name
@@ -241,24 +287,38 @@ async fn a_database_outage_answers_503_and_recovers_without_restart() {
     .await;
 
     assert!(
-        eventually(Duration::from_secs(15), || async { health().await == StatusCode::SERVICE_UNAVAILABLE }).await,
+        eventually(Duration::from_secs(15), || async {
+            health().await == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await,
         "healthz turns 503"
     );
     let r = me(&c, &server, &field(&tokens, "access_token")).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     assert!(ct.starts_with("application/problem+json"), "{ct}");
     let body: Value = r.json().await.expect("problem");
     assert_eq!(body["code"], "service_unavailable");
     assert_eq!(
-        refresh(&c, &server, &field(&tokens, "refresh_token")).await.status(),
+        refresh(&c, &server, &field(&tokens, "refresh_token"))
+            .await
+            .status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
 
     // It comes back: so does Tessera, by itself.
-    db.admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name)).await;
+    db.admin(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name))
+        .await;
     assert!(
-        eventually(Duration::from_secs(15), || async { health().await == StatusCode::OK }).await,
+        eventually(Duration::from_secs(15), || async {
+            health().await == StatusCode::OK
+        })
+        .await,
         "healthz recovers"
     );
     let r = refresh(&c, &server, &field(&tokens, "refresh_token")).await;
@@ -271,7 +331,9 @@ async fn a_database_outage_answers_503_and_recovers_without_restart() {
 async fn every_request_path_is_an_index_lookup() {
     use sqlx::{Connection, Executor, Row};
 
-    let Some(db) = TestDatabase::create("plans").await else { return };
+    let Some(db) = TestDatabase::create("plans").await else {
+        return;
+    };
     drop(tessera::store::connect(&db.url, 1).await.expect("migrate"));
     let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
     // 50k users, 100k sessions, 200k refresh tokens: enough that a scan would show.

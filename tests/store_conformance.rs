@@ -6,7 +6,6 @@ mod postgres_support;
 
 use std::sync::Arc;
 
-
 use ring::rand::SystemRandom;
 use tessera::crypto::{PasswordHashString, RefreshToken, RefreshTokenHash};
 use tessera::domain::{Email, SessionId, Timestamp, UserId};
@@ -73,13 +72,20 @@ fn rotation(s: &SessionRecord, expected: i64, now: Timestamp) -> Rotation {
 async fn users_are_unique_by_email(store: Arc<dyn Store>) {
     let u = user("Alice@Example.com");
     store.insert_user(&u).await.expect("insert");
-    let found = store.find_user_by_email(&u.email).await.expect("find").expect("present");
+    let found = store
+        .find_user_by_email(&u.email)
+        .await
+        .expect("find")
+        .expect("present");
     assert_eq!(found.id, u.id);
     assert_eq!(found.email.as_str(), "alice@example.com");
     assert_eq!(found.roles, vec!["reader".to_string()]);
     assert_eq!(found.password_hash, u.password_hash);
     let again = user("alice@example.com");
-    assert!(matches!(store.insert_user(&again).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.insert_user(&again).await,
+        Err(StoreError::Conflict(_))
+    ));
     let nobody = Email::parse("nobody@example.com").expect("email");
     assert!(store.find_user_by_email(&nobody).await.expect("find").is_none());
 }
@@ -87,15 +93,27 @@ async fn users_are_unique_by_email(store: Arc<dyn Store>) {
 async fn sessions_round_trip(store: Arc<dyn Store>) {
     let (u, s, h) = seeded(store.as_ref()).await;
     assert_eq!(store.find_session(s.id).await.expect("find").as_ref(), Some(&s));
-    let (s2, u2) = store.find_session_with_user(s.id).await.expect("find").expect("present");
+    let (s2, u2) = store
+        .find_session_with_user(s.id)
+        .await
+        .expect("find")
+        .expect("present");
     assert_eq!(s2, s);
     assert_eq!(u2.id, u.id);
-    let found = store.find_refresh_token(&h).await.expect("find").expect("present");
+    let found = store
+        .find_refresh_token(&h)
+        .await
+        .expect("find")
+        .expect("present");
     assert_eq!(found.generation, 0);
     assert_eq!(found.session, s);
     assert_eq!(found.user.id, u.id);
     assert!(store.find_refresh_token(&hash()).await.expect("find").is_none());
-    assert!(store.find_session(SessionId::new()).await.expect("find").is_none());
+    assert!(store
+        .find_session(SessionId::new())
+        .await
+        .expect("find")
+        .is_none());
 }
 
 async fn rotation_advances_the_chain_once(store: Arc<dyn Store>) {
@@ -111,9 +129,17 @@ async fn rotation_advances_the_chain_once(store: Arc<dyn Store>) {
     assert_eq!(after.last_used_at, now);
     assert_eq!(after.refresh_expires_at, r.refresh_expires_at);
     assert_eq!(after.sealed_current.as_deref(), Some(&r.sealed_new[..]));
-    let new = store.find_refresh_token(&r.new_hash).await.expect("find").expect("present");
+    let new = store
+        .find_refresh_token(&r.new_hash)
+        .await
+        .expect("find")
+        .expect("present");
     assert_eq!(new.generation, 1);
-    let old = store.find_refresh_token(&first).await.expect("find").expect("present");
+    let old = store
+        .find_refresh_token(&first)
+        .await
+        .expect("find")
+        .expect("present");
     assert_eq!(old.generation, 0, "ancestors stay recognisable");
 }
 
@@ -128,7 +154,10 @@ async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
         .collect();
     let mut winners = 0;
     for t in tasks {
-        if t.await.expect("join").expect("rotate must not error under contention") {
+        if t.await
+            .expect("join")
+            .expect("rotate must not error under contention")
+        {
             winners += 1;
         }
     }
@@ -140,7 +169,10 @@ async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
 async fn revoked_or_ended_sessions_do_not_rotate(store: Arc<dyn Store>) {
     let (_, s, _) = seeded(store.as_ref()).await;
     assert!(store.revoke_session(s.id, T0, "logout").await.expect("revoke"));
-    assert!(!store.revoke_session(s.id, T0, "logout").await.expect("revoke"), "second revoke is a no-op");
+    assert!(
+        !store.revoke_session(s.id, T0, "logout").await.expect("revoke"),
+        "second revoke is a no-op"
+    );
     assert!(!store.rotate(&rotation(&s, 0, T0)).await.expect("rotate"));
     let after = store.find_session(s.id).await.expect("find").expect("present");
     assert_eq!(after.revoked_at, Some(T0));
@@ -154,7 +186,10 @@ async fn revoked_or_ended_sessions_do_not_rotate(store: Arc<dyn Store>) {
 async fn revocation_clears_the_sealed_successor(store: Arc<dyn Store>) {
     let (_, s, _) = seeded(store.as_ref()).await;
     assert!(store.rotate(&rotation(&s, 0, T0)).await.expect("rotate"));
-    store.revoke_session(s.id, T0, "refresh_token_reused").await.expect("revoke");
+    store
+        .revoke_session(s.id, T0, "refresh_token_reused")
+        .await
+        .expect("revoke");
     let after = store.find_session(s.id).await.expect("find").expect("present");
     assert_eq!(after.sealed_current, None);
 }
@@ -165,12 +200,28 @@ async fn user_sessions_revoke_all_or_others(store: Arc<dyn Store>) {
     store.insert_session(&other, &hash()).await.expect("insert");
     let (_, stranger, _) = seeded(store.as_ref()).await;
 
-    assert_eq!(store.revoke_user_sessions(u.id, Some(keep.id), T0, "logout_others").await.expect("revoke"), 1);
+    assert_eq!(
+        store
+            .revoke_user_sessions(u.id, Some(keep.id), T0, "logout_others")
+            .await
+            .expect("revoke"),
+        1
+    );
     let live = store.find_live_sessions(u.id, T0).await.expect("list");
     assert_eq!(live.iter().map(|s| s.id).collect::<Vec<_>>(), vec![keep.id]);
-    assert_eq!(store.revoke_user_sessions(u.id, None, T0, "logout_all").await.expect("revoke"), 1);
+    assert_eq!(
+        store
+            .revoke_user_sessions(u.id, None, T0, "logout_all")
+            .await
+            .expect("revoke"),
+        1
+    );
     assert!(store.find_live_sessions(u.id, T0).await.expect("list").is_empty());
-    let untouched = store.find_session(stranger.id).await.expect("find").expect("present");
+    let untouched = store
+        .find_session(stranger.id)
+        .await
+        .expect("find")
+        .expect("present");
     assert!(untouched.revoked_at.is_none(), "other users keep their sessions");
 }
 
@@ -184,9 +235,18 @@ async fn live_sessions_are_listed_most_recent_first(store: Arc<dyn Store>) {
     for s in [&newest, &middle, &ended, &revoked] {
         store.insert_session(s, &hash()).await.expect("insert");
     }
-    store.revoke_session(revoked.id, T0, "logout").await.expect("revoke");
+    store
+        .revoke_session(revoked.id, T0, "logout")
+        .await
+        .expect("revoke");
     let now = Timestamp(T0.0 + 6000);
-    let ids: Vec<_> = store.find_live_sessions(u.id, now).await.expect("list").iter().map(|s| s.id).collect();
+    let ids: Vec<_> = store
+        .find_live_sessions(u.id, now)
+        .await
+        .expect("list")
+        .iter()
+        .map(|s| s.id)
+        .collect();
     assert_eq!(ids, vec![newest.id, middle.id, oldest.id]);
 }
 
@@ -199,27 +259,66 @@ async fn sessions_over_the_limit_are_revoked_least_recent_first(store: Arc<dyn S
         all.push(s);
     }
     let now = Timestamp(T0.0 + 10_000);
-    assert_eq!(store.revoke_sessions_over_limit(u.id, 3, now).await.expect("evict"), 2);
-    let live: Vec<_> = store.find_live_sessions(u.id, now).await.expect("list").iter().map(|s| s.id).collect();
+    assert_eq!(
+        store
+            .revoke_sessions_over_limit(u.id, 3, now)
+            .await
+            .expect("evict"),
+        2
+    );
+    let live: Vec<_> = store
+        .find_live_sessions(u.id, now)
+        .await
+        .expect("list")
+        .iter()
+        .map(|s| s.id)
+        .collect();
     assert_eq!(live, vec![all[4].id, all[3].id, all[2].id]);
-    let evicted = store.find_session(all[0].id).await.expect("find").expect("present");
+    let evicted = store
+        .find_session(all[0].id)
+        .await
+        .expect("find")
+        .expect("present");
     assert_eq!(evicted.revoked_reason.as_deref(), Some("session_limit"));
-    assert_eq!(store.revoke_sessions_over_limit(u.id, 3, now).await.expect("evict"), 0);
+    assert_eq!(
+        store
+            .revoke_sessions_over_limit(u.id, 3, now)
+            .await
+            .expect("evict"),
+        0
+    );
 }
 
 async fn ended_sessions_are_deleted_with_their_tokens(store: Arc<dyn Store>) {
     let (_, s, h) = seeded(store.as_ref()).await;
     let (_, revoked, revoked_hash) = seeded(store.as_ref()).await;
     let (_, live, live_hash) = seeded(store.as_ref()).await;
-    store.revoke_session(revoked.id, T0, "logout").await.expect("revoke");
+    store
+        .revoke_session(revoked.id, T0, "logout")
+        .await
+        .expect("revoke");
     // `s` and `live` end at T0 + 30 d; pretend `live` was refreshed.
-    assert!(store.rotate(&rotation(&live, 0, Timestamp(T0.0 + 29 * DAY))).await.expect("rotate"));
-    let deleted = store.delete_sessions_ended_before(Timestamp(T0.0 + 31 * DAY)).await.expect("sweep");
+    assert!(store
+        .rotate(&rotation(&live, 0, Timestamp(T0.0 + 29 * DAY)))
+        .await
+        .expect("rotate"));
+    let deleted = store
+        .delete_sessions_ended_before(Timestamp(T0.0 + 31 * DAY))
+        .await
+        .expect("sweep");
     assert_eq!(deleted, 2);
     assert!(store.find_session(s.id).await.expect("find").is_none());
     assert!(store.find_refresh_token(&h).await.expect("find").is_none());
-    assert!(store.find_refresh_token(&revoked_hash).await.expect("find").is_none());
-    assert!(store.find_refresh_token(&live_hash).await.expect("find").is_some());
+    assert!(store
+        .find_refresh_token(&revoked_hash)
+        .await
+        .expect("find")
+        .is_none());
+    assert!(store
+        .find_refresh_token(&live_hash)
+        .await
+        .expect("find")
+        .is_some());
 }
 
 async fn one_active_signing_key_even_when_racing(store: Arc<dyn Store>) {
@@ -233,7 +332,9 @@ async fn one_active_signing_key_even_when_racing(store: Arc<dyn Store>) {
         })
         .collect();
     for t in tasks {
-        t.await.expect("join").expect("insert must not error when it loses");
+        t.await
+            .expect("join")
+            .expect("insert must not error when it loses");
     }
     let keys = store.find_signing_keys().await.expect("keys");
     assert_eq!(keys.iter().filter(|k| k.active).count(), 1);
@@ -306,4 +407,3 @@ conformance!(
     one_active_signing_key_even_when_racing,
     audit_events_and_ping,
 );
-

@@ -1,5 +1,6 @@
 //! `/v1/auth/*`: thin handlers that parse input, call the service and shape the response.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -246,8 +247,12 @@ pub async fn revoke_session(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
     Client(client): Client,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
+    // An id that does not even decode is just another id that is not the caller's.
+    let Ok(Path(id)) = id else {
+        return Err(AuthError::SessionNotFound.into());
+    };
     state.service.revoke_session(&ctx, &id, &client).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -25,7 +25,9 @@ fn with_database(url: &str, database: &str) -> String {
         None => (url, None),
     };
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
     let mut out = format!("{}/{}", &base[..host_end], database);
     if let Some(q) = query {
         out.push('?');
@@ -65,14 +67,17 @@ impl TestDatabase {
 
     /// Runs one statement on the admin connection (e.g. to block or allow connections).
     pub async fn admin(&self, sql: &str) {
-        let mut admin = PgConnection::connect(&self.admin_url).await.expect("admin connection");
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .expect("admin connection");
         admin.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         let _ = admin.close().await;
     }
 
     /// Drops the database, disconnecting whoever is still connected.
     pub async fn drop_database(self) {
-        self.admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await;
+        self.admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .await;
     }
 }
 
@@ -82,8 +87,14 @@ mod tests {
 
     #[test]
     fn database_names_are_replaced() {
-        assert_eq!(with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
-        assert_eq!(with_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
     }
 }

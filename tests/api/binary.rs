@@ -1,0 +1,225 @@
+//! The real `tessera serve` binary: configuration from the environment, the ready line, the
+//! database location, and a clean exit on SIGTERM.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::helpers::{EMAIL, PASSWORD};
+
+const READY_PREFIX: &str = "listening on http://";
+const EXIT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running `tessera serve` child process; killed if a test ends without stopping it.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+    stderr_log: std::path::PathBuf,
+}
+
+impl Served {
+    /// Starts the binary in `dir` with rate limits off, a free port, no inherited `TESSERA_*`
+    /// settings, plus `env`; waits for the ready line.
+    fn start(dir: &Path, env: &[(&str, String)]) -> Served {
+        let stderr_log = dir.join("stderr.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.arg("serve")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&stderr_log).expect("stderr log"));
+        for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("TESSERA_")) {
+            cmd.env_remove(name);
+        }
+        cmd.env("TESSERA_LISTEN", "127.0.0.1:0")
+            .env("TESSERA_LOGIN_RATE", "0")
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd.spawn().expect("spawn tessera");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut served = Served {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            stderr_log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.trim().strip_prefix(READY_PREFIX) {
+                        served.addr = addr.parse().unwrap_or_else(|e| panic!("bad address {addr}: {e}"));
+                        return served;
+                    }
+                }
+                Err(e) => panic!("no ready line ({e}); stderr:\n{}", served.stderr()),
+            }
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+    }
+
+    /// Waits (at most [`EXIT_DEADLINE`]) for the process to exit.
+    fn wait_for_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + EXIT_DEADLINE;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "still running {EXIT_DEADLINE:?} after SIGTERM; stderr:\n{}",
+            self.stderr()
+        );
+    }
+
+    /// Sends SIGTERM and asserts a successful exit within [`EXIT_DEADLINE`].
+    fn terminate(&mut self) {
+        self.sigterm();
+        self.assert_exits_cleanly();
+    }
+
+    fn assert_exits_cleanly(&mut self) {
+        let status = self.wait_for_exit();
+        assert!(
+            status.success(),
+            "exit status {status}; stderr:\n{}",
+            self.stderr()
+        );
+    }
+
+    /// Sends one HTTP/1.1 request and returns the status code and body.
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut stream = TcpStream::connect(self.addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .write_all(request_head(method, path, body).as_bytes())
+            .unwrap();
+        stream.write_all(body.unwrap_or_default().as_bytes()).unwrap();
+        read_response(stream)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn request_head(method: &str, path: &str, body: Option<&str>) -> String {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(body) = body {
+        head += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+    }
+    head + "\r\n"
+}
+
+/// Reads a whole `Connection: close` response; returns the status code and body.
+fn read_response(mut stream: TcpStream) -> (u16, String) {
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read response");
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {raw:?}"));
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+fn register_body() -> String {
+    serde_json::json!({ "email": EMAIL, "password": PASSWORD }).to_string()
+}
+
+fn assert_healthy(served: &Served) {
+    let (status, body) = served.request("GET", "/healthz", None);
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body, serde_json::json!({ "status": "ok" }));
+}
+
+#[test]
+fn serve_prints_its_address_answers_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let url = format!("sqlite://{}", db.display());
+    assert!(url.starts_with("sqlite:///"), "absolute form: {url}");
+    let mut served = Served::start(dir.path(), &[("TESSERA_DATABASE_URL", url)]);
+    assert!(served.addr.port() != 0, "port 0 resolved to a real port");
+    assert_healthy(&served);
+    let (status, body) = served.request("POST", "/v1/auth/register", Some(&register_body()));
+    assert_eq!(status, 201, "{body}");
+    assert!(db.exists(), "database at the absolute path");
+    served.terminate();
+}
+
+#[test]
+fn the_default_database_is_created_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = Served::start(dir.path(), &[]);
+    assert_healthy(&served);
+    assert!(dir.path().join("tessera.db").exists(), "./tessera.db created");
+    served.terminate();
+}
+
+#[test]
+fn a_relative_database_url_is_relative_to_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = Served::start(
+        dir.path(),
+        &[("TESSERA_DATABASE_URL", "sqlite://relative.db".into())],
+    );
+    assert_healthy(&served);
+    assert!(
+        dir.path().join("relative.db").exists(),
+        "relative.db in the working directory"
+    );
+    served.terminate();
+}
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = Served::start(dir.path(), &[]);
+    let body = register_body();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(served.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    stream
+        .write_all(request_head("POST", "/v1/auth/register", Some(&body)).as_bytes())
+        .unwrap();
+    stream.write_all(first.as_bytes()).unwrap();
+    thread::sleep(Duration::from_millis(200));
+
+    served.sigterm();
+    thread::sleep(Duration::from_millis(300));
+    stream.write_all(rest.as_bytes()).unwrap();
+    let (status, response) = read_response(stream);
+    assert_eq!(status, 201, "the request in flight completes: {response}");
+    served.assert_exits_cleanly();
+}
