@@ -1,10 +1,14 @@
-//! `spawn_app()`: a real Tessera on 127.0.0.1:0 with its own temporary SQLite database, plus
-//! the requests and assertions the tests share.
+//! `spawn_app()`: a real Tessera on 127.0.0.1:0 with its own fresh database, plus the
+//! requests and assertions the tests share.
+//!
+//! The database is a temporary SQLite file, or, with `TESSERA_TEST_BACKEND=postgres`, a fresh
+//! PostgreSQL database (see `tests/support/postgres.rs`), so the whole suite runs on both.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -14,6 +18,8 @@ use tessera::config::Config;
 use tessera::startup::Application;
 use tokio::sync::oneshot;
 
+use crate::postgres_support::TestDatabase;
+
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const EMAIL: &str = "alice@example.com";
 
@@ -22,17 +28,57 @@ pub struct TestApp {
     pub base: String,
     pub client: Client,
     pub config: Config,
-    /// Keeps the database directory alive for the test's duration.
-    pub dir: std::sync::Arc<tempfile::TempDir>,
+    /// Keeps the database alive for the test's duration (across restarts too).
+    pub storage: Arc<TestStorage>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// A config for tests: a fresh database file, port 0, rate limits off.
-pub fn test_config(dir: &tempfile::TempDir) -> Config {
+/// Where a test's data lives; dropped (file deleted, PostgreSQL database dropped) when the
+/// last server using it is gone.
+pub struct TestStorage {
+    pub dir: tempfile::TempDir,
+    postgres: Option<TestDatabase>,
+}
+
+impl Drop for TestStorage {
+    fn drop(&mut self) {
+        if let Some(db) = self.postgres.take() {
+            // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    rt.block_on(db.drop_database());
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// A fresh database for one test, on the backend `TESSERA_TEST_BACKEND` names.
+pub async fn test_storage() -> TestStorage {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let postgres = match std::env::var("TESSERA_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Some(
+            TestDatabase::create("api")
+                .await
+                .expect("TESSERA_TEST_BACKEND=postgres needs a reachable PostgreSQL"),
+        ),
+        Ok("sqlite") | Err(_) => None,
+        Ok(other) => panic!("unknown TESSERA_TEST_BACKEND {other:?} (sqlite or postgres)"),
+    };
+    TestStorage { dir, postgres }
+}
+
+/// A config for tests: the storage's database, port 0, rate limits off.
+pub fn test_config(storage: &TestStorage) -> Config {
+    let database_url = match &storage.postgres {
+        Some(db) => db.url.clone(),
+        None => format!("sqlite://{}", storage.dir.path().join("tessera.db").display()),
+    };
     Config {
         listen: "127.0.0.1:0".into(),
-        database_url: format!("sqlite://{}", dir.path().join("tessera.db").display()),
+        database_url,
         login_rate: 0,
         refresh_rate: 0,
         ..Config::default()
@@ -45,14 +91,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns with the default test config changed by `tweak`.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(&dir);
+    let storage = test_storage().await;
+    let mut config = test_config(&storage);
     tweak(&mut config);
-    start(config, std::sync::Arc::new(dir)).await
+    start(config, Arc::new(storage)).await
 }
 
 /// Starts a server on an existing config/database (restart tests).
-pub async fn start(config: Config, dir: std::sync::Arc<tempfile::TempDir>) -> TestApp {
+pub async fn start(config: Config, storage: Arc<TestStorage>) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         tessera::telemetry::init();
     }
@@ -74,7 +120,7 @@ pub async fn start(config: Config, dir: std::sync::Arc<tempfile::TempDir>) -> Te
             .build()
             .expect("client"),
         config,
-        dir,
+        storage,
         stop: Some(tx),
         handle: Some(handle),
     }
@@ -82,14 +128,14 @@ pub async fn start(config: Config, dir: std::sync::Arc<tempfile::TempDir>) -> Te
 
 impl TestApp {
     /// Stops the server and waits for it to finish.
-    pub async fn stop(mut self) -> (Config, std::sync::Arc<tempfile::TempDir>) {
+    pub async fn stop(mut self) -> (Config, Arc<TestStorage>) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         if let Some(h) = self.handle.take() {
             let _ = h.await;
         }
-        (self.config.clone(), self.dir.clone())
+        (self.config.clone(), Arc::clone(&self.storage))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -243,7 +289,7 @@ impl TestApp {
     }
 
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("tessera.db")
+        self.storage.dir.path().join("tessera.db")
     }
 }
 

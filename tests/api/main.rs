@@ -1,8 +1,11 @@
-//! Integration tests: the real server on a random port over a fresh SQLite file, driven over
-//! HTTP. One test binary (faster to link); one module per area.
+//! Integration tests: the real server on a random port over a fresh database (SQLite, or
+//! PostgreSQL with `TESSERA_TEST_BACKEND=postgres`), driven over HTTP. One test binary
+//! (faster to link); one module per area.
 
 mod helpers;
 mod jose;
+#[path = "../support/postgres.rs"]
+mod postgres_support;
 
 mod access_token;
 mod binary;
