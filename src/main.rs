@@ -3,8 +3,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tessera::config::{Config, ConfigArgs};
+use tessera::domain::{Clock, SystemClock};
 use tessera::startup::{shutdown_signal, Application};
-use tessera::{store, telemetry};
+use tessera::{service, store, telemetry};
 
 /// Tessera: access JWTs, rotating refresh tokens with reuse detection, device sessions.
 #[derive(Parser)]
@@ -22,6 +23,9 @@ enum Command {
     Serve,
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Retire the active signing key and start signing with a new one. Tokens signed with the
+    /// old key stay valid until they expire; running instances switch within a minute.
+    RotateKey,
 }
 
 #[tokio::main]
@@ -41,6 +45,7 @@ async fn main() -> ExitCode {
             .await
             .map(|_| println!("migrations applied"))
             .map_err(|e| e.to_string()),
+        Command::RotateKey => rotate_key(&config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,6 +54,17 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn rotate_key(config: &Config) -> Result<(), String> {
+    let store = store::connect(&config.database_url, 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    let kid = service::rotate_signing_key(store.as_ref(), SystemClock.now())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("new active signing key: {kid}");
+    Ok(())
 }
 
 async fn serve(config: &Config) -> Result<(), String> {

@@ -20,6 +20,9 @@ use crate::store::{self, StoreError};
 /// promises an exit within 10 s).
 const DRAIN_DEADLINE: Duration = Duration::from_secs(9);
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// How often signing keys are re-read, so a rotation by another process is picked up and
+/// retired keys age out of the JWKS.
+const RELOAD_KEYS_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -107,7 +110,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let _sweeper = Sweeper::spawn(Arc::clone(&self.service));
+        let _maintenance = Maintenance::spawn(Arc::clone(&self.service));
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(
             self.listener,
@@ -134,28 +137,43 @@ impl Application {
     }
 }
 
-/// Deletes long-ended sessions in the background; stops when dropped.
-struct Sweeper(tokio::task::JoinHandle<()>);
+/// Background upkeep: deleting long-ended sessions and reloading signing keys. The tasks
+/// stop when this is dropped.
+struct Maintenance(Vec<tokio::task::JoinHandle<()>>);
 
-impl Sweeper {
-    fn spawn(service: Arc<AuthService>) -> Sweeper {
-        Sweeper(tokio::spawn(async move {
+impl Maintenance {
+    fn spawn(service: Arc<AuthService>) -> Maintenance {
+        let sweeper = Arc::clone(&service);
+        let sweep = tokio::spawn(async move {
             let mut every = tokio::time::interval(SWEEP_EVERY);
             loop {
                 every.tick().await;
-                match service.sweep().await {
+                match sweeper.sweep().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(deleted = n, "swept ended sessions"),
                     Err(e) => tracing::warn!(error = %e, "session sweep failed"),
                 }
             }
-        }))
+        });
+        let reload = tokio::spawn(async move {
+            let mut every = tokio::time::interval(RELOAD_KEYS_EVERY);
+            every.tick().await; // the first tick is immediate; the keys were just loaded
+            loop {
+                every.tick().await;
+                if let Err(e) = service.reload_keys().await {
+                    tracing::warn!(error = %e, "signing key reload failed");
+                }
+            }
+        });
+        Maintenance(vec![sweep, reload])
     }
 }
 
-impl Drop for Sweeper {
+impl Drop for Maintenance {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 

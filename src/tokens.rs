@@ -24,6 +24,10 @@ const ED25519_ALG: &str = "EdDSA";
 pub enum TokenError {
     #[error("invalid access token")]
     Invalid,
+    /// Well-formed, but signed with a `kid` this key set does not know (maybe a key another
+    /// instance just started using: reload and try once more).
+    #[error("unknown signing key")]
+    UnknownKey,
     #[error("access token expired")]
     Expired,
     #[error("signing failed: {0}")]
@@ -42,6 +46,7 @@ pub struct SigningKeyRecord {
     pub created_at: Timestamp,
     /// The one key new tokens are signed with; others only verify until their tokens expire.
     pub active: bool,
+    pub retired_at: Option<Timestamp>,
 }
 
 impl fmt::Debug for SigningKeyRecord {
@@ -69,6 +74,7 @@ impl SigningKeyRecord {
             public_key: pair.public_key().as_ref().to_vec(),
             created_at: now,
             active: true,
+            retired_at: None,
         })
     }
 }
@@ -122,15 +128,20 @@ pub struct AccessTokens {
 
 impl AccessTokens {
     /// Builds the key set; exactly one record should be active (the newest active wins).
+    /// A retired key still verifies (and is published) until `now` is `retired_grace` past its
+    /// retirement, which must cover the longest lifetime of the tokens it signed.
     pub fn new(
         records: &[SigningKeyRecord],
         issuer: &str,
         audience: &str,
+        now: Timestamp,
+        retired_grace: std::time::Duration,
     ) -> Result<AccessTokens, TokenError> {
         let mut keys = HashMap::new();
         let mut jwks = Vec::new();
         let mut active: Option<&SigningKeyRecord> = None;
-        for r in records {
+        let still_verifies = |r: &SigningKeyRecord| r.retired_at.is_none_or(|t| now < t.plus(retired_grace));
+        for r in records.iter().filter(|r| r.active || still_verifies(r)) {
             if r.alg != ED25519_ALG || r.public_key.len() != 32 {
                 return Err(TokenError::BadKey {
                     kid: r.kid.clone(),
@@ -242,7 +253,7 @@ impl AccessTokens {
             return Err(TokenError::Invalid);
         }
         let kid = header.kid.as_deref().ok_or(TokenError::Invalid)?;
-        let key = self.keys.get(kid).ok_or(TokenError::Invalid)?;
+        let key = self.keys.get(kid).ok_or(TokenError::UnknownKey)?;
         if header.alg != key.alg {
             return Err(TokenError::Invalid);
         }
@@ -264,9 +275,18 @@ mod tests {
     use super::*;
     use crate::domain::{Clock, SystemClock};
 
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
     fn tokens() -> (AccessTokens, SigningKeyRecord) {
         let key = SigningKeyRecord::generate_ed25519(SystemClock.now()).unwrap();
-        let t = AccessTokens::new(std::slice::from_ref(&key), "https://iss", "aud").unwrap();
+        let t = AccessTokens::new(
+            std::slice::from_ref(&key),
+            "https://iss",
+            "aud",
+            key.created_at,
+            HOUR,
+        )
+        .unwrap();
         (t, key)
     }
 
@@ -317,16 +337,37 @@ mod tests {
         let (other, _) = tokens();
         assert!(matches!(
             t.verify(&issue(&other, 60), false),
-            Err(TokenError::Invalid)
+            Err(TokenError::UnknownKey)
         ));
         let key = SigningKeyRecord::generate_ed25519(SystemClock.now()).unwrap();
-        let wrong_iss = AccessTokens::new(std::slice::from_ref(&key), "https://evil", "aud").unwrap();
-        let same_key_right_iss = AccessTokens::new(std::slice::from_ref(&key), "https://iss", "aud").unwrap();
+        let wrong_iss = AccessTokens::new(
+            std::slice::from_ref(&key),
+            "https://evil",
+            "aud",
+            key.created_at,
+            HOUR,
+        )
+        .unwrap();
+        let same_key_right_iss = AccessTokens::new(
+            std::slice::from_ref(&key),
+            "https://iss",
+            "aud",
+            key.created_at,
+            HOUR,
+        )
+        .unwrap();
         assert!(matches!(
             same_key_right_iss.verify(&issue(&wrong_iss, 60), false),
             Err(TokenError::Invalid)
         ));
-        let wrong_aud = AccessTokens::new(std::slice::from_ref(&key), "https://iss", "other").unwrap();
+        let wrong_aud = AccessTokens::new(
+            std::slice::from_ref(&key),
+            "https://iss",
+            "other",
+            key.created_at,
+            HOUR,
+        )
+        .unwrap();
         assert!(matches!(
             same_key_right_iss.verify(&issue(&wrong_aud, 60), false),
             Err(TokenError::Invalid)
@@ -346,7 +387,6 @@ mod tests {
             serde_json::json!({"alg":"EdDSA","kid":key.kid}),
             serde_json::json!({"alg":"EdDSA","typ":"at+jwt","kid":key.kid,"jku":"http://127.0.0.1:1/k"}),
             serde_json::json!({"alg":"EdDSA","typ":"at+jwt","kid":key.kid,"x5u":"http://127.0.0.1:1/k"}),
-            serde_json::json!({"alg":"EdDSA","typ":"at+jwt","kid":"nope"}),
             serde_json::json!({"alg":"HS256","typ":"at+jwt","kid":key.kid}),
         ];
         for h in cases {
@@ -355,11 +395,49 @@ mod tests {
                 "{h}"
             );
         }
+        let unknown_kid = with_header(serde_json::json!({"alg":"EdDSA","typ":"at+jwt","kid":"nope"}));
+        assert!(matches!(
+            t.verify(&unknown_kid, false),
+            Err(TokenError::UnknownKey)
+        ));
         assert!(matches!(
             t.verify(&format!("{}.{}.", parts[0], parts[1]), false),
             Err(TokenError::Invalid)
         ));
         assert!(matches!(t.verify("garbage", false), Err(TokenError::Invalid)));
+    }
+
+    #[test]
+    fn retired_keys_verify_until_their_tokens_can_have_expired() {
+        let now = SystemClock.now();
+        let mut old = SigningKeyRecord::generate_ed25519(Timestamp(now.0 - 10_000)).unwrap();
+        let signed_by_old = issue(
+            &AccessTokens::new(std::slice::from_ref(&old), "https://iss", "aud", now, HOUR).unwrap(),
+            60,
+        );
+        old.active = false;
+        old.retired_at = Some(now);
+        let new = SigningKeyRecord::generate_ed25519(now).unwrap();
+        let both = [old.clone(), new.clone()];
+
+        let t = AccessTokens::new(&both, "https://iss", "aud", now.plus(HOUR / 2), HOUR).unwrap();
+        assert!(
+            t.verify(&signed_by_old, false).is_ok(),
+            "retired key still verifies"
+        );
+        assert_eq!(t.jwks()["keys"].as_array().unwrap().len(), 2);
+        let fresh = issue(&t, 60);
+        assert!(fresh.split('.').next().is_some_and(|h| {
+            let h: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).unwrap()).unwrap();
+            h["kid"] == new.kid.as_str()
+        }));
+
+        let later = AccessTokens::new(&both, "https://iss", "aud", now.plus(HOUR * 2), HOUR).unwrap();
+        assert!(matches!(
+            later.verify(&signed_by_old, false),
+            Err(TokenError::UnknownKey)
+        ));
+        assert_eq!(later.jwks()["keys"].as_array().unwrap().len(), 1);
     }
 
     #[test]

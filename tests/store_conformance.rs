@@ -344,6 +344,25 @@ async fn one_active_signing_key_even_when_racing(store: Arc<dyn Store>) {
     assert_eq!(k.public_key.len(), 32);
 }
 
+async fn rotating_the_signing_key_retires_the_active_one(store: Arc<dyn Store>) {
+    let first = SigningKeyRecord::generate_ed25519(T0).expect("key");
+    store
+        .insert_signing_key_if_none_active(&first)
+        .await
+        .expect("insert");
+    let second = SigningKeyRecord::generate_ed25519(Timestamp(T0.0 + 1)).expect("key");
+    let at = Timestamp(T0.0 + 5000);
+    store.rotate_signing_key(&second, at).await.expect("rotate");
+    let keys = store.find_signing_keys().await.expect("keys");
+    assert_eq!(keys.len(), 2);
+    let old = keys.iter().find(|k| k.kid == first.kid).expect("old key kept");
+    assert!(!old.active);
+    assert_eq!(old.retired_at, Some(at));
+    let new = keys.iter().find(|k| k.kid == second.kid).expect("new key");
+    assert!(new.active);
+    assert_eq!(new.retired_at, None);
+}
+
 async fn audit_events_and_ping(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
     let e = AuditEvent {
@@ -405,5 +424,6 @@ conformance!(
     sessions_over_the_limit_are_revoked_least_recent_first,
     ended_sessions_are_deleted_with_their_tokens,
     one_active_signing_key_even_when_racing,
+    rotating_the_signing_key_retires_the_active_one,
     audit_events_and_ping,
 );

@@ -61,7 +61,8 @@ CREATE TABLE signing_keys (
     private_pkcs8 bytea NOT NULL,
     public_key    bytea NOT NULL,
     created_at    bigint NOT NULL,
-    active        boolean NOT NULL
+    active        boolean NOT NULL,
+    retired_at    bigint           -- when it stopped signing; it still verifies for a while
 );
 -- At most one active key, whatever races happen when instances start together.
 CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (active) WHERE active;

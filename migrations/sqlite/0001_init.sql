@@ -62,7 +62,8 @@ CREATE TABLE signing_keys (
     private_pkcs8 BLOB NOT NULL,
     public_key    BLOB NOT NULL,
     created_at    INTEGER NOT NULL,
-    active        INTEGER NOT NULL
+    active        INTEGER NOT NULL,
+    retired_at    INTEGER          -- when it stopped signing; it still verifies for a while
 );
 -- At most one active key, whatever races happen at first start.
 CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (active) WHERE active = 1;

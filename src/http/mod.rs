@@ -61,7 +61,8 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
 
 async fn jwks(State(state): State<AppState>) -> Response {
     let body = Json(state.service.jwks().as_ref().clone());
-    ([(header::CACHE_CONTROL, "public, max-age=300")], body).into_response()
+    // Short, so resource servers notice a key rotation within a minute.
+    ([(header::CACHE_CONTROL, "public, max-age=60")], body).into_response()
 }
 
 async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -3,7 +3,8 @@
 
 pub mod rotation;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ring::rand::SystemRandom;
@@ -140,9 +141,18 @@ pub enum LogoutScope {
     Others,
 }
 
+/// An unknown `kid` triggers at most one key reload per this interval, so forged kids
+/// cannot turn into a database query each.
+const KEY_RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct AuthService {
     store: Arc<dyn Store>,
-    tokens: AccessTokens,
+    /// Swapped whole when the keys are reloaded (another instance or `tessera rotate-key` may
+    /// have changed them); readers clone the `Arc` and never wait on a reload.
+    tokens: RwLock<Arc<AccessTokens>>,
+    last_key_reload: AtomicI64,
+    issuer: String,
+    audience: String,
     clock: Arc<dyn Clock>,
     policy: Policy,
     rng: SystemRandom,
@@ -169,14 +179,19 @@ impl AuthService {
             // Read back: a concurrently starting instance may have won.
             keys = store.find_signing_keys().await?;
         }
-        let tokens = AccessTokens::new(&keys, issuer, audience).map_err(token_internal)?;
+        let now = clock.now();
+        let tokens = build_key_set(&keys, issuer, audience, now, &policy)?;
         let permits = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
         let dummy_hash = tokio::task::spawn_blocking(crypto::dummy_password_hash)
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         Ok(AuthService {
             store,
-            tokens,
+            tokens: RwLock::new(Arc::new(tokens)),
+            // Not "now": the first unknown kid after start may reload at once.
+            last_key_reload: AtomicI64::new(0),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
             clock,
             policy,
             rng: SystemRandom::new(),
@@ -187,7 +202,42 @@ impl AuthService {
     }
 
     pub fn jwks(&self) -> Arc<serde_json::Value> {
-        self.tokens.jwks()
+        self.tokens().jwks()
+    }
+
+    fn tokens(&self) -> Arc<AccessTokens> {
+        // A poisoned lock only means a reload panicked; the key set it guards is still whole.
+        Arc::clone(&self.tokens.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Re-reads the signing keys: picks up a rotation and lets retired keys age out.
+    pub async fn reload_keys(&self) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        self.last_key_reload.store(now.millis(), Ordering::Relaxed);
+        let keys = self.store.find_signing_keys().await?;
+        let tokens = build_key_set(&keys, &self.issuer, &self.audience, now, &self.policy)?;
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+        Ok(())
+    }
+
+    /// Verifies an access token; a `kid` we do not know yet makes us reload the keys (rate
+    /// limited) and try once more, so a key another instance just rotated in is accepted.
+    async fn verify_access_token(&self, jwt: &str, allow_expired: bool) -> Result<AccessClaims, TokenError> {
+        match self.tokens().verify(jwt, allow_expired) {
+            Err(TokenError::UnknownKey) => {
+                let last = self.last_key_reload.load(Ordering::Relaxed);
+                let now = self.clock.now().millis();
+                if now - last < KEY_RELOAD_MIN_INTERVAL.as_millis() as i64 {
+                    return Err(TokenError::UnknownKey);
+                }
+                if let Err(e) = self.reload_keys().await {
+                    tracing::warn!(error = %e, "could not reload signing keys");
+                    return Err(TokenError::UnknownKey);
+                }
+                self.tokens().verify(jwt, allow_expired)
+            }
+            other => other,
+        }
     }
 
     pub async fn health(&self) -> Result<(), AuthError> {
@@ -434,7 +484,7 @@ impl AuthService {
         csrf: Option<&str>,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
-        let Ok(claims) = self.tokens.verify(jwt, true) else {
+        let Ok(claims) = self.verify_access_token(jwt, true).await else {
             return Ok(());
         };
         if let Some(session) = self.store.find_session(claims.session_id()).await? {
@@ -469,7 +519,7 @@ impl AuthService {
     /// Verifies an access token and checks its session is still live: the gate of every
     /// authenticated endpoint of this server.
     pub async fn authenticate(&self, jwt: &str) -> Result<AuthContext, AuthError> {
-        let claims = self.tokens.verify(jwt, false).map_err(|e| match e {
+        let claims = self.verify_access_token(jwt, false).await.map_err(|e| match e {
             TokenError::Expired => AuthError::TokenExpired,
             _ => AuthError::InvalidToken,
         })?;
@@ -564,7 +614,7 @@ impl AuthService {
         // An access token never outlives its session.
         let access_expires_at = now.plus(self.policy.access_ttl).min(session.expires_at());
         let access_token = self
-            .tokens
+            .tokens()
             .issue(user.id, session.id, &user.roles, now, access_expires_at)
             .map_err(token_internal)?;
         Ok(TokenGrant {
@@ -615,6 +665,27 @@ impl AuthService {
             tracing::error!(event, error = %err, "could not write audit event");
         }
     }
+}
+
+/// Retires the active signing key and makes a new one active (the `rotate-key` command).
+/// Running instances pick the new key up on their next reload or on first sight of its `kid`.
+pub async fn rotate_signing_key(store: &dyn Store, now: Timestamp) -> Result<String, AuthError> {
+    let key = SigningKeyRecord::generate_ed25519(now).map_err(token_internal)?;
+    store.rotate_signing_key(&key, now).await?;
+    Ok(key.kid)
+}
+
+/// The key set: retired keys keep verifying for as long as a token they signed can live
+/// (plus a minute for instances whose clocks or reloads lag).
+fn build_key_set(
+    keys: &[SigningKeyRecord],
+    issuer: &str,
+    audience: &str,
+    now: Timestamp,
+    policy: &Policy,
+) -> Result<AccessTokens, AuthError> {
+    let retired_grace = policy.access_ttl + Duration::from_secs(60);
+    AccessTokens::new(keys, issuer, audience, now, retired_grace).map_err(token_internal)
 }
 
 /// A credential taken from a cookie comes with a CSRF token that must be the session's own.

@@ -167,6 +167,9 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts `key` as the active key unless an active key exists (then it is a no-op), so
     /// instances starting together on an empty database end up with one active key.
     async fn insert_signing_key_if_none_active(&self, key: &SigningKeyRecord) -> StoreResult<()>;
+    /// Retires the active key (it keeps verifying for a while) and makes `key` the active one,
+    /// in one transaction.
+    async fn rotate_signing_key(&self, key: &SigningKeyRecord, now: Timestamp) -> StoreResult<()>;
 }
 
 /// Opens the store named by a database URL and applies its migrations.

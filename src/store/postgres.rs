@@ -100,6 +100,7 @@ fn key_from_row(row: &PgRow) -> Result<SigningKeyRecord, sqlx::Error> {
         public_key: row.try_get("public_key")?,
         created_at: Timestamp(row.try_get("created_at")?),
         active: row.try_get("active")?,
+        retired_at: row.try_get::<Option<i64>, _>("retired_at")?.map(Timestamp),
     })
 }
 
@@ -345,7 +346,8 @@ impl Store for PostgresStore {
 
     async fn find_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
         let rows = sqlx::query(
-            "SELECT kid, alg, private_pkcs8, public_key, created_at, active FROM signing_keys ORDER BY created_at",
+            "SELECT kid, alg, private_pkcs8, public_key, created_at, active, retired_at FROM signing_keys \
+             ORDER BY created_at",
         )
         .fetch_all(&self.pool)
         .await
@@ -372,5 +374,26 @@ impl Store for PostgresStore {
         .await
         .map_err(map_pg)?;
         Ok(())
+    }
+
+    async fn rotate_signing_key(&self, k: &SigningKeyRecord, now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_pg)?;
+        sqlx::query("UPDATE signing_keys SET active = false, retired_at = $1 WHERE active")
+            .bind(now.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_pg)?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active) VALUES ($1, $2, $3, $4, $5, true)",
+        )
+        .bind(&k.kid)
+        .bind(&k.alg)
+        .bind(&k.private_pkcs8)
+        .bind(&k.public_key)
+        .bind(k.created_at.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_pg)?;
+        tx.commit().await.map_err(map_pg)
     }
 }

@@ -95,6 +95,7 @@ fn key_from_row(row: &SqliteRow) -> Result<SigningKeyRecord, sqlx::Error> {
         public_key: row.try_get("public_key")?,
         created_at: Timestamp(row.try_get("created_at")?),
         active: row.try_get::<i64, _>("active")? == 1,
+        retired_at: row.try_get::<Option<i64>, _>("retired_at")?.map(Timestamp),
     })
 }
 
@@ -359,7 +360,8 @@ impl Store for SqliteStore {
 
     async fn find_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
         let rows = sqlx::query(
-            "SELECT kid, alg, private_pkcs8, public_key, created_at, active FROM signing_keys ORDER BY created_at",
+            "SELECT kid, alg, private_pkcs8, public_key, created_at, active, retired_at FROM signing_keys \
+             ORDER BY created_at",
         )
         .fetch_all(&self.pool)
         .await
@@ -386,5 +388,26 @@ impl Store for SqliteStore {
         .await
         .map_err(map_sqlx)?;
         Ok(())
+    }
+
+    async fn rotate_signing_key(&self, k: &SigningKeyRecord, now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+        sqlx::query("UPDATE signing_keys SET active = 0, retired_at = ? WHERE active = 1")
+            .bind(now.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active) VALUES (?, ?, ?, ?, ?, 1)",
+        )
+        .bind(&k.kid)
+        .bind(&k.alg)
+        .bind(&k.private_pkcs8)
+        .bind(&k.public_key)
+        .bind(k.created_at.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)
     }
 }

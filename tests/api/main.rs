@@ -13,6 +13,7 @@ mod concurrency;
 mod errors;
 mod expiry;
 mod jwt_attacks;
+mod key_rotation;
 mod login;
 mod logout;
 mod me;
