@@ -16,7 +16,7 @@ const READY_PREFIX: &str = "listening on http://";
 const EXIT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A running `tessera serve` child process; killed if a test ends without stopping it.
-struct Served {
+pub(crate) struct Served {
     child: Child,
     addr: SocketAddr,
     stderr_log: std::path::PathBuf,
@@ -26,9 +26,38 @@ impl Served {
     /// Starts the binary in `dir` with rate limits off, a free port, no inherited `TESSERA_*`
     /// settings, plus `env`; waits for the ready line.
     fn start(dir: &Path, env: &[(&str, String)]) -> Served {
+        Served::start_with(dir, &[], env)
+    }
+
+    /// [`Served::start`] with extra command-line arguments after `serve`.
+    pub(crate) fn start_with(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Served {
+        let (mut served, lines) = Served::spawn(dir, args, env);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.trim().strip_prefix(READY_PREFIX) {
+                        served.addr = addr.parse().unwrap_or_else(|e| panic!("bad address {addr}: {e}"));
+                        return served;
+                    }
+                }
+                Err(e) => panic!("no ready line ({e}); stderr:\n{}", served.stderr()),
+            }
+        }
+    }
+
+    /// Spawns `tessera serve` as [`Served::start_with`] does, without waiting for it to be
+    /// ready; returns it and the lines of its standard output.
+    pub(crate) fn spawn(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> (Served, mpsc::Receiver<String>) {
         let stderr_log = dir.join("stderr.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
         cmd.arg("serve")
+            .args(args)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -47,27 +76,15 @@ impl Served {
                 let _ = tx.send(line);
             }
         });
-        let mut served = Served {
+        let served = Served {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             stderr_log,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.trim().strip_prefix(READY_PREFIX) {
-                        served.addr = addr.parse().unwrap_or_else(|e| panic!("bad address {addr}: {e}"));
-                        return served;
-                    }
-                }
-                Err(e) => panic!("no ready line ({e}); stderr:\n{}", served.stderr()),
-            }
-        }
+        (served, rx)
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
@@ -78,7 +95,7 @@ impl Served {
     }
 
     /// Waits (at most [`EXIT_DEADLINE`]) for the process to exit.
-    fn wait_for_exit(&mut self) -> ExitStatus {
+    pub(crate) fn wait_for_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + EXIT_DEADLINE;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -87,13 +104,13 @@ impl Served {
             thread::sleep(Duration::from_millis(50));
         }
         panic!(
-            "still running {EXIT_DEADLINE:?} after SIGTERM; stderr:\n{}",
+            "still running after {EXIT_DEADLINE:?}; stderr:\n{}",
             self.stderr()
         );
     }
 
     /// Sends SIGTERM and asserts a successful exit within [`EXIT_DEADLINE`].
-    fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         self.sigterm();
         self.assert_exits_cleanly();
     }
@@ -108,7 +125,7 @@ impl Served {
     }
 
     /// Sends one HTTP/1.1 request and returns the status code and body.
-    fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    pub(crate) fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         let mut stream = TcpStream::connect(self.addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         stream
@@ -152,7 +169,7 @@ fn read_response(mut stream: TcpStream) -> (u16, String) {
     (status, body)
 }
 
-fn register_body() -> String {
+pub(crate) fn credentials_body() -> String {
     serde_json::json!({ "email": EMAIL, "password": PASSWORD }).to_string()
 }
 
@@ -172,7 +189,7 @@ fn serve_prints_its_address_answers_and_exits_cleanly_on_sigterm() {
     let mut served = Served::start(dir.path(), &[("TESSERA_DATABASE_URL", url)]);
     assert!(served.addr.port() != 0, "port 0 resolved to a real port");
     assert_healthy(&served);
-    let (status, body) = served.request("POST", "/v1/auth/register", Some(&register_body()));
+    let (status, body) = served.request("POST", "/v1/auth/register", Some(&credentials_body()));
     assert_eq!(status, 201, "{body}");
     assert!(db.exists(), "database at the absolute path");
     served.terminate();
@@ -206,7 +223,7 @@ fn a_relative_database_url_is_relative_to_the_working_directory() {
 fn sigterm_lets_a_request_in_flight_finish() {
     let dir = tempfile::tempdir().unwrap();
     let mut served = Served::start(dir.path(), &[]);
-    let body = register_body();
+    let body = credentials_body();
     let (first, rest) = body.split_at(body.len() / 2);
     let mut stream = TcpStream::connect(served.addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();

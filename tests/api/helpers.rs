@@ -233,6 +233,13 @@ impl TestApp {
         json_ok(self.refresh(refresh_token).await).await
     }
 
+    /// Rotates `refresh_token`, then presents it again: with a grace window of 0, a reuse
+    /// detection (asserted `401 refresh_token_reused`).
+    pub async fn reuse_refresh_token(&self, refresh_token: &str) {
+        self.refresh_ok(refresh_token).await;
+        assert_problem(self.refresh(refresh_token).await, 401, "refresh_token_reused").await;
+    }
+
     pub async fn me(&self, access_token: &str) -> Response {
         self.get_authed("/v1/auth/me", access_token).await
     }
