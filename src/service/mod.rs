@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::alerts::{AlertSink, ReuseAlert};
 use crate::config::Config;
-use crate::crypto::{self, CryptoError, PasswordHashString, RefreshToken};
+use crate::crypto::{self, CryptoError, PasswordHashString, PasswordHasher, RefreshToken};
 use crate::domain::{Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
 use crate::store::{AuditEvent, FoundRefreshToken, Rotation, SessionRecord, Store, StoreError, UserRecord};
 use crate::tokens::{AccessClaims, AccessTokens, SigningKeyRecord, TokenError};
@@ -156,6 +156,7 @@ pub struct AuthService {
     clock: Arc<dyn Clock>,
     policy: Policy,
     rng: SystemRandom,
+    passwords: Arc<PasswordHasher>,
     dummy_hash: PasswordHashString,
     /// argon2 takes 19 MiB and tens of milliseconds per hash: bound how many run at once.
     hashing: Semaphore,
@@ -182,9 +183,11 @@ impl AuthService {
         let now = clock.now();
         let tokens = build_key_set(&keys, issuer, audience, now, &policy)?;
         let permits = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
-        let dummy_hash = tokio::task::spawn_blocking(crypto::dummy_password_hash)
+        let passwords = Arc::new(PasswordHasher::new());
+        let hasher = Arc::clone(&passwords);
+        let dummy_hash = tokio::task::spawn_blocking(move || hasher.dummy_hash())
             .await
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
+            .map_err(|e| AuthError::Internal(e.to_string()))??;
         Ok(AuthService {
             store,
             tokens: RwLock::new(Arc::new(tokens)),
@@ -195,6 +198,7 @@ impl AuthService {
             clock,
             policy,
             rng: SystemRandom::new(),
+            passwords,
             dummy_hash,
             hashing: Semaphore::new(permits),
             alerts,
@@ -259,9 +263,7 @@ impl AuthService {
                 return Err(AuthError::Validation(errors));
             }
         };
-        let hash = self
-            .blocking_hash(move || crypto::hash_password(&password))
-            .await??;
+        let hash = self.blocking_hash(move |hasher| hasher.hash(&password)).await??;
         let user = UserRecord {
             id: UserId::new(),
             email,
@@ -309,7 +311,7 @@ impl AuthService {
             .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
         let password = password.to_owned();
         let matches = self
-            .blocking_hash(move || crypto::verify_password(&password, &stored))
+            .blocking_hash(move |hasher| hasher.verify(&password, &stored))
             .await?;
         let user = match user {
             Some(u) if matches => u,
@@ -628,16 +630,18 @@ impl AuthService {
         })
     }
 
+    /// Runs password hashing on the blocking pool, at most `hashing`'s permits at a time.
     async fn blocking_hash<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
     ) -> Result<T, AuthError> {
         let _permit = self
             .hashing
             .acquire()
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
+        let hasher = Arc::clone(&self.passwords);
+        tokio::task::spawn_blocking(move || work(&hasher))
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))
     }

@@ -4,8 +4,6 @@
 
 use std::fmt;
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
@@ -13,7 +11,9 @@ use ring::digest;
 use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::domain::Password;
+mod password;
+
+pub use password::{PasswordHashString, PasswordHasher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -23,49 +23,6 @@ pub enum CryptoError {
     Random,
     #[error("sealing failed")]
     Seal,
-}
-
-/// argon2id with OWASP's recommended minimum: 19 MiB, 2 passes, 1 lane.
-fn argon2() -> Argon2<'static> {
-    // The parameters are constants known to be valid, so this cannot fail.
-    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-}
-
-/// A PHC-format argon2id hash of a password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PasswordHashString(pub String);
-
-impl fmt::Debug for PasswordHashString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PasswordHashString(<redacted>)")
-    }
-}
-
-pub fn hash_password(password: &Password) -> Result<PasswordHashString, CryptoError> {
-    let salt = SaltString::generate(&mut OsRng);
-    argon2()
-        .hash_password(password.expose().as_bytes(), &salt)
-        .map(|h| PasswordHashString(h.to_string()))
-        .map_err(|e| CryptoError::PasswordHash(e.to_string()))
-}
-
-/// Constant-time comparison inside argon2; any unparsable stored hash simply fails.
-pub fn verify_password(password: &str, hash: &PasswordHashString) -> bool {
-    match PasswordHash::new(&hash.0) {
-        Ok(parsed) => argon2().verify_password(password.as_bytes(), &parsed).is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// A hash with the same parameters as real ones, checked when the email is unknown so that
-/// "no such user" takes as long as "wrong password".
-pub fn dummy_password_hash() -> PasswordHashString {
-    let salt = SaltString::generate(&mut OsRng);
-    argon2()
-        .hash_password(b"tessera dummy password for timing", &salt)
-        .map(|h| PasswordHashString(h.to_string()))
-        .unwrap_or_else(|_| PasswordHashString(String::new()))
 }
 
 const REFRESH_PREFIX: &str = "tsr_";
@@ -232,18 +189,5 @@ mod tests {
         tampered[last] ^= 1;
         assert_eq!(a.open_successor(&tampered), None);
         assert_eq!(a.open_successor(&[]), None);
-    }
-
-    #[test]
-    fn passwords_verify_only_when_right() {
-        let p = Password::parse("correct horse").unwrap();
-        let h = hash_password(&p).unwrap();
-        assert!(h.0.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(verify_password("correct horse", &h));
-        assert!(!verify_password("wrong horse!", &h));
-        assert!(!verify_password(
-            "correct horse",
-            &PasswordHashString("garbage".into())
-        ));
     }
 }
