@@ -290,35 +290,53 @@ async fn sessions_over_the_limit_are_revoked_least_recent_first(store: Arc<dyn S
 }
 
 async fn ended_sessions_are_deleted_with_their_tokens(store: Arc<dyn Store>) {
-    let (_, s, h) = seeded(store.as_ref()).await;
     let (_, revoked, revoked_hash) = seeded(store.as_ref()).await;
-    let (_, live, live_hash) = seeded(store.as_ref()).await;
+    let (_, idle, idle_hash) = seeded(store.as_ref()).await;
+    let (u, live, live_hash) = seeded(store.as_ref()).await;
+    let mut old = session(&u, T0);
+    old.absolute_expires_at = Timestamp(T0.0 + DAY);
+    let old_hash = hash();
+    store.insert_session(&old, &old_hash).await.expect("insert");
     store
         .revoke_session(revoked.id, T0, "logout")
         .await
         .expect("revoke");
-    // `s` and `live` end at T0 + 30 d; pretend `live` was refreshed.
+    // `live` is refreshed; `idle` is not, so its refresh token ends at T0 + 30 d.
+    let refreshed = Timestamp(T0.0 + 29 * DAY);
     assert!(store
-        .rotate(&rotation(&live, 0, Timestamp(T0.0 + 29 * DAY)))
+        .rotate(&rotation(&live, 0, refreshed))
         .await
         .expect("rotate"));
+
     let deleted = store
         .delete_sessions_ended_before(Timestamp(T0.0 + 31 * DAY))
         .await
         .expect("sweep");
-    assert_eq!(deleted, 2);
-    assert!(store.find_session(s.id).await.expect("find").is_none());
-    assert!(store.find_refresh_token(&h).await.expect("find").is_none());
+    assert_eq!(
+        deleted, 2,
+        "the revoked session and the one past its absolute end"
+    );
+    for gone in [&revoked_hash, &old_hash] {
+        assert!(store.find_refresh_token(gone).await.expect("find").is_none());
+    }
+    assert!(store.find_session(old.id).await.expect("find").is_none());
+    // An idle session is swept by its absolute end, not its sliding one.
     assert!(store
-        .find_refresh_token(&revoked_hash)
+        .find_refresh_token(&idle_hash)
         .await
         .expect("find")
-        .is_none());
+        .is_some());
     assert!(store
         .find_refresh_token(&live_hash)
         .await
         .expect("find")
         .is_some());
+    let deleted = store
+        .delete_sessions_ended_before(Timestamp(T0.0 + 91 * DAY))
+        .await
+        .expect("sweep");
+    assert_eq!(deleted, 2);
+    assert!(store.find_session(idle.id).await.expect("find").is_none());
 }
 
 async fn one_active_signing_key_even_when_racing(store: Arc<dyn Store>) {

@@ -158,7 +158,10 @@ pub trait Store: Send + Sync + 'static {
         max_live: u32,
         now: Timestamp,
     ) -> StoreResult<u64>;
-    /// Deletes sessions (and their tokens) that ended before `before`.
+    /// Deletes sessions (and their tokens) whose absolute lifetime ended, or that were
+    /// revoked, before `before`. Sessions that only went idle (refresh token expired) stay
+    /// until their absolute end: finding them sooner would need an index on the sliding
+    /// expiry, which every rotation would have to update.
     async fn delete_sessions_ended_before(&self, before: Timestamp) -> StoreResult<u64>;
 
     async fn insert_audit_event(&self, event: &AuditEvent) -> StoreResult<()>;

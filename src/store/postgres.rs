@@ -315,13 +315,11 @@ impl Store for PostgresStore {
     }
 
     async fn delete_sessions_ended_before(&self, before: Timestamp) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "DELETE FROM sessions WHERE absolute_expires_at < $1 OR refresh_expires_at < $1 OR revoked_at < $1",
-        )
-        .bind(before.millis())
-        .execute(&self.pool)
-        .await
-        .map_err(map_pg)?;
+        let done = sqlx::query("DELETE FROM sessions WHERE absolute_expires_at < $1 OR revoked_at < $1")
+            .bind(before.millis())
+            .execute(&self.pool)
+            .await
+            .map_err(map_pg)?;
         Ok(done.rows_affected())
     }
 
