@@ -22,6 +22,7 @@ CREATE TABLE sessions (
     user_agent          TEXT,
     ip                  TEXT,
     generation          INTEGER NOT NULL DEFAULT 0,
+    current_hash        BLOB NOT NULL,  -- SHA-256 of the current refresh token
     rotated_at          INTEGER,
     sealed_current      BLOB,
     -- Cookie-transport sessions only. Kept in clear: the browser's scripts read it anyway, and
@@ -44,6 +45,20 @@ CREATE TABLE refresh_tokens (
     generation INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
+
+-- Every chain head written to a session is recorded here by the statement that writes it, so
+-- creating a session and rotating a token are each one statement, atomic without a
+-- transaction (SQLite has one writer; fewer statements per write is more writes per second).
+CREATE TRIGGER sessions_record_first_token AFTER INSERT ON sessions
+BEGIN
+    INSERT INTO refresh_tokens (hash, session_id, generation)
+    VALUES (NEW.current_hash, NEW.id, NEW.generation);
+END;
+CREATE TRIGGER sessions_record_rotated_token AFTER UPDATE OF current_hash ON sessions
+BEGIN
+    INSERT INTO refresh_tokens (hash, session_id, generation)
+    VALUES (NEW.current_hash, NEW.id, NEW.generation);
+END;
 
 -- The audit trail outlives the sessions it mentions, so no foreign keys here.
 CREATE TABLE audit_events (
