@@ -331,17 +331,14 @@ mod tests {
 
     const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 
+    /// A key set of just `key`, issuing and accepting `iss`/`aud`.
+    fn key_set(key: &SigningKeyRecord, iss: &str, aud: &str) -> AccessTokens {
+        AccessTokens::new(std::slice::from_ref(key), iss, aud, key.created_at, HOUR).unwrap()
+    }
+
     fn tokens() -> (AccessTokens, SigningKeyRecord) {
         let key = SigningKeyRecord::generate_ed25519(SystemClock.now()).unwrap();
-        let t = AccessTokens::new(
-            std::slice::from_ref(&key),
-            "https://iss",
-            "aud",
-            key.created_at,
-            HOUR,
-        )
-        .unwrap();
-        (t, key)
+        (key_set(&key, "https://iss", "aud"), key)
     }
 
     fn b64(v: &serde_json::Value) -> String {
@@ -394,34 +391,13 @@ mod tests {
             Err(TokenError::UnknownKey)
         ));
         let key = SigningKeyRecord::generate_ed25519(SystemClock.now()).unwrap();
-        let wrong_iss = AccessTokens::new(
-            std::slice::from_ref(&key),
-            "https://evil",
-            "aud",
-            key.created_at,
-            HOUR,
-        )
-        .unwrap();
-        let same_key_right_iss = AccessTokens::new(
-            std::slice::from_ref(&key),
-            "https://iss",
-            "aud",
-            key.created_at,
-            HOUR,
-        )
-        .unwrap();
+        let wrong_iss = key_set(&key, "https://evil", "aud");
+        let same_key_right_iss = key_set(&key, "https://iss", "aud");
         assert!(matches!(
             same_key_right_iss.verify(&issue(&wrong_iss, 60), false),
             Err(TokenError::Invalid)
         ));
-        let wrong_aud = AccessTokens::new(
-            std::slice::from_ref(&key),
-            "https://iss",
-            "other",
-            key.created_at,
-            HOUR,
-        )
-        .unwrap();
+        let wrong_aud = key_set(&key, "https://iss", "other");
         assert!(matches!(
             same_key_right_iss.verify(&issue(&wrong_aud, 60), false),
             Err(TokenError::Invalid)

@@ -74,10 +74,14 @@ async fn post(c: &reqwest::Client, url: String, body: Value) -> reqwest::Respons
     c.post(url).json(&body).send().await.expect("request")
 }
 
-async fn code_of(r: reqwest::Response) -> (StatusCode, String) {
+/// Asserts a 401 problem with `code`.
+async fn assert_unauthorized(r: reqwest::Response, code: &str) {
     let status = r.status();
     let body: Value = r.json().await.unwrap_or(Value::Null);
-    (status, body["code"].as_str().unwrap_or_default().to_owned())
+    assert_eq!(
+        (status, body["code"].as_str().unwrap_or_default()),
+        (StatusCode::UNAUTHORIZED, code)
+    );
 }
 
 /// Registers and logs in on `server`; returns the token response.
@@ -198,18 +202,13 @@ async fn two_instances_rotate_exactly_once_and_agree_on_reuse() {
 
     // After the grace window, replaying the original on B revokes the session for A too.
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    assert_eq!(
-        code_of(refresh(&c, &b, &original).await).await,
-        (StatusCode::UNAUTHORIZED, "refresh_token_reused".into())
-    );
-    assert_eq!(
-        code_of(me(&c, &a, &field(&next, "access_token")).await).await,
-        (StatusCode::UNAUTHORIZED, "session_revoked".into())
-    );
-    assert_eq!(
-        code_of(refresh(&c, &a, &field(&next, "refresh_token")).await).await,
-        (StatusCode::UNAUTHORIZED, "session_revoked".into())
-    );
+    assert_unauthorized(refresh(&c, &b, &original).await, "refresh_token_reused").await;
+    assert_unauthorized(me(&c, &a, &field(&next, "access_token")).await, "session_revoked").await;
+    assert_unauthorized(
+        refresh(&c, &a, &field(&next, "refresh_token")).await,
+        "session_revoked",
+    )
+    .await;
     drop((a, b));
     db.drop_database().await;
 }
@@ -232,14 +231,12 @@ async fn a_logout_on_one_instance_is_refused_by_the_other_at_once() {
         .await
         .expect("logout");
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(
-        code_of(me(&c, &b, &access).await).await,
-        (StatusCode::UNAUTHORIZED, "session_revoked".into())
-    );
-    assert_eq!(
-        code_of(refresh(&c, &b, &field(&tokens, "refresh_token")).await).await,
-        (StatusCode::UNAUTHORIZED, "session_revoked".into())
-    );
+    assert_unauthorized(me(&c, &b, &access).await, "session_revoked").await;
+    assert_unauthorized(
+        refresh(&c, &b, &field(&tokens, "refresh_token")).await,
+        "session_revoked",
+    )
+    .await;
     drop((a, b));
     db.drop_database().await;
 }
