@@ -42,8 +42,8 @@ impl AlertSink for NoAlerts {
 
 pub struct WebhookAlerts {
     client: reqwest::Client,
-    url: String,
-    key: Option<hmac::Key>,
+    url: reqwest::Url,
+    key: hmac::Key,
 }
 
 impl fmt::Debug for WebhookAlerts {
@@ -55,12 +55,24 @@ impl fmt::Debug for WebhookAlerts {
 }
 
 impl WebhookAlerts {
-    pub fn new(url: String, secret: Option<&str>) -> Result<WebhookAlerts, reqwest::Error> {
-        let client = reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build()?;
+    /// Refuses what could never deliver a trustworthy alert: a URL that is not http(s), or
+    /// no secret (an unsigned alert can be forged by anyone who can reach the receiver).
+    pub fn new(url: &str, secret: Option<&str>) -> Result<WebhookAlerts, String> {
+        let url = reqwest::Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("URL {url} must be http or https"));
+        }
+        let secret = secret
+            .filter(|s| !s.is_empty())
+            .ok_or("TESSERA_ALERT_WEBHOOK_SECRET is required with a webhook URL: alerts are signed")?;
+        let client = reqwest::Client::builder()
+            .timeout(ATTEMPT_TIMEOUT)
+            .build()
+            .map_err(|e| e.to_string())?;
         Ok(WebhookAlerts {
             client,
             url,
-            key: secret.map(|s| hmac::Key::new(hmac::HMAC_SHA256, s.as_bytes())),
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
         })
     }
 }
@@ -81,19 +93,17 @@ impl AlertSink for WebhookAlerts {
                 return;
             }
         };
-        let signature = self.key.as_ref().map(|k| signature(k, &body));
+        let signature = signature(&self.key, &body);
         let client = self.client.clone();
         let url = self.url.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_secs(1);
             for attempt in 1..=MAX_ATTEMPTS {
-                let mut request = client
-                    .post(&url)
+                let request = client
+                    .post(url.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header(SIGNATURE_HEADER, &signature)
                     .body(body.clone());
-                if let Some(sig) = &signature {
-                    request = request.header(SIGNATURE_HEADER, sig);
-                }
                 match request.send().await {
                     Ok(r) if r.status().is_success() => return,
                     Ok(r) => tracing::warn!(attempt, status = %r.status(), "alert webhook refused the alert"),
@@ -110,6 +120,16 @@ impl AlertSink for WebhookAlerts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhooks_need_an_http_url_and_a_secret() {
+        assert!(WebhookAlerts::new("https://alerts.example/hook", Some("k")).is_ok());
+        assert!(WebhookAlerts::new("http://127.0.0.1:9/hook", Some("k")).is_ok());
+        assert!(WebhookAlerts::new("https://alerts.example/hook", None).is_err());
+        assert!(WebhookAlerts::new("https://alerts.example/hook", Some("")).is_err());
+        assert!(WebhookAlerts::new("ftp://alerts.example/hook", Some("k")).is_err());
+        assert!(WebhookAlerts::new("not a url", Some("k")).is_err());
+    }
 
     #[test]
     fn signature_is_hex_hmac_sha256() {

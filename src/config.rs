@@ -1,6 +1,7 @@
 //! Configuration: command-line flags beat `TESSERA_*` environment variables, which beat an
 //! optional TOML file, which beats the defaults of the contract.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use clap::Args;
 use serde::Deserialize;
 
 /// Every setting of a running server, resolved.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     pub listen: String,
     pub database_url: String,
@@ -27,6 +28,34 @@ pub struct Config {
     pub alert_webhook_secret: Option<String>,
     pub trust_proxy_headers: bool,
     pub body_limit: usize,
+}
+
+/// Everything but the webhook secret, which shows only whether it is set.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url)
+            .field("database_max_connections", &self.database_max_connections)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("access_ttl", &self.access_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .field("session_ttl", &self.session_ttl)
+            .field("reuse_grace", &self.reuse_grace)
+            .field("max_sessions", &self.max_sessions)
+            .field("login_rate", &self.login_rate)
+            .field("refresh_rate", &self.refresh_rate)
+            .field("cookie_secure", &self.cookie_secure)
+            .field("alert_webhook_url", &self.alert_webhook_url)
+            .field(
+                "alert_webhook_secret",
+                &self.alert_webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("trust_proxy_headers", &self.trust_proxy_headers)
+            .field("body_limit", &self.body_limit)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -57,15 +86,21 @@ impl Default for Config {
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    /// Only toml's message and the line: its full error quotes the offending line, which
+    /// may hold a secret.
+    #[error("invalid config file {path}, line {line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("invalid value for {name}: {message}")]
     Invalid { name: &'static str, message: String },
 }
 
 /// The settings as flags (each also read from its `TESSERA_*` variable by clap).
 /// Everything is optional here so we can tell "not given" from "given the default".
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Default)]
 pub struct ConfigArgs {
     /// Optional TOML file with any of the settings below (keys as the flag names, `_` for `-`).
     #[arg(long, env = "TESSERA_CONFIG", global = true)]
@@ -129,7 +164,7 @@ pub struct ConfigArgs {
 }
 
 /// The TOML file: the same keys, values as TOML scalars.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
@@ -280,9 +315,12 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+    toml::from_str(&text).map_err(|e: toml::de::Error| ConfigError::Parse {
         path: path.to_owned(),
-        source,
+        line: e.span().map_or(0, |span| {
+            text[..span.start.min(text.len())].lines().count().max(1)
+        }),
+        message: e.message().to_owned(),
     })
 }
 
@@ -346,6 +384,25 @@ mod tests {
         assert_eq!(c.access_ttl, Duration::from_secs(120));
         assert_eq!(c.max_sessions, 7);
         assert_eq!(c.refresh_ttl, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "alert_webhook_secret = hunter2secret\n").unwrap();
+        let args = ConfigArgs {
+            config: Some(path),
+            ..ConfigArgs::default()
+        };
+        let err = Config::load(&args).expect_err("unquoted string is invalid TOML");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("line 1"), "{err}");
+        let config = Config {
+            alert_webhook_secret: Some("hunter2secret".into()),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]

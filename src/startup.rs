@@ -56,8 +56,8 @@ impl Application {
         let store = store::connect(&config.database_url, config.database_max_connections).await?;
         let alerts: Arc<dyn AlertSink> = match &config.alert_webhook_url {
             Some(url) => Arc::new(
-                WebhookAlerts::new(url.clone(), config.alert_webhook_secret.as_deref())
-                    .map_err(|e| StartupError::Alerts(e.to_string()))?,
+                WebhookAlerts::new(url, config.alert_webhook_secret.as_deref())
+                    .map_err(StartupError::Alerts)?,
             ),
             None => Arc::new(NoAlerts),
         };
@@ -87,6 +87,7 @@ impl Application {
             trust_proxy_headers: config.trust_proxy_headers,
             cookie_secure: config.cookie_secure,
             login_limit: Arc::new(RateLimiter::new(config.login_rate)),
+            register_limit: Arc::new(RateLimiter::new(config.login_rate)),
             refresh_limit: Arc::new(RateLimiter::new(config.refresh_rate)),
             metrics: Arc::new(Metrics::new()),
         };

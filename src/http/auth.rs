@@ -1,5 +1,7 @@
 //! `/v1/auth/*`: thin handlers that parse input, call the service and shape the response.
 
+use std::net::IpAddr;
+
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -65,11 +67,27 @@ fn rate_limit(
     client: &ClientInfo,
 ) -> Result<(), ApiError> {
     limiter
-        .check(client.ip.as_deref().unwrap_or("unknown"))
+        .check(&rate_limit_key(client.ip.as_deref()))
         .map_err(|retry_after| {
             state.metrics.rate_limited(endpoint);
             ApiError::RateLimited(retry_after)
         })
+}
+
+/// Whom a rate limit counts: an IPv4 address, or an IPv6 /64 (one subscriber usually holds a
+/// whole /64, so counting single IPv6 addresses would limit nothing).
+fn rate_limit_key(ip: Option<&str>) -> String {
+    match ip.and_then(|ip| ip.parse::<IpAddr>().ok()) {
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        None => ip.unwrap_or("unknown").to_owned(),
+    }
 }
 
 pub async fn register(
@@ -77,6 +95,7 @@ pub async fn register(
     Client(client): Client,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
+    rate_limit(&state, &state.register_limit, "register", &client)?;
     let mut f = Fields::new(&body);
     let email = f.required_str("email");
     let password = f.required_str("password");
@@ -260,4 +279,19 @@ pub async fn revoke_session(
 pub async fn me(Authenticated(ctx): Authenticated) -> Response {
     let body = json!({ "user": UserView::from(&ctx.user), "session_id": ctx.session.id });
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_limit_key;
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        assert_eq!(rate_limit_key(Some("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
+        assert_eq!(rate_limit_key(Some("2001:db8:1:2:bbbb::9")), "2001:db8:1:2::/64");
+        assert_ne!(rate_limit_key(Some("2001:db8:1:3::1")), "2001:db8:1:2::/64");
+        assert_eq!(rate_limit_key(Some("::ffff:192.0.2.7")), "192.0.2.7");
+        assert_eq!(rate_limit_key(Some("192.0.2.7")), "192.0.2.7");
+        assert_eq!(rate_limit_key(None), "unknown");
+    }
 }

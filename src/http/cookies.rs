@@ -80,10 +80,12 @@ fn append(headers: &mut HeaderMap, c: Cookie<'_>) {
 
 /// Sets the access, refresh and CSRF cookies of a cookie-transport grant.
 pub fn set_grant_cookies(headers: &mut HeaderMap, grant: &TokenGrant, csrf: &str, secure: bool) {
+    // The access cookie lives as long as the session, not the token: a browser then still
+    // sends an expired token, and hears `token_expired` (refresh!) rather than `invalid_token`.
     let access = cookie(ACCESS_COOKIE, grant.access_token.clone(), "/", secure)
         .http_only(true)
         .same_site(SameSite::Lax)
-        .max_age(max_age(grant.access_expires_in));
+        .max_age(max_age(grant.refresh_expires_in));
     let refresh = cookie(
         REFRESH_COOKIE,
         grant.refresh_token.expose().to_owned(),

@@ -110,6 +110,11 @@ impl ApiError {
                     "csrf_failed",
                     "Cookie-authenticated requests need an X-CSRF-Token header equal to the CSRF cookie.",
                 ),
+                A::Overloaded => s(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "The server is busy; try again shortly.",
+                ),
                 A::Store(StoreError::Unavailable(_)) => s(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "service_unavailable",

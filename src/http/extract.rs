@@ -125,6 +125,17 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// Does the request try bearer authentication (an `Authorization: Bearer ...` header, or one
+/// too long to be anything we accept)?
+fn claims_bearer(headers: &HeaderMap) -> bool {
+    headers.get(header::AUTHORIZATION).is_some_and(|v| {
+        v.len() > MAX_AUTHORIZATION_LEN
+            || v.as_bytes()
+                .get(..7)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+    })
+}
+
 /// A caller with a valid access token of a live session: a bearer header, or else the
 /// access cookie, in which case unsafe methods also need the session's CSRF token.
 pub struct Authenticated(pub AuthContext);
@@ -133,11 +144,13 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if parts.headers.contains_key(header::AUTHORIZATION) {
+        let cookies = RequestCookies::from_headers(&parts.headers);
+        // A bearer attempt (even an unusable one) is judged as such; another scheme, such as
+        // the Basic credentials of a staging proxy, leaves the cookie to speak.
+        if claims_bearer(&parts.headers) || cookies.access.is_none() {
             let token = bearer_token(&parts.headers).ok_or(AuthError::InvalidToken)?;
             return Ok(Authenticated(state.service.authenticate(token).await?));
         }
-        let cookies = RequestCookies::from_headers(&parts.headers);
         let token = cookies.access.as_deref().ok_or(AuthError::InvalidToken)?;
         let csrf = match parts.method {
             Method::GET | Method::HEAD | Method::OPTIONS => None,

@@ -31,6 +31,8 @@ pub struct AppState {
     /// The `Secure` attribute of our cookies (off only for plain-HTTP development hosts).
     pub cookie_secure: bool,
     pub login_limit: Arc<RateLimiter>,
+    /// Registrations hash a password too: limited at the login rate, counted separately.
+    pub register_limit: Arc<RateLimiter>,
     pub refresh_limit: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
 }

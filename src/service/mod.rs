@@ -47,6 +47,9 @@ pub enum AuthError {
     SessionNotFound,
     #[error("CSRF token missing or wrong")]
     CsrfFailed,
+    /// Too much password hashing queued: shed load rather than let every login wait.
+    #[error("overloaded")]
+    Overloaded,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -114,8 +117,7 @@ pub enum Transport {
     Cookie,
 }
 
-/// What a login or refresh hands out.
-#[derive(Debug)]
+/// What a login or refresh hands out. Its `Debug` shows no token.
 pub struct TokenGrant {
     pub access_token: String,
     pub access_expires_in: i64,
@@ -125,6 +127,18 @@ pub struct TokenGrant {
     pub user: UserView,
     /// Present for cookie-transport sessions.
     pub csrf_token: Option<String>,
+}
+
+impl std::fmt::Debug for TokenGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenGrant")
+            .field("session_id", &self.session_id)
+            .field("access_expires_in", &self.access_expires_in)
+            .field("refresh_token", &self.refresh_token)
+            .field("refresh_expires_in", &self.refresh_expires_in)
+            .field("user", &self.user.id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A verified access token whose session is live.
@@ -144,6 +158,10 @@ pub enum LogoutScope {
 /// An unknown `kid` triggers at most one key reload per this interval, so forged kids
 /// cannot turn into a database query each.
 const KEY_RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The longest a login or registration waits for a turn at password hashing before it is
+/// answered 503: a flood of hashing requests then costs its senders, not every other user.
+const HASH_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct AuthService {
     store: Arc<dyn Store>,
@@ -380,14 +398,21 @@ impl AuthService {
             .ok_or(AuthError::InvalidRefreshToken)?;
         check_csrf(&session, csrf)?;
 
-        // Losing a rotation race sends us round again with the session as the winner left
-        // it; by then the token is a predecessor, so two rounds suffice. The bound is a guard.
+        // Losing a rotation race, or a replay decided on the first read, sends us round again
+        // with the session re-read; three rounds suffice. The bound is a guard.
+        let mut reread = false;
         for _ in 0..4 {
             let now = self.clock.now();
             match rotation::decide(&session, generation, now, self.policy.reuse_grace) {
                 RefreshDecision::Revoked => return Err(AuthError::SessionRevoked),
                 RefreshDecision::Expired => return Err(AuthError::RefreshTokenExpired),
                 RefreshDecision::Reuse => return Err(self.on_reuse(&session, now, client).await),
+                RefreshDecision::ReplayCurrent if !reread => {
+                    // A replay writes nothing, so confirm it on a fresh read: the chain may
+                    // have moved on, or the session been revoked, since the token lookup.
+                    session = self.reread(session.id).await?;
+                    reread = true;
+                }
                 RefreshDecision::ReplayCurrent => {
                     let sealed = session.sealed_current.as_deref().unwrap_or_default();
                     let current = presented
@@ -415,15 +440,20 @@ impl AuthService {
                         return self.grant(&user, &session, next, now);
                     }
                     // Someone else rotated (or revoked) first: decide again on fresh state.
-                    session = self
-                        .store
-                        .find_session(session.id)
-                        .await?
-                        .ok_or(AuthError::InvalidRefreshToken)?;
+                    session = self.reread(session.id).await?;
+                    reread = true;
                 }
             }
         }
         Err(AuthError::Internal("refresh did not settle".into()))
+    }
+
+    /// The session as it is now (gone if the sweeper just deleted it).
+    async fn reread(&self, id: SessionId) -> Result<SessionRecord, AuthError> {
+        self.store
+            .find_session(id)
+            .await?
+            .ok_or(AuthError::InvalidRefreshToken)
     }
 
     /// Theft suspected: revoke the whole session, then record and report it (once, even when
@@ -471,11 +501,24 @@ impl AuthService {
         let Some(token) = RefreshToken::parse(presented) else {
             return Ok(());
         };
-        if let Some(found) = self.store.find_refresh_token(&token.hash()).await? {
-            check_csrf(&found.session, csrf)?;
-            self.end_session(&found.session, "logout", client).await?;
+        let Some(found) = self.store.find_refresh_token(&token.hash()).await? else {
+            return Ok(());
+        };
+        check_csrf(&found.session, csrf)?;
+        let now = self.clock.now();
+        // A rotated-out token that the grace rule does not forgive is a stolen copy, whatever
+        // endpoint it is presented at: record and report it as reuse, not as a plain logout.
+        // The answer stays 204 (logout is idempotent and reveals nothing).
+        match rotation::decide(&found.session, found.generation, now, self.policy.reuse_grace) {
+            RefreshDecision::Revoked => Ok(()),
+            RefreshDecision::Reuse => match self.on_reuse(&found.session, now, client).await {
+                AuthError::RefreshTokenReused => Ok(()),
+                other => Err(other),
+            },
+            RefreshDecision::Rotate | RefreshDecision::ReplayCurrent | RefreshDecision::Expired => {
+                self.end_session(&found.session, "logout", client).await
+            }
         }
-        Ok(())
     }
 
     /// Revokes the session of an access token; an invalid token is a no-op, and an expired but
@@ -635,10 +678,9 @@ impl AuthService {
         &self,
         work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
     ) -> Result<T, AuthError> {
-        let _permit = self
-            .hashing
-            .acquire()
+        let _permit = tokio::time::timeout(HASH_QUEUE_TIMEOUT, self.hashing.acquire())
             .await
+            .map_err(|_| AuthError::Overloaded)?
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         let hasher = Arc::clone(&self.passwords);
         tokio::task::spawn_blocking(move || work(&hasher))

@@ -42,8 +42,9 @@ pub struct UserRecord {
     pub created_at: Timestamp,
 }
 
-/// One device session and the head of its refresh-token chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One device session and the head of its refresh-token chain. Its `Debug` leaves out the
+/// CSRF token and the sealed successor.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SessionRecord {
     pub id: SessionId,
     pub user_id: UserId,
@@ -65,6 +66,25 @@ pub struct SessionRecord {
     pub sealed_current: Option<Vec<u8>>,
     /// Set for browser (cookie transport) sessions: the CSRF token bound to the session.
     pub csrf_token: Option<String>,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("created_at", &self.created_at)
+            .field("last_used_at", &self.last_used_at)
+            .field("absolute_expires_at", &self.absolute_expires_at)
+            .field("refresh_expires_at", &self.refresh_expires_at)
+            .field("revoked_at", &self.revoked_at)
+            .field("revoked_reason", &self.revoked_reason)
+            .field("user_agent", &self.user_agent)
+            .field("ip", &self.ip)
+            .field("generation", &self.generation)
+            .field("rotated_at", &self.rotated_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionRecord {

@@ -128,6 +128,15 @@ impl CookieSession {
         );
         assert_uuid(&body["session_id"]);
         assert_user(&body["user"], EMAIL);
+        // The access cookie outlives its token (the session's lifetime), so an expired token
+        // still reaches the server and is answered `token_expired`.
+        for c in &cookies {
+            assert_eq!(
+                c.max_age().map(|d| d.whole_seconds()),
+                Some(refresh_expires_in),
+                "{c}"
+            );
+        }
         let [access, refresh, csrf] = [0, 1, 2].map(|i| cookies[i].value().to_owned());
         assert!(!access.is_empty() && !refresh.is_empty(), "empty token cookie");
         assert_eq!(body["csrf_token"], csrf, "body csrf_token equals the CSRF cookie");
@@ -366,4 +375,43 @@ async fn bearer_transport_never_needs_csrf() {
     assert_status(app.logout_all(&at, Some("others")).await, 204).await;
     assert_status(app.logout_with_bearer(&at).await, 204).await;
     assert_problem(app.me(&at).await, 401, "session_revoked").await;
+}
+
+#[tokio::test]
+async fn another_authorization_scheme_does_not_hide_the_access_cookie() {
+    // A staging proxy's Basic credentials used to turn a valid cookie into 401 invalid_token.
+    let app = spawn_app().await;
+    let c = cookie_signup(&app).await;
+    let r = app
+        .client
+        .get(app.url(ME))
+        .header(COOKIE, c.cookie_header())
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(json_ok(r).await["session_id"], c.session_id().as_str());
+    // A bearer attempt is still judged as one, cookie or not.
+    let r = app
+        .client
+        .get(app.url(ME))
+        .header(COOKIE, c.cookie_header())
+        .header("authorization", "Bearer not-a-jwt")
+        .send()
+        .await
+        .expect("request");
+    assert_problem(r, 401, "invalid_token").await;
+}
+
+#[tokio::test]
+async fn an_expired_access_cookie_is_token_expired() {
+    let app = spawn_app_with(|c| c.access_ttl = std::time::Duration::from_secs(1)).await;
+    assert_status(app.register(EMAIL).await, 201).await;
+    let body = json!({ "email": EMAIL, "password": PASSWORD, "transport": "cookie" });
+    let r = app.post_json("/v1/auth/login", &body).await;
+    let cookies = set_cookies(&r);
+    let cookie_header = format!("{ACCESS}={}", cookies[0].value());
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = send_with_cookies(&app, Method::GET, ME, &cookie_header, None).await;
+    assert_problem(r, 401, "token_expired").await;
 }

@@ -176,3 +176,28 @@ async fn metrics_count_rate_limited_requests_by_endpoint() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn unknown_methods_share_one_label() {
+    // Each made-up method used to become a new, never-forgotten series.
+    let app = spawn_app().await;
+    for method in ["FOOBAR", "QUUXQUUX"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method token");
+        let r = app
+            .client
+            .request(method, app.url("/nowhere"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 404);
+    }
+    let m = Scrape::of(&app).await;
+    assert_eq!(
+        m.value(
+            "tessera_http_requests_total",
+            &[("route", "unmatched"), ("method", "OTHER"), ("status", "404")]
+        ),
+        2.0
+    );
+    assert_eq!(m.sum("tessera_http_requests_total", &[("method", "FOOBAR")]), 0.0);
+}

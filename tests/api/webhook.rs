@@ -165,10 +165,56 @@ async fn reuse_detection_works_without_a_webhook_or_with_an_unreachable_one() {
     for url in [None, Some(closed)] {
         let app = spawn_app_with(|c| {
             c.alert_webhook_url = url;
+            c.alert_webhook_secret = Some(SECRET.into());
             c.reuse_grace = Duration::ZERO;
         })
         .await;
         trigger_reuse(&app).await;
         app.login_ok(EMAIL).await;
     }
+}
+
+#[tokio::test]
+async fn an_https_webhook_gets_a_tls_handshake() {
+    // Built without a TLS stack, the client never even connected to an https URL.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("https://{}/alerts", listener.local_addr().expect("addr"));
+    let app = spawn_alerting_to(&url).await;
+    trigger_reuse(&app).await;
+    let (mut socket, _) = tokio::time::timeout(Duration::from_secs(3), listener.accept())
+        .await
+        .expect("the alert connects within 3 s")
+        .expect("accept");
+    let mut first = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut socket, &mut first)
+        .await
+        .expect("a first byte");
+    assert_eq!(first[0], 0x16, "a TLS handshake record");
+}
+
+#[tokio::test]
+async fn logging_out_with_a_stolen_ancestor_is_reported_as_reuse() {
+    let mut receiver = Receiver::start(&[]).await;
+    let app = spawn_alerting_to(&receiver.url).await;
+    let a = app.signup_and_login(EMAIL).await;
+    let b = app.refresh_ok(&s(&a, "refresh_token")).await;
+    let c = app.refresh_ok(&s(&b, "refresh_token")).await;
+    // A, two rotations old, comes back at logout: 204 as ever, but it is theft, not a logout.
+    assert_status(app.logout_with_refresh_token(&s(&a, "refresh_token")).await, 204).await;
+    let alert = receiver.next(Duration::from_secs(3)).await;
+    let body: Value = serde_json::from_slice(&alert.body).expect("JSON alert");
+    assert_eq!(body["event"], "refresh_token_reused");
+    assert_eq!(body["session_id"], c["session_id"]);
+    assert_problem(app.me(&s(&c, "access_token")).await, 401, "session_revoked").await;
+}
+
+#[tokio::test]
+async fn an_ordinary_logout_raises_no_alert() {
+    let mut receiver = Receiver::start(&[]).await;
+    let app = spawn_alerting_to(&receiver.url).await;
+    let a = app.signup_and_login(EMAIL).await;
+    let b = app.refresh_ok(&s(&a, "refresh_token")).await;
+    assert_status(app.logout_with_refresh_token(&s(&b, "refresh_token")).await, 204).await;
+    receiver.assert_quiet(Duration::from_millis(500)).await;
+    assert_problem(app.me(&s(&b, "access_token")).await, 401, "session_revoked").await;
 }
