@@ -28,6 +28,8 @@ pub struct Config {
     pub alert_webhook_secret: Option<String>,
     pub trust_proxy_headers: bool,
     pub body_limit: usize,
+    /// How long a client may take to send a request's headers, and then its body.
+    pub client_timeout: Duration,
 }
 
 /// Everything but the webhook secret, which shows only whether it is set.
@@ -54,6 +56,7 @@ impl fmt::Debug for Config {
             )
             .field("trust_proxy_headers", &self.trust_proxy_headers)
             .field("body_limit", &self.body_limit)
+            .field("client_timeout", &self.client_timeout)
             .finish()
     }
 }
@@ -78,6 +81,7 @@ impl Default for Config {
             alert_webhook_secret: None,
             trust_proxy_headers: false,
             body_limit: 64 * 1024,
+            client_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -161,6 +165,9 @@ pub struct ConfigArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "TESSERA_BODY_LIMIT", global = true)]
     pub body_limit: Option<usize>,
+    /// How long a client may take to send a request's headers, and then its body.
+    #[arg(long, env = "TESSERA_CLIENT_TIMEOUT", global = true)]
+    pub client_timeout: Option<String>,
 }
 
 /// The TOML file: the same keys, values as TOML scalars.
@@ -184,6 +191,7 @@ struct FileConfig {
     alert_webhook_secret: Option<String>,
     trust_proxy_headers: Option<bool>,
     body_limit: Option<usize>,
+    client_timeout: Option<DurationValue>,
 }
 
 /// A duration in a TOML file may be a number of seconds or a string like `15m`.
@@ -266,6 +274,12 @@ impl Config {
                 d.trust_proxy_headers,
             )?,
             body_limit: args.body_limit.or(file.body_limit).unwrap_or(d.body_limit),
+            client_timeout: duration(
+                "client_timeout",
+                &args.client_timeout,
+                file.client_timeout,
+                d.client_timeout,
+            )?,
         };
         config.validate()?;
         Ok(config)
@@ -289,6 +303,9 @@ impl Config {
         }
         if self.max_sessions == 0 {
             return invalid("max_sessions", "must be at least 1");
+        }
+        if self.client_timeout.is_zero() {
+            return invalid("client_timeout", "must be positive");
         }
         if self.database_max_connections == 0 {
             return invalid("database_max_connections", "must be at least 1");

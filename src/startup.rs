@@ -5,7 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
 
 use crate::alerts::{AlertSink, NoAlerts, WebhookAlerts};
 use crate::config::Config;
@@ -42,6 +48,8 @@ pub struct Application {
     addr: SocketAddr,
     router: axum::Router,
     service: Arc<AuthService>,
+    /// How long a client may take to send its request headers.
+    client_timeout: Duration,
 }
 
 impl Application {
@@ -90,12 +98,14 @@ impl Application {
             register_limit: Arc::new(RateLimiter::new(config.login_rate)),
             refresh_limit: Arc::new(RateLimiter::new(config.refresh_rate)),
             metrics: Arc::new(Metrics::new()),
+            client_timeout: config.client_timeout,
         };
         Ok(Application {
             listener,
             addr,
             router: http::router(state, config.body_limit),
             service,
+            client_timeout: config.client_timeout,
         })
     }
 
@@ -105,36 +115,57 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then stops accepting and lets requests in flight
-    /// finish, for at most [`DRAIN_DEADLINE`]. A rotation is one database transaction, so one
-    /// cut off by the deadline is rolled back whole, never half-committed.
+    /// finish, for at most [`DRAIN_DEADLINE`]. Every write is one statement (or transaction),
+    /// so a request cut off by the deadline never leaves a half-committed rotation.
+    ///
+    /// The accept loop is ours rather than `axum::serve`'s so that hyper gets a timer: without
+    /// one, a client could hold a connection forever by never finishing its headers.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let _maintenance = Maintenance::spawn(Arc::clone(&self.service));
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(
-            self.listener,
-            self.router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        });
-        let deadline = async move {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(DRAIN_DEADLINE).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
+        let mut builder = ConnectionBuilder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.client_timeout);
+        let connections = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // E.g. out of file descriptors: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let router = self.router.clone();
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(request.map(axum::body::Body::new))
+            });
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let connection = connections.watch(connection.into_owned());
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
         tokio::select! {
-            result = server => result,
-            () = deadline => {
+            () = connections.shutdown() => {}
+            () = tokio::time::sleep(DRAIN_DEADLINE) => {
                 tracing::warn!("requests still in flight at the shutdown deadline were cut off");
-                Ok(())
             }
         }
+        Ok(())
     }
 }
 

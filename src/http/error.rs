@@ -18,6 +18,8 @@ pub enum ApiError {
     Malformed(&'static str),
     #[error("payload too large")]
     PayloadTooLarge,
+    #[error("request body not sent in time")]
+    RequestTimeout,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -131,6 +133,11 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "The request body is too large.",
+            ),
+            ApiError::RequestTimeout => s(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "The request body did not arrive in time.",
             ),
             ApiError::NotFound => s(StatusCode::NOT_FOUND, "not_found", "No such route."),
             ApiError::MethodNotAllowed => s(

@@ -23,22 +23,26 @@ const MAX_USER_AGENT_LEN: usize = 512;
 /// `application/json`. Endpoints decide whether absence is acceptable.
 pub struct JsonBody(pub Option<Map<String, Value>>);
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(is_json_content_type);
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::Malformed("The request body could not be read.")
-            }
-        })?;
+        // A body trickled in byte by byte would hold the connection and this task forever.
+        let bytes = tokio::time::timeout(state.client_timeout, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| ApiError::RequestTimeout)?
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::Malformed("The request body could not be read.")
+                }
+            })?;
         if bytes.is_empty() {
             return Ok(JsonBody(None));
         }

@@ -35,6 +35,8 @@ pub struct AppState {
     pub register_limit: Arc<RateLimiter>,
     pub refresh_limit: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
+    /// How long a client may take to send a request body.
+    pub client_timeout: std::time::Duration,
 }
 
 pub fn router(state: AppState, body_limit: usize) -> Router {

@@ -26,5 +26,6 @@ mod register;
 mod restart;
 mod reuse;
 mod sessions;
+mod slow_clients;
 mod smoke;
 mod webhook;
