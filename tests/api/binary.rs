@@ -240,3 +240,47 @@ fn sigterm_lets_a_request_in_flight_finish() {
     assert_eq!(status, 201, "the request in flight completes: {response}");
     served.assert_exits_cleanly();
 }
+
+/// Runs `tessera <command>` to completion in `dir` with `env`; returns its standard output.
+fn run_command(dir: &Path, command: &str, env: &[(&str, String)]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg(command)
+        .current_dir(dir)
+        .env_remove("TESSERA_DATABASE_URL")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run tessera");
+    assert!(
+        output.status.success(),
+        "tessera {command} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn migrate_and_rotate_key_prepare_the_database_serve_uses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("ops.db").display());
+    let env = [("TESSERA_DATABASE_URL", url)];
+    assert!(run_command(dir.path(), "migrate", &env).contains("migrations applied"));
+    let rotated = run_command(dir.path(), "rotate-key", &env);
+    let kid = rotated
+        .trim()
+        .strip_prefix("new active signing key: ")
+        .unwrap_or_else(|| panic!("unexpected output {rotated:?}"))
+        .to_owned();
+
+    let mut served = Served::start(dir.path(), &env);
+    let (status, jwks) = served.request("GET", "/.well-known/jwks.json", None);
+    assert_eq!(status, 200);
+    let jwks: serde_json::Value = serde_json::from_str(&jwks).expect("JSON");
+    let kids: Vec<_> = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(kids, vec![kid], "serve signs with the key rotate-key made");
+    served.terminate();
+}
