@@ -1,6 +1,7 @@
-//! The embedded SQLite store (WAL mode). Every write is a single statement (triggers keep
-//! `refresh_tokens` in step with the session rows), run on the one writer connection, so
-//! writes queue in order inside the process and never need a transaction or a lock upgrade.
+//! The embedded SQLite store (WAL mode). Writes run on the one writer connection, so they
+//! queue in order inside the process instead of in SQLite's busy handler. Every write on a
+//! request path is a single statement (triggers keep `refresh_tokens` in step with the
+//! session rows); only the rare key rotation needs a transaction.
 
 use std::str::FromStr;
 use std::time::Duration;
