@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::cookies::{clear_cookies, set_grant_cookies, RequestCookies};
 use super::error::ApiError;
-use super::extract::{bearer_token, Authenticated, Client, Fields, JsonBody};
+use super::extract::{bearer, Authenticated, Client, Fields, JsonBody};
 use super::rate_limit::RateLimiter;
 use super::AppState;
 use crate::domain::{SessionId, Timestamp};
@@ -175,7 +175,7 @@ pub async fn logout(
     let cookies = RequestCookies::from_headers(&headers);
     let mut f = Fields::new(&body);
     let in_body = f.optional_str("refresh_token");
-    let bearer = bearer_token(&headers);
+    let bearer = bearer(&headers).token();
     if in_body.is_none() && bearer.is_none() && !cookies.any() && body.0.is_some() {
         f.invalid("refresh_token", "is required without a bearer token");
     }

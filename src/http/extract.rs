@@ -117,27 +117,43 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// The bearer token of the request, if it carries a usable one.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?;
-    if value.len() > MAX_AUTHORIZATION_LEN {
-        return None;
-    }
-    let value = value.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+/// What the `Authorization` header says about bearer authentication.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Bearer<'a> {
+    /// No header, or another scheme (such as a staging proxy's Basic credentials).
+    Absent,
+    /// `Bearer <token>`.
+    Token(&'a str),
+    /// A bearer attempt we refuse outright: empty, not text, or over 8 KiB.
+    Unusable,
 }
 
-/// Does the request try bearer authentication (an `Authorization: Bearer ...` header, or one
-/// too long to be anything we accept)?
-fn claims_bearer(headers: &HeaderMap) -> bool {
-    headers.get(header::AUTHORIZATION).is_some_and(|v| {
-        v.len() > MAX_AUTHORIZATION_LEN
-            || v.as_bytes()
-                .get(..7)
-                .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
-    })
+impl<'a> Bearer<'a> {
+    pub fn token(&self) -> Option<&'a str> {
+        match self {
+            Bearer::Token(t) => Some(t),
+            Bearer::Absent | Bearer::Unusable => None,
+        }
+    }
+}
+
+/// Reads the `Authorization` header once, for every caller that cares about bearer tokens.
+pub fn bearer(headers: &HeaderMap) -> Bearer<'_> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Bearer::Absent;
+    };
+    if value.len() > MAX_AUTHORIZATION_LEN {
+        return Bearer::Unusable;
+    }
+    let bytes = value.as_bytes();
+    let scheme_end = bytes.iter().position(|b| *b == b' ').unwrap_or(bytes.len());
+    if !bytes[..scheme_end].eq_ignore_ascii_case(b"bearer") {
+        return Bearer::Absent;
+    }
+    match value.to_str().map(|v| v[scheme_end..].trim()) {
+        Ok(token) if !token.is_empty() => Bearer::Token(token),
+        _ => Bearer::Unusable,
+    }
 }
 
 /// A caller with a valid access token of a live session: a bearer header, or else the
@@ -149,13 +165,15 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let cookies = RequestCookies::from_headers(&parts.headers);
-        // A bearer attempt (even an unusable one) is judged as such; another scheme, such as
-        // the Basic credentials of a staging proxy, leaves the cookie to speak.
-        if claims_bearer(&parts.headers) || cookies.access.is_none() {
-            let token = bearer_token(&parts.headers).ok_or(AuthError::InvalidToken)?;
-            return Ok(Authenticated(state.service.authenticate(token).await?));
-        }
-        let token = cookies.access.as_deref().ok_or(AuthError::InvalidToken)?;
+        // A bearer attempt (even an unusable one) is judged as such; another scheme leaves
+        // the cookie to speak.
+        let token = match (bearer(&parts.headers), cookies.access.as_deref()) {
+            (Bearer::Token(token), _) => {
+                return Ok(Authenticated(state.service.authenticate(token).await?));
+            }
+            (Bearer::Unusable, _) | (Bearer::Absent, None) => return Err(AuthError::InvalidToken.into()),
+            (Bearer::Absent, Some(cookie)) => cookie,
+        };
         let csrf = match parts.method {
             Method::GET | Method::HEAD | Method::OPTIONS => None,
             _ => Some(cookies.require_csrf(&parts.headers)?),
@@ -218,18 +236,21 @@ mod tests {
     #[test]
     fn bearer_tokens() {
         let mut h = HeaderMap::new();
-        assert_eq!(bearer_token(&h), None);
+        assert_eq!(bearer(&h), Bearer::Absent);
         h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
-        assert_eq!(bearer_token(&h), Some("abc"));
+        assert_eq!(bearer(&h), Bearer::Token("abc"));
         h.insert(header::AUTHORIZATION, "bearer  abc ".parse().unwrap());
-        assert_eq!(bearer_token(&h), Some("abc"));
+        assert_eq!(bearer(&h), Bearer::Token("abc"));
         h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(bearer_token(&h), None);
+        assert_eq!(bearer(&h), Bearer::Absent);
+        h.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
+        assert_eq!(bearer(&h), Bearer::Unusable);
         h.insert(
             header::AUTHORIZATION,
             format!("Bearer {}", "a".repeat(9000)).parse().unwrap(),
         );
-        assert_eq!(bearer_token(&h), None);
+        assert_eq!(bearer(&h), Bearer::Unusable);
+        assert_eq!(bearer(&h).token(), None);
     }
 
     #[test]
