@@ -58,6 +58,12 @@ async fn seeded(store: &dyn Store) -> (UserRecord, SessionRecord, RefreshTokenHa
     (u, s, h)
 }
 
+/// The ids of a user's live sessions, in the store's order (most recently used first).
+async fn live_ids(store: &dyn Store, user: UserId, now: Timestamp) -> Vec<SessionId> {
+    let live = store.find_live_sessions(user, now).await.expect("list");
+    live.iter().map(|s| s.id).collect()
+}
+
 fn rotation(s: &SessionRecord, expected: i64, now: Timestamp) -> Rotation {
     Rotation {
         session_id: s.id,
@@ -207,8 +213,7 @@ async fn user_sessions_revoke_all_or_others(store: Arc<dyn Store>) {
             .expect("revoke"),
         1
     );
-    let live = store.find_live_sessions(u.id, T0).await.expect("list");
-    assert_eq!(live.iter().map(|s| s.id).collect::<Vec<_>>(), vec![keep.id]);
+    assert_eq!(live_ids(store.as_ref(), u.id, T0).await, vec![keep.id]);
     assert_eq!(
         store
             .revoke_user_sessions(u.id, None, T0, "logout_all")
@@ -216,7 +221,7 @@ async fn user_sessions_revoke_all_or_others(store: Arc<dyn Store>) {
             .expect("revoke"),
         1
     );
-    assert!(store.find_live_sessions(u.id, T0).await.expect("list").is_empty());
+    assert!(live_ids(store.as_ref(), u.id, T0).await.is_empty());
     let untouched = store
         .find_session(stranger.id)
         .await
@@ -240,13 +245,7 @@ async fn live_sessions_are_listed_most_recent_first(store: Arc<dyn Store>) {
         .await
         .expect("revoke");
     let now = Timestamp(T0.0 + 6000);
-    let ids: Vec<_> = store
-        .find_live_sessions(u.id, now)
-        .await
-        .expect("list")
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    let ids = live_ids(store.as_ref(), u.id, now).await;
     assert_eq!(ids, vec![newest.id, middle.id, oldest.id]);
 }
 
@@ -266,13 +265,7 @@ async fn sessions_over_the_limit_are_revoked_least_recent_first(store: Arc<dyn S
             .expect("evict"),
         2
     );
-    let live: Vec<_> = store
-        .find_live_sessions(u.id, now)
-        .await
-        .expect("list")
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    let live = live_ids(store.as_ref(), u.id, now).await;
     assert_eq!(live, vec![all[4].id, all[3].id, all[2].id]);
     let evicted = store
         .find_session(all[0].id)
