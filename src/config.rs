@@ -30,6 +30,32 @@ pub struct Config {
     pub body_limit: usize,
     /// How long a client may take to send a request's headers, and then its body.
     pub client_timeout: Duration,
+    /// How authenticated requests learn whether their session is still live.
+    pub session_check: SessionCheck,
+}
+
+/// How an access token's session is checked on this server's authenticated endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionCheck {
+    /// From memory: revocations made by this instance apply at once, those of other
+    /// instances (PostgreSQL `NOTIFY`) or processes (a revocation log, polled) within
+    /// moments; whenever that feed is down, every request reads the database.
+    #[default]
+    Cached,
+    /// A database read on every authenticated request.
+    Strict,
+}
+
+impl std::str::FromStr for SessionCheck {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cached" => Ok(SessionCheck::Cached),
+            "strict" => Ok(SessionCheck::Strict),
+            other => Err(format!("{other:?} is neither \"cached\" nor \"strict\"")),
+        }
+    }
 }
 
 /// Everything but the webhook secret, which shows only whether it is set.
@@ -57,6 +83,7 @@ impl fmt::Debug for Config {
             .field("trust_proxy_headers", &self.trust_proxy_headers)
             .field("body_limit", &self.body_limit)
             .field("client_timeout", &self.client_timeout)
+            .field("session_check", &self.session_check)
             .finish()
     }
 }
@@ -82,6 +109,7 @@ impl Default for Config {
             trust_proxy_headers: false,
             body_limit: 64 * 1024,
             client_timeout: Duration::from_secs(10),
+            session_check: SessionCheck::Cached,
         }
     }
 }
@@ -168,6 +196,10 @@ pub struct ConfigArgs {
     /// How long a client may take to send a request's headers, and then its body.
     #[arg(long, env = "TESSERA_CLIENT_TIMEOUT", global = true)]
     pub client_timeout: Option<String>,
+    /// `cached` (session liveness from memory, kept exact by revocation notices) or `strict`
+    /// (a database read on every authenticated request).
+    #[arg(long, env = "TESSERA_SESSION_CHECK", global = true)]
+    pub session_check: Option<String>,
 }
 
 /// The TOML file: the same keys, values as TOML scalars.
@@ -192,6 +224,7 @@ struct FileConfig {
     trust_proxy_headers: Option<bool>,
     body_limit: Option<usize>,
     client_timeout: Option<DurationValue>,
+    session_check: Option<String>,
 }
 
 /// A duration in a TOML file may be a number of seconds or a string like `15m`.
@@ -280,6 +313,13 @@ impl Config {
                 file.client_timeout,
                 d.client_timeout,
             )?,
+            session_check: match args.session_check.clone().or(file.session_check) {
+                Some(s) => s.parse().map_err(|message| ConfigError::Invalid {
+                    name: "session_check",
+                    message,
+                })?,
+                None => d.session_check,
+            },
         };
         config.validate()?;
         Ok(config)

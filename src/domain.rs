@@ -50,7 +50,7 @@ uuid_id!(
 /// A point in time as milliseconds since the Unix epoch, UTC.
 ///
 /// Stored as a plain integer so SQLite and PostgreSQL compare and index it the same way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {

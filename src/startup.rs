@@ -187,17 +187,20 @@ impl Maintenance {
                 }
             }
         });
+        let reloader = Arc::clone(&service);
         let reload = tokio::spawn(async move {
             let mut every = tokio::time::interval(RELOAD_KEYS_EVERY);
             every.tick().await; // the first tick is immediate; the keys were just loaded
             loop {
                 every.tick().await;
-                if let Err(e) = service.reload_keys().await {
+                if let Err(e) = reloader.reload_keys().await {
                     tracing::warn!(error = %e, "signing key reload failed");
                 }
             }
         });
-        Maintenance(vec![sweep, reload])
+        let revocations = Arc::clone(&service);
+        let follow = tokio::spawn(async move { revocations.follow_revocations().await });
+        Maintenance(vec![sweep, reload, follow])
     }
 }
 

@@ -213,17 +213,14 @@ async fn two_instances_rotate_exactly_once_and_agree_on_reuse() {
     db.drop_database().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_logout_on_one_instance_is_refused_by_the_other_at_once() {
-    let Some(db) = TestDatabase::create("logout_across").await else {
-        return;
-    };
-    let a = Server::start(&db.url, &[]);
-    let b = Server::start(&db.url, &[]);
-    let c = client();
-    let tokens = login(&c, &a, "across@example.com").await;
-    let access = field(&tokens, "access_token");
-    assert_eq!(me(&c, &b, &access).await.status(), StatusCode::OK);
+/// Logs out on `a` and returns how long `b` kept accepting the access token afterwards.
+async fn time_until_refused(c: &reqwest::Client, a: &Server, b: &Server, tokens: &Value) -> Duration {
+    let access = field(tokens, "access_token");
+    assert_eq!(
+        me(c, b, &access).await.status(),
+        StatusCode::OK,
+        "b remembers the session"
+    );
     let r = c
         .post(a.url("/v1/auth/logout"))
         .bearer_auth(&access)
@@ -231,14 +228,110 @@ async fn a_logout_on_one_instance_is_refused_by_the_other_at_once() {
         .await
         .expect("logout");
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_unauthorized(me(&c, &b, &access).await, "session_revoked").await;
+    let revoked = Instant::now();
+    loop {
+        let r = me(c, b, &access).await;
+        if r.status() != StatusCode::OK {
+            assert_unauthorized(r, "session_revoked").await;
+            return revoked.elapsed();
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(5),
+            "b never refused the revoked session"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_instance_is_refused_by_the_other_within_100_ms() {
+    let Some(db) = TestDatabase::create("logout_across").await else {
+        return;
+    };
+    let a = Server::start(&db.url, &[("TESSERA_MAX_SESSIONS", "100")]);
+    let b = Server::start(&db.url, &[]);
+    let c = client();
+    let tokens = login(&c, &a, "across@example.com").await;
+    let mut delays = vec![time_until_refused(&c, &a, &b, &tokens).await];
     assert_unauthorized(
         refresh(&c, &b, &field(&tokens, "refresh_token")).await,
         "session_revoked",
     )
     .await;
+    for _ in 0..49 {
+        let r = post(
+            &c,
+            a.url("/v1/auth/login"),
+            json!({"email": "across@example.com", "password": PASSWORD}),
+        )
+        .await;
+        let tokens: Value = r.json().await.expect("token response");
+        delays.push(time_until_refused(&c, &a, &b, &tokens).await);
+    }
+    delays.sort();
+    let p99 = delays[delays.len() * 99 / 100];
+    eprintln!(
+        "revocation propagation across instances: p50 {:?}, p99 {:?}, max {:?}",
+        delays[delays.len() / 2],
+        p99,
+        delays[delays.len() - 1]
+    );
+    assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
     drop((a, b));
     db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_revocation_listener_never_leaves_a_revoked_session_usable() {
+    let Some(db) = TestDatabase::create("listener_lost").await else {
+        return;
+    };
+    let a = Server::start(&db.url, &[]);
+    let b = Server::start(&db.url, &[]);
+    let c = client();
+    let tokens = login(&c, &a, "lost@example.com").await;
+    let access = field(&tokens, "access_token");
+    assert_eq!(me(&c, &b, &access).await.status(), StatusCode::OK);
+
+    // Cut every instance's listening connection, and keep cutting it while the session is
+    // revoked, so the notice has nobody to reach: b must fall back to the database (and the
+    // revocation log when it re-subscribes), never to what it remembered.
+    let kill_listeners = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' \
+         AND application_name = '{}'",
+        db.name,
+        tessera::store::postgres::LISTENER_APPLICATION_NAME
+    );
+    let killed = db.admin_count(&kill_listeners).await;
+    assert!(killed >= 2, "found the listeners ({killed})");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = c
+        .post(a.url("/v1/auth/logout"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    db.admin_count(&kill_listeners).await;
+    assert_unauthorized(me(&c, &b, &access).await, "session_revoked").await;
+
+    // And once the listeners are back, revocations travel by notice again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tokens = login_again(&c, &a, "lost@example.com").await;
+    assert!(time_until_refused(&c, &a, &b, &tokens).await < Duration::from_millis(100));
+    drop((a, b));
+    db.drop_database().await;
+}
+
+async fn login_again(c: &reqwest::Client, server: &Server, email: &str) -> Value {
+    let r = post(
+        c,
+        server.url("/v1/auth/login"),
+        json!({"email": email, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.expect("token response")
 }
 
 /// Polls `f` until it returns true or `limit` passes.

@@ -245,7 +245,7 @@ fn session_view<'a>(s: &'a SessionRecord, ctx: &AuthContext) -> SessionView<'a> 
         expires_at: s.expires_at(),
         user_agent: s.user_agent.as_deref(),
         ip: s.ip.as_deref(),
-        current: s.id == ctx.session.id,
+        current: s.id == ctx.session_id(),
     }
 }
 
@@ -277,7 +277,7 @@ pub async fn revoke_session(
 }
 
 pub async fn me(Authenticated(ctx): Authenticated) -> Response {
-    let body = json!({ "user": UserView::from(&ctx.user), "session_id": ctx.session.id });
+    let body = json!({ "user": &ctx.session.user, "session_id": ctx.session_id() });
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 

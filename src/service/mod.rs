@@ -1,6 +1,7 @@
 //! The auth flows: register, login, refresh (rotation and reuse detection), logout, sessions.
 //! No HTTP types here: callers pass plain values and get [`AuthError`]s.
 
+pub mod liveness;
 pub mod rotation;
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -12,16 +13,28 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::alerts::{AlertSink, ReuseAlert};
-use crate::config::Config;
+use crate::config::{Config, SessionCheck};
 use crate::crypto::{self, CryptoError, PasswordHashString, PasswordHasher, RefreshToken};
 use crate::domain::{Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
 use crate::store::{AuditEvent, FoundRefreshToken, Rotation, SessionRecord, Store, StoreError, UserRecord};
 use crate::tokens::{AccessClaims, AccessTokens, SigningKeyRecord, TokenError};
+use liveness::{Known, LiveSessions, SessionSnapshot};
 use rotation::RefreshDecision;
 
 /// Revoked and ended sessions are kept this long (so their tokens answer `session_revoked`)
 /// before the sweeper deletes them.
 pub const ENDED_SESSION_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// Revocation-log entries are kept this long; an instance whose feed was down for longer
+/// forgets every session it remembered rather than trust them.
+pub const REVOCATION_LOG_RETENTION: Duration = Duration::from_secs(86_400);
+/// How many sessions each instance remembers for the liveness check (about 250 bytes each).
+pub const REMEMBERED_SESSIONS: usize = 100_000;
+/// Catching up re-reads this much of the log before the previous question: a revocation
+/// logged just before it but committed just after is not missed.
+const REVOCATION_LOG_OVERLAP: Duration = Duration::from_secs(2);
+/// How often the revocation log is polled (the only feed on SQLite; a safety net beside
+/// PostgreSQL's notices).
+pub const REVOCATION_POLL_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -70,6 +83,7 @@ pub struct Policy {
     pub session_ttl: Duration,
     pub reuse_grace: Duration,
     pub max_sessions: u32,
+    pub session_check: SessionCheck,
 }
 
 impl Policy {
@@ -80,6 +94,7 @@ impl Policy {
             session_ttl: c.session_ttl,
             reuse_grace: c.reuse_grace,
             max_sessions: c.max_sessions,
+            session_check: c.session_check,
         }
     }
 }
@@ -145,8 +160,17 @@ impl std::fmt::Debug for TokenGrant {
 #[derive(Clone, Debug)]
 pub struct AuthContext {
     pub claims: AccessClaims,
-    pub user: UserRecord,
-    pub session: SessionRecord,
+    pub session: Arc<SessionSnapshot>,
+}
+
+impl AuthContext {
+    pub fn user_id(&self) -> UserId {
+        self.session.user_id()
+    }
+
+    pub fn session_id(&self) -> SessionId {
+        self.session.id
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +203,10 @@ pub struct AuthService {
     /// argon2 takes 19 MiB and tens of milliseconds per hash: bound how many run at once.
     hashing: Semaphore,
     alerts: Arc<dyn AlertSink>,
+    live: LiveSessions,
+    /// The database time the revocation log was last read up to. The lock also keeps two
+    /// catch-ups from interleaving.
+    revocations_read_at: tokio::sync::Mutex<Timestamp>,
 }
 
 impl AuthService {
@@ -206,6 +234,9 @@ impl AuthService {
         let dummy_hash = tokio::task::spawn_blocking(move || hasher.dummy_hash())
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))??;
+        // Where the revocation log stands before any session is remembered: the first
+        // catch-up reads from here, so nothing revoked after a remembered read is missed.
+        let revocations_read_at = store.find_revocations_since(Timestamp(i64::MAX)).await?.asked_at;
         Ok(AuthService {
             store,
             tokens: RwLock::new(Arc::new(tokens)),
@@ -220,6 +251,8 @@ impl AuthService {
             dummy_hash,
             hashing: Semaphore::new(permits),
             alerts,
+            live: LiveSessions::new(REMEMBERED_SESSIONS),
+            revocations_read_at: tokio::sync::Mutex::new(revocations_read_at),
         })
     }
 
@@ -368,6 +401,7 @@ impl AuthService {
             .revoke_sessions_over_limit(user.id, self.policy.max_sessions, now)
             .await?;
         if evicted > 0 {
+            self.learn_own_revocations().await;
             let detail = format!("{evicted} least recently used session(s) revoked: session limit");
             self.audit("session_evicted", Some(user.id), None, client, Some(detail))
                 .await;
@@ -467,6 +501,7 @@ impl AuthService {
             Ok(revoked_now) => revoked_now,
             Err(e) => return e.into(),
         };
+        self.live.revoked(session.id);
         if revoked_now {
             tracing::warn!(session = %session.id, user = %session.user_id, ip = ?client.ip,
                 "refresh token reuse detected; session revoked");
@@ -548,7 +583,9 @@ impl AuthService {
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
         let now = self.clock.now();
-        if self.store.revoke_session(session.id, now, reason).await? {
+        let revoked = self.store.revoke_session(session.id, now, reason).await?;
+        self.live.revoked(session.id);
+        if revoked {
             self.audit(
                 "session_revoked",
                 Some(session.user_id),
@@ -562,31 +599,117 @@ impl AuthService {
     }
 
     /// Verifies an access token and checks its session is still live: the gate of every
-    /// authenticated endpoint of this server.
+    /// authenticated endpoint of this server. Liveness comes from memory when it can be
+    /// trusted (see [`liveness`]), else from the database.
     pub async fn authenticate(&self, jwt: &str) -> Result<AuthContext, AuthError> {
         let claims = self.verify_access_token(jwt, false).await.map_err(|e| match e {
             TokenError::Expired => AuthError::TokenExpired,
             _ => AuthError::InvalidToken,
         })?;
+        let now = self.clock.now();
+        let id = claims.session_id();
+        if self.policy.session_check == SessionCheck::Cached && self.live.in_sync() {
+            match self.live.get(id) {
+                Some(Known::Revoked) => return Err(AuthError::SessionRevoked),
+                Some(Known::Live(session)) if now < session.expires_at() => {
+                    return check_session(claims, session, now);
+                }
+                // Unknown, or apparently ended: a rotation elsewhere may have extended it.
+                _ => {}
+            }
+        }
         let (session, user) = self
             .store
-            .find_session_with_user(claims.session_id())
+            .find_session_with_user(id)
             .await?
             .ok_or(AuthError::InvalidToken)?;
-        if session.user_id != claims.user_id() {
-            return Err(AuthError::InvalidToken);
+        let session = Arc::new(SessionSnapshot::new(&session, &user));
+        self.live.remember(Arc::clone(&session));
+        check_session(claims, session, now)
+    }
+
+    /// Follows revocations made elsewhere for as long as the process runs: subscribes where
+    /// the database pushes them, catches up from the revocation log, then applies notices
+    /// and polls the log. Memory is trusted only while this is in step.
+    pub async fn follow_revocations(&self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut listener = match self.store.listen_revocations().await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    self.live.set_in_sync(false);
+                    tracing::warn!(error = %e, "cannot subscribe to session revocations");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            // Subscribed first, then caught up: nothing falls between the two.
+            if let Err(e) = self.catch_up_revocations().await {
+                self.live.set_in_sync(false);
+                tracing::warn!(error = %e, "cannot read the revocation log");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            backoff = Duration::from_millis(100);
+            self.live.set_in_sync(true);
+            let mut poll = tokio::time::interval(REVOCATION_POLL_EVERY);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let notice = async {
+                    match listener.as_mut() {
+                        Some(listener) => listener.next().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    notice = notice => match notice {
+                        Ok(id) => self.live.revoked(id),
+                        Err(e) => {
+                            self.live.set_in_sync(false);
+                            tracing::warn!(error = %e, "session revocation listener lost");
+                            break;
+                        }
+                    },
+                    _ = poll.tick() => {
+                        if let Err(e) = self.catch_up_revocations().await {
+                            self.live.set_in_sync(false);
+                            tracing::warn!(error = %e, "cannot read the revocation log");
+                            break;
+                        }
+                    }
+                }
+            }
         }
-        if session.revoked_at.is_some() {
-            return Err(AuthError::SessionRevoked);
+    }
+
+    /// Applies every revocation logged since the last read (with some overlap).
+    async fn catch_up_revocations(&self) -> Result<(), AuthError> {
+        let mut read_at = self.revocations_read_at.lock().await;
+        let since = *read_at;
+        let found = self
+            .store
+            .find_revocations_since(since.minus(REVOCATION_LOG_OVERLAP))
+            .await?;
+        if found.asked_at.minus(REVOCATION_LOG_RETENTION) > since {
+            // The log no longer reaches back to our last read: trust nothing remembered.
+            self.live.clear();
         }
-        if !session.is_live(self.clock.now()) {
-            return Err(AuthError::TokenExpired);
+        for id in found.sessions {
+            self.live.revoked(id);
         }
-        Ok(AuthContext {
-            claims,
-            user,
-            session,
-        })
+        *read_at = found.asked_at;
+        Ok(())
+    }
+
+    /// After revoking sessions by a rule (all of a user's, those over the limit), learn which
+    /// from the log, so this instance refuses them before the request is answered.
+    async fn learn_own_revocations(&self) {
+        if let Err(e) = self.catch_up_revocations().await {
+            self.live.set_in_sync(false);
+            tracing::warn!(error = %e, "cannot read the revocation log");
+        }
     }
 
     pub async fn logout_all(
@@ -597,7 +720,7 @@ impl AuthService {
     ) -> Result<u64, AuthError> {
         let keep = match scope {
             LogoutScope::All => None,
-            LogoutScope::Others => Some(ctx.session.id),
+            LogoutScope::Others => Some(ctx.session_id()),
         };
         let reason = match scope {
             LogoutScope::All => "logout_all",
@@ -605,12 +728,13 @@ impl AuthService {
         };
         let n = self
             .store
-            .revoke_user_sessions(ctx.user.id, keep, self.clock.now(), reason)
+            .revoke_user_sessions(ctx.user_id(), keep, self.clock.now(), reason)
             .await?;
+        self.learn_own_revocations().await;
         self.audit(
             reason,
-            Some(ctx.user.id),
-            Some(ctx.session.id),
+            Some(ctx.user_id()),
+            Some(ctx.session_id()),
             client,
             Some(format!("{n} session(s) revoked")),
         )
@@ -622,7 +746,7 @@ impl AuthService {
     pub async fn list_sessions(&self, ctx: &AuthContext) -> Result<Vec<SessionRecord>, AuthError> {
         Ok(self
             .store
-            .find_live_sessions(ctx.user.id, self.clock.now())
+            .find_live_sessions(ctx.user_id(), self.clock.now())
             .await?)
     }
 
@@ -638,15 +762,22 @@ impl AuthService {
             .store
             .find_session(id)
             .await?
-            .filter(|s| s.user_id == ctx.user.id)
+            .filter(|s| s.user_id == ctx.user_id())
             .ok_or(AuthError::SessionNotFound)?;
         self.end_session(&session, "revoked_by_user", client).await
     }
 
-    /// Deletes sessions that ended more than [`ENDED_SESSION_RETENTION`] ago.
+    /// Deletes sessions that ended more than [`ENDED_SESSION_RETENTION`] ago, and
+    /// revocation-log entries older than [`REVOCATION_LOG_RETENTION`].
     pub async fn sweep(&self) -> Result<u64, AuthError> {
-        let before = self.clock.now().minus(ENDED_SESSION_RETENTION);
-        Ok(self.store.delete_sessions_ended_before(before).await?)
+        let now = self.clock.now();
+        self.store
+            .delete_revocations_logged_before(now.minus(REVOCATION_LOG_RETENTION))
+            .await?;
+        Ok(self
+            .store
+            .delete_sessions_ended_before(now.minus(ENDED_SESSION_RETENTION))
+            .await?)
     }
 
     fn grant(
@@ -732,6 +863,24 @@ fn build_key_set(
 ) -> Result<AccessTokens, AuthError> {
     let retired_grace = policy.access_ttl + Duration::from_secs(60);
     AccessTokens::new(keys, issuer, audience, now, retired_grace).map_err(token_internal)
+}
+
+/// The checks a live-looking session must pass for this access token.
+fn check_session(
+    claims: AccessClaims,
+    session: Arc<SessionSnapshot>,
+    now: Timestamp,
+) -> Result<AuthContext, AuthError> {
+    if session.user_id() != claims.user_id() {
+        return Err(AuthError::InvalidToken);
+    }
+    if session.revoked {
+        return Err(AuthError::SessionRevoked);
+    }
+    if now >= session.expires_at() {
+        return Err(AuthError::TokenExpired);
+    }
+    Ok(AuthContext { claims, session })
 }
 
 /// A credential taken from a cookie comes with a CSRF token that must be the session's own.

@@ -137,6 +137,22 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
+/// Sessions revoked since a point in the database's time.
+#[derive(Clone, Debug, Default)]
+pub struct RevocationsSince {
+    pub sessions: Vec<SessionId>,
+    /// The database's time when it was asked: the next question starts from a little before it.
+    pub asked_at: Timestamp,
+}
+
+/// A live subscription to revocations as they are committed (PostgreSQL `LISTEN`).
+#[async_trait]
+pub trait RevocationListener: Send {
+    /// The next revoked session. An error means the subscription is gone and notices may
+    /// have been lost: the caller must stop trusting memory until it has caught up.
+    async fn next(&mut self) -> StoreResult<SessionId>;
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Is the database answering?
@@ -183,6 +199,14 @@ pub trait Store: Send + Sync + 'static {
     /// until their absolute end: finding them sooner would need an index on the sliding
     /// expiry, which every rotation would have to update.
     async fn delete_sessions_ended_before(&self, before: Timestamp) -> StoreResult<u64>;
+
+    /// Sessions revoked (by anyone) since `since`, by the revocation log.
+    async fn find_revocations_since(&self, since: Timestamp) -> StoreResult<RevocationsSince>;
+    /// Subscribes to revocations as they commit, where the database can push them
+    /// (PostgreSQL); `None` where the log must be polled (SQLite).
+    async fn listen_revocations(&self) -> StoreResult<Option<Box<dyn RevocationListener>>>;
+    /// Deletes revocation-log entries older than `before`.
+    async fn delete_revocations_logged_before(&self, before: Timestamp) -> StoreResult<u64>;
 
     async fn insert_audit_event(&self, event: &AuditEvent) -> StoreResult<()>;
 

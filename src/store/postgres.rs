@@ -9,14 +9,22 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
 use super::*;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// For the revocation listener's own connection, named so operators (and tests) can
+    /// tell it apart in `pg_stat_activity`.
+    listener_options: PgConnectOptions,
 }
+
+/// The channel the revocation trigger notifies (migration 0002).
+const REVOCATION_CHANNEL: &str = "tessera_session_revoked";
+/// `application_name` of the connection that listens for revocations.
+pub const LISTENER_APPLICATION_NAME: &str = "tessera-revocations";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -36,14 +44,18 @@ impl PostgresStore {
             .max_connections(max_connections)
             // A database that went away must surface as 503 quickly, not hang requests.
             .acquire_timeout(Duration::from_secs(3))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(map_pg)?;
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(PostgresStore { pool })
+        let listener_options = options.application_name(LISTENER_APPLICATION_NAME);
+        Ok(PostgresStore {
+            pool,
+            listener_options,
+        })
     }
 }
 
@@ -323,6 +335,52 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
+    async fn find_revocations_since(&self, since: Timestamp) -> StoreResult<RevocationsSince> {
+        // The database's clock, read in the same statement: the caller's next `since`.
+        let rows = sqlx::query(
+            "WITH clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now) \
+             SELECT clock.now, r.session_id FROM clock \
+             LEFT JOIN session_revocations r ON r.logged_at >= $1",
+        )
+        .bind(since.millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        let mut found = RevocationsSince::default();
+        for row in &rows {
+            found.asked_at = Timestamp(row.try_get("now").map_err(map_pg)?);
+            if let Some(id) = row
+                .try_get::<Option<uuid::Uuid>, _>("session_id")
+                .map_err(map_pg)?
+            {
+                found.sessions.push(SessionId(id));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn listen_revocations(&self) -> StoreResult<Option<Box<dyn RevocationListener>>> {
+        let mut listener = PgListener::connect_with(
+            &PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(3))
+                .connect_lazy_with(self.listener_options.clone()),
+        )
+        .await
+        .map_err(map_pg)?;
+        listener.listen(REVOCATION_CHANNEL).await.map_err(map_pg)?;
+        Ok(Some(Box::new(PgRevocationListener(listener))))
+    }
+
+    async fn delete_revocations_logged_before(&self, before: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM session_revocations WHERE logged_at < $1")
+            .bind(before.millis())
+            .execute(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        Ok(done.rows_affected())
+    }
+
     async fn insert_audit_event(&self, e: &AuditEvent) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO audit_events (id, event, at, user_id, session_id, ip, user_agent, detail) \
@@ -393,5 +451,25 @@ impl Store for PostgresStore {
         .await
         .map_err(map_pg)?;
         tx.commit().await.map_err(map_pg)
+    }
+}
+
+/// Revocation notices from the trigger of migration 0002; the payload is the session id.
+struct PgRevocationListener(PgListener);
+
+#[async_trait]
+impl RevocationListener for PgRevocationListener {
+    async fn next(&mut self) -> StoreResult<SessionId> {
+        loop {
+            // `try_recv` (unlike `recv`) reports a lost connection instead of silently
+            // reconnecting, because notices sent meanwhile are gone and the caller must know.
+            match self.0.try_recv().await.map_err(map_pg)? {
+                Some(notice) => match SessionId::parse(notice.payload()) {
+                    Some(id) => return Ok(id),
+                    None => tracing::warn!(payload = notice.payload(), "unexpected revocation notice"),
+                },
+                None => return Err(StoreError::Unavailable("revocation listener disconnected".into())),
+            }
+        }
     }
 }

@@ -336,6 +336,37 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn find_revocations_since(&self, since: Timestamp) -> StoreResult<RevocationsSince> {
+        let now: i64 =
+            sqlx::query_scalar("SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)")
+                .fetch_one(&self.reads)
+                .await
+                .map_err(map_sqlx)?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT session_id FROM session_revocations WHERE logged_at >= ?")
+                .bind(since.millis())
+                .fetch_all(&self.reads)
+                .await
+                .map_err(map_sqlx)?;
+        Ok(RevocationsSince {
+            sessions: ids.iter().filter_map(|id| SessionId::parse(id)).collect(),
+            asked_at: Timestamp(now),
+        })
+    }
+
+    async fn listen_revocations(&self) -> StoreResult<Option<Box<dyn RevocationListener>>> {
+        Ok(None)
+    }
+
+    async fn delete_revocations_logged_before(&self, before: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM session_revocations WHERE logged_at < ?")
+            .bind(before.millis())
+            .execute(&self.writes)
+            .await
+            .map_err(map_sqlx)?;
+        Ok(done.rows_affected())
+    }
+
     async fn insert_audit_event(&self, e: &AuditEvent) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO audit_events (id, event, at, user_id, session_id, ip, user_agent, detail) \

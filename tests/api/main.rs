@@ -16,6 +16,7 @@ mod errors;
 mod expiry;
 mod jwt_attacks;
 mod key_rotation;
+mod liveness;
 mod login;
 mod logout;
 mod me;

@@ -74,6 +74,19 @@ impl TestDatabase {
         let _ = admin.close().await;
     }
 
+    /// Runs a query as the administrator; returns how many rows it answered.
+    pub async fn admin_count(&self, sql: &str) -> usize {
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .expect("admin connection");
+        let rows = sqlx::query(sql)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = admin.close().await;
+        rows.len()
+    }
+
     /// Drops the database, disconnecting whoever is still connected.
     pub async fn drop_database(self) {
         self.admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
