@@ -9,7 +9,9 @@ use std::sync::Arc;
 use ring::rand::SystemRandom;
 use tessera::crypto::{PasswordHashString, RefreshToken, RefreshTokenHash};
 use tessera::domain::{Email, SessionId, Timestamp, UserId};
-use tessera::store::{self, AuditEvent, Rotation, SessionRecord, Store, StoreError, UserRecord};
+use tessera::store::{
+    self, AuditEvent, CurrentRotation, Rotation, SessionRecord, Store, StoreError, UserRecord,
+};
 use tessera::tokens::SigningKeyRecord;
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -170,6 +172,225 @@ async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
     assert_eq!(winners, 1);
     let after = store.find_session(s.id).await.expect("find").expect("present");
     assert_eq!(after.generation, 1);
+}
+
+fn one_step(presented: RefreshTokenHash, now: Timestamp, csrf: Option<&str>) -> CurrentRotation {
+    CurrentRotation {
+        presented,
+        new_hash: hash(),
+        sealed_new: vec![9; 60],
+        now,
+        refresh_expires_at: Timestamp(now.0 + 30 * DAY),
+        csrf: csrf.map(str::to_owned),
+    }
+}
+
+async fn the_current_token_rotates_in_one_step(store: Arc<dyn Store>) {
+    let (u, s, first) = seeded(store.as_ref()).await;
+    let now = Timestamp(T0.0 + 1000);
+    let step = one_step(first, now, None);
+    let (after, owner) = store
+        .rotate_current(&step)
+        .await
+        .expect("rotate")
+        .expect("the current token rotates");
+    assert_eq!((after.id, after.generation), (s.id, 1));
+    assert_eq!(after.rotated_at, Some(now));
+    assert_eq!(after.last_used_at, now);
+    assert_eq!(after.sealed_current.as_deref(), Some(&[9u8; 60][..]));
+    assert_eq!((owner.id, owner.roles.clone()), (u.id, u.roles.clone()));
+    // The sliding expiry never passes the absolute end.
+    let late = Timestamp(T0.0 + 89 * DAY);
+    let capped = one_step(step.new_hash, Timestamp(T0.0 + 2000), None);
+    let capped = CurrentRotation {
+        refresh_expires_at: Timestamp(late.0 + 30 * DAY),
+        ..capped
+    };
+    let (after, _) = store
+        .rotate_current(&capped)
+        .await
+        .expect("rotate")
+        .expect("rotates");
+    assert_eq!(after.refresh_expires_at, s.absolute_expires_at);
+    // The presented token is now an ancestor: no second rotation from it.
+    assert!(store
+        .rotate_current(&one_step(first, now, None))
+        .await
+        .expect("rotate")
+        .is_none());
+    // Every link of the chain is known, with its generation.
+    let found = store
+        .find_refresh_token(&step.new_hash)
+        .await
+        .expect("find")
+        .expect("recorded");
+    assert_eq!(found.generation, 1);
+    let found = store
+        .find_refresh_token(&capped.new_hash)
+        .await
+        .expect("find")
+        .expect("recorded");
+    assert_eq!((found.generation, found.session.generation), (2, 2));
+}
+
+async fn one_step_rotation_leaves_every_other_case_to_the_slow_path(store: Arc<dyn Store>) {
+    // Unknown token.
+    assert!(store
+        .rotate_current(&one_step(hash(), T0, None))
+        .await
+        .expect("rotate")
+        .is_none());
+    // Revoked session.
+    let (_, s, h) = seeded(store.as_ref()).await;
+    store.revoke_session(s.id, T0, "logout").await.expect("revoke");
+    assert!(store
+        .rotate_current(&one_step(h, T0, None))
+        .await
+        .expect("rotate")
+        .is_none());
+    // Ended session.
+    let (_, _, h) = seeded(store.as_ref()).await;
+    let late = Timestamp(T0.0 + 31 * DAY);
+    assert!(store
+        .rotate_current(&one_step(h, late, None))
+        .await
+        .expect("rotate")
+        .is_none());
+    // A cookie session presented with the wrong CSRF token, or a bearer session with one.
+    let u = user(&format!("{}@example.com", uuid::Uuid::new_v4().simple()));
+    store.insert_user(&u).await.expect("user");
+    let mut cookie = session(&u, T0);
+    cookie.csrf_token = Some("csrf-right".into());
+    let h = hash();
+    store.insert_session(&cookie, &h).await.expect("session");
+    assert!(store
+        .rotate_current(&one_step(h, T0, Some("csrf-wrong")))
+        .await
+        .expect("rotate")
+        .is_none());
+    let (_, _, bearer) = seeded(store.as_ref()).await;
+    assert!(store
+        .rotate_current(&one_step(bearer, T0, Some("csrf-right")))
+        .await
+        .expect("rotate")
+        .is_none());
+    // None of that wrote anything; the right CSRF token rotates.
+    assert!(store
+        .rotate_current(&one_step(h, T0, Some("csrf-right")))
+        .await
+        .expect("rotate")
+        .is_some());
+    assert!(store
+        .rotate_current(&one_step(bearer, T0, None))
+        .await
+        .expect("rotate")
+        .is_some());
+}
+
+/// Many one-step rotations of one token at once (on SQLite they land in one batch, on
+/// PostgreSQL they race for the row lock): exactly one successor.
+async fn concurrent_one_step_rotations_have_one_winner(store: Arc<dyn Store>) {
+    let (_, s, h) = seeded(store.as_ref()).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let step = one_step(h, Timestamp(T0.0 + 1000 + i), None);
+            tokio::spawn(async move { store.rotate_current(&step).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        if t.await
+            .expect("join")
+            .expect("no error under contention")
+            .is_some()
+        {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+    let after = store.find_session(s.id).await.expect("find").expect("present");
+    assert_eq!(after.generation, 1);
+}
+
+/// A rotation racing a revocation of its session either happens before it (and its
+/// successor dies with the session) or not at all: nothing outlives the revocation.
+async fn a_rotation_racing_a_revocation_never_outlives_it(store: Arc<dyn Store>) {
+    let mut races = Vec::new();
+    for _ in 0..20 {
+        let (_, s, h) = seeded(store.as_ref()).await;
+        let step = one_step(h, Timestamp(T0.0 + 1000), None);
+        let successor = step.new_hash;
+        let rotating = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.rotate_current(&step).await })
+        };
+        let revoking = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.revoke_session(s.id, Timestamp(T0.0 + 1000), "logout").await })
+        };
+        races.push((s, successor, rotating, revoking));
+    }
+    for (s, successor, rotating, revoking) in races {
+        rotating.await.expect("join").expect("rotate");
+        assert!(
+            revoking.await.expect("join").expect("revoke"),
+            "the revocation applied"
+        );
+        let after = store.find_session(s.id).await.expect("find").expect("present");
+        assert!(after.revoked_at.is_some());
+        assert_eq!(after.sealed_current, None, "no successor survives the revocation");
+        let next = one_step(successor, Timestamp(T0.0 + 2000), None);
+        assert!(store.rotate_current(&next).await.expect("rotate").is_none());
+    }
+}
+
+/// Every way of revoking reaches the revocation log; rotations do not.
+async fn revocations_are_logged_however_they_are_made(store: Arc<dyn Store>) {
+    let start = store
+        .find_revocations_since(Timestamp(i64::MAX))
+        .await
+        .expect("log")
+        .asked_at;
+    let (u, one, h) = seeded(store.as_ref()).await;
+    store
+        .rotate_current(&one_step(h, T0, None))
+        .await
+        .expect("rotate");
+    assert!(store
+        .find_revocations_since(start)
+        .await
+        .expect("log")
+        .sessions
+        .is_empty());
+    store.revoke_session(one.id, T0, "logout").await.expect("revoke");
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let s = session(&u, T0);
+        store.insert_session(&s, &hash()).await.expect("session");
+        others.push(s.id);
+    }
+    store
+        .revoke_sessions_over_limit(u.id, 2, T0)
+        .await
+        .expect("evict");
+    store
+        .revoke_user_sessions(u.id, None, T0, "logout_all")
+        .await
+        .expect("revoke all");
+    let mut logged = store.find_revocations_since(start).await.expect("log").sessions;
+    logged.sort();
+    let mut expected = vec![one.id];
+    expected.extend(others);
+    expected.sort();
+    assert_eq!(logged, expected, "each revoked session logged once");
+    let later = store.find_revocations_since(start).await.expect("log").asked_at;
+    assert!(later >= start);
+    let pruned = store
+        .delete_revocations_logged_before(Timestamp(later.0 + 1))
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 4);
 }
 
 async fn revoked_or_ended_sessions_do_not_rotate(store: Arc<dyn Store>) {
@@ -428,6 +649,11 @@ conformance!(
     sessions_round_trip,
     rotation_advances_the_chain_once,
     concurrent_rotations_have_one_winner,
+    the_current_token_rotates_in_one_step,
+    one_step_rotation_leaves_every_other_case_to_the_slow_path,
+    concurrent_one_step_rotations_have_one_winner,
+    a_rotation_racing_a_revocation_never_outlives_it,
+    revocations_are_logged_however_they_are_made,
     revoked_or_ended_sessions_do_not_rotate,
     revocation_clears_the_sealed_successor,
     user_sessions_revoke_all_or_others,

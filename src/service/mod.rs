@@ -16,7 +16,9 @@ use crate::alerts::{AlertSink, ReuseAlert};
 use crate::config::{Config, SessionCheck};
 use crate::crypto::{self, CryptoError, PasswordHashString, PasswordHasher, RefreshToken};
 use crate::domain::{Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
-use crate::store::{AuditEvent, FoundRefreshToken, Rotation, SessionRecord, Store, StoreError, UserRecord};
+use crate::store::{
+    AuditEvent, CurrentRotation, FoundRefreshToken, Rotation, SessionRecord, Store, StoreError, UserRecord,
+};
 use crate::tokens::{AccessClaims, AccessTokens, SigningKeyRecord, TokenError};
 use liveness::{Known, LiveSessions, SessionSnapshot};
 use rotation::RefreshDecision;
@@ -421,6 +423,23 @@ impl AuthService {
     ) -> Result<TokenGrant, AuthError> {
         let presented = RefreshToken::parse(presented).ok_or(AuthError::InvalidRefreshToken)?;
         let hash = presented.hash();
+
+        // The common case, in one store call: the presented token is current, its session
+        // live. Only when that does not hold do we read and decide.
+        let now = self.clock.now();
+        let next = RefreshToken::generate(&self.rng)?;
+        let rotation = CurrentRotation {
+            presented: hash,
+            new_hash: next.hash(),
+            sealed_new: presented.seal_successor(&next, &self.rng)?,
+            now,
+            refresh_expires_at: now.plus(self.policy.refresh_ttl),
+            csrf: csrf.map(str::to_owned),
+        };
+        if let Some((session, user)) = self.store.rotate_current(&rotation).await? {
+            return self.grant(&user, &session, next, now);
+        }
+
         let FoundRefreshToken {
             generation,
             mut session,

@@ -15,7 +15,7 @@ use crate::tokens::SigningKeyRecord;
 pub mod postgres;
 pub mod sqlite;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique constraint said no (e.g. the email is taken).
     #[error("conflict: {0}")]
@@ -125,6 +125,19 @@ pub struct Rotation {
     pub refresh_expires_at: Timestamp,
 }
 
+/// The common refresh in one step: the presented token is the current one of a live session.
+#[derive(Clone, Debug)]
+pub struct CurrentRotation {
+    pub presented: RefreshTokenHash,
+    pub new_hash: RefreshTokenHash,
+    pub sealed_new: Vec<u8>,
+    pub now: Timestamp,
+    /// The new sliding expiry, before capping at the session's absolute end.
+    pub refresh_expires_at: Timestamp,
+    /// Set when the token came from a cookie: the CSRF token the session must be bound to.
+    pub csrf: Option<String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct AuditEvent {
     pub id: uuid::Uuid,
@@ -176,6 +189,16 @@ pub trait Store: Send + Sync + 'static {
     /// generation is still `expected_generation`. One conditional write decides the winner
     /// among concurrent callers; returns whether this caller won.
     async fn rotate(&self, rotation: &Rotation) -> StoreResult<bool>;
+
+    /// The refresh fast path, one statement on PostgreSQL and one queued write on SQLite:
+    /// if `presented` is the current token of an unrevoked, unexpired session (bound to
+    /// `csrf`, when given), advances the chain to `new_hash` and returns the session as
+    /// written and its user. `None` when any of that does not hold (or a concurrent rotation
+    /// won): the caller reads and decides (replay, reuse, expiry, unknown) on the slow path.
+    async fn rotate_current(
+        &self,
+        rotation: &CurrentRotation,
+    ) -> StoreResult<Option<(SessionRecord, UserRecord)>>;
 
     /// Revokes one session if not already revoked; returns whether this call revoked it.
     async fn revoke_session(&self, id: SessionId, now: Timestamp, reason: &str) -> StoreResult<bool>;

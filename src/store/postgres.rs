@@ -270,6 +270,38 @@ impl Store for PostgresStore {
         Ok(inserted == 1)
     }
 
+    async fn rotate_current(&self, r: &CurrentRotation) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
+        // Find, check and advance in one statement and one round trip. A concurrent rotation
+        // of the same session holds the row lock; when it commits, this UPDATE re-checks its
+        // WHERE against the new row version, finds the generation moved, and returns nothing.
+        let sql = format!(
+            "WITH presented AS (SELECT session_id, generation FROM refresh_tokens WHERE hash = $1), \
+             won AS (UPDATE sessions s SET generation = s.generation + 1, rotated_at = $3, last_used_at = $3, \
+               sealed_current = $4, refresh_expires_at = LEAST($5, s.absolute_expires_at) \
+               FROM presented p WHERE s.id = p.session_id AND s.generation = p.generation \
+               AND s.revoked_at IS NULL AND s.absolute_expires_at > $3 AND s.refresh_expires_at > $3 \
+               AND ($6::text IS NULL OR s.csrf_token = $6) \
+               RETURNING s.*), \
+             recorded AS (INSERT INTO refresh_tokens (hash, session_id, generation) \
+               SELECT $2, id, generation FROM won) \
+             SELECT {SESSION_COLUMNS}, {USER_COLUMNS} FROM won s JOIN users u ON u.id = s.user_id"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&r.presented.0[..])
+            .bind(&r.new_hash.0[..])
+            .bind(r.now.millis())
+            .bind(&r.sealed_new)
+            .bind(r.refresh_expires_at.millis())
+            .bind(r.csrf.as_deref())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        row.as_ref()
+            .map(|r| Ok((session_from_row(r)?, user_from_row(r)?)))
+            .transpose()
+            .map_err(map_pg)
+    }
+
     async fn revoke_session(&self, id: SessionId, now: Timestamp, reason: &str) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2, sealed_current = NULL \

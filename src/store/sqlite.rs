@@ -1,288 +1,588 @@
-//! The embedded SQLite store (WAL mode). Writes run on the one writer connection, so they
-//! queue in order inside the process instead of in SQLite's busy handler. Every write on a
-//! request path is a single statement (triggers keep `refresh_tokens` in step with the
-//! session rows); only the rare key rotation needs a transaction.
+//! The embedded SQLite store (WAL mode), on `rusqlite`: SQLite is a library, so a statement
+//! is a function call, not a message to another thread.
+//!
+//! - **Reads** run on the calling task, on a connection taken from a small idle list (WAL
+//!   gives each a consistent snapshot, and readers never wait for the writer). A read is a
+//!   few microseconds from the page cache: cheaper than any hand-off to another thread.
+//! - **Writes** go to one writer thread, which drains every write queued meanwhile and runs
+//!   them in one transaction: one commit, one WAL append, for all of them (group commit).
+//!   Each caller is answered only after its batch committed. SQLite has one writer anyway;
+//!   queueing in the process replaces contention for its lock, and batching turns N commits
+//!   into one.
+//!
+//! Durability: `synchronous = NORMAL` in WAL mode. A committed batch is in the WAL file (the
+//! operating system's cache) before anyone is answered, so a crash of the process loses no
+//! acknowledged write. A power loss or kernel crash can lose the batches committed since the
+//! last checkpoint's sync (never corrupting the database); `docs/BENCHMARKS.md` says more.
 
-use std::str::FromStr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::Row;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 
 use super::*;
 
-pub struct SqliteStore {
-    /// Readers run concurrently (WAL mode gives each a consistent snapshot).
-    reads: SqlitePool,
-    /// One connection: SQLite has a single writer anyway, and queueing writes here, in
-    /// order, beats several connections contending for the lock through SQLite's busy
-    /// handler, which sleeps in steps of up to 100 ms (p99 refresh latency went from 115 ms
-    /// to a few ms).
-    writes: SqlitePool,
-}
+/// The schema, in order; `PRAGMA user_version` records how many are applied.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_session_revocations.sql"),
+];
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The most writes one transaction takes; more wait for the next batch.
+const MAX_BATCH: usize = 512;
+/// How long a statement waits for another process (the CLI) holding the write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.absolute_expires_at, \
      s.refresh_expires_at, s.revoked_at, s.revoked_reason, s.user_agent, s.ip, s.generation, \
      s.rotated_at, s.sealed_current, s.csrf_token";
+/// The same columns as `RETURNING` names them (no table alias there).
+const RETURNED_SESSION_COLUMNS: &str = "id, user_id, created_at, last_used_at, absolute_expires_at, \
+     refresh_expires_at, revoked_at, revoked_reason, user_agent, ip, generation, rotated_at, \
+     sealed_current, csrf_token";
 const USER_COLUMNS: &str = "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at";
 
-impl SqliteStore {
-    /// `sqlite://relative.db`, `sqlite:///absolute.db` or `sqlite::memory:`.
-    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<SqliteStore> {
-        let in_memory = url.contains(":memory:");
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::UnsupportedUrl(e.to_string()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL is durable across application crashes in WAL mode; only a power loss can
-            // drop the last commits, and it never corrupts the database.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = |connections: u32| {
-            SqlitePoolOptions::new()
-                .max_connections(connections)
-                .min_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options.clone())
-        };
-        let writes = pool(1).await.map_err(map_sqlx)?;
-        MIGRATOR
-            .run(&writes)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
-        // An in-memory database exists per connection: there, the writer must read too.
-        let reads = if in_memory {
-            writes.clone()
-        } else {
-            pool(max_connections).await.map_err(map_sqlx)?
-        };
-        Ok(SqliteStore { reads, writes })
+pub struct SqliteStore {
+    readers: Readers,
+    writer: Writer,
+}
+
+/// Where the database lives, and how to open another connection to it.
+#[derive(Clone)]
+struct Location {
+    path: PathBuf,
+    flags: OpenFlags,
+}
+
+impl Location {
+    /// `sqlite://relative.db`, `sqlite:///absolute.db`, `sqlite:relative.db` or
+    /// `sqlite::memory:` (query parameters are ignored).
+    fn parse(url: &str) -> StoreResult<Location> {
+        let rest = url
+            .strip_prefix("sqlite:")
+            .ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let path = rest.split('?').next().unwrap_or_default();
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        if path == ":memory:" {
+            // One private in-memory database shared by this store's connections (a plain
+            // `:memory:` is a new, empty database per connection). It lives while the writer
+            // keeps its connection open.
+            let name = format!(
+                "file:tessera-{}?mode=memory&cache=shared",
+                uuid::Uuid::new_v4().simple()
+            );
+            return Ok(Location {
+                path: PathBuf::from(name),
+                flags,
+            });
+        }
+        if path.is_empty() {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        }
+        Ok(Location {
+            path: PathBuf::from(path),
+            flags,
+        })
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(&self.path, self.flags)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
     }
 }
 
-fn uuid_col(row: &SqliteRow, col: &str) -> Result<uuid::Uuid, sqlx::Error> {
-    let s: String = row.try_get(col)?;
-    uuid::Uuid::parse_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+/// Read connections, reused. A read never awaits while it holds one, so at most one per
+/// runtime worker thread is ever in use; the idle list keeps up to `keep`.
+struct Readers {
+    location: Location,
+    idle: Mutex<Vec<Connection>>,
+    keep: usize,
 }
 
-fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, sqlx::Error> {
+impl Readers {
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.location.open().map_err(map_sqlite)?,
+        };
+        let result = f(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.keep {
+            idle.push(conn);
+        }
+        result.map_err(map_sqlite)
+    }
+}
+
+/// Answers a write's caller once its batch has committed (or failed).
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A write: runs inside the batch's transaction, returns how to answer its caller.
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+struct Writer {
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+impl Writer {
+    fn start(conn: Connection) -> std::io::Result<Writer> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("tessera-sqlite-writer".into())
+            .spawn(move || run_writer(&conn, &queue))?;
+        Ok(Writer {
+            jobs: Mutex::new(jobs),
+        })
+    }
+}
+
+/// The writer thread: takes every job queued, runs them in one transaction, commits, answers.
+fn run_writer(conn: &Connection, queue: &mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(conn, batch);
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Dropping the jobs drops their callers' channels: each is answered "unavailable".
+        tracing::error!(error = %e, "sqlite: cannot begin a write transaction");
+        return;
+    }
+    let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+    for job in batch {
+        let reply = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn))) {
+            Ok(reply) => reply,
+            Err(_) => {
+                tracing::error!("sqlite: a write panicked");
+                continue;
+            }
+        };
+        replies.push(reply);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (disk full, I/O error): everything
+            // done so far in it is gone. Fail those writes, go on in a new transaction.
+            for reply in replies.drain(..) {
+                reply(Err(StoreError::Database("write transaction rolled back".into())));
+            }
+            if conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+                return;
+            }
+        }
+    }
+    let committed = conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        map_sqlite(e)
+    });
+    for reply in replies {
+        reply(committed.clone());
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates the database named by `url`.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<SqliteStore> {
+        let location = Location::parse(url)?;
+        let mut conn = location.open().map_err(map_sqlite)?;
+        // Persistent in the file; readers never block the writer or each other.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(map_sqlite)?;
+        migrate(&mut conn)?;
+        let writer = Writer::start(conn).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(SqliteStore {
+            readers: Readers {
+                location,
+                idle: Mutex::new(Vec::new()),
+                keep: usize::try_from(max_connections).unwrap_or(16).max(1),
+            },
+            writer,
+        })
+    }
+
+    /// Queues `op` for the writer and waits until its batch has committed.
+    async fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = op(conn);
+            Box::new(move |committed: Result<(), StoreError>| {
+                let _ = answer.send(match (result, committed) {
+                    (Ok(value), Ok(())) => Ok(value),
+                    (Err(e), _) => Err(map_sqlite(e)),
+                    (Ok(_), Err(e)) => Err(e),
+                });
+            })
+        });
+        let sent = self
+            .writer
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job);
+        if sent.is_err() {
+            return Err(StoreError::Unavailable("sqlite writer stopped".into()));
+        }
+        answered
+            .await
+            .map_err(|_| StoreError::Unavailable("sqlite write was not committed".into()))?
+    }
+}
+
+/// Applies the migrations not yet applied, in one transaction (another process starting on
+/// the same file waits for it, then finds nothing to do). Databases created by earlier
+/// releases recorded their migrations in sqlx's `_sqlx_migrations` table instead.
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    let migration = |e: rusqlite::Error| StoreError::Migration(e.to_string());
+    let mut applied: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(migration)?;
+    if applied == 0 {
+        let by_sqlx: bool = tx
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(migration)?;
+        if by_sqlx {
+            applied = tx
+                .query_row(
+                    "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(migration)?;
+        }
+    }
+    for (version, sql) in (1..).zip(MIGRATIONS) {
+        if version > applied {
+            tx.execute_batch(sql).map_err(migration)?;
+        }
+    }
+    let latest = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if latest < applied {
+        return Err(StoreError::Migration(format!(
+            "the database is at schema version {applied}, newer than this release ({latest})"
+        )));
+    }
+    tx.pragma_update(None, "user_version", latest)
+        .map_err(migration)?;
+    tx.commit().map_err(migration)
+}
+
+/// Busy, locked, unopenable or failing storage means "unavailable, try again" (503); any
+/// other error is a bug or corruption (500).
+fn map_sqlite(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::OutOfMemory,
+        ) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == ErrorCode::ConstraintViolation
+            && matches!(f.extended_code, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY))
+}
+
+fn uuid_col(row: &Row<'_>, col: &str) -> rusqlite::Result<uuid::Uuid> {
+    let s: String = row.get(col)?;
+    uuid::Uuid::parse_str(&s)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
         id: SessionId(uuid_col(row, "id")?),
         user_id: UserId(uuid_col(row, "user_id")?),
-        created_at: Timestamp(row.try_get("created_at")?),
-        last_used_at: Timestamp(row.try_get("last_used_at")?),
-        absolute_expires_at: Timestamp(row.try_get("absolute_expires_at")?),
-        refresh_expires_at: Timestamp(row.try_get("refresh_expires_at")?),
-        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
-        revoked_reason: row.try_get("revoked_reason")?,
-        user_agent: row.try_get("user_agent")?,
-        ip: row.try_get("ip")?,
-        generation: row.try_get("generation")?,
-        rotated_at: row.try_get::<Option<i64>, _>("rotated_at")?.map(Timestamp),
-        sealed_current: row.try_get("sealed_current")?,
-        csrf_token: row.try_get("csrf_token")?,
+        created_at: Timestamp(row.get("created_at")?),
+        last_used_at: Timestamp(row.get("last_used_at")?),
+        absolute_expires_at: Timestamp(row.get("absolute_expires_at")?),
+        refresh_expires_at: Timestamp(row.get("refresh_expires_at")?),
+        revoked_at: row.get::<_, Option<i64>>("revoked_at")?.map(Timestamp),
+        revoked_reason: row.get("revoked_reason")?,
+        user_agent: row.get("user_agent")?,
+        ip: row.get("ip")?,
+        generation: row.get("generation")?,
+        rotated_at: row.get::<_, Option<i64>>("rotated_at")?.map(Timestamp),
+        sealed_current: row.get("sealed_current")?,
+        csrf_token: row.get("csrf_token")?,
     })
 }
 
-fn user_from_row(row: &SqliteRow) -> Result<UserRecord, sqlx::Error> {
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         id: UserId(uuid_col(row, "u_id")?),
-        email: Email::from_stored(row.try_get("email")?),
-        password_hash: PasswordHashString(row.try_get("password_hash")?),
-        roles: parse_roles(row.try_get("roles")?),
-        created_at: Timestamp(row.try_get("u_created_at")?),
+        email: Email::from_stored(row.get("email")?),
+        password_hash: PasswordHashString(row.get("password_hash")?),
+        roles: parse_roles(&row.get::<_, String>("roles")?),
+        created_at: Timestamp(row.get("u_created_at")?),
     })
 }
 
-fn key_from_row(row: &SqliteRow) -> Result<SigningKeyRecord, sqlx::Error> {
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<SigningKeyRecord> {
     Ok(SigningKeyRecord {
-        kid: row.try_get("kid")?,
-        alg: row.try_get("alg")?,
-        private_pkcs8: row.try_get("private_pkcs8")?,
-        public_key: row.try_get("public_key")?,
-        created_at: Timestamp(row.try_get("created_at")?),
-        active: row.try_get::<i64, _>("active")? == 1,
-        retired_at: row.try_get::<Option<i64>, _>("retired_at")?.map(Timestamp),
+        kid: row.get("kid")?,
+        alg: row.get("alg")?,
+        private_pkcs8: row.get("private_pkcs8")?,
+        public_key: row.get("public_key")?,
+        created_at: Timestamp(row.get("created_at")?),
+        active: row.get::<_, i64>("active")? == 1,
+        retired_at: row.get::<_, Option<i64>>("retired_at")?.map(Timestamp),
     })
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+fn find_user_by_id(conn: &Connection, id: &str) -> rusqlite::Result<UserRecord> {
+    conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1"))?
+        .query_row([id], user_from_row)
 }
+
+/// The system clock as SQLite sees it, in milliseconds (the revocation log's clock).
+const SQL_NOW_MILLIS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reads)
-            .await
-            .map_err(map_sqlx)?;
+        self.readers
+            .read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))?;
         Ok(())
     }
 
     async fn insert_user(&self, user: &UserRecord) -> StoreResult<()> {
-        sqlx::query("INSERT INTO users (id, email, password_hash, roles, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(user.id.to_string())
-            .bind(user.email.as_str())
-            .bind(&user.password_hash.0)
-            .bind(roles_json(&user.roles))
-            .bind(user.created_at.millis())
-            .execute(&self.writes)
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict("email")
-                } else {
-                    map_sqlx(e)
+        let user = user.clone();
+        let inserted = self
+            .write(move |c| {
+                let done = c
+                    .prepare_cached(
+                        "INSERT INTO users (id, email, password_hash, roles, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        user.id.to_string(),
+                        user.email.as_str(),
+                        user.password_hash.0,
+                        roles_json(&user.roles),
+                        user.created_at.millis()
+                    ]);
+                match done {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_unique_violation(&e) => Ok(false),
+                    Err(e) => Err(e),
                 }
-            })?;
-        Ok(())
+            })
+            .await?;
+        if inserted {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("email"))
+        }
     }
 
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email = ?");
-        let row = sqlx::query(&sql)
-            .bind(email.as_str())
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(map_sqlx)?;
-        row.as_ref().map(user_from_row).transpose().map_err(map_sqlx)
+        self.readers.read(|c| {
+            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email = ?1"))?
+                .query_row([email.as_str()], user_from_row)
+                .optional()
+        })
     }
 
     async fn insert_session(&self, s: &SessionRecord, first: &RefreshTokenHash) -> StoreResult<()> {
+        let s = s.clone();
+        let first = *first;
         // The trigger `sessions_record_first_token` records `first` in refresh_tokens.
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
-             refresh_expires_at, user_agent, ip, generation, csrf_token, current_hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(s.id.to_string())
-        .bind(s.user_id.to_string())
-        .bind(s.created_at.millis())
-        .bind(s.last_used_at.millis())
-        .bind(s.absolute_expires_at.millis())
-        .bind(s.refresh_expires_at.millis())
-        .bind(&s.user_agent)
-        .bind(&s.ip)
-        .bind(s.generation)
-        .bind(&s.csrf_token)
-        .bind(&first.0[..])
-        .execute(&self.writes)
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
+                 refresh_expires_at, user_agent, ip, generation, csrf_token, current_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                s.id.to_string(),
+                s.user_id.to_string(),
+                s.created_at.millis(),
+                s.last_used_at.millis(),
+                s.absolute_expires_at.millis(),
+                s.refresh_expires_at.millis(),
+                s.user_agent,
+                s.ip,
+                s.generation,
+                s.csrf_token,
+                &first.0[..],
+            ])
+            .map(drop)
+        })
         .await
-        .map_err(map_sqlx)?;
-        Ok(())
     }
 
     async fn find_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
-        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?");
-        let row = sqlx::query(&sql)
-            .bind(id.to_string())
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(map_sqlx)?;
-        row.as_ref().map(session_from_row).transpose().map_err(map_sqlx)
+        self.readers.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1"
+            ))?
+            .query_row([id.to_string()], session_from_row)
+            .optional()
+        })
     }
 
     async fn find_session_with_user(
         &self,
         id: SessionId,
     ) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS}, {USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?"
-        );
-        let row = sqlx::query(&sql)
-            .bind(id.to_string())
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(map_sqlx)?;
-        row.as_ref()
-            .map(|r| Ok((session_from_row(r)?, user_from_row(r)?)))
-            .transpose()
-            .map_err(map_sqlx)
+        self.readers.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS}, {USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.id = ?1"
+            ))?
+            .query_row([id.to_string()], |r| {
+                Ok((session_from_row(r)?, user_from_row(r)?))
+            })
+            .optional()
+        })
     }
 
     async fn find_live_sessions(&self, user: UserId, now: Timestamp) -> StoreResult<Vec<SessionRecord>> {
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.user_id = ? AND s.revoked_at IS NULL \
-             AND s.absolute_expires_at > ? AND s.refresh_expires_at > ? \
-             ORDER BY s.last_used_at DESC, s.id DESC"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(user.to_string())
-            .bind(now.millis())
-            .bind(now.millis())
-            .fetch_all(&self.reads)
-            .await
-            .map_err(map_sqlx)?;
-        rows.iter()
-            .map(session_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(map_sqlx)
+        self.readers.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.user_id = ?1 AND s.revoked_at IS NULL \
+                 AND s.absolute_expires_at > ?2 AND s.refresh_expires_at > ?2 \
+                 ORDER BY s.last_used_at DESC, s.id DESC"
+            ))?
+            .query_map(params![user.to_string(), now.millis()], session_from_row)?
+            .collect()
+        })
     }
 
     async fn find_refresh_token(&self, hash: &RefreshTokenHash) -> StoreResult<Option<FoundRefreshToken>> {
-        let sql = format!(
-            "SELECT t.generation AS token_generation, {SESSION_COLUMNS}, {USER_COLUMNS} FROM refresh_tokens t \
-             JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id WHERE t.hash = ?"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&hash.0[..])
-            .fetch_optional(&self.reads)
-            .await
-            .map_err(map_sqlx)?;
-        row.as_ref()
-            .map(|r| {
+        self.readers.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT t.generation AS token_generation, {SESSION_COLUMNS}, {USER_COLUMNS} FROM refresh_tokens t \
+                 JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id WHERE t.hash = ?1"
+            ))?
+            .query_row([&hash.0[..]], |r| {
                 Ok(FoundRefreshToken {
-                    generation: r.try_get("token_generation")?,
+                    generation: r.get("token_generation")?,
                     session: session_from_row(r)?,
                     user: user_from_row(r)?,
                 })
             })
-            .transpose()
-            .map_err(map_sqlx)
+            .optional()
+        })
     }
 
     async fn rotate(&self, r: &Rotation) -> StoreResult<bool> {
+        let r = Rotation {
+            sealed_new: r.sealed_new.clone(),
+            ..*r
+        };
         // One conditional UPDATE; the trigger `sessions_record_rotated_token` records the new
         // hash in refresh_tokens within the same statement. The affected-row count (which
         // does not include the trigger's insert) says whether we won.
-        let updated = sqlx::query(
-            "UPDATE sessions SET generation = generation + 1, current_hash = ?2, rotated_at = ?1, \
-             last_used_at = ?1, sealed_current = ?3, refresh_expires_at = ?4 \
-             WHERE id = ?5 AND generation = ?6 AND revoked_at IS NULL \
-             AND absolute_expires_at > ?1 AND refresh_expires_at > ?1",
-        )
-        .bind(r.now.millis())
-        .bind(&r.new_hash.0[..])
-        .bind(&r.sealed_new)
-        .bind(r.refresh_expires_at.millis())
-        .bind(r.session_id.to_string())
-        .bind(r.expected_generation)
-        .execute(&self.writes)
-        .await
-        .map_err(map_sqlx)?
-        .rows_affected();
+        let updated = self
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE sessions SET generation = generation + 1, current_hash = ?2, rotated_at = ?1, \
+                     last_used_at = ?1, sealed_current = ?3, refresh_expires_at = ?4 \
+                     WHERE id = ?5 AND generation = ?6 AND revoked_at IS NULL \
+                     AND absolute_expires_at > ?1 AND refresh_expires_at > ?1",
+                )?
+                .execute(params![
+                    r.now.millis(),
+                    &r.new_hash.0[..],
+                    r.sealed_new,
+                    r.refresh_expires_at.millis(),
+                    r.session_id.to_string(),
+                    r.expected_generation,
+                ])
+            })
+            .await?;
         Ok(updated == 1)
     }
 
-    async fn revoke_session(&self, id: SessionId, now: Timestamp, reason: &str) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = ?, revoked_reason = ?, sealed_current = NULL \
-             WHERE id = ? AND revoked_at IS NULL",
-        )
-        .bind(now.millis())
-        .bind(reason)
-        .bind(id.to_string())
-        .execute(&self.writes)
+    async fn rotate_current(&self, r: &CurrentRotation) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
+        let r = r.clone();
+        // Find, check and advance in the writer's transaction: nothing can move between.
+        self.write(move |c| {
+            let current = c
+                .prepare_cached("SELECT session_id, generation FROM refresh_tokens WHERE hash = ?1")?
+                .query_row([&r.presented.0[..]], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })
+                .optional()?;
+            let Some((session_id, generation)) = current else {
+                return Ok(None);
+            };
+            let session = c
+                .prepare_cached(&format!(
+                    "UPDATE sessions SET generation = generation + 1, current_hash = ?2, rotated_at = ?1, \
+                     last_used_at = ?1, sealed_current = ?3, refresh_expires_at = min(?4, absolute_expires_at) \
+                     WHERE id = ?5 AND generation = ?6 AND revoked_at IS NULL \
+                     AND absolute_expires_at > ?1 AND refresh_expires_at > ?1 \
+                     AND (?7 IS NULL OR csrf_token = ?7) \
+                     RETURNING {RETURNED_SESSION_COLUMNS}"
+                ))?
+                .query_row(
+                    params![
+                        r.now.millis(),
+                        &r.new_hash.0[..],
+                        r.sealed_new,
+                        r.refresh_expires_at.millis(),
+                        session_id,
+                        generation,
+                        r.csrf,
+                    ],
+                    session_from_row,
+                )
+                .optional()?;
+            let Some(session) = session else {
+                return Ok(None);
+            };
+            let user = find_user_by_id(c, &session.user_id.to_string())?;
+            Ok(Some((session, user)))
+        })
         .await
-        .map_err(map_sqlx)?;
-        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_session(&self, id: SessionId, now: Timestamp, reason: &str) -> StoreResult<bool> {
+        let reason = reason.to_owned();
+        let done = self
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE sessions SET revoked_at = ?1, revoked_reason = ?2, sealed_current = NULL \
+                     WHERE id = ?3 AND revoked_at IS NULL",
+                )?
+                .execute(params![now.millis(), reason, id.to_string()])
+            })
+            .await?;
+        Ok(done == 1)
     }
 
     async fn revoke_user_sessions(
@@ -292,18 +592,22 @@ impl Store for SqliteStore {
         now: Timestamp,
         reason: &str,
     ) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = ?, revoked_reason = ?, sealed_current = NULL \
-             WHERE user_id = ? AND revoked_at IS NULL AND id IS NOT ?",
-        )
-        .bind(now.millis())
-        .bind(reason)
-        .bind(user.to_string())
-        .bind(keep.map(|k| k.to_string()))
-        .execute(&self.writes)
-        .await
-        .map_err(map_sqlx)?;
-        Ok(done.rows_affected())
+        let reason = reason.to_owned();
+        let done = self
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE sessions SET revoked_at = ?1, revoked_reason = ?2, sealed_current = NULL \
+                     WHERE user_id = ?3 AND revoked_at IS NULL AND id IS NOT ?4",
+                )?
+                .execute(params![
+                    now.millis(),
+                    reason,
+                    user.to_string(),
+                    keep.map(|k| k.to_string())
+                ])
+            })
+            .await?;
+        Ok(done as u64)
     }
 
     async fn revoke_sessions_over_limit(
@@ -312,45 +616,43 @@ impl Store for SqliteStore {
         max_live: u32,
         now: Timestamp,
     ) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = ?1, revoked_reason = 'session_limit', sealed_current = NULL \
-             WHERE id IN (SELECT id FROM sessions WHERE user_id = ?2 AND revoked_at IS NULL \
-               AND absolute_expires_at > ?1 AND refresh_expires_at > ?1 \
-               ORDER BY last_used_at DESC, id DESC LIMIT -1 OFFSET ?3)",
-        )
-        .bind(now.millis())
-        .bind(user.to_string())
-        .bind(i64::from(max_live))
-        .execute(&self.writes)
-        .await
-        .map_err(map_sqlx)?;
-        Ok(done.rows_affected())
+        let done = self
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE sessions SET revoked_at = ?1, revoked_reason = 'session_limit', sealed_current = NULL \
+                     WHERE revoked_at IS NULL AND id IN (SELECT id FROM sessions WHERE user_id = ?2 \
+                       AND revoked_at IS NULL AND absolute_expires_at > ?1 AND refresh_expires_at > ?1 \
+                       ORDER BY last_used_at DESC, id DESC LIMIT -1 OFFSET ?3)",
+                )?
+                .execute(params![now.millis(), user.to_string(), i64::from(max_live)])
+            })
+            .await?;
+        Ok(done as u64)
     }
 
     async fn delete_sessions_ended_before(&self, before: Timestamp) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM sessions WHERE absolute_expires_at < ?1 OR revoked_at < ?1")
-            .bind(before.millis())
-            .execute(&self.writes)
-            .await
-            .map_err(map_sqlx)?;
-        Ok(done.rows_affected())
+        let done = self
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM sessions WHERE absolute_expires_at < ?1 OR revoked_at < ?1")?
+                    .execute([before.millis()])
+            })
+            .await?;
+        Ok(done as u64)
     }
 
     async fn find_revocations_since(&self, since: Timestamp) -> StoreResult<RevocationsSince> {
-        let now: i64 =
-            sqlx::query_scalar("SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)")
-                .fetch_one(&self.reads)
-                .await
-                .map_err(map_sqlx)?;
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT session_id FROM session_revocations WHERE logged_at >= ?")
-                .bind(since.millis())
-                .fetch_all(&self.reads)
-                .await
-                .map_err(map_sqlx)?;
-        Ok(RevocationsSince {
-            sessions: ids.iter().filter_map(|id| SessionId::parse(id)).collect(),
-            asked_at: Timestamp(now),
+        self.readers.read(|c| {
+            // The clock first: a revocation logged after it is read again next time.
+            let asked_at: i64 = c.query_row(&format!("SELECT {SQL_NOW_MILLIS}"), [], |r| r.get(0))?;
+            let sessions = c
+                .prepare_cached("SELECT session_id FROM session_revocations WHERE logged_at >= ?1")?
+                .query_map([since.millis()], |r| r.get::<_, String>(0))?
+                .filter_map(|id| id.map(|id| SessionId::parse(&id)).transpose())
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(RevocationsSince {
+                sessions,
+                asked_at: Timestamp(asked_at),
+            })
         })
     }
 
@@ -359,83 +661,94 @@ impl Store for SqliteStore {
     }
 
     async fn delete_revocations_logged_before(&self, before: Timestamp) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM session_revocations WHERE logged_at < ?")
-            .bind(before.millis())
-            .execute(&self.writes)
-            .await
-            .map_err(map_sqlx)?;
-        Ok(done.rows_affected())
+        let done = self
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM session_revocations WHERE logged_at < ?1")?
+                    .execute([before.millis()])
+            })
+            .await?;
+        Ok(done as u64)
     }
 
     async fn insert_audit_event(&self, e: &AuditEvent) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (id, event, at, user_id, session_id, ip, user_agent, detail) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(e.id.to_string())
-        .bind(e.event)
-        .bind(e.at.millis())
-        .bind(e.user_id.map(|u| u.to_string()))
-        .bind(e.session_id.map(|s| s.to_string()))
-        .bind(&e.ip)
-        .bind(&e.user_agent)
-        .bind(&e.detail)
-        .execute(&self.writes)
+        let e = e.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO audit_events (id, event, at, user_id, session_id, ip, user_agent, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                e.id.to_string(),
+                e.event,
+                e.at.millis(),
+                e.user_id.map(|u| u.to_string()),
+                e.session_id.map(|s| s.to_string()),
+                e.ip,
+                e.user_agent,
+                e.detail,
+            ])
+            .map(drop)
+        })
         .await
-        .map_err(map_sqlx)?;
-        Ok(())
     }
 
     async fn find_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
-        let rows = sqlx::query(
-            "SELECT kid, alg, private_pkcs8, public_key, created_at, active, retired_at FROM signing_keys \
-             ORDER BY created_at",
-        )
-        .fetch_all(&self.reads)
-        .await
-        .map_err(map_sqlx)?;
-        rows.iter()
-            .map(key_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(map_sqlx)
+        self.readers.read(|c| {
+            c.prepare_cached(
+                "SELECT kid, alg, private_pkcs8, public_key, created_at, active, retired_at FROM signing_keys \
+                 ORDER BY created_at",
+            )?
+            .query_map([], key_from_row)?
+            .collect()
+        })
     }
 
     async fn insert_signing_key_if_none_active(&self, k: &SigningKeyRecord) -> StoreResult<()> {
+        let k = k.clone();
         // The partial unique index on `active` turns a second active key into a conflict,
         // which DO NOTHING swallows: the first writer's key wins.
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active) \
-             VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT DO NOTHING",
-        )
-        .bind(&k.kid)
-        .bind(&k.alg)
-        .bind(&k.private_pkcs8)
-        .bind(&k.public_key)
-        .bind(k.created_at.millis())
-        .execute(&self.writes)
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                k.kid,
+                k.alg,
+                k.private_pkcs8,
+                k.public_key,
+                k.created_at.millis()
+            ])
+            .map(drop)
+        })
         .await
-        .map_err(map_sqlx)?;
-        Ok(())
     }
 
     async fn rotate_signing_key(&self, k: &SigningKeyRecord, now: Timestamp) -> StoreResult<()> {
-        let mut tx = self.writes.begin().await.map_err(map_sqlx)?;
-        sqlx::query("UPDATE signing_keys SET active = 0, retired_at = ? WHERE active = 1")
-            .bind(now.millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active) VALUES (?, ?, ?, ?, ?, 1)",
-        )
-        .bind(&k.kid)
-        .bind(&k.alg)
-        .bind(&k.private_pkcs8)
-        .bind(&k.public_key)
-        .bind(k.created_at.millis())
-        .execute(&mut *tx)
+        let k = k.clone();
+        // Two statements: a savepoint keeps them all-or-nothing inside the batch.
+        self.write(move |c| {
+            c.execute_batch("SAVEPOINT rotate_signing_key")?;
+            let done = c
+                .execute(
+                    "UPDATE signing_keys SET active = 0, retired_at = ?1 WHERE active = 1",
+                    [now.millis()],
+                )
+                .and_then(|_| {
+                    c.execute(
+                        "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+                        params![k.kid, k.alg, k.private_pkcs8, k.public_key, k.created_at.millis()],
+                    )
+                });
+            match done {
+                Ok(_) => c.execute_batch("RELEASE rotate_signing_key"),
+                Err(e) => {
+                    c.execute_batch("ROLLBACK TO rotate_signing_key; RELEASE rotate_signing_key")?;
+                    Err(e)
+                }
+            }
+        })
         .await
-        .map_err(map_sqlx)?;
-        tx.commit().await.map_err(map_sqlx)
     }
 }

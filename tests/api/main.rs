@@ -12,6 +12,7 @@ mod binary;
 mod concurrency;
 mod config_binary;
 mod cookies;
+mod crash;
 mod errors;
 mod expiry;
 mod jwt_attacks;
