@@ -14,8 +14,11 @@ use sqlx::Row;
 
 use super::*;
 
+mod rotations;
+
 pub struct PostgresStore {
     pool: PgPool,
+    rotations: rotations::RotationBatcher,
     /// For the revocation listener's own connection, named so operators (and tests) can
     /// tell it apart in `pg_stat_activity`.
     listener_options: PgConnectOptions,
@@ -53,9 +56,22 @@ impl PostgresStore {
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         let listener_options = options.application_name(LISTENER_APPLICATION_NAME);
         Ok(PostgresStore {
+            rotations: rotations::RotationBatcher::start(pool.clone()),
             pool,
             listener_options,
         })
+    }
+}
+
+impl PostgresStore {
+    /// Rotates several tokens in one statement and one commit, each decided exactly as by
+    /// [`Store::rotate_current`] (which batches concurrent calls through this). Answers in
+    /// order; when two rotate the same session, at most one wins.
+    pub async fn rotate_together(
+        &self,
+        rotations: &[CurrentRotation],
+    ) -> StoreResult<Vec<Option<(SessionRecord, UserRecord)>>> {
+        rotations::rotate_together(&self.pool, rotations).await
     }
 }
 
@@ -271,35 +287,11 @@ impl Store for PostgresStore {
     }
 
     async fn rotate_current(&self, r: &CurrentRotation) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
-        // Find, check and advance in one statement and one round trip. A concurrent rotation
-        // of the same session holds the row lock; when it commits, this UPDATE re-checks its
-        // WHERE against the new row version, finds the generation moved, and returns nothing.
-        let sql = format!(
-            "WITH presented AS (SELECT session_id, generation FROM refresh_tokens WHERE hash = $1), \
-             won AS (UPDATE sessions s SET generation = s.generation + 1, rotated_at = $3, last_used_at = $3, \
-               sealed_current = $4, refresh_expires_at = LEAST($5, s.absolute_expires_at) \
-               FROM presented p WHERE s.id = p.session_id AND s.generation = p.generation \
-               AND s.revoked_at IS NULL AND s.absolute_expires_at > $3 AND s.refresh_expires_at > $3 \
-               AND ($6::text IS NULL OR s.csrf_token = $6) \
-               RETURNING s.*), \
-             recorded AS (INSERT INTO refresh_tokens (hash, session_id, generation) \
-               SELECT $2, id, generation FROM won) \
-             SELECT {SESSION_COLUMNS}, {USER_COLUMNS} FROM won s JOIN users u ON u.id = s.user_id"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&r.presented.0[..])
-            .bind(&r.new_hash.0[..])
-            .bind(r.now.millis())
-            .bind(&r.sealed_new)
-            .bind(r.refresh_expires_at.millis())
-            .bind(r.csrf.as_deref())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_pg)?;
-        row.as_ref()
-            .map(|r| Ok((session_from_row(r)?, user_from_row(r)?)))
-            .transpose()
-            .map_err(map_pg)
+        // Find, check and advance in one statement, batched with whatever other rotations
+        // are waiting (see `rotations`). A concurrent rotation of the same session holds the
+        // row lock; when it commits, the UPDATE re-checks its WHERE against the new row
+        // version, finds the generation moved, and returns nothing for this one.
+        self.rotations.rotate(r.clone()).await
     }
 
     async fn revoke_session(&self, id: SessionId, now: Timestamp, reason: &str) -> StoreResult<bool> {

@@ -1,0 +1,165 @@
+//! Group commit for refresh-token rotations on PostgreSQL.
+//!
+//! Rotations arriving while earlier ones are at the database are queued and sent together:
+//! one statement over arrays, one commit (one WAL flush) for all of them. Nothing waits on a
+//! timer: the first rotation goes at once, and a batch is whatever queued while up to
+//! [`MAX_IN_FLIGHT`] batches were being answered, so batches grow with the load and stay
+//! at one when there is none.
+//!
+//! Each rotation is decided exactly as when it goes alone. Two rotations of one session in
+//! one batch join the same row: PostgreSQL updates it once, from the first joined row that
+//! passes the `WHERE`, and silently skips the others (a row already updated by the same
+//! command), so there is still exactly one successor and the losers take the slow path. Rows
+//! are locked in session-id order before they are updated, so two batches (of this or
+//! another instance) cannot deadlock on each other.
+
+use std::sync::Arc;
+
+use sqlx::postgres::PgPool;
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::{map_pg, session_from_row, user_from_row, SESSION_COLUMNS, USER_COLUMNS};
+use crate::store::{CurrentRotation, SessionRecord, StoreError, StoreResult, UserRecord};
+
+/// Batches at the database at once; more wait and grow the next batch.
+const MAX_IN_FLIGHT: usize = 4;
+/// The most rotations one statement carries.
+const MAX_BATCH: usize = 256;
+
+type Rotated = Option<(SessionRecord, UserRecord)>;
+
+struct Pending {
+    rotation: CurrentRotation,
+    answer: oneshot::Sender<StoreResult<Rotated>>,
+}
+
+pub(super) struct RotationBatcher {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl RotationBatcher {
+    /// Starts the batching task on the current runtime; it ends when the batcher is dropped.
+    pub(super) fn start(pool: PgPool) -> RotationBatcher {
+        let (queue, pending) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, pending));
+        RotationBatcher { queue }
+    }
+
+    pub(super) async fn rotate(&self, rotation: CurrentRotation) -> StoreResult<Rotated> {
+        let (answer, answered) = oneshot::channel();
+        self.queue
+            .send(Pending { rotation, answer })
+            .map_err(|_| StoreError::Unavailable("rotation batcher stopped".into()))?;
+        answered
+            .await
+            .map_err(|_| StoreError::Unavailable("rotation batch was lost".into()))?
+    }
+}
+
+async fn run(pool: PgPool, mut pending: mpsc::UnboundedReceiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        let Some(first) = pending.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match pending.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            execute(&pool, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn execute(pool: &PgPool, batch: Vec<Pending>) {
+    let (rotations, answers): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.rotation, p.answer)).unzip();
+    match rotate_together(pool, &rotations).await {
+        Ok(results) => {
+            for (answer, result) in answers.into_iter().zip(results) {
+                let _ = answer.send(Ok(result));
+            }
+        }
+        Err(e) => {
+            for answer in answers {
+                let _ = answer.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Runs `rotations` as one statement; the answer for each, in order (`None`: it did not
+/// rotate, and the caller takes the slow path).
+pub(super) async fn rotate_together(
+    pool: &PgPool,
+    rotations: &[CurrentRotation],
+) -> StoreResult<Vec<Rotated>> {
+    let n = rotations.len();
+    let mut slots = Vec::with_capacity(n);
+    let mut presented = Vec::with_capacity(n);
+    let mut new_hashes = Vec::with_capacity(n);
+    let mut sealed = Vec::with_capacity(n);
+    let mut csrf = Vec::with_capacity(n);
+    let mut now = Vec::with_capacity(n);
+    let mut expires = Vec::with_capacity(n);
+    for (slot, r) in (0i32..).zip(rotations) {
+        slots.push(slot);
+        presented.push(r.presented.0.to_vec());
+        new_hashes.push(r.new_hash.0.to_vec());
+        sealed.push(r.sealed_new.clone());
+        csrf.push(r.csrf.clone());
+        now.push(r.now.millis());
+        expires.push(r.refresh_expires_at.millis());
+    }
+    let sql = format!(
+        "WITH batch AS (SELECT * FROM unnest($1::int4[], $2::bytea[], $3::bytea[], $4::bytea[], $5::text[], \
+           $6::int8[], $7::int8[]) AS b(slot, presented, new_hash, sealed, csrf, now, expires)), \
+         presented AS (SELECT b.*, t.session_id, t.generation FROM batch b \
+           JOIN refresh_tokens t ON t.hash = b.presented), \
+         locked AS (SELECT s.id FROM sessions s WHERE s.id IN (SELECT session_id FROM presented) \
+           ORDER BY s.id FOR UPDATE), \
+         won AS (UPDATE sessions s SET generation = s.generation + 1, rotated_at = p.now, \
+           last_used_at = p.now, sealed_current = p.sealed, \
+           refresh_expires_at = LEAST(p.expires, s.absolute_expires_at) \
+           FROM presented p, locked l WHERE l.id = s.id AND s.id = p.session_id \
+           AND s.generation = p.generation AND s.revoked_at IS NULL \
+           AND s.absolute_expires_at > p.now AND s.refresh_expires_at > p.now \
+           AND (p.csrf IS NULL OR s.csrf_token = p.csrf) \
+           RETURNING p.slot, p.new_hash, s.*), \
+         recorded AS (INSERT INTO refresh_tokens (hash, session_id, generation) \
+           SELECT new_hash, id, generation FROM won) \
+         SELECT s.slot, {SESSION_COLUMNS}, {USER_COLUMNS} FROM won s JOIN users u ON u.id = s.user_id"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(&slots)
+        .bind(&presented)
+        .bind(&new_hashes)
+        .bind(&sealed)
+        .bind(&csrf)
+        .bind(&now)
+        .bind(&expires)
+        .fetch_all(pool)
+        .await
+        .map_err(map_pg)?;
+    let mut results: Vec<Rotated> = vec![None; n];
+    for row in &rows {
+        let slot: i32 = row.try_get("slot").map_err(map_pg)?;
+        let won = (
+            session_from_row(row).map_err(map_pg)?,
+            user_from_row(row).map_err(map_pg)?,
+        );
+        if let Some(result) = usize::try_from(slot).ok().and_then(|i| results.get_mut(i)) {
+            *result = Some(won);
+        }
+    }
+    Ok(results)
+}
