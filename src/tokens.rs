@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
@@ -79,9 +79,14 @@ impl SigningKeyRecord {
     }
 }
 
-/// One usable key: ready-made jsonwebtoken keys plus its public JWK.
+/// One usable key, ready to sign and verify.
 struct LoadedKey {
-    encoding: EncodingKey,
+    /// Parsed once: jsonwebtoken's `encode` re-parses the PKCS#8 document on every call,
+    /// which for Ed25519 recomputes the public key, a second scalar multiplication as costly
+    /// as the signature itself.
+    signer: Ed25519KeyPair,
+    /// The JOSE header of every token this key signs, already base64url-encoded.
+    encoded_header: String,
     decoding: DecodingKey,
     alg: Algorithm,
 }
@@ -203,10 +208,17 @@ impl AccessTokens {
                 kid: r.kid.clone(),
                 reason: e.to_string(),
             })?;
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.typ = Some(ACCESS_TOKEN_TYP.into());
+            header.kid = Some(r.kid.clone());
+            let encoded_header = serde_json::to_vec(&header)
+                .map(|json| URL_SAFE_NO_PAD.encode(json))
+                .map_err(|e| TokenError::Signing(e.to_string()))?;
             keys.insert(
                 r.kid.clone(),
                 LoadedKey {
-                    encoding: EncodingKey::from_ed_der(&r.private_pkcs8),
+                    signer: pair,
+                    encoded_header,
                     decoding,
                     alg: Algorithm::EdDSA,
                 },
@@ -264,9 +276,6 @@ impl AccessTokens {
             .keys
             .get(&self.active_kid)
             .ok_or_else(|| TokenError::Signing("active key missing".into()))?;
-        let mut header = Header::new(key.alg);
-        header.typ = Some(ACCESS_TOKEN_TYP.into());
-        header.kid = Some(self.active_kid.clone());
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -277,7 +286,16 @@ impl AccessTokens {
             jti: uuid::Uuid::now_v7().to_string(),
             roles: roles.to_vec(),
         };
-        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| TokenError::Signing(e.to_string()))
+        // JWS compact serialisation (RFC 7515 §7.1): header.claims.signature, signed by ring.
+        let claims = serde_json::to_vec(&claims).map_err(|e| TokenError::Signing(e.to_string()))?;
+        let mut token = String::with_capacity(key.encoded_header.len() + claims.len() * 4 / 3 + 92);
+        token.push_str(&key.encoded_header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
+        let signature = key.signer.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        Ok(token)
     }
 
     /// Strict verification. `allow_expired` is only for logout, where an expired but
