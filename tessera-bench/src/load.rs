@@ -21,6 +21,10 @@
 //! least recently used sessions they evict past `max_sessions`) never touch the sessions
 //! the other workers are using.
 //!
+//! Seeded sessions (`--tokens FILE`) are used up by a run: their tokens rotate. So at the end
+//! of a run the workers' current refresh tokens are written back into FILE (in place of the
+//! lines the workers took), and the next run with the same file continues those chains.
+//!
 //! Every loop is bounded: workers stop at the end of the window, every request has a
 //! timeout, setup sends a fixed number of requests.
 
@@ -33,7 +37,7 @@ use tokio::time::Instant;
 
 use crate::client::{Connection, Response, Target};
 use crate::report::{Operation, RunReport, Tally};
-use crate::seed::{read_emitted, SeededToken};
+use crate::seed::{read_emitted, write_emitted, SeededToken};
 use crate::{BenchError, BenchResult, BENCH_PASSWORD};
 
 pub const MAX_CONCURRENCY: usize = 4096;
@@ -191,12 +195,29 @@ pub async fn run(options: &RunOptions) -> BenchResult<RunReport> {
         .map(|worker| tokio::spawn(worker.run(scenario, window_start, window_end)))
         .collect();
     let mut tally = Tally::default();
+    let mut sessions = Vec::with_capacity(concurrency);
     for run in runs {
         match run.await {
-            Ok(worker_tally) => tally.merge(worker_tally),
+            Ok((worker_tally, session)) => {
+                tally.merge(worker_tally);
+                sessions.push(session);
+            }
             // A worker that panicked is a broken run, not a slow one.
-            Err(e) => tally.record_error(format!("worker failed: {e}")),
+            Err(e) => {
+                tally.record_error(format!("worker failed: {e}"));
+                sessions.push(None);
+            }
         }
+    }
+    if let (Some(path), Some(mut seeded)) = (&options.tokens, seeded) {
+        // Worker i took line i; what it holds now is where the next run must continue.
+        for (line, session) in seeded.iter_mut().zip(sessions) {
+            if let Some(session) = session {
+                line.session_id = session.session_id;
+                line.refresh_token = session.refresh_token;
+            }
+        }
+        write_emitted(path, &seeded)?;
     }
     Ok(RunReport::new(
         &options.url,
@@ -303,6 +324,7 @@ enum SessionSource {
 
 /// A worker's current tokens.
 struct SessionTokens {
+    session_id: String,
     access_token: String,
     refresh_token: String,
     /// When to refresh before the next verify, a minute ahead of the access token's expiry,
@@ -315,6 +337,7 @@ struct TokenResponse {
     access_token: String,
     refresh_token: String,
     expires_in: u64,
+    session_id: String,
 }
 
 impl SessionTokens {
@@ -323,6 +346,7 @@ impl SessionTokens {
         let lifetime = Duration::from_secs(tokens.expires_in);
         let margin = Duration::from_secs(60).min(lifetime / 2);
         Some(SessionTokens {
+            session_id: tokens.session_id,
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
             renew_at: Instant::now() + (lifetime - margin),
@@ -397,7 +421,14 @@ impl Worker {
         Ok(response)
     }
 
-    async fn run(mut self, scenario: Scenario, window_start: Instant, window_end: Instant) -> Tally {
+    /// Sends requests until the window ends; returns what it counted and the worker's
+    /// session as it is now.
+    async fn run(
+        mut self,
+        scenario: Scenario,
+        window_start: Instant,
+        window_end: Instant,
+    ) -> (Tally, Option<SessionTokens>) {
         // Workers start at different points of the mixed blend, so their logins and
         // refreshes do not all fall on the same moments.
         let mut n = (self.index as u64).wrapping_mul(37);
@@ -431,7 +462,7 @@ impl Worker {
         }
         // Close the connection now rather than when the runtime goes away.
         self.connection.reset();
-        self.tally
+        (self.tally, self.session)
     }
 
     /// One request; `Err` is the kind it is counted under (`"401 session_revoked"`, ...).

@@ -19,7 +19,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -226,19 +226,24 @@ fn generate_sessions(
     Ok(emitted)
 }
 
-fn write_emitted(path: &PathBuf, tokens: &[SeededToken]) -> BenchResult<()> {
-    let file = std::fs::File::create(path)?;
-    let mut out = std::io::BufWriter::new(file);
+/// Writes tokens as `--emit-tokens` does, replacing `path` whole (through a temporary file
+/// beside it, so an interrupted write never leaves half a file).
+pub fn write_emitted(path: &Path, tokens: &[SeededToken]) -> BenchResult<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&temporary)?);
     for token in tokens {
         serde_json::to_writer(&mut out, token)?;
         out.write_all(b"\n")?;
     }
-    out.flush()?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&temporary, path)?;
     Ok(())
 }
 
 /// Reads a file written by `--emit-tokens`.
-pub fn read_emitted(path: &std::path::Path) -> BenchResult<Vec<SeededToken>> {
+pub fn read_emitted(path: &Path) -> BenchResult<Vec<SeededToken>> {
     let text = std::fs::read_to_string(path)?;
     text.lines()
         .filter(|line| !line.trim().is_empty())

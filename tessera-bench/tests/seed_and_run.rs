@@ -130,6 +130,34 @@ async fn seed_serve_and_load(database_url: &str, dir: &Path) {
         );
     }
 
+    // The refresh run rotated its sessions' tokens many times and wrote the current ones back
+    // into its file, so a second run with the same file continues those chains cleanly.
+    let written_back = read_emitted(&dir.join("refresh.jsonl")).expect("written back");
+    assert_eq!(written_back.len(), WORKERS);
+    for (before, after) in for_refresh.iter().zip(&written_back) {
+        assert_eq!(before.session_id, after.session_id);
+        assert_ne!(before.refresh_token, after.refresh_token);
+    }
+    let refresh_file = dir.join("refresh.jsonl").display().to_string();
+    let run = bench(&[
+        "run",
+        "--url",
+        &base,
+        "--scenario",
+        "refresh",
+        "-c",
+        "4",
+        "-d",
+        "1",
+        "--warmup",
+        "0",
+        "--tokens",
+        &refresh_file,
+        "--json",
+    ])
+    .await;
+    assert_clean_run(&run, "refresh again");
+
     // Mixed, with users the run registers and logs in itself (no seeded tokens).
     let run = bench(&[
         "run",
