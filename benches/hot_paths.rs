@@ -41,6 +41,18 @@ fn access_tokens(c: &mut Criterion) {
 
     c.bench_function("jwt/sign", |b| b.iter(|| black_box(issue())));
 
+    // The floor under jwt/sign: one Ed25519 signature by a key pair parsed once, over a
+    // message the size of a token's signing input. jsonwebtoken 9 parses the PKCS#8 key on
+    // every sign (ring derives the public key from the seed again, a second scalar
+    // multiplication), so jwt/sign costs more than twice this; the gap is what keeping the
+    // parsed key pair would save.
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&keys[0].private_pkcs8)
+        .expect("the key just generated parses");
+    let message = vec![b'x'; 300];
+    c.bench_function("jwt/ed25519 signature alone (ring, parsed key)", |b| {
+        b.iter(|| black_box(pair.sign(black_box(&message))))
+    });
+
     let token = issue().expect("signed");
     // Every request after a token's first is answered from the verified-token cache.
     tokens.verify(&token, false).expect("valid");

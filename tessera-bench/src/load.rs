@@ -43,6 +43,8 @@ use crate::{BenchError, BenchResult, BENCH_PASSWORD};
 pub const MAX_CONCURRENCY: usize = 4096;
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 pub const MAX_WARMUP: Duration = Duration::from_secs(600);
+/// How long a worker waits after a failed connect before its next request.
+const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -454,7 +456,11 @@ impl Worker {
                 }
                 Err(kind) => {
                     self.tally.record_error(format!("{} {kind}", operation.name()));
-                    if operation != Operation::Login && kind.starts_with("401") {
+                    if kind == "connect" {
+                        // Nothing is listening: do not spin on connect() (every attempt is
+                        // counted anyway, and one is enough to fail the run).
+                        tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
+                    } else if operation != Operation::Login && kind.starts_with("401") {
                         self.recover_session().await;
                     }
                 }
