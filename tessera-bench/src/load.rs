@@ -28,7 +28,7 @@
 //! Every loop is bounded: workers stop at the end of the window, every request has a
 //! timeout, setup sends a fixed number of requests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -180,12 +180,28 @@ pub async fn run(options: &RunOptions) -> BenchResult<RunReport> {
         }));
     }
     let mut workers = Vec::with_capacity(concurrency);
+    let mut setup_error = None;
     for setup in setups {
-        workers.push(
-            setup
-                .await
-                .map_err(|e| BenchError::Setup(format!("worker setup task: {e}")))??,
-        );
+        match setup.await {
+            Ok(Ok(worker)) => workers.push(worker),
+            Ok(Err(e)) => {
+                setup_error.get_or_insert(e);
+            }
+            Err(e) => {
+                setup_error.get_or_insert(BenchError::Setup(format!("worker setup task: {e}")));
+            }
+        }
+    }
+    if let Some(error) = setup_error {
+        // The workers that got their session rotated their seeded token: keep the file
+        // usable for the next run before giving up on this one.
+        if let (Some(path), Some(seeded)) = (&options.tokens, seeded) {
+            let sessions = workers
+                .into_iter()
+                .filter_map(|w| w.session.map(|s| (w.index, s)));
+            continue_chains(path, seeded, sessions)?;
+        }
+        return Err(error);
     }
 
     // Warm-up and the measured window, on one clock for every worker.
@@ -198,28 +214,18 @@ pub async fn run(options: &RunOptions) -> BenchResult<RunReport> {
         .collect();
     let mut tally = Tally::default();
     let mut sessions = Vec::with_capacity(concurrency);
-    for run in runs {
+    for (index, run) in runs.into_iter().enumerate() {
         match run.await {
             Ok((worker_tally, session)) => {
                 tally.merge(worker_tally);
-                sessions.push(session);
+                sessions.extend(session.map(|s| (index, s)));
             }
             // A worker that panicked is a broken run, not a slow one.
-            Err(e) => {
-                tally.record_error(format!("worker failed: {e}"));
-                sessions.push(None);
-            }
+            Err(e) => tally.record_error(format!("worker failed: {e}")),
         }
     }
-    if let (Some(path), Some(mut seeded)) = (&options.tokens, seeded) {
-        // Worker i took line i; what it holds now is where the next run must continue.
-        for (line, session) in seeded.iter_mut().zip(sessions) {
-            if let Some(session) = session {
-                line.session_id = session.session_id;
-                line.refresh_token = session.refresh_token;
-            }
-        }
-        write_emitted(path, &seeded)?;
+    if let (Some(path), Some(seeded)) = (&options.tokens, seeded) {
+        continue_chains(path, seeded, sessions.into_iter())?;
     }
     Ok(RunReport::new(
         &options.url,
@@ -229,6 +235,22 @@ pub async fn run(options: &RunOptions) -> BenchResult<RunReport> {
         options.warmup,
         &tally,
     ))
+}
+
+/// Rewrites the `--tokens` file with each worker's current session in place of the line it
+/// took (worker i took line i), so the next run continues those chains.
+fn continue_chains(
+    path: &Path,
+    mut seeded: Vec<SeededToken>,
+    sessions: impl Iterator<Item = (usize, SessionTokens)>,
+) -> BenchResult<()> {
+    for (index, session) in sessions {
+        if let Some(line) = seeded.get_mut(index) {
+            line.session_id = session.session_id;
+            line.refresh_token = session.refresh_token;
+        }
+    }
+    write_emitted(path, &seeded)
 }
 
 fn validate(options: &RunOptions) -> BenchResult<()> {
