@@ -42,8 +42,9 @@ const WRITER_CACHE_KIB: i64 = 32 * 1024;
 /// How often the WAL is copied back into the database file, off the writer's path.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// The WAL's size (in 4 KiB pages) at which the writer finishes a checkpoint itself so the
-/// WAL can start over: it stays around 16 MiB.
-const WAL_RESTART_PAGES: i64 = 4000;
+/// WAL can start over: it stays under about 64 MiB. Each such checkpoint syncs the files
+/// while writes wait (tens of ms on a slow disk), so it should come rarely.
+const WAL_RESTART_PAGES: i64 = 16_384;
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.absolute_expires_at, \
      s.refresh_expires_at, s.revoked_at, s.revoked_reason, s.user_agent, s.ip, s.generation, \
