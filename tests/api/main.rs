@@ -14,6 +14,7 @@ mod config_binary;
 mod cookies;
 mod errors;
 mod expiry;
+mod forwarded_for;
 mod jwt_attacks;
 mod key_rotation;
 mod login;
