@@ -32,12 +32,13 @@ pub struct Config {
     pub client_timeout: Duration,
 }
 
-/// Everything but the webhook secret, which shows only whether it is set.
+/// Everything but the secrets: the webhook secret shows only whether it is set, the database
+/// URL is shown with its password (and any `password=` parameter) redacted.
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
-            .field("database_url", &self.database_url)
+            .field("database_url", &redact_url(&self.database_url))
             .field("database_max_connections", &self.database_max_connections)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
@@ -323,6 +324,39 @@ impl Config {
     }
 }
 
+/// A database URL fit for logs: the password of its user-info part and the value of any
+/// `password` query parameter replaced by `<redacted>`.
+pub fn redact_url(url: &str) -> String {
+    const REDACTED: &str = "<redacted>";
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match head.split_once("://") {
+        // The last `@` ends the user info (a password may hold unencoded `/` or `@`).
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host_and_path)) => match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{scheme}://{user}:{REDACTED}@{host_and_path}"),
+                None => head.to_owned(),
+            },
+            None => head.to_owned(),
+        },
+        None => head.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}={REDACTED}"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
 fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())
 }
@@ -420,6 +454,31 @@ mod tests {
             ..Config::default()
         };
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn database_passwords_never_show() {
+        for url in [
+            "postgres://tessera:s3cretpw@db.example.com:5432/tessera?sslmode=require",
+            "postgres://tessera:s3cretpw@db.example.com/tessera",
+            "postgresql://db.example.com/tessera?user=tessera&password=s3cretpw&sslmode=require",
+            "postgres://tessera:p%40ss@s3cretpw@host/db",
+            "postgres://tessera:s3cre/tpw@host/db",
+        ] {
+            let config = Config {
+                database_url: url.into(),
+                ..Config::default()
+            };
+            let shown = format!("{config:?}");
+            assert!(!shown.contains("s3cretpw") && !shown.contains("tpw@"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+        assert_eq!(
+            redact_url("postgres://tessera:pw@db:5432/t?sslmode=require"),
+            "postgres://tessera:<redacted>@db:5432/t?sslmode=require"
+        );
+        assert_eq!(redact_url("sqlite://tessera.db"), "sqlite://tessera.db");
+        assert_eq!(redact_url("postgres://tessera@db/t"), "postgres://tessera@db/t");
     }
 
     #[test]
