@@ -29,6 +29,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// How often signing keys are re-read, so a rotation by another process is picked up and
 /// retired keys age out of the JWKS.
 const RELOAD_KEYS_EVERY: Duration = Duration::from_secs(60);
+/// How often the rate limiters drop clients idle for a whole window.
+const PRUNE_RATE_LIMITS_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -48,6 +50,7 @@ pub struct Application {
     addr: SocketAddr,
     router: axum::Router,
     service: Arc<AuthService>,
+    limiters: Vec<Arc<RateLimiter>>,
     /// How long a client may take to send its request headers.
     client_timeout: Duration,
 }
@@ -100,13 +103,26 @@ impl Application {
             metrics: Arc::new(Metrics::new()),
             client_timeout: config.client_timeout,
         };
+        let limiters = vec![
+            Arc::clone(&state.login_limit),
+            Arc::clone(&state.register_limit),
+            Arc::clone(&state.refresh_limit),
+        ];
         Ok(Application {
             listener,
             addr,
             router: http::router(state, config.body_limit),
             service,
+            limiters,
             client_timeout: config.client_timeout,
         })
+    }
+
+    /// The login limiter, for tests that need it to track many clients without sending a
+    /// request for each.
+    #[doc(hidden)]
+    pub fn login_rate_limiter(&self) -> Arc<RateLimiter> {
+        Arc::clone(&self.limiters[0])
     }
 
     /// The address actually bound (useful with port 0).
@@ -124,7 +140,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let _maintenance = Maintenance::spawn(Arc::clone(&self.service));
+        let _maintenance = Maintenance::spawn(Arc::clone(&self.service), self.limiters.clone());
         let mut builder = ConnectionBuilder::new(TokioExecutor::new());
         builder
             .http1()
@@ -169,12 +185,13 @@ impl Application {
     }
 }
 
-/// Background upkeep: deleting long-ended sessions and reloading signing keys. The tasks
+/// Background upkeep: deleting long-ended sessions, reloading signing keys, and dropping
+/// idle clients from the rate limiters. The tasks
 /// stop when this is dropped.
 struct Maintenance(Vec<tokio::task::JoinHandle<()>>);
 
 impl Maintenance {
-    fn spawn(service: Arc<AuthService>) -> Maintenance {
+    fn spawn(service: Arc<AuthService>, limiters: Vec<Arc<RateLimiter>>) -> Maintenance {
         let sweeper = Arc::clone(&service);
         let sweep = tokio::spawn(async move {
             let mut every = tokio::time::interval(SWEEP_EVERY);
@@ -197,7 +214,16 @@ impl Maintenance {
                 }
             }
         });
-        Maintenance(vec![sweep, reload])
+        let prune = tokio::spawn(async move {
+            let mut every = tokio::time::interval(PRUNE_RATE_LIMITS_EVERY);
+            loop {
+                every.tick().await;
+                for limiter in &limiters {
+                    limiter.prune();
+                }
+            }
+        });
+        Maintenance(vec![sweep, reload, prune])
     }
 }
 

@@ -21,6 +21,7 @@ mod login;
 mod logout;
 mod me;
 mod metrics;
+mod rate_limit_scale;
 mod rate_limits;
 mod refresh;
 mod register;
