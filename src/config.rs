@@ -28,8 +28,14 @@ pub struct Config {
     pub alert_webhook_secret: Option<String>,
     pub trust_proxy_headers: bool,
     pub body_limit: usize,
-    /// How long a client may take to send a request's headers, and then its body.
+    /// How long a client may take to send a request's headers, and then its body; also how
+    /// long an idle keep-alive connection stays open.
     pub client_timeout: Duration,
+    /// Open connections in total; new ones beyond it are closed at once. Capped further below
+    /// the process's open-file limit at start.
+    pub max_connections: usize,
+    /// Open connections per client address (the socket peer); `0` = no per-address cap.
+    pub max_connections_per_ip: usize,
 }
 
 /// Everything but the secrets: the webhook secret shows only whether it is set, the database
@@ -58,6 +64,8 @@ impl fmt::Debug for Config {
             .field("trust_proxy_headers", &self.trust_proxy_headers)
             .field("body_limit", &self.body_limit)
             .field("client_timeout", &self.client_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .finish()
     }
 }
@@ -83,6 +91,8 @@ impl Default for Config {
             trust_proxy_headers: false,
             body_limit: 64 * 1024,
             client_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -169,6 +179,12 @@ pub struct ConfigArgs {
     /// How long a client may take to send a request's headers, and then its body.
     #[arg(long, env = "TESSERA_CLIENT_TIMEOUT", global = true)]
     pub client_timeout: Option<String>,
+    /// Open connections in total (kept below the open-file limit).
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+    /// Open connections per client address (0 = no per-address cap).
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS_PER_IP", global = true)]
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// The TOML file: the same keys, values as TOML scalars.
@@ -193,6 +209,8 @@ struct FileConfig {
     trust_proxy_headers: Option<bool>,
     body_limit: Option<usize>,
     client_timeout: Option<DurationValue>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
 }
 
 /// A duration in a TOML file may be a number of seconds or a string like `15m`.
@@ -281,6 +299,14 @@ impl Config {
                 file.client_timeout,
                 d.client_timeout,
             )?,
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(d.max_connections_per_ip),
         };
         config.validate()?;
         Ok(config)
@@ -307,6 +333,9 @@ impl Config {
         }
         if self.client_timeout.is_zero() {
             return invalid("client_timeout", "must be positive");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
         }
         if self.database_max_connections == 0 {
             return invalid("database_max_connections", "must be at least 1");

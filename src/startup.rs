@@ -1,16 +1,18 @@
 //! Wiring: open the store, start the service, bind the socket, serve until told to stop.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
 use crate::alerts::{AlertSink, NoAlerts, WebhookAlerts};
@@ -31,6 +33,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(600);
 const RELOAD_KEYS_EVERY: Duration = Duration::from_secs(60);
 /// How often the rate limiters drop clients idle for a whole window.
 const PRUNE_RATE_LIMITS_EVERY: Duration = Duration::from_secs(10);
+/// File descriptors kept free of client connections: the database pool, the listener, log
+/// files, the webhook client, DNS.
+const RESERVED_FDS: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -51,8 +56,10 @@ pub struct Application {
     router: axum::Router,
     service: Arc<AuthService>,
     limiters: Vec<Arc<RateLimiter>>,
-    /// How long a client may take to send its request headers.
+    /// How long a client may take to send its request headers (and how long a keep-alive
+    /// connection may sit idle).
     client_timeout: Duration,
+    connections: ConnectionLimits,
 }
 
 impl Application {
@@ -108,6 +115,20 @@ impl Application {
             Arc::clone(&state.register_limit),
             Arc::clone(&state.refresh_limit),
         ];
+        let fd_limit = raise_open_file_limit();
+        let max_connections = effective_connection_cap(
+            config.max_connections,
+            fd_limit,
+            config.database_max_connections as usize,
+        );
+        if max_connections < config.max_connections {
+            tracing::warn!(
+                configured = config.max_connections,
+                effective = max_connections,
+                open_file_limit = ?fd_limit,
+                "connection cap lowered to stay below the open-file limit"
+            );
+        }
         Ok(Application {
             listener,
             addr,
@@ -115,7 +136,14 @@ impl Application {
             service,
             limiters,
             client_timeout: config.client_timeout,
+            connections: ConnectionLimits::new(max_connections, config.max_connections_per_ip),
         })
+    }
+
+    /// The cap on open connections actually in force (the configured one, or less to stay
+    /// below the open-file limit).
+    pub fn max_connections(&self) -> usize {
+        self.connections.max_total
     }
 
     /// The login limiter, for tests that need it to track many clients without sending a
@@ -134,18 +162,20 @@ impl Application {
     /// finish, for at most [`DRAIN_DEADLINE`]. Every write is one statement (or transaction),
     /// so a request cut off by the deadline never leaves a half-committed rotation.
     ///
-    /// The accept loop is ours rather than `axum::serve`'s so that hyper gets a timer: without
-    /// one, a client could hold a connection forever by never finishing its headers.
+    /// The accept loop is ours rather than `axum::serve`'s so that every connection is bounded:
+    /// it speaks HTTP/1 only (docs/ARCHITECTURE.md says why), hyper's header timer runs from
+    /// the moment the connection is accepted and again whenever a keep-alive connection goes
+    /// idle, and the connection caps refuse sockets beyond them before any work is spent.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let _maintenance = Maintenance::spawn(Arc::clone(&self.service), self.limiters.clone());
-        let mut builder = ConnectionBuilder::new(TokioExecutor::new());
+        let mut builder = http1::Builder::new();
         builder
-            .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.client_timeout);
+            .header_read_timeout(self.client_timeout)
+            .keep_alive(true);
         let connections = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -161,17 +191,24 @@ impl Application {
                 },
                 () = &mut shutdown => break,
             };
+            // Over a cap: close at once (no task, no buffers, nothing read).
+            let Some(slot) = self.connections.admit(peer.ip()) else {
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
             let router = self.router.clone();
             let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 router.clone().oneshot(request.map(axum::body::Body::new))
             });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let connection = connections.watch(connection.into_owned());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let connection = connections.watch(connection);
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
+                drop(slot);
             });
         }
         drop(self.listener);
@@ -183,6 +220,116 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Open connections per client address.
+type OpenPerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// The caps on open connections: in total, and per client address.
+struct ConnectionLimits {
+    max_total: usize,
+    total: Arc<Semaphore>,
+    /// `0`: no per-address cap.
+    max_per_ip: usize,
+    per_ip: OpenPerIp,
+}
+
+/// One admitted connection; dropping it frees its place under both caps.
+struct ConnectionSlot {
+    _total: OwnedSemaphorePermit,
+    per_ip: Option<(IpAddr, OpenPerIp)>,
+}
+
+impl ConnectionLimits {
+    fn new(max_total: usize, max_per_ip: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            max_total,
+            total: Arc::new(Semaphore::new(max_total.min(Semaphore::MAX_PERMITS))),
+            max_per_ip,
+            per_ip: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A place for a new connection from `ip`, or `None` when a cap is reached.
+    fn admit(&self, ip: IpAddr) -> Option<ConnectionSlot> {
+        let total = Arc::clone(&self.total).try_acquire_owned().ok()?;
+        if self.max_per_ip == 0 {
+            return Some(ConnectionSlot {
+                _total: total,
+                per_ip: None,
+            });
+        }
+        let ip = normalise_ip(ip);
+        {
+            // Held for one hash-map operation; a poisoned lock still holds consistent counts.
+            let mut open = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = open.entry(ip).or_insert(0);
+            if *n >= self.max_per_ip {
+                return None;
+            }
+            *n += 1;
+        }
+        Some(ConnectionSlot {
+            _total: total,
+            per_ip: Some((ip, Arc::clone(&self.per_ip))),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let Some((ip, per_ip)) = self.per_ip.take() {
+            let mut open = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = open.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 peers count as their IPv4 address.
+fn normalise_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The connection cap in force: the configured one, lowered if need be so that connections
+/// can never take the file descriptors the database pool and the rest of the process need.
+fn effective_connection_cap(configured: usize, fd_limit: Option<u64>, db_pool: usize) -> usize {
+    match fd_limit.and_then(|l| usize::try_from(l).ok()) {
+        Some(limit) => configured
+            .min(limit.saturating_sub(RESERVED_FDS + db_pool))
+            .max(1),
+        None => configured,
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit (a server holding a connection per
+/// client needs more than the common default of 1024) and returns the limit now in force.
+#[cfg(unix)]
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+#[cfg(not(unix))]
+pub fn raise_open_file_limit() -> Option<u64> {
+    None
 }
 
 /// Background upkeep: deleting long-ended sessions, reloading signing keys, and dropping
@@ -256,5 +403,35 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_stays_below_the_open_file_limit() {
+        assert_eq!(effective_connection_cap(10_000, Some(1024), 16), 1024 - 128 - 16);
+        assert_eq!(effective_connection_cap(500, Some(1024), 16), 500);
+        assert_eq!(effective_connection_cap(500, None, 16), 500);
+        assert_eq!(effective_connection_cap(500, Some(10), 16), 1);
+    }
+
+    #[test]
+    fn per_address_cap_counts_open_connections() {
+        let limits = ConnectionLimits::new(10, 2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = limits.admit(a).unwrap();
+        let _second = limits.admit(mapped).unwrap();
+        assert!(limits.admit(a).is_none(), "third from one address");
+        let _other = limits.admit(b).unwrap();
+        drop(first);
+        assert!(limits.admit(a).is_some(), "a closed connection frees its place");
+        let total = ConnectionLimits::new(1, 0);
+        let _only = total.admit(a).unwrap();
+        assert!(total.admit(b).is_none(), "total cap");
     }
 }
