@@ -36,6 +36,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Open connections per client address (the socket peer); `0` = no per-address cap.
     pub max_connections_per_ip: usize,
+    /// Password hashes running at once (each holds 19 MiB and a blocking thread).
+    pub hash_concurrency: usize,
 }
 
 /// Everything but the secrets: the webhook secret shows only whether it is set, the database
@@ -66,6 +68,7 @@ impl fmt::Debug for Config {
             .field("client_timeout", &self.client_timeout)
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("hash_concurrency", &self.hash_concurrency)
             .finish()
     }
 }
@@ -93,6 +96,7 @@ impl Default for Config {
             client_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
         }
     }
 }
@@ -185,6 +189,9 @@ pub struct ConfigArgs {
     /// Open connections per client address (0 = no per-address cap).
     #[arg(long, env = "TESSERA_MAX_CONNECTIONS_PER_IP", global = true)]
     pub max_connections_per_ip: Option<usize>,
+    /// Password hashes running at once (default: twice the CPU count).
+    #[arg(long, env = "TESSERA_HASH_CONCURRENCY", global = true)]
+    pub hash_concurrency: Option<usize>,
 }
 
 /// The TOML file: the same keys, values as TOML scalars.
@@ -211,6 +218,7 @@ struct FileConfig {
     client_timeout: Option<DurationValue>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    hash_concurrency: Option<usize>,
 }
 
 /// A duration in a TOML file may be a number of seconds or a string like `15m`.
@@ -307,6 +315,10 @@ impl Config {
                 .max_connections_per_ip
                 .or(file.max_connections_per_ip)
                 .unwrap_or(d.max_connections_per_ip),
+            hash_concurrency: args
+                .hash_concurrency
+                .or(file.hash_concurrency)
+                .unwrap_or(d.hash_concurrency),
         };
         config.validate()?;
         Ok(config)
@@ -333,6 +345,9 @@ impl Config {
         }
         if self.client_timeout.is_zero() {
             return invalid("client_timeout", "must be positive");
+        }
+        if self.hash_concurrency == 0 {
+            return invalid("hash_concurrency", "must be at least 1");
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");

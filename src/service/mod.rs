@@ -3,13 +3,13 @@
 
 pub mod rotation;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ring::rand::SystemRandom;
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::alerts::{AlertSink, ReuseAlert};
 use crate::config::Config;
@@ -70,6 +70,8 @@ pub struct Policy {
     pub session_ttl: Duration,
     pub reuse_grace: Duration,
     pub max_sessions: u32,
+    /// How many password hashes may run at once (each holds 19 MiB and a blocking thread).
+    pub hash_concurrency: usize,
 }
 
 impl Policy {
@@ -80,6 +82,7 @@ impl Policy {
             session_ttl: c.session_ttl,
             reuse_grace: c.reuse_grace,
             max_sessions: c.max_sessions,
+            hash_concurrency: c.hash_concurrency,
         }
     }
 }
@@ -163,6 +166,47 @@ const KEY_RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// answered 503: a flood of hashing requests then costs its senders, not every other user.
 const HASH_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Password hashing as it happens: for `/metrics` and tests.
+#[derive(Debug, Default)]
+pub struct HashingStats {
+    in_progress: AtomicUsize,
+    peak: AtomicUsize,
+    finished: AtomicU64,
+    permits: usize,
+}
+
+impl HashingStats {
+    /// Hashes running right now.
+    pub fn in_progress(&self) -> usize {
+        self.in_progress.load(Ordering::Relaxed)
+    }
+
+    /// The most hashes that ever ran at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Hashes finished since start.
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
+    }
+
+    /// The bound on hashes running at once.
+    pub fn permits(&self) -> usize {
+        self.permits
+    }
+
+    fn start(&self) {
+        let now = self.in_progress.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn finish(&self) {
+        self.in_progress.fetch_sub(1, Ordering::Relaxed);
+        self.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 pub struct AuthService {
     store: Arc<dyn Store>,
     /// Swapped whole when the keys are reloaded (another instance or `tessera rotate-key` may
@@ -176,8 +220,11 @@ pub struct AuthService {
     rng: SystemRandom,
     passwords: Arc<PasswordHasher>,
     dummy_hash: PasswordHashString,
-    /// argon2 takes 19 MiB and tens of milliseconds per hash: bound how many run at once.
-    hashing: Semaphore,
+    /// argon2 takes 19 MiB and tens of milliseconds per hash: bound how many run at once. A
+    /// permit is owned by the blocking work itself, so a client hanging up cannot free it
+    /// while its hash still runs.
+    hashing: Arc<Semaphore>,
+    hashing_stats: Arc<HashingStats>,
     alerts: Arc<dyn AlertSink>,
 }
 
@@ -200,8 +247,9 @@ impl AuthService {
         }
         let now = clock.now();
         let tokens = build_key_set(&keys, issuer, audience, now, &policy)?;
-        let permits = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
-        let passwords = Arc::new(PasswordHasher::new());
+        let permits = policy.hash_concurrency.max(1);
+        // One working buffer per hash that may run at once, never more.
+        let passwords = Arc::new(PasswordHasher::with_pool_limit(permits));
         let hasher = Arc::clone(&passwords);
         let dummy_hash = tokio::task::spawn_blocking(move || hasher.dummy_hash())
             .await
@@ -218,7 +266,11 @@ impl AuthService {
             rng: SystemRandom::new(),
             passwords,
             dummy_hash,
-            hashing: Semaphore::new(permits),
+            hashing: Arc::new(Semaphore::new(permits)),
+            hashing_stats: Arc::new(HashingStats {
+                permits,
+                ..HashingStats::default()
+            }),
             alerts,
         })
     }
@@ -230,6 +282,10 @@ impl AuthService {
     fn tokens(&self) -> Arc<AccessTokens> {
         // A poisoned lock only means a reload panicked; the key set it guards is still whole.
         Arc::clone(&self.tokens.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn hashing_stats(&self) -> &HashingStats {
+        &self.hashing_stats
     }
 
     /// Re-reads the signing keys: picks up a rotation and lets retired keys age out.
@@ -281,7 +337,11 @@ impl AuthService {
                 return Err(AuthError::Validation(errors));
             }
         };
-        let hash = self.blocking_hash(move |hasher| hasher.hash(&password)).await??;
+        let permit = self.hashing_permit().await?;
+        let hash = self
+            .spawn_hash(permit, move |hasher| hasher.hash(&password))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))??;
         let user = UserRecord {
             id: UserId::new(),
             email,
@@ -328,16 +388,42 @@ impl AuthService {
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
         let password = password.to_owned();
-        let matches = self
-            .blocking_hash(move |hasher| hasher.verify(&password, &stored))
-            .await?;
+        let permit = self.hashing_permit().await?;
+        let hashing = self.spawn_hash(permit, move |hasher| hasher.verify(&password, &stored));
+        // Once the hash has started, it and the audit record of a failure run to the end on a
+        // task of their own, even if this request is dropped because the client hung up: the
+        // attempt was made and must be on record. (A client that leaves while still queued for
+        // a permit made no attempt: nothing was checked.)
+        let failure = AuditEvent {
+            id: uuid::Uuid::now_v7(),
+            event: "login_failed",
+            at: Timestamp(0),
+            user_id: user.as_ref().map(|u| u.id),
+            session_id: None,
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+            detail: None,
+        };
+        let (store, clock, known) = (Arc::clone(&self.store), Arc::clone(&self.clock), user.is_some());
+        let matches = tokio::spawn(async move {
+            let matches = hashing.await.map_err(|e| AuthError::Internal(e.to_string()))?;
+            if !(matches && known) {
+                write_audit(
+                    store.as_ref(),
+                    AuditEvent {
+                        at: clock.now(),
+                        ..failure
+                    },
+                )
+                .await;
+            }
+            Ok::<bool, AuthError>(matches)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))??;
         let user = match user {
             Some(u) if matches => u,
-            found => {
-                self.audit("login_failed", found.map(|u| u.id), None, client, None)
-                    .await;
-                return Err(AuthError::InvalidCredentials);
-            }
+            _ => return Err(AuthError::InvalidCredentials),
         };
 
         let now = self.clock.now();
@@ -673,19 +759,31 @@ impl AuthService {
         })
     }
 
-    /// Runs password hashing on the blocking pool, at most `hashing`'s permits at a time.
-    async fn blocking_hash<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
-    ) -> Result<T, AuthError> {
-        let _permit = tokio::time::timeout(HASH_QUEUE_TIMEOUT, self.hashing.acquire())
+    /// A turn at password hashing, waited for at most [`HASH_QUEUE_TIMEOUT`].
+    async fn hashing_permit(&self) -> Result<OwnedSemaphorePermit, AuthError> {
+        tokio::time::timeout(HASH_QUEUE_TIMEOUT, Arc::clone(&self.hashing).acquire_owned())
             .await
             .map_err(|_| AuthError::Overloaded)?
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let hasher = Arc::clone(&self.passwords);
-        tokio::task::spawn_blocking(move || work(&hasher))
-            .await
             .map_err(|e| AuthError::Internal(e.to_string()))
+    }
+
+    /// Runs password hashing on the blocking pool. The permit moves into the blocking closure
+    /// and is released only when the hash is done, so the number of hashes running (threads
+    /// busy, buffers in use) never exceeds the permits whatever the clients do.
+    fn spawn_hash<T: Send + 'static>(
+        &self,
+        permit: OwnedSemaphorePermit,
+        work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        let hasher = Arc::clone(&self.passwords);
+        let stats = Arc::clone(&self.hashing_stats);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            stats.start();
+            let result = work(&hasher);
+            stats.finish();
+            result
+        })
     }
 
     /// Audit failures are logged, never turned into request failures: the action happened.
@@ -707,9 +805,13 @@ impl AuthService {
             user_agent: client.user_agent.clone(),
             detail,
         };
-        if let Err(err) = self.store.insert_audit_event(&e).await {
-            tracing::error!(event, error = %err, "could not write audit event");
-        }
+        write_audit(self.store.as_ref(), e).await;
+    }
+}
+
+async fn write_audit(store: &dyn Store, e: AuditEvent) {
+    if let Err(err) = store.insert_audit_event(&e).await {
+        tracing::error!(event = e.event, error = %err, "could not write audit event");
     }
 }
 

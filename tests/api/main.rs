@@ -15,6 +15,7 @@ mod cookies;
 mod errors;
 mod expiry;
 mod forwarded_for;
+mod hashing_hangups;
 mod hostile_connections;
 mod jwt_attacks;
 mod key_rotation;
