@@ -166,6 +166,12 @@ const KEY_RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// answered 503: a flood of hashing requests then costs its senders, not every other user.
 const HASH_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Signing keys are reloaded every minute. An instance that has not managed to read them for
+/// this long may be signing with a key another process has retired: it stops issuing tokens
+/// (503) until a reload succeeds. Retired keys keep verifying this much longer than a token
+/// they signed can live, so tokens issued in the meantime stay valid on every instance.
+pub const KEY_SET_MAX_AGE: Duration = Duration::from_secs(180);
+
 /// Password hashing as it happens: for `/metrics` and tests.
 #[derive(Debug, Default)]
 pub struct HashingStats {
@@ -212,7 +218,10 @@ pub struct AuthService {
     /// Swapped whole when the keys are reloaded (another instance or `tessera rotate-key` may
     /// have changed them); readers clone the `Arc` and never wait on a reload.
     tokens: RwLock<Arc<AccessTokens>>,
+    /// When a key reload was last attempted (unknown kids reload at most once a second).
     last_key_reload: AtomicI64,
+    /// When the keys were last read successfully: after [`KEY_SET_MAX_AGE`] no token is issued.
+    keys_loaded_at: AtomicI64,
     issuer: String,
     audience: String,
     clock: Arc<dyn Clock>,
@@ -259,6 +268,7 @@ impl AuthService {
             tokens: RwLock::new(Arc::new(tokens)),
             // Not "now": the first unknown kid after start may reload at once.
             last_key_reload: AtomicI64::new(0),
+            keys_loaded_at: AtomicI64::new(now.millis()),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             clock,
@@ -288,31 +298,56 @@ impl AuthService {
         &self.hashing_stats
     }
 
-    /// Re-reads the signing keys: picks up a rotation and lets retired keys age out.
+    /// Re-reads the signing keys: picks up a rotation and lets retired keys age out. When the
+    /// key set is what we already hold, it is kept, and with it the cache of verified tokens
+    /// (a forged unknown `kid` triggers a reload, and must not cost every client its cache).
     pub async fn reload_keys(&self) -> Result<(), AuthError> {
         let now = self.clock.now();
         self.last_key_reload.store(now.millis(), Ordering::Relaxed);
         let keys = self.store.find_signing_keys().await?;
-        let tokens = build_key_set(&keys, &self.issuer, &self.audience, now, &self.policy)?;
-        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+        if !self
+            .tokens()
+            .same_key_set(&keys, now, retired_grace(&self.policy))
+        {
+            let tokens = build_key_set(&keys, &self.issuer, &self.audience, now, &self.policy)?;
+            *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+        }
+        self.keys_loaded_at.store(now.millis(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The key set to sign with: refused (503) when the keys could not be read for
+    /// [`KEY_SET_MAX_AGE`], after one more attempt, because another process may have retired
+    /// the key we hold.
+    async fn signing_keys(&self) -> Result<Arc<AccessTokens>, AuthError> {
+        let now = self.clock.now().millis();
+        let age = now.saturating_sub(self.keys_loaded_at.load(Ordering::Relaxed));
+        if age > KEY_SET_MAX_AGE.as_millis() as i64 {
+            if let Err(e) = self.reload_keys().await {
+                tracing::error!(error = %e, "signing keys could not be reloaded; not issuing tokens");
+                return Err(AuthError::Store(StoreError::Unavailable(
+                    "signing keys could not be reloaded".into(),
+                )));
+            }
+        }
+        Ok(self.tokens())
     }
 
     /// Verifies an access token; a `kid` we do not know yet makes us reload the keys (rate
     /// limited) and try once more, so a key another instance just rotated in is accepted.
     async fn verify_access_token(&self, jwt: &str, allow_expired: bool) -> Result<AccessClaims, TokenError> {
-        match self.tokens().verify(jwt, allow_expired) {
+        let now = self.clock.now();
+        match self.tokens().verify(jwt, allow_expired, now) {
             Err(TokenError::UnknownKey) => {
                 let last = self.last_key_reload.load(Ordering::Relaxed);
-                let now = self.clock.now().millis();
-                if now - last < KEY_RELOAD_MIN_INTERVAL.as_millis() as i64 {
+                if now.millis() - last < KEY_RELOAD_MIN_INTERVAL.as_millis() as i64 {
                     return Err(TokenError::UnknownKey);
                 }
                 if let Err(e) = self.reload_keys().await {
                     tracing::warn!(error = %e, "could not reload signing keys");
                     return Err(TokenError::UnknownKey);
                 }
-                self.tokens().verify(jwt, allow_expired)
+                self.tokens().verify(jwt, allow_expired, now)
             }
             other => other,
         }
@@ -460,7 +495,8 @@ impl AuthService {
         }
         self.audit("login_succeeded", Some(user.id), Some(session.id), client, None)
             .await;
-        self.grant(&user, &session, refresh, now)
+        let keys = self.signing_keys().await?;
+        self.grant(&keys, &user, &session, refresh, now)
     }
 
     /// Rotates a refresh token. `csrf` is the CSRF token that came with a refresh token taken
@@ -486,6 +522,7 @@ impl AuthService {
 
         // Losing a rotation race, or a replay decided on the first read, sends us round again
         // with the session re-read; three rounds suffice. The bound is a guard.
+        let keys = self.signing_keys().await?;
         let mut reread = false;
         for _ in 0..4 {
             let now = self.clock.now();
@@ -504,7 +541,7 @@ impl AuthService {
                     let current = presented
                         .open_successor(sealed)
                         .ok_or_else(|| AuthError::Internal("sealed successor does not open".into()))?;
-                    return self.grant(&user, &session, current, now);
+                    return self.grant(&keys, &user, &session, current, now);
                 }
                 RefreshDecision::Rotate => {
                     let next = RefreshToken::generate(&self.rng)?;
@@ -523,7 +560,7 @@ impl AuthService {
                         session.last_used_at = now;
                         session.rotated_at = Some(now);
                         session.refresh_expires_at = refresh_expires_at;
-                        return self.grant(&user, &session, next, now);
+                        return self.grant(&keys, &user, &session, next, now);
                     }
                     // Someone else rotated (or revoked) first: decide again on fresh state.
                     session = self.reread(session.id).await?;
@@ -737,6 +774,7 @@ impl AuthService {
 
     fn grant(
         &self,
+        keys: &AccessTokens,
         user: &UserRecord,
         session: &SessionRecord,
         refresh: RefreshToken,
@@ -744,8 +782,7 @@ impl AuthService {
     ) -> Result<TokenGrant, AuthError> {
         // An access token never outlives its session.
         let access_expires_at = now.plus(self.policy.access_ttl).min(session.expires_at());
-        let access_token = self
-            .tokens()
+        let access_token = keys
             .issue(user.id, session.id, &user.roles, now, access_expires_at)
             .map_err(token_internal)?;
         Ok(TokenGrant {
@@ -832,8 +869,13 @@ fn build_key_set(
     now: Timestamp,
     policy: &Policy,
 ) -> Result<AccessTokens, AuthError> {
-    let retired_grace = policy.access_ttl + Duration::from_secs(60);
-    AccessTokens::new(keys, issuer, audience, now, retired_grace).map_err(token_internal)
+    AccessTokens::new(keys, issuer, audience, now, retired_grace(policy)).map_err(token_internal)
+}
+
+/// How long a retired key keeps verifying: the longest a token it signed can live, plus the
+/// longest an instance may go on signing with it unawares ([`KEY_SET_MAX_AGE`]), plus a minute.
+fn retired_grace(policy: &Policy) -> Duration {
+    policy.access_ttl + KEY_SET_MAX_AGE + Duration::from_secs(60)
 }
 
 /// A credential taken from a cookie comes with a CSRF token that must be the session's own.
@@ -846,4 +888,58 @@ fn check_csrf(session: &SessionRecord, csrf: Option<&str>) -> Result<(), AuthErr
 
 fn token_internal(e: TokenError) -> AuthError {
     AuthError::Internal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::NoAlerts;
+    use crate::domain::SystemClock;
+
+    async fn service(dir: &tempfile::TempDir) -> AuthService {
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::connect(&url, 2).await.unwrap();
+        let policy = Policy::from_config(&Config::default());
+        AuthService::start(
+            store,
+            Arc::new(SystemClock),
+            Arc::new(NoAlerts),
+            policy,
+            "iss",
+            "aud",
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_forged_unknown_kid_does_not_throw_away_the_verified_token_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(&dir).await;
+        let before = service.tokens();
+        // A token with a kid nobody has: it makes the service reload its keys.
+        let header = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            br#"{"alg":"EdDSA","typ":"at+jwt","kid":"forged"}"#,
+        );
+        let forged = format!("{header}.e30.c2ln");
+        assert!(matches!(
+            service.verify_access_token(&forged, false).await,
+            Err(TokenError::UnknownKey)
+        ));
+        assert!(
+            service.last_key_reload.load(Ordering::Relaxed) > 0,
+            "a reload happened"
+        );
+        assert!(
+            Arc::ptr_eq(&before, &service.tokens()),
+            "the same key set, and with it its cache, is kept"
+        );
+        // A real change of keys is still picked up.
+        rotate_signing_key(service.store.as_ref(), service.clock.now())
+            .await
+            .unwrap();
+        service.reload_keys().await.unwrap();
+        assert!(!Arc::ptr_eq(&before, &service.tokens()));
+    }
 }
