@@ -172,6 +172,16 @@ const HASH_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// they signed can live, so tokens issued in the meantime stay valid on every instance.
 pub const KEY_SET_MAX_AGE: Duration = Duration::from_secs(180);
 
+/// What `logout` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogoutOutcome {
+    /// A session was ended, or there was nothing to end.
+    Done,
+    /// The refresh token was a rotated-out one the grace rule does not forgive: the session
+    /// was revoked as stolen (the answer is still 204).
+    ReuseDetected,
+}
+
 /// Password hashing as it happens: for `/metrics` and tests.
 #[derive(Debug, Default)]
 pub struct HashingStats {
@@ -620,12 +630,12 @@ impl AuthService {
         presented: &str,
         csrf: Option<&str>,
         client: &ClientInfo,
-    ) -> Result<(), AuthError> {
+    ) -> Result<LogoutOutcome, AuthError> {
         let Some(token) = RefreshToken::parse(presented) else {
-            return Ok(());
+            return Ok(LogoutOutcome::Done);
         };
         let Some(found) = self.store.find_refresh_token(&token.hash()).await? else {
-            return Ok(());
+            return Ok(LogoutOutcome::Done);
         };
         check_csrf(&found.session, csrf)?;
         let now = self.clock.now();
@@ -633,13 +643,14 @@ impl AuthService {
         // endpoint it is presented at: record and report it as reuse, not as a plain logout.
         // The answer stays 204 (logout is idempotent and reveals nothing).
         match rotation::decide(&found.session, found.generation, now, self.policy.reuse_grace) {
-            RefreshDecision::Revoked => Ok(()),
+            RefreshDecision::Revoked => Ok(LogoutOutcome::Done),
             RefreshDecision::Reuse => match self.on_reuse(&found.session, now, client).await {
-                AuthError::RefreshTokenReused => Ok(()),
+                AuthError::RefreshTokenReused => Ok(LogoutOutcome::ReuseDetected),
                 other => Err(other),
             },
             RefreshDecision::Rotate | RefreshDecision::ReplayCurrent | RefreshDecision::Expired => {
-                self.end_session(&found.session, "logout", client).await
+                self.end_session(&found.session, "logout", client).await?;
+                Ok(LogoutOutcome::Done)
             }
         }
     }
