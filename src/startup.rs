@@ -21,8 +21,9 @@ use crate::domain::{Clock, SystemClock};
 use crate::http::metrics::Metrics;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{self, AppState};
+use crate::service::aligned_clock::DatabaseAlignedClock;
 use crate::service::{AuthError, AuthService, Policy};
-use crate::store::{self, StoreError};
+use crate::store::{self, Store, StoreError};
 
 /// How long in-flight requests may take to finish after a shutdown signal (the contract
 /// promises an exit within 10 s).
@@ -31,6 +32,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// How often signing keys are re-read, so a rotation by another process is picked up and
 /// retired keys age out of the JWKS.
 const RELOAD_KEYS_EVERY: Duration = Duration::from_secs(60);
+/// How often the offset to the database's clock is measured again.
+const RESYNC_CLOCK_EVERY: Duration = Duration::from_secs(60);
 /// How often the rate limiters drop clients idle for a whole window.
 const PRUNE_RATE_LIMITS_EVERY: Duration = Duration::from_secs(10);
 /// File descriptors kept free of client connections: the database pool, the listener, log
@@ -45,6 +48,8 @@ pub enum StartupError {
     Service(#[from] AuthError),
     #[error("alert webhook: {0}")]
     Alerts(String),
+    #[error("cannot measure the database's clock (instances align their clocks to it): {0}")]
+    Clock(StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -55,6 +60,9 @@ pub struct Application {
     addr: SocketAddr,
     router: axum::Router,
     service: Arc<AuthService>,
+    store: Arc<dyn Store>,
+    /// Set when "now" is the database's clock, measured through ours; re-measured every minute.
+    aligned_clock: Option<Arc<DatabaseAlignedClock>>,
     limiters: Vec<Arc<RateLimiter>>,
     /// How long a client may take to send its request headers (and how long a keep-alive
     /// connection may sit idle).
@@ -63,15 +71,50 @@ pub struct Application {
 }
 
 impl Application {
+    /// The server on the system clock, aligned to the database's clock when the database has
+    /// one of its own (PostgreSQL).
     pub async fn build(config: &Config) -> Result<Application, StartupError> {
-        Self::build_with_clock(config, Arc::new(SystemClock)).await
+        Self::build_with_base_clock(config, Arc::new(SystemClock)).await
     }
 
+    /// The server on `clock`, exactly as given (tests that move time themselves).
     pub async fn build_with_clock(
         config: &Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartupError> {
         let store = store::connect(&config.database_url, config.database_max_connections).await?;
+        Self::assemble(config, store, clock, None).await
+    }
+
+    /// The server on `base` aligned to the database's clock (PostgreSQL), as [`build`] does
+    /// with the system clock; refuses to start if the offset cannot be measured. Tests pass
+    /// a skewed base to play an instance whose clock is wrong.
+    ///
+    /// [`build`]: Application::build
+    pub async fn build_with_base_clock(
+        config: &Config,
+        base: Arc<dyn Clock>,
+    ) -> Result<Application, StartupError> {
+        let store = store::connect(&config.database_url, config.database_max_connections).await?;
+        let aligned = DatabaseAlignedClock::measure(Arc::clone(&base), store.as_ref())
+            .await
+            .map_err(StartupError::Clock)?;
+        let clock: Arc<dyn Clock> = match &aligned {
+            Some(aligned) => {
+                tracing::info!(offset_ms = aligned.offset(), "clock aligned to the database's");
+                Arc::clone(aligned) as Arc<dyn Clock>
+            }
+            None => base,
+        };
+        Self::assemble(config, store, clock, aligned).await
+    }
+
+    async fn assemble(
+        config: &Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        aligned_clock: Option<Arc<DatabaseAlignedClock>>,
+    ) -> Result<Application, StartupError> {
         let alerts: Arc<dyn AlertSink> = match &config.alert_webhook_url {
             Some(url) => Arc::new(
                 WebhookAlerts::new(url, config.alert_webhook_secret.as_deref())
@@ -81,7 +124,7 @@ impl Application {
         };
         let service = Arc::new(
             AuthService::start(
-                store,
+                Arc::clone(&store),
                 clock,
                 alerts,
                 Policy::from_config(config),
@@ -134,6 +177,8 @@ impl Application {
             addr,
             router: http::router(state, config.body_limit),
             service,
+            store,
+            aligned_clock,
             limiters,
             client_timeout: config.client_timeout,
             connections: ConnectionLimits::new(max_connections, config.max_connections_per_ip),
@@ -170,7 +215,13 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let _maintenance = Maintenance::spawn(Arc::clone(&self.service), self.limiters.clone());
+        let _maintenance = Maintenance::spawn(
+            Arc::clone(&self.service),
+            self.limiters.clone(),
+            self.aligned_clock
+                .clone()
+                .map(|clock| (clock, Arc::clone(&self.store))),
+        );
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -332,13 +383,17 @@ pub fn raise_open_file_limit() -> Option<u64> {
     None
 }
 
-/// Background upkeep: deleting long-ended sessions, reloading signing keys, and dropping
-/// idle clients from the rate limiters. The tasks
+/// Background upkeep: deleting long-ended sessions, reloading signing keys, dropping idle
+/// clients from the rate limiters and re-measuring the database's clock. The tasks
 /// stop when this is dropped.
 struct Maintenance(Vec<tokio::task::JoinHandle<()>>);
 
 impl Maintenance {
-    fn spawn(service: Arc<AuthService>, limiters: Vec<Arc<RateLimiter>>) -> Maintenance {
+    fn spawn(
+        service: Arc<AuthService>,
+        limiters: Vec<Arc<RateLimiter>>,
+        aligned_clock: Option<(Arc<DatabaseAlignedClock>, Arc<dyn Store>)>,
+    ) -> Maintenance {
         let sweeper = Arc::clone(&service);
         let sweep = tokio::spawn(async move {
             let mut every = tokio::time::interval(SWEEP_EVERY);
@@ -370,7 +425,22 @@ impl Maintenance {
                 }
             }
         });
-        Maintenance(vec![sweep, reload, prune])
+        let mut tasks = vec![sweep, reload, prune];
+        if let Some((clock, store)) = aligned_clock {
+            tasks.push(tokio::spawn(async move {
+                let mut every = tokio::time::interval(RESYNC_CLOCK_EVERY);
+                every.tick().await; // just measured
+                loop {
+                    every.tick().await;
+                    match clock.resync(store.as_ref()).await {
+                        Ok(offset_ms) => tracing::debug!(offset_ms, "clock re-aligned to the database's"),
+                        // The last offset stays in force: clocks drift by milliseconds a minute.
+                        Err(e) => tracing::warn!(error = %e, "could not re-measure the database's clock"),
+                    }
+                }
+            }));
+        }
+        Maintenance(tasks)
     }
 }
 

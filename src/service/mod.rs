@@ -1,6 +1,7 @@
 //! The auth flows: register, login, refresh (rotation and reuse detection), logout, sessions.
 //! No HTTP types here: callers pass plain values and get [`AuthError`]s.
 
+pub mod aligned_clock;
 pub mod rotation;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};

@@ -404,4 +404,13 @@ impl Store for PostgresStore {
         .map_err(map_pg)?;
         tx.commit().await.map_err(map_pg)
     }
+
+    async fn database_time(&self) -> StoreResult<Option<Timestamp>> {
+        // clock_timestamp(), not now(): the latter is the start of the transaction.
+        let millis: i64 = sqlx::query_scalar("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        Ok(Some(Timestamp(millis)))
+    }
 }

@@ -9,6 +9,7 @@ mod postgres_support;
 
 mod access_token;
 mod binary;
+mod clock_skew;
 mod concurrency;
 mod config_binary;
 mod cookies;
