@@ -146,3 +146,46 @@ async fn connections_over_the_total_cap_are_refused_at_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_status(app.get("/healthz").await, 200).await;
 }
+
+#[tokio::test]
+async fn a_body_nobody_reads_does_not_hold_the_connection() {
+    let app = spawn_with_client_timeout().await;
+    // /healthz reads no body; the client promises one and sends a byte of it.
+    let took = closed_after(
+        &app,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx",
+    )
+    .await;
+    assert_within_the_timeout(took);
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_cut_off() {
+    let app = spawn_with_client_timeout().await;
+    let stream = TcpStream::connect(app.addr).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    // Far more pipelined requests than socket buffers hold answers for; nothing is read.
+    const REQUESTS: usize = 100_000;
+    let request = b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n";
+    let sending = tokio::spawn(async move {
+        let all: Vec<u8> = request
+            .iter()
+            .copied()
+            .cycle()
+            .take(request.len() * REQUESTS)
+            .collect();
+        let _ = writer.write_all(&all).await;
+        writer
+    });
+    // Long enough for the server to fill the buffers and stall, then for its timeout.
+    tokio::time::sleep(TIMEOUT * 6).await;
+    let mut answers = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut answers)).await;
+    sending.abort();
+    let received = answers.windows(12).filter(|w| w == b"HTTP/1.1 404").count();
+    assert!(read.is_ok(), "the connection was closed");
+    assert!(
+        received < REQUESTS,
+        "the server waited for a client that would not read ({received} answers)"
+    );
+}
