@@ -40,8 +40,8 @@ pub struct Config {
     pub hash_concurrency: usize,
 }
 
-/// Everything but the secrets: the webhook secret shows only whether it is set, the database
-/// URL is shown with its password (and any `password=` parameter) redacted.
+/// Everything but the secrets: the webhook secret shows only whether it is set; the database
+/// and webhook URLs are shown with their passwords (and any `password=` parameter) redacted.
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
@@ -58,7 +58,10 @@ impl fmt::Debug for Config {
             .field("login_rate", &self.login_rate)
             .field("refresh_rate", &self.refresh_rate)
             .field("cookie_secure", &self.cookie_secure)
-            .field("alert_webhook_url", &self.alert_webhook_url)
+            .field(
+                "alert_webhook_url",
+                &self.alert_webhook_url.as_deref().map(redact_url),
+            )
             .field(
                 "alert_webhook_secret",
                 &self.alert_webhook_secret.as_ref().map(|_| "<redacted>"),
@@ -522,6 +525,11 @@ mod tests {
             "postgres://tessera:<redacted>@db:5432/t?sslmode=require"
         );
         assert_eq!(redact_url("sqlite://tessera.db"), "sqlite://tessera.db");
+        let config = Config {
+            alert_webhook_url: Some("https://hooks:s3cretpw@alerts.example.com/in".into()),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("s3cretpw"));
         assert_eq!(redact_url("postgres://tessera@db/t"), "postgres://tessera@db/t");
     }
 
