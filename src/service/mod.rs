@@ -213,14 +213,20 @@ impl HashingStats {
         self.permits
     }
 
-    fn start(&self) {
+    /// Counts a hash as running until the guard is dropped (even by a panic).
+    fn running(&self) -> RunningHash<'_> {
         let now = self.in_progress.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak.fetch_max(now, Ordering::Relaxed);
+        RunningHash(self)
     }
+}
 
-    fn finish(&self) {
-        self.in_progress.fetch_sub(1, Ordering::Relaxed);
-        self.finished.fetch_add(1, Ordering::Relaxed);
+struct RunningHash<'a>(&'a HashingStats);
+
+impl Drop for RunningHash<'_> {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
+        self.0.finished.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -472,6 +478,8 @@ impl AuthService {
             _ => return Err(AuthError::InvalidCredentials),
         };
 
+        // Checked before anything is written: no session is created that gets no tokens.
+        let keys = self.signing_keys().await?;
         let now = self.clock.now();
         let absolute = now.plus(self.policy.session_ttl);
         let session = SessionRecord {
@@ -506,7 +514,6 @@ impl AuthService {
         }
         self.audit("login_succeeded", Some(user.id), Some(session.id), client, None)
             .await;
-        let keys = self.signing_keys().await?;
         self.grant(&keys, &user, &session, refresh, now)
     }
 
@@ -533,7 +540,6 @@ impl AuthService {
 
         // Losing a rotation race, or a replay decided on the first read, sends us round again
         // with the session re-read; three rounds suffice. The bound is a guard.
-        let keys = self.signing_keys().await?;
         let mut reread = false;
         for _ in 0..4 {
             let now = self.clock.now();
@@ -548,6 +554,7 @@ impl AuthService {
                     reread = true;
                 }
                 RefreshDecision::ReplayCurrent => {
+                    let keys = self.signing_keys().await?;
                     let sealed = session.sealed_current.as_deref().unwrap_or_default();
                     let current = presented
                         .open_successor(sealed)
@@ -555,6 +562,8 @@ impl AuthService {
                     return self.grant(&keys, &user, &session, current, now);
                 }
                 RefreshDecision::Rotate => {
+                    // Before the write: a rotation whose tokens cannot be signed must not happen.
+                    let keys = self.signing_keys().await?;
                     let next = RefreshToken::generate(&self.rng)?;
                     let refresh_expires_at =
                         now.plus(self.policy.refresh_ttl).min(session.absolute_expires_at);
@@ -828,10 +837,8 @@ impl AuthService {
         let stats = Arc::clone(&self.hashing_stats);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            stats.start();
-            let result = work(&hasher);
-            stats.finish();
-            result
+            let _running = stats.running();
+            work(&hasher)
         })
     }
 

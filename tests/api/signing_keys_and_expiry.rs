@@ -83,7 +83,10 @@ async fn an_instance_that_cannot_reload_its_keys_stops_issuing_tokens() {
     // process may have retired the key this instance holds.
     execute(&app, "ALTER TABLE signing_keys RENAME TO signing_keys_away").await;
     clock.advance(Duration::from_secs(4 * 60));
+    let sessions_before = app.session_ids(&s(&t, "access_token")).await;
     assert_problem(app.login(EMAIL).await, 503, "service_unavailable").await;
+    // Refused before anything was written: no session without tokens.
+    assert_eq!(app.session_ids(&s(&t, "access_token")).await, sessions_before);
     assert_problem(
         app.refresh(&s(&t, "refresh_token")).await,
         503,
