@@ -28,8 +28,16 @@ pub struct Config {
     pub alert_webhook_secret: Option<String>,
     pub trust_proxy_headers: bool,
     pub body_limit: usize,
-    /// How long a client may take to send a request's headers, and then its body.
+    /// How long a client may take to send a request's headers, and then its body; also how
+    /// long an idle keep-alive connection stays open.
     pub client_timeout: Duration,
+    /// Open connections in total; new ones beyond it are closed at once. Capped further below
+    /// the process's open-file limit at start.
+    pub max_connections: usize,
+    /// Open connections per client address (the socket peer); `0` = no per-address cap.
+    pub max_connections_per_ip: usize,
+    /// Password hashes running at once (each holds 19 MiB and a blocking thread).
+    pub hash_concurrency: usize,
     /// How authenticated requests learn whether their session is still live.
     pub session_check: SessionCheck,
 }
@@ -58,12 +66,13 @@ impl std::str::FromStr for SessionCheck {
     }
 }
 
-/// Everything but the webhook secret, which shows only whether it is set.
+/// Everything but the secrets: the webhook secret shows only whether it is set; the database
+/// and webhook URLs are shown with their passwords (and any `password=` parameter) redacted.
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
-            .field("database_url", &self.database_url)
+            .field("database_url", &redact_url(&self.database_url))
             .field("database_max_connections", &self.database_max_connections)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
@@ -75,7 +84,10 @@ impl fmt::Debug for Config {
             .field("login_rate", &self.login_rate)
             .field("refresh_rate", &self.refresh_rate)
             .field("cookie_secure", &self.cookie_secure)
-            .field("alert_webhook_url", &self.alert_webhook_url)
+            .field(
+                "alert_webhook_url",
+                &self.alert_webhook_url.as_deref().map(redact_url),
+            )
             .field(
                 "alert_webhook_secret",
                 &self.alert_webhook_secret.as_ref().map(|_| "<redacted>"),
@@ -84,6 +96,9 @@ impl fmt::Debug for Config {
             .field("body_limit", &self.body_limit)
             .field("client_timeout", &self.client_timeout)
             .field("session_check", &self.session_check)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("hash_concurrency", &self.hash_concurrency)
             .finish()
     }
 }
@@ -110,6 +125,9 @@ impl Default for Config {
             body_limit: 64 * 1024,
             client_timeout: Duration::from_secs(10),
             session_check: SessionCheck::Cached,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
         }
     }
 }
@@ -200,6 +218,15 @@ pub struct ConfigArgs {
     /// (a database read on every authenticated request).
     #[arg(long, env = "TESSERA_SESSION_CHECK", global = true)]
     pub session_check: Option<String>,
+    /// Open connections in total (kept below the open-file limit).
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+    /// Open connections per client address (0 = no per-address cap).
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS_PER_IP", global = true)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Password hashes running at once (default: twice the CPU count).
+    #[arg(long, env = "TESSERA_HASH_CONCURRENCY", global = true)]
+    pub hash_concurrency: Option<usize>,
 }
 
 /// The TOML file: the same keys, values as TOML scalars.
@@ -225,6 +252,9 @@ struct FileConfig {
     body_limit: Option<usize>,
     client_timeout: Option<DurationValue>,
     session_check: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    hash_concurrency: Option<usize>,
 }
 
 /// A duration in a TOML file may be a number of seconds or a string like `15m`.
@@ -320,6 +350,18 @@ impl Config {
                 })?,
                 None => d.session_check,
             },
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(d.max_connections_per_ip),
+            hash_concurrency: args
+                .hash_concurrency
+                .or(file.hash_concurrency)
+                .unwrap_or(d.hash_concurrency),
         };
         config.validate()?;
         Ok(config)
@@ -347,6 +389,12 @@ impl Config {
         if self.client_timeout.is_zero() {
             return invalid("client_timeout", "must be positive");
         }
+        if self.hash_concurrency == 0 {
+            return invalid("hash_concurrency", "must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
         if self.database_max_connections == 0 {
             return invalid("database_max_connections", "must be at least 1");
         }
@@ -361,6 +409,39 @@ impl Config {
             self.listen.clone()
         }
     }
+}
+
+/// A database URL fit for logs: the password of its user-info part and the value of any
+/// `password` query parameter replaced by `<redacted>`.
+pub fn redact_url(url: &str) -> String {
+    const REDACTED: &str = "<redacted>";
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match head.split_once("://") {
+        // The last `@` ends the user info (a password may hold unencoded `/` or `@`).
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host_and_path)) => match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{scheme}://{user}:{REDACTED}@{host_and_path}"),
+                None => head.to_owned(),
+            },
+            None => head.to_owned(),
+        },
+        None => head.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}={REDACTED}"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -460,6 +541,36 @@ mod tests {
             ..Config::default()
         };
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn database_passwords_never_show() {
+        for url in [
+            "postgres://tessera:s3cretpw@db.example.com:5432/tessera?sslmode=require",
+            "postgres://tessera:s3cretpw@db.example.com/tessera",
+            "postgresql://db.example.com/tessera?user=tessera&password=s3cretpw&sslmode=require",
+            "postgres://tessera:p%40ss@s3cretpw@host/db",
+            "postgres://tessera:s3cre/tpw@host/db",
+        ] {
+            let config = Config {
+                database_url: url.into(),
+                ..Config::default()
+            };
+            let shown = format!("{config:?}");
+            assert!(!shown.contains("s3cretpw") && !shown.contains("tpw@"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+        assert_eq!(
+            redact_url("postgres://tessera:pw@db:5432/t?sslmode=require"),
+            "postgres://tessera:<redacted>@db:5432/t?sslmode=require"
+        );
+        assert_eq!(redact_url("sqlite://tessera.db"), "sqlite://tessera.db");
+        let config = Config {
+            alert_webhook_url: Some("https://hooks:s3cretpw@alerts.example.com/in".into()),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("s3cretpw"));
+        assert_eq!(redact_url("postgres://tessera@db/t"), "postgres://tessera@db/t");
     }
 
     #[test]

@@ -28,8 +28,7 @@ enum Command {
     RotateKey,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
     let config = match Config::load(&cli.config) {
@@ -39,7 +38,27 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match cli.command {
+    // Blocking threads are bounded: password hashing holds at most `hash_concurrency` of
+    // them (its permits travel with the work); the rest is headroom for DNS lookups and
+    // the like. tokio's default would allow 512.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(config.hash_concurrency + BLOCKING_THREADS_HEADROOM)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run(cli.command, config)),
+        Err(e) => {
+            eprintln!("tessera: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Blocking threads beyond those password hashing may hold.
+const BLOCKING_THREADS_HEADROOM: usize = 16;
+
+async fn run(command: Command, config: Config) -> ExitCode {
+    let result = match command {
         Command::Serve => serve(&config).await,
         Command::Migrate => store::connect(&config.database_url, 1)
             .await

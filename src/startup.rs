@@ -1,16 +1,21 @@
 //! Wiring: open the store, start the service, bind the socket, serve until told to stop.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
 use crate::alerts::{AlertSink, NoAlerts, WebhookAlerts};
@@ -19,8 +24,9 @@ use crate::domain::{Clock, SystemClock};
 use crate::http::metrics::Metrics;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{self, AppState};
+use crate::service::aligned_clock::DatabaseAlignedClock;
 use crate::service::{AuthError, AuthService, Policy};
-use crate::store::{self, StoreError};
+use crate::store::{self, Store, StoreError};
 
 /// How long in-flight requests may take to finish after a shutdown signal (the contract
 /// promises an exit within 10 s).
@@ -29,6 +35,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// How often signing keys are re-read, so a rotation by another process is picked up and
 /// retired keys age out of the JWKS.
 const RELOAD_KEYS_EVERY: Duration = Duration::from_secs(60);
+/// How often the offset to the database's clock is measured again.
+const RESYNC_CLOCK_EVERY: Duration = Duration::from_secs(60);
+/// How often the rate limiters drop clients idle for a whole window.
+const PRUNE_RATE_LIMITS_EVERY: Duration = Duration::from_secs(10);
+/// File descriptors kept free of client connections: the database pool, the listener, log
+/// files, the webhook client, DNS.
+const RESERVED_FDS: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -38,6 +51,8 @@ pub enum StartupError {
     Service(#[from] AuthError),
     #[error("alert webhook: {0}")]
     Alerts(String),
+    #[error("cannot measure the database's clock (instances align their clocks to it): {0}")]
+    Clock(StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
 }
@@ -48,20 +63,61 @@ pub struct Application {
     addr: SocketAddr,
     router: axum::Router,
     service: Arc<AuthService>,
-    /// How long a client may take to send its request headers.
+    store: Arc<dyn Store>,
+    /// Set when "now" is the database's clock, measured through ours; re-measured every minute.
+    aligned_clock: Option<Arc<DatabaseAlignedClock>>,
+    limiters: Vec<Arc<RateLimiter>>,
+    /// How long a client may take to send its request headers (and how long a keep-alive
+    /// connection may sit idle).
     client_timeout: Duration,
+    connections: ConnectionLimits,
 }
 
 impl Application {
+    /// The server on the system clock, aligned to the database's clock when the database has
+    /// one of its own (PostgreSQL).
     pub async fn build(config: &Config) -> Result<Application, StartupError> {
-        Self::build_with_clock(config, Arc::new(SystemClock)).await
+        Self::build_with_base_clock(config, Arc::new(SystemClock)).await
     }
 
+    /// The server on `clock`, exactly as given (tests that move time themselves).
     pub async fn build_with_clock(
         config: &Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartupError> {
         let store = store::connect(&config.database_url, config.database_max_connections).await?;
+        Self::assemble(config, store, clock, None).await
+    }
+
+    /// The server on `base` aligned to the database's clock (PostgreSQL), as [`build`] does
+    /// with the system clock; refuses to start if the offset cannot be measured. Tests pass
+    /// a skewed base to play an instance whose clock is wrong.
+    ///
+    /// [`build`]: Application::build
+    pub async fn build_with_base_clock(
+        config: &Config,
+        base: Arc<dyn Clock>,
+    ) -> Result<Application, StartupError> {
+        let store = store::connect(&config.database_url, config.database_max_connections).await?;
+        let aligned = DatabaseAlignedClock::measure(Arc::clone(&base), store.as_ref())
+            .await
+            .map_err(StartupError::Clock)?;
+        let clock: Arc<dyn Clock> = match &aligned {
+            Some(aligned) => {
+                tracing::info!(offset_ms = aligned.offset(), "clock aligned to the database's");
+                Arc::clone(aligned) as Arc<dyn Clock>
+            }
+            None => base,
+        };
+        Self::assemble(config, store, clock, aligned).await
+    }
+
+    async fn assemble(
+        config: &Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        aligned_clock: Option<Arc<DatabaseAlignedClock>>,
+    ) -> Result<Application, StartupError> {
         let alerts: Arc<dyn AlertSink> = match &config.alert_webhook_url {
             Some(url) => Arc::new(
                 WebhookAlerts::new(url, config.alert_webhook_secret.as_deref())
@@ -71,7 +127,7 @@ impl Application {
         };
         let service = Arc::new(
             AuthService::start(
-                store,
+                Arc::clone(&store),
                 clock,
                 alerts,
                 Policy::from_config(config),
@@ -100,13 +156,49 @@ impl Application {
             metrics: Arc::new(Metrics::new()),
             client_timeout: config.client_timeout,
         };
+        let limiters = vec![
+            Arc::clone(&state.login_limit),
+            Arc::clone(&state.register_limit),
+            Arc::clone(&state.refresh_limit),
+        ];
+        let fd_limit = raise_open_file_limit();
+        let max_connections = effective_connection_cap(
+            config.max_connections,
+            fd_limit,
+            config.database_max_connections as usize,
+        );
+        if max_connections < config.max_connections {
+            tracing::warn!(
+                configured = config.max_connections,
+                effective = max_connections,
+                open_file_limit = ?fd_limit,
+                "connection cap lowered to stay below the open-file limit"
+            );
+        }
         Ok(Application {
             listener,
             addr,
             router: http::router(state, config.body_limit),
             service,
+            store,
+            aligned_clock,
+            limiters,
             client_timeout: config.client_timeout,
+            connections: ConnectionLimits::new(max_connections, config.max_connections_per_ip),
         })
+    }
+
+    /// The cap on open connections actually in force (the configured one, or less to stay
+    /// below the open-file limit).
+    pub fn max_connections(&self) -> usize {
+        self.connections.max_total
+    }
+
+    /// The login limiter, for tests that need it to track many clients without sending a
+    /// request for each.
+    #[doc(hidden)]
+    pub fn login_rate_limiter(&self) -> Arc<RateLimiter> {
+        Arc::clone(&self.limiters[0])
     }
 
     /// The address actually bound (useful with port 0).
@@ -118,18 +210,26 @@ impl Application {
     /// finish, for at most [`DRAIN_DEADLINE`]. Every write is one statement (or transaction),
     /// so a request cut off by the deadline never leaves a half-committed rotation.
     ///
-    /// The accept loop is ours rather than `axum::serve`'s so that hyper gets a timer: without
-    /// one, a client could hold a connection forever by never finishing its headers.
+    /// The accept loop is ours rather than `axum::serve`'s so that every connection is bounded:
+    /// it speaks HTTP/1 only (docs/ARCHITECTURE.md says why), hyper's header timer runs from
+    /// the moment the connection is accepted and again whenever a keep-alive connection goes
+    /// idle, and the connection caps refuse sockets beyond them before any work is spent.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let _maintenance = Maintenance::spawn(Arc::clone(&self.service));
-        let mut builder = ConnectionBuilder::new(TokioExecutor::new());
+        let _maintenance = Maintenance::spawn(
+            Arc::clone(&self.service),
+            self.limiters.clone(),
+            self.aligned_clock
+                .clone()
+                .map(|clock| (clock, Arc::clone(&self.store))),
+        );
+        let mut builder = http1::Builder::new();
         builder
-            .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.client_timeout);
+            .header_read_timeout(self.client_timeout)
+            .keep_alive(true);
         let connections = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -145,17 +245,25 @@ impl Application {
                 },
                 () = &mut shutdown => break,
             };
+            // Over a cap: close at once (no task, no buffers, nothing read).
+            let Some(slot) = self.connections.admit(peer.ip()) else {
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
             let router = self.router.clone();
             let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 router.clone().oneshot(request.map(axum::body::Body::new))
             });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let connection = connections.watch(connection.into_owned());
+            let stream = WriteDeadline::new(stream, self.client_timeout);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let connection = connections.watch(connection);
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
+                drop(slot);
             });
         }
         drop(self.listener);
@@ -169,12 +277,214 @@ impl Application {
     }
 }
 
-/// Background upkeep: deleting long-ended sessions and reloading signing keys. The tasks
+/// Open connections per client address.
+type OpenPerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// A connection whose writes fail once they have made no progress for `timeout`: a client
+/// that stops reading its answers (its receive window closed) is cut off instead of holding
+/// the connection, its buffers and its task forever. hyper has no write timeout of its own.
+struct WriteDeadline {
+    stream: TcpStream,
+    timeout: Duration,
+    /// Armed while a write or flush is pending; disarmed by any progress.
+    stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteDeadline {
+    fn new(stream: TcpStream, timeout: Duration) -> WriteDeadline {
+        WriteDeadline {
+            stream,
+            timeout,
+            stalled_since: None,
+        }
+    }
+
+    /// Passes a write-side poll through, failing it once it has been pending for `timeout`.
+    fn deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled_since = None;
+            return polled;
+        }
+        let timeout = self.timeout;
+        let timer = self
+            .stalled_since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.deadline(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.deadline(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.deadline(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.deadline(cx, polled)
+    }
+}
+
+/// The caps on open connections: in total, and per client address.
+struct ConnectionLimits {
+    max_total: usize,
+    total: Arc<Semaphore>,
+    /// `0`: no per-address cap.
+    max_per_ip: usize,
+    per_ip: OpenPerIp,
+}
+
+/// One admitted connection; dropping it frees its place under both caps.
+struct ConnectionSlot {
+    _total: OwnedSemaphorePermit,
+    per_ip: Option<(IpAddr, OpenPerIp)>,
+}
+
+impl ConnectionLimits {
+    fn new(max_total: usize, max_per_ip: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            max_total,
+            total: Arc::new(Semaphore::new(max_total.min(Semaphore::MAX_PERMITS))),
+            max_per_ip,
+            per_ip: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A place for a new connection from `ip`, or `None` when a cap is reached.
+    fn admit(&self, ip: IpAddr) -> Option<ConnectionSlot> {
+        let total = Arc::clone(&self.total).try_acquire_owned().ok()?;
+        if self.max_per_ip == 0 {
+            return Some(ConnectionSlot {
+                _total: total,
+                per_ip: None,
+            });
+        }
+        let ip = normalise_ip(ip);
+        {
+            // Held for one hash-map operation; a poisoned lock still holds consistent counts.
+            let mut open = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = open.entry(ip).or_insert(0);
+            if *n >= self.max_per_ip {
+                return None;
+            }
+            *n += 1;
+        }
+        Some(ConnectionSlot {
+            _total: total,
+            per_ip: Some((ip, Arc::clone(&self.per_ip))),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let Some((ip, per_ip)) = self.per_ip.take() {
+            let mut open = per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = open.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 peers count as their IPv4 address.
+fn normalise_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The connection cap in force: the configured one, lowered if need be so that connections
+/// can never take the file descriptors the database pool and the rest of the process need.
+fn effective_connection_cap(configured: usize, fd_limit: Option<u64>, db_pool: usize) -> usize {
+    match fd_limit.and_then(|l| usize::try_from(l).ok()) {
+        Some(limit) => configured
+            .min(limit.saturating_sub(RESERVED_FDS + db_pool))
+            .max(1),
+        None => configured,
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit (a server holding a connection per
+/// client needs more than the common default of 1024) and returns the limit now in force.
+#[cfg(unix)]
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+#[cfg(not(unix))]
+pub fn raise_open_file_limit() -> Option<u64> {
+    None
+}
+
+/// Background upkeep: deleting long-ended sessions, reloading signing keys, dropping idle
+/// clients from the rate limiters and re-measuring the database's clock. The tasks
 /// stop when this is dropped.
 struct Maintenance(Vec<tokio::task::JoinHandle<()>>);
 
 impl Maintenance {
-    fn spawn(service: Arc<AuthService>) -> Maintenance {
+    fn spawn(
+        service: Arc<AuthService>,
+        limiters: Vec<Arc<RateLimiter>>,
+        aligned_clock: Option<(Arc<DatabaseAlignedClock>, Arc<dyn Store>)>,
+    ) -> Maintenance {
         let sweeper = Arc::clone(&service);
         let sweep = tokio::spawn(async move {
             let mut every = tokio::time::interval(SWEEP_EVERY);
@@ -198,9 +508,33 @@ impl Maintenance {
                 }
             }
         });
+        let prune = tokio::spawn(async move {
+            let mut every = tokio::time::interval(PRUNE_RATE_LIMITS_EVERY);
+            loop {
+                every.tick().await;
+                for limiter in &limiters {
+                    limiter.prune();
+                }
+            }
+        });
         let revocations = Arc::clone(&service);
         let follow = tokio::spawn(async move { revocations.follow_revocations().await });
-        Maintenance(vec![sweep, reload, follow])
+        let mut tasks = vec![sweep, reload, prune, follow];
+        if let Some((clock, store)) = aligned_clock {
+            tasks.push(tokio::spawn(async move {
+                let mut every = tokio::time::interval(RESYNC_CLOCK_EVERY);
+                every.tick().await; // just measured
+                loop {
+                    every.tick().await;
+                    match clock.resync(store.as_ref()).await {
+                        Ok(offset_ms) => tracing::debug!(offset_ms, "clock re-aligned to the database's"),
+                        // The last offset stays in force: clocks drift by milliseconds a minute.
+                        Err(e) => tracing::warn!(error = %e, "could not re-measure the database's clock"),
+                    }
+                }
+            }));
+        }
+        Maintenance(tasks)
     }
 }
 
@@ -233,5 +567,35 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_stays_below_the_open_file_limit() {
+        assert_eq!(effective_connection_cap(10_000, Some(1024), 16), 1024 - 128 - 16);
+        assert_eq!(effective_connection_cap(500, Some(1024), 16), 500);
+        assert_eq!(effective_connection_cap(500, None, 16), 500);
+        assert_eq!(effective_connection_cap(500, Some(10), 16), 1);
+    }
+
+    #[test]
+    fn per_address_cap_counts_open_connections() {
+        let limits = ConnectionLimits::new(10, 2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = limits.admit(a).unwrap();
+        let _second = limits.admit(mapped).unwrap();
+        assert!(limits.admit(a).is_none(), "third from one address");
+        let _other = limits.admit(b).unwrap();
+        drop(first);
+        assert!(limits.admit(a).is_some(), "a closed connection frees its place");
+        let total = ConnectionLimits::new(1, 0);
+        let _only = total.admit(a).unwrap();
+        assert!(total.admit(b).is_none(), "total cap");
     }
 }

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -123,12 +122,13 @@ impl AccessClaims {
 /// Issues and verifies access tokens with the server's key set.
 pub struct AccessTokens {
     active_kid: String,
+    /// The kids loaded, sorted: a reload finding the same set keeps this key set (and its cache).
+    kids: Vec<String>,
     keys: HashMap<String, LoadedKey>,
     jwks: Arc<serde_json::Value>,
     issuer: String,
     audience: String,
     validation: Validation,
-    validation_ignoring_exp: Validation,
     verified: VerifiedTokens,
 }
 
@@ -163,9 +163,46 @@ impl VerifiedTokens {
     }
 }
 
-/// Seconds since the epoch, as jsonwebtoken's own `exp` check reads the clock.
-fn now_seconds() -> i64 {
-    i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX)
+/// RFC 7519 §4.1.4: the token must not be accepted on or after `exp`. Times are compared in
+/// milliseconds, on the service's clock (never a second one read inside a library).
+fn is_expired(exp_seconds: i64, now: Timestamp) -> bool {
+    now.millis() >= exp_seconds.saturating_mul(1000)
+}
+
+/// The records that belong in a key set at `now`: the active ones, and retired ones within
+/// `retired_grace` of their retirement.
+fn usable_records(
+    records: &[SigningKeyRecord],
+    now: Timestamp,
+    retired_grace: std::time::Duration,
+) -> impl Iterator<Item = &SigningKeyRecord> {
+    records
+        .iter()
+        .filter(move |r| r.active || r.retired_at.is_none_or(|t| now < t.plus(retired_grace)))
+}
+
+/// The newest active record's kid.
+fn active_kid(
+    records: &[SigningKeyRecord],
+    now: Timestamp,
+    retired_grace: std::time::Duration,
+) -> Option<&str> {
+    usable_records(records, now, retired_grace)
+        .filter(|r| r.active)
+        .max_by_key(|r| r.created_at)
+        .map(|r| r.kid.as_str())
+}
+
+fn sorted_kids(
+    records: &[SigningKeyRecord],
+    now: Timestamp,
+    retired_grace: std::time::Duration,
+) -> Vec<String> {
+    let mut kids: Vec<String> = usable_records(records, now, retired_grace)
+        .map(|r| r.kid.clone())
+        .collect();
+    kids.sort();
+    kids
 }
 
 impl AccessTokens {
@@ -182,8 +219,7 @@ impl AccessTokens {
         let mut keys = HashMap::new();
         let mut jwks = Vec::new();
         let mut active: Option<&SigningKeyRecord> = None;
-        let still_verifies = |r: &SigningKeyRecord| r.retired_at.is_none_or(|t| now < t.plus(retired_grace));
-        for r in records.iter().filter(|r| r.active || still_verifies(r)) {
+        for r in usable_records(records, now, retired_grace) {
             if r.alg != ED25519_ALG || r.public_key.len() != 32 {
                 return Err(TokenError::BadKey {
                     kid: r.kid.clone(),
@@ -235,28 +271,39 @@ impl AccessTokens {
             .map(|r| r.kid.clone())
             .ok_or_else(|| TokenError::Signing("no active signing key".into()))?;
 
+        // `exp` must be present, but is compared by `verify` on the service's clock, with the
+        // RFC's rule (expired from `exp` on); jsonwebtoken would accept `exp == now`.
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = 0;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "iat"]);
-        let mut validation_ignoring_exp = validation.clone();
-        validation_ignoring_exp.validate_exp = false;
 
         Ok(AccessTokens {
             active_kid,
+            kids: sorted_kids(records, now, retired_grace),
             keys,
             jwks: Arc::new(serde_json::json!({ "keys": jwks })),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             validation,
-            validation_ignoring_exp,
             verified: VerifiedTokens {
                 entries: Mutex::new(HashMap::new()),
             },
         })
+    }
+
+    /// Would `records` at `now` make exactly this key set (same keys, same active one)?
+    pub fn same_key_set(
+        &self,
+        records: &[SigningKeyRecord],
+        now: Timestamp,
+        retired_grace: std::time::Duration,
+    ) -> bool {
+        active_kid(records, now, retired_grace) == Some(self.active_kid.as_str())
+            && sorted_kids(records, now, retired_grace) == self.kids
     }
 
     /// The public JWK set (`{"keys": [...]}`), never with a private part.
@@ -298,23 +345,29 @@ impl AccessTokens {
         Ok(token)
     }
 
-    /// Strict verification. `allow_expired` is only for logout, where an expired but
+    /// Strict verification at `now`. `allow_expired` is only for logout, where an expired but
     /// authentic token still identifies the session to end.
-    pub fn verify(&self, token: &str, allow_expired: bool) -> Result<AccessClaims, TokenError> {
-        if let Some(claims) = self.verified.get(token) {
-            // Same rule as jsonwebtoken's with no leeway: expired once `exp` is in the past.
-            return if !allow_expired && claims.exp < now_seconds() {
-                Err(TokenError::Expired)
-            } else {
-                Ok(claims)
-            };
+    pub fn verify(
+        &self,
+        token: &str,
+        allow_expired: bool,
+        now: Timestamp,
+    ) -> Result<AccessClaims, TokenError> {
+        let claims = match self.verified.get(token) {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_uncached(token)?;
+                self.verified.insert(token, &claims);
+                claims
+            }
+        };
+        if !allow_expired && is_expired(claims.exp, now) {
+            return Err(TokenError::Expired);
         }
-        let claims = self.verify_uncached(token, allow_expired)?;
-        self.verified.insert(token, &claims);
         Ok(claims)
     }
 
-    fn verify_uncached(&self, token: &str, allow_expired: bool) -> Result<AccessClaims, TokenError> {
+    fn verify_uncached(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
             return Err(TokenError::Invalid);
@@ -329,14 +382,8 @@ impl AccessTokens {
         if header.alg != key.alg {
             return Err(TokenError::Invalid);
         }
-        let validation = if allow_expired {
-            &self.validation_ignoring_exp
-        } else {
-            &self.validation
-        };
-        match jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, validation) {
+        match jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation) {
             Ok(data) => Ok(data.claims),
-            Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => Err(TokenError::Expired),
             Err(_) => Err(TokenError::Invalid),
         }
     }
@@ -385,7 +432,7 @@ mod tests {
         assert_eq!(header["alg"], "EdDSA");
         assert_eq!(header["typ"], "at+jwt");
         assert_eq!(header["kid"], key.kid.as_str());
-        let claims = t.verify(&jwt, false).unwrap();
+        let claims = t.verify(&jwt, false, SystemClock.now()).unwrap();
         assert_eq!(claims.iss, "https://iss");
         assert_eq!(claims.aud, "aud");
         assert_eq!(claims.roles, vec!["admin".to_string()]);
@@ -396,8 +443,11 @@ mod tests {
     fn expired_tokens_say_so_and_only_logout_may_ignore_it() {
         let (t, _) = tokens();
         let jwt = issue(&t, -5);
-        assert!(matches!(t.verify(&jwt, false), Err(TokenError::Expired)));
-        assert!(t.verify(&jwt, true).is_ok());
+        assert!(matches!(
+            t.verify(&jwt, false, SystemClock.now()),
+            Err(TokenError::Expired)
+        ));
+        assert!(t.verify(&jwt, true, SystemClock.now()).is_ok());
     }
 
     #[test]
@@ -405,19 +455,19 @@ mod tests {
         let (t, _) = tokens();
         let (other, _) = tokens();
         assert!(matches!(
-            t.verify(&issue(&other, 60), false),
+            t.verify(&issue(&other, 60), false, SystemClock.now()),
             Err(TokenError::UnknownKey)
         ));
         let key = SigningKeyRecord::generate_ed25519(SystemClock.now()).unwrap();
         let wrong_iss = key_set(&key, "https://evil", "aud");
         let same_key_right_iss = key_set(&key, "https://iss", "aud");
         assert!(matches!(
-            same_key_right_iss.verify(&issue(&wrong_iss, 60), false),
+            same_key_right_iss.verify(&issue(&wrong_iss, 60), false, SystemClock.now()),
             Err(TokenError::Invalid)
         ));
         let wrong_aud = key_set(&key, "https://iss", "other");
         assert!(matches!(
-            same_key_right_iss.verify(&issue(&wrong_aud, 60), false),
+            same_key_right_iss.verify(&issue(&wrong_aud, 60), false, SystemClock.now()),
             Err(TokenError::Invalid)
         ));
     }
@@ -439,20 +489,26 @@ mod tests {
         ];
         for h in cases {
             assert!(
-                matches!(t.verify(&with_header(h.clone()), false), Err(TokenError::Invalid)),
+                matches!(
+                    t.verify(&with_header(h.clone()), false, SystemClock.now()),
+                    Err(TokenError::Invalid)
+                ),
                 "{h}"
             );
         }
         let unknown_kid = with_header(serde_json::json!({"alg":"EdDSA","typ":"at+jwt","kid":"nope"}));
         assert!(matches!(
-            t.verify(&unknown_kid, false),
+            t.verify(&unknown_kid, false, SystemClock.now()),
             Err(TokenError::UnknownKey)
         ));
         assert!(matches!(
-            t.verify(&format!("{}.{}.", parts[0], parts[1]), false),
+            t.verify(&format!("{}.{}.", parts[0], parts[1]), false, SystemClock.now()),
             Err(TokenError::Invalid)
         ));
-        assert!(matches!(t.verify("garbage", false), Err(TokenError::Invalid)));
+        assert!(matches!(
+            t.verify("garbage", false, SystemClock.now()),
+            Err(TokenError::Invalid)
+        ));
     }
 
     #[test]
@@ -470,7 +526,7 @@ mod tests {
 
         let t = AccessTokens::new(&both, "https://iss", "aud", now.plus(HOUR / 2), HOUR).unwrap();
         assert!(
-            t.verify(&signed_by_old, false).is_ok(),
+            t.verify(&signed_by_old, false, SystemClock.now()).is_ok(),
             "retired key still verifies"
         );
         assert_eq!(t.jwks()["keys"].as_array().unwrap().len(), 2);
@@ -482,7 +538,7 @@ mod tests {
 
         let later = AccessTokens::new(&both, "https://iss", "aud", now.plus(HOUR * 2), HOUR).unwrap();
         assert!(matches!(
-            later.verify(&signed_by_old, false),
+            later.verify(&signed_by_old, false, SystemClock.now()),
             Err(TokenError::UnknownKey)
         ));
         assert_eq!(later.jwks()["keys"].as_array().unwrap().len(), 1);
@@ -502,18 +558,62 @@ mod tests {
                 Timestamp((now.seconds() + 1) * 1000),
             )
             .unwrap();
-        assert!(t.verify(&jwt, false).is_ok());
+        assert!(t.verify(&jwt, false, SystemClock.now()).is_ok());
         assert!(t.verified.get(&jwt).is_some());
-        assert!(t.verify(&jwt, false).is_ok(), "second time from the cache");
+        assert!(
+            t.verify(&jwt, false, SystemClock.now()).is_ok(),
+            "second time from the cache"
+        );
         std::thread::sleep(std::time::Duration::from_millis(2100));
-        assert!(matches!(t.verify(&jwt, false), Err(TokenError::Expired)));
-        assert!(t.verify(&jwt, true).is_ok());
+        assert!(matches!(
+            t.verify(&jwt, false, SystemClock.now()),
+            Err(TokenError::Expired)
+        ));
+        assert!(t.verify(&jwt, true, SystemClock.now()).is_ok());
         // One changed byte is a different token: verified afresh, and refused.
         let mut tampered = jwt.clone().into_bytes();
         let i = tampered.len() - 3;
         tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
-        assert!(matches!(t.verify(&tampered, true), Err(TokenError::Invalid)));
+        assert!(matches!(
+            t.verify(&tampered, true, SystemClock.now()),
+            Err(TokenError::Invalid)
+        ));
+    }
+
+    #[test]
+    fn a_token_is_expired_from_its_exp_on() {
+        let (t, _) = tokens();
+        let now = SystemClock.now();
+        let exp = Timestamp((now.seconds() + 5) * 1000);
+        let jwt = t.issue(UserId::new(), SessionId::new(), &[], now, exp).unwrap();
+        assert!(t.verify(&jwt, false, Timestamp(exp.millis() - 1)).is_ok());
+        // RFC 7519 §4.1.4: "on or after" exp, not only after it.
+        assert!(matches!(t.verify(&jwt, false, exp), Err(TokenError::Expired)));
+        let fresh = t.issue(UserId::new(), SessionId::new(), &[], now, exp).unwrap();
+        assert!(
+            matches!(t.verify(&fresh, false, exp), Err(TokenError::Expired)),
+            "uncached too"
+        );
+        assert!(t.verify(&jwt, true, exp).is_ok());
+    }
+
+    #[test]
+    fn the_same_records_make_the_same_key_set() {
+        let now = SystemClock.now();
+        let mut old = SigningKeyRecord::generate_ed25519(Timestamp(now.0 - 10_000)).unwrap();
+        let t = AccessTokens::new(std::slice::from_ref(&old), "i", "a", now, HOUR).unwrap();
+        assert!(t.same_key_set(std::slice::from_ref(&old), now, HOUR));
+        // A rotation: another active key, the old one retired but still verifying.
+        let new = SigningKeyRecord::generate_ed25519(now).unwrap();
+        old.active = false;
+        old.retired_at = Some(now);
+        let both = [old.clone(), new.clone()];
+        assert!(!t.same_key_set(&both, now, HOUR));
+        let t2 = AccessTokens::new(&both, "i", "a", now, HOUR).unwrap();
+        assert!(t2.same_key_set(&both, now, HOUR));
+        // The retired key aging out changes the set too.
+        assert!(!t2.same_key_set(&both, now.plus(HOUR * 2), HOUR));
     }
 
     #[test]

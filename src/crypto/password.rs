@@ -29,6 +29,9 @@ pub struct PasswordHasher {
     argon2: Argon2<'static>,
     /// Spare working memory; a hash takes one buffer and gives it back.
     memory: Mutex<Vec<Vec<Block>>>,
+    /// At most this many spare buffers are kept; more are freed on return. The caller bounds
+    /// how many hashes run at once, and sets this to that bound.
+    pool_limit: usize,
 }
 
 impl Default for PasswordHasher {
@@ -38,13 +41,21 @@ impl Default for PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// argon2id with OWASP's recommended minimum: 19 MiB, 2 passes, 1 lane.
+    /// argon2id with OWASP's recommended minimum: 19 MiB, 2 passes, 1 lane; keeps up to
+    /// [`DEFAULT_POOL_LIMIT`] spare buffers.
     pub fn new() -> PasswordHasher {
+        Self::with_pool_limit(DEFAULT_POOL_LIMIT)
+    }
+
+    /// Keeps at most `pool_limit` spare 19 MiB buffers (set it to the number of hashes that
+    /// may run at once).
+    pub fn with_pool_limit(pool_limit: usize) -> PasswordHasher {
         // The parameters are constants known to be valid, so the default is never used.
         let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
         PasswordHasher {
             argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
             memory: Mutex::new(Vec::new()),
+            pool_limit,
         }
     }
 
@@ -131,12 +142,18 @@ impl PasswordHasher {
     }
 
     fn give_back(&self, memory: Vec<Block>) {
-        // Buffers for our own parameters are kept; outsized ones are let go.
+        // Buffers for our own parameters are kept, up to the limit; others are let go.
         if memory.len() == self.argon2.params().block_count() {
-            self.memory.lock().unwrap_or_else(|p| p.into_inner()).push(memory);
+            let mut spare = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            if spare.len() < self.pool_limit {
+                spare.push(memory);
+            }
         }
     }
 }
+
+/// Spare buffers kept by [`PasswordHasher::new`].
+pub const DEFAULT_POOL_LIMIT: usize = 4;
 
 fn hash_error(e: impl fmt::Display) -> CryptoError {
     CryptoError::PasswordHash(e.to_string())
@@ -191,5 +208,21 @@ mod tests {
             assert!(hasher.verify("correct horse", &h));
         }
         assert_eq!(hasher.memory.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_buffer_pool_never_grows_past_its_limit() {
+        let hasher = std::sync::Arc::new(PasswordHasher::with_pool_limit(2));
+        let h = hasher.hash(&Password::parse("correct horse").unwrap()).unwrap();
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let (hasher, h) = (std::sync::Arc::clone(&hasher), h.clone());
+                std::thread::spawn(move || assert!(hasher.verify("correct horse", &h)))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(hasher.memory.lock().unwrap().len() <= 2);
     }
 }

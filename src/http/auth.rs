@@ -16,7 +16,9 @@ use super::extract::{bearer, Authenticated, Client, Fields, JsonBody};
 use super::rate_limit::RateLimiter;
 use super::AppState;
 use crate::domain::{SessionId, Timestamp};
-use crate::service::{AuthContext, AuthError, ClientInfo, LogoutScope, TokenGrant, Transport, UserView};
+use crate::service::{
+    AuthContext, AuthError, ClientInfo, LogoutOutcome, LogoutScope, TokenGrant, Transport, UserView,
+};
 use crate::store::SessionRecord;
 
 /// The token response. A cookie-transport session gets its tokens as cookies instead, and
@@ -181,17 +183,22 @@ pub async fn logout(
     }
     f.finish()?;
     let service = &state.service;
+    let mut outcome = LogoutOutcome::Done;
     if let Some(token) = in_body {
-        service.logout_with_refresh_token(token, None, &client).await?;
+        outcome = service.logout_with_refresh_token(token, None, &client).await?;
     } else if let Some(jwt) = bearer {
         service.logout_with_access_token(jwt, None, &client).await?;
     } else if cookies.refresh.is_some() || cookies.access.is_some() {
         let csrf = Some(cookies.require_csrf(&headers)?);
         if let Some(token) = cookies.refresh.as_deref() {
-            service.logout_with_refresh_token(token, csrf, &client).await?;
+            outcome = service.logout_with_refresh_token(token, csrf, &client).await?;
         } else if let Some(jwt) = cookies.access.as_deref() {
             service.logout_with_access_token(jwt, csrf, &client).await?;
         }
+    }
+    // A stolen copy presented at logout is a reuse detection like any other.
+    if outcome == LogoutOutcome::ReuseDetected {
+        state.metrics.reuse_detected();
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     if cookies.any() {

@@ -1,7 +1,7 @@
 //! Extractors: the JSON body (so bad input gets problem+json, never axum's plain text), the
 //! caller's identity from a bearer token, and the client's IP and user agent.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -188,6 +188,12 @@ impl FromRequestParts<AppState> for Authenticated {
 
 /// The client's IP (the socket peer, or the rightmost `X-Forwarded-For` entry when the
 /// deployment says a trusted proxy sets it) and user agent.
+///
+/// With trusted proxy headers, a rightmost entry that is not an IP address (with or without a
+/// port) is answered `400 malformed_request`: our proxy wrote that entry, so garbage there is
+/// a misconfiguration that must be loud, not every such client silently recorded as the
+/// proxy's address and sharing one rate-limit bucket. A request with no `X-Forwarded-For` at
+/// all did not come through the proxy, so its socket peer is the client.
 pub struct Client(pub ClientInfo);
 
 impl FromRequestParts<AppState> for Client {
@@ -198,27 +204,75 @@ impl FromRequestParts<AppState> for Client {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip().to_string());
-        let forwarded = state
-            .trust_proxy_headers
-            .then(|| rightmost_forwarded_for(&parts.headers))
-            .flatten();
+        let ip = if state.trust_proxy_headers {
+            match rightmost_forwarded_for(&parts.headers) {
+                Forwarded::Absent => peer,
+                Forwarded::Client(ip) => Some(ip.to_string()),
+                Forwarded::Unparsable => {
+                    return Err(ApiError::Malformed(
+                        "The last X-Forwarded-For entry is not an IP address.",
+                    ))
+                }
+            }
+        } else {
+            peer
+        };
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(MAX_USER_AGENT_LEN).collect());
-        Ok(Client(ClientInfo {
-            ip: forwarded.or(peer),
-            user_agent,
-        }))
+        Ok(Client(ClientInfo { ip, user_agent }))
     }
 }
 
-fn rightmost_forwarded_for(headers: &HeaderMap) -> Option<String> {
-    // With several headers the last one was added by the proxy nearest to us.
-    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
-    let entry = last.to_str().ok()?.rsplit(',').next()?.trim();
-    entry.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+/// What `X-Forwarded-For` says about the client.
+#[derive(Debug, PartialEq, Eq)]
+enum Forwarded {
+    /// No such header.
+    Absent,
+    Client(IpAddr),
+    /// The rightmost entry is not an address (not text, empty, `unknown`, a hostname...).
+    Unparsable,
+}
+
+/// The rightmost entry across every `X-Forwarded-For` line: the one our proxy appended.
+/// Entries to its left are whatever the client sent and are never looked at, so bytes that
+/// are not text there do not matter.
+fn rightmost_forwarded_for(headers: &HeaderMap) -> Forwarded {
+    let Some(last_line) = headers.get_all("x-forwarded-for").iter().next_back() else {
+        return Forwarded::Absent;
+    };
+    let entry = last_line
+        .as_bytes()
+        .rsplit(|b| *b == b',')
+        .next()
+        .unwrap_or_default();
+    std::str::from_utf8(entry)
+        .ok()
+        .and_then(|entry| parse_forwarded_address(entry.trim()))
+        .map_or(Forwarded::Unparsable, Forwarded::Client)
+}
+
+/// `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:443`.
+fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
+    let is_port = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(bracketed) = entry.strip_prefix('[') {
+        let (ip, rest) = bracketed.split_once(']')?;
+        if !rest.is_empty() && !rest.strip_prefix(':').is_some_and(is_port) {
+            return None;
+        }
+        return ip.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    // One colon: an IPv4 address with a port (a bare IPv6 address has several).
+    let (ip, port) = entry.split_once(':')?;
+    if !is_port(port) {
+        return None;
+    }
+    ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 #[cfg(test)]
@@ -253,15 +307,65 @@ mod tests {
         assert_eq!(bearer(&h).token(), None);
     }
 
+    fn forwarded(lines: &[&[u8]]) -> Forwarded {
+        let mut h = HeaderMap::new();
+        for line in lines {
+            h.append("x-forwarded-for", header::HeaderValue::from_bytes(line).unwrap());
+        }
+        rightmost_forwarded_for(&h)
+    }
+
+    fn client(ip: &str) -> Forwarded {
+        Forwarded::Client(ip.parse().unwrap())
+    }
+
     #[test]
     fn forwarded_for_takes_the_rightmost_address() {
-        let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", "1.1.1.1, 2.2.2.2".parse().unwrap());
-        assert_eq!(rightmost_forwarded_for(&h).as_deref(), Some("2.2.2.2"));
-        h.append("x-forwarded-for", "3.3.3.3".parse().unwrap());
-        assert_eq!(rightmost_forwarded_for(&h).as_deref(), Some("3.3.3.3"));
-        let mut bad = HeaderMap::new();
-        bad.append("x-forwarded-for", "not-an-ip".parse().unwrap());
-        assert_eq!(rightmost_forwarded_for(&bad), None);
+        assert_eq!(forwarded(&[]), Forwarded::Absent);
+        assert_eq!(forwarded(&[b"1.1.1.1, 2.2.2.2"]), client("2.2.2.2"));
+        assert_eq!(forwarded(&[b"1.1.1.1, 2.2.2.2", b"3.3.3.3"]), client("3.3.3.3"));
+        assert_eq!(forwarded(&[b"1.1.1.1", b"5.5.5.5, 3.3.3.3"]), client("3.3.3.3"));
+        assert_eq!(forwarded(&[b" 2001:db8::1 "]), client("2001:db8::1"));
+    }
+
+    #[test]
+    fn forwarded_for_entries_with_ports_and_brackets() {
+        assert_eq!(forwarded(&[b"9.9.9.9:4711"]), client("9.9.9.9"));
+        assert_eq!(forwarded(&[b"1.1.1.1, [2001:db8::1]:443"]), client("2001:db8::1"));
+        assert_eq!(forwarded(&[b"[2001:db8::1]"]), client("2001:db8::1"));
+        assert_eq!(forwarded(&[b"::ffff:9.9.9.9"]), client("::ffff:9.9.9.9"));
+    }
+
+    #[test]
+    fn forwarded_for_ignores_what_the_client_wrote_to_the_left() {
+        assert_eq!(forwarded(&[b"\x80, 9.9.9.9"]), client("9.9.9.9"));
+        assert_eq!(forwarded(&[b"\xff\xfe", b"9.9.9.9"]), client("9.9.9.9"));
+        assert_eq!(forwarded(&[b"garbage, [::1]:80"]), client("::1"));
+    }
+
+    #[test]
+    fn an_unparsable_rightmost_entry_is_reported_not_replaced() {
+        for bad in [
+            &b"not-an-ip"[..],
+            b"9.9.9.9, \x80",
+            b"unknown",
+            b"",
+            b"1.1.1.1,",
+            b"9.9.9.9:",
+            b"9.9.9.9:port",
+            b"[2001:db8::1]x",
+            b"[2001:db8::1",
+            b"[9.9.9.9]",
+            b"2001:db8::1:99999999",
+            b"_hidden",
+        ] {
+            assert_eq!(
+                forwarded(&[bad]),
+                Forwarded::Unparsable,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(forwarded(&[b"9.9.9.9", b"nonsense"]), Forwarded::Unparsable);
     }
 }

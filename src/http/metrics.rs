@@ -12,6 +12,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -48,6 +49,10 @@ pub struct Metrics {
     refreshes: Family<OutcomeLabels, Counter>,
     reuse_detections: Counter,
     rate_limited: Family<EndpointLabels, Counter>,
+    hashes_in_progress: Gauge,
+    hashes_peak: Gauge,
+    hash_permits: Gauge,
+    hashes_finished: Gauge,
 }
 
 impl Default for Metrics {
@@ -94,8 +99,36 @@ impl Metrics {
             "Requests refused by a rate limit",
             rate_limited.clone(),
         );
+        let hashes_in_progress = Gauge::default();
+        let hashes_peak = Gauge::default();
+        let hash_permits = Gauge::default();
+        let hashes_finished = Gauge::default();
+        registry.register(
+            "tessera_password_hashes_in_progress",
+            "Password hashes running now",
+            hashes_in_progress.clone(),
+        );
+        registry.register(
+            "tessera_password_hashes_peak",
+            "The most password hashes that ran at once since start",
+            hashes_peak.clone(),
+        );
+        registry.register(
+            "tessera_password_hash_permits",
+            "The bound on password hashes running at once",
+            hash_permits.clone(),
+        );
+        registry.register(
+            "tessera_password_hashes_finished",
+            "Password hashes finished since start (a running total)",
+            hashes_finished.clone(),
+        );
         Metrics {
             registry,
+            hashes_in_progress,
+            hashes_peak,
+            hash_permits,
+            hashes_finished,
             requests,
             latency,
             logins,
@@ -121,6 +154,15 @@ impl Metrics {
         self.rate_limited
             .get_or_create(&EndpointLabels { endpoint })
             .inc();
+    }
+
+    /// Copies the service's hashing figures into their gauges (read when scraped).
+    fn set_hashing(&self, stats: &crate::service::HashingStats) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.hashes_in_progress.set(gauge(stats.in_progress() as u64));
+        self.hashes_peak.set(gauge(stats.peak() as u64));
+        self.hash_permits.set(gauge(stats.permits() as u64));
+        self.hashes_finished.set(gauge(stats.finished()));
     }
 
     fn render(&self) -> Result<String, std::fmt::Error> {
@@ -180,6 +222,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
 }
 
 pub async fn render(State(state): State<AppState>) -> Response {
+    state.metrics.set_hashing(state.service.hashing_stats());
     match state.metrics.render() {
         Ok(text) => (
             [(

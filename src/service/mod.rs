@@ -1,16 +1,17 @@
 //! The auth flows: register, login, refresh (rotation and reuse detection), logout, sessions.
 //! No HTTP types here: callers pass plain values and get [`AuthError`]s.
 
+pub mod aligned_clock;
 pub mod liveness;
 pub mod rotation;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ring::rand::SystemRandom;
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::alerts::{AlertSink, ReuseAlert};
 use crate::config::{Config, SessionCheck};
@@ -86,6 +87,8 @@ pub struct Policy {
     pub reuse_grace: Duration,
     pub max_sessions: u32,
     pub session_check: SessionCheck,
+    /// How many password hashes may run at once (each holds 19 MiB and a blocking thread).
+    pub hash_concurrency: usize,
 }
 
 impl Policy {
@@ -97,6 +100,7 @@ impl Policy {
             reuse_grace: c.reuse_grace,
             max_sessions: c.max_sessions,
             session_check: c.session_check,
+            hash_concurrency: c.hash_concurrency,
         }
     }
 }
@@ -189,12 +193,78 @@ const KEY_RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// answered 503: a flood of hashing requests then costs its senders, not every other user.
 const HASH_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Signing keys are reloaded every minute. An instance that has not managed to read them for
+/// this long may be signing with a key another process has retired: it stops issuing tokens
+/// (503) until a reload succeeds. Retired keys keep verifying this much longer than a token
+/// they signed can live, so tokens issued in the meantime stay valid on every instance.
+pub const KEY_SET_MAX_AGE: Duration = Duration::from_secs(180);
+
+/// What `logout` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogoutOutcome {
+    /// A session was ended, or there was nothing to end.
+    Done,
+    /// The refresh token was a rotated-out one the grace rule does not forgive: the session
+    /// was revoked as stolen (the answer is still 204).
+    ReuseDetected,
+}
+
+/// Password hashing as it happens: for `/metrics` and tests.
+#[derive(Debug, Default)]
+pub struct HashingStats {
+    in_progress: AtomicUsize,
+    peak: AtomicUsize,
+    finished: AtomicU64,
+    permits: usize,
+}
+
+impl HashingStats {
+    /// Hashes running right now.
+    pub fn in_progress(&self) -> usize {
+        self.in_progress.load(Ordering::Relaxed)
+    }
+
+    /// The most hashes that ever ran at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Hashes finished since start.
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
+    }
+
+    /// The bound on hashes running at once.
+    pub fn permits(&self) -> usize {
+        self.permits
+    }
+
+    /// Counts a hash as running until the guard is dropped (even by a panic).
+    fn running(&self) -> RunningHash<'_> {
+        let now = self.in_progress.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        RunningHash(self)
+    }
+}
+
+struct RunningHash<'a>(&'a HashingStats);
+
+impl Drop for RunningHash<'_> {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
+        self.0.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 pub struct AuthService {
     store: Arc<dyn Store>,
     /// Swapped whole when the keys are reloaded (another instance or `tessera rotate-key` may
     /// have changed them); readers clone the `Arc` and never wait on a reload.
     tokens: RwLock<Arc<AccessTokens>>,
+    /// When a key reload was last attempted (unknown kids reload at most once a second).
     last_key_reload: AtomicI64,
+    /// When the keys were last read successfully: after [`KEY_SET_MAX_AGE`] no token is issued.
+    keys_loaded_at: AtomicI64,
     issuer: String,
     audience: String,
     clock: Arc<dyn Clock>,
@@ -202,8 +272,11 @@ pub struct AuthService {
     rng: SystemRandom,
     passwords: Arc<PasswordHasher>,
     dummy_hash: PasswordHashString,
-    /// argon2 takes 19 MiB and tens of milliseconds per hash: bound how many run at once.
-    hashing: Semaphore,
+    /// argon2 takes 19 MiB and tens of milliseconds per hash: bound how many run at once. A
+    /// permit is owned by the blocking work itself, so a client hanging up cannot free it
+    /// while its hash still runs.
+    hashing: Arc<Semaphore>,
+    hashing_stats: Arc<HashingStats>,
     alerts: Arc<dyn AlertSink>,
     live: LiveSessions,
     /// The database time the revocation log was last read up to. The lock also keeps two
@@ -230,8 +303,9 @@ impl AuthService {
         }
         let now = clock.now();
         let tokens = build_key_set(&keys, issuer, audience, now, &policy)?;
-        let permits = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
-        let passwords = Arc::new(PasswordHasher::new());
+        let permits = policy.hash_concurrency.max(1);
+        // One working buffer per hash that may run at once, never more.
+        let passwords = Arc::new(PasswordHasher::with_pool_limit(permits));
         let hasher = Arc::clone(&passwords);
         let dummy_hash = tokio::task::spawn_blocking(move || hasher.dummy_hash())
             .await
@@ -244,6 +318,7 @@ impl AuthService {
             tokens: RwLock::new(Arc::new(tokens)),
             // Not "now": the first unknown kid after start may reload at once.
             last_key_reload: AtomicI64::new(0),
+            keys_loaded_at: AtomicI64::new(now.millis()),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             clock,
@@ -251,7 +326,11 @@ impl AuthService {
             rng: SystemRandom::new(),
             passwords,
             dummy_hash,
-            hashing: Semaphore::new(permits),
+            hashing: Arc::new(Semaphore::new(permits)),
+            hashing_stats: Arc::new(HashingStats {
+                permits,
+                ..HashingStats::default()
+            }),
             alerts,
             live: LiveSessions::new(REMEMBERED_SESSIONS),
             revocations_read_at: tokio::sync::Mutex::new(revocations_read_at),
@@ -267,31 +346,60 @@ impl AuthService {
         Arc::clone(&self.tokens.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Re-reads the signing keys: picks up a rotation and lets retired keys age out.
+    pub fn hashing_stats(&self) -> &HashingStats {
+        &self.hashing_stats
+    }
+
+    /// Re-reads the signing keys: picks up a rotation and lets retired keys age out. When the
+    /// key set is what we already hold, it is kept, and with it the cache of verified tokens
+    /// (a forged unknown `kid` triggers a reload, and must not cost every client its cache).
     pub async fn reload_keys(&self) -> Result<(), AuthError> {
         let now = self.clock.now();
         self.last_key_reload.store(now.millis(), Ordering::Relaxed);
         let keys = self.store.find_signing_keys().await?;
-        let tokens = build_key_set(&keys, &self.issuer, &self.audience, now, &self.policy)?;
-        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+        if !self
+            .tokens()
+            .same_key_set(&keys, now, retired_grace(&self.policy))
+        {
+            let tokens = build_key_set(&keys, &self.issuer, &self.audience, now, &self.policy)?;
+            *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+        }
+        self.keys_loaded_at.store(now.millis(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The key set to sign with: refused (503) when the keys could not be read for
+    /// [`KEY_SET_MAX_AGE`], after one more attempt, because another process may have retired
+    /// the key we hold.
+    async fn signing_keys(&self) -> Result<Arc<AccessTokens>, AuthError> {
+        let now = self.clock.now().millis();
+        let age = now.saturating_sub(self.keys_loaded_at.load(Ordering::Relaxed));
+        if age > KEY_SET_MAX_AGE.as_millis() as i64 {
+            if let Err(e) = self.reload_keys().await {
+                tracing::error!(error = %e, "signing keys could not be reloaded; not issuing tokens");
+                return Err(AuthError::Store(StoreError::Unavailable(
+                    "signing keys could not be reloaded".into(),
+                )));
+            }
+        }
+        Ok(self.tokens())
     }
 
     /// Verifies an access token; a `kid` we do not know yet makes us reload the keys (rate
     /// limited) and try once more, so a key another instance just rotated in is accepted.
     async fn verify_access_token(&self, jwt: &str, allow_expired: bool) -> Result<AccessClaims, TokenError> {
-        match self.tokens().verify(jwt, allow_expired) {
+        let now = self.clock.now();
+        match self.tokens().verify(jwt, allow_expired, now) {
             Err(TokenError::UnknownKey) => {
                 let last = self.last_key_reload.load(Ordering::Relaxed);
-                let now = self.clock.now().millis();
-                if now - last < KEY_RELOAD_MIN_INTERVAL.as_millis() as i64 {
+                if now.millis() - last < KEY_RELOAD_MIN_INTERVAL.as_millis() as i64 {
                     return Err(TokenError::UnknownKey);
                 }
                 if let Err(e) = self.reload_keys().await {
                     tracing::warn!(error = %e, "could not reload signing keys");
                     return Err(TokenError::UnknownKey);
                 }
-                self.tokens().verify(jwt, allow_expired)
+                self.tokens().verify(jwt, allow_expired, now)
             }
             other => other,
         }
@@ -316,7 +424,11 @@ impl AuthService {
                 return Err(AuthError::Validation(errors));
             }
         };
-        let hash = self.blocking_hash(move |hasher| hasher.hash(&password)).await??;
+        let permit = self.hashing_permit().await?;
+        let hash = self
+            .spawn_hash(permit, move |hasher| hasher.hash(&password))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))??;
         let user = UserRecord {
             id: UserId::new(),
             email,
@@ -363,18 +475,46 @@ impl AuthService {
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
         let password = password.to_owned();
-        let matches = self
-            .blocking_hash(move |hasher| hasher.verify(&password, &stored))
-            .await?;
+        let permit = self.hashing_permit().await?;
+        let hashing = self.spawn_hash(permit, move |hasher| hasher.verify(&password, &stored));
+        // Once the hash has started, it and the audit record of a failure run to the end on a
+        // task of their own, even if this request is dropped because the client hung up: the
+        // attempt was made and must be on record. (A client that leaves while still queued for
+        // a permit made no attempt: nothing was checked.)
+        let failure = AuditEvent {
+            id: uuid::Uuid::now_v7(),
+            event: "login_failed",
+            at: Timestamp(0),
+            user_id: user.as_ref().map(|u| u.id),
+            session_id: None,
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+            detail: None,
+        };
+        let (store, clock, known) = (Arc::clone(&self.store), Arc::clone(&self.clock), user.is_some());
+        let matches = tokio::spawn(async move {
+            let matches = hashing.await.map_err(|e| AuthError::Internal(e.to_string()))?;
+            if !(matches && known) {
+                write_audit(
+                    store.as_ref(),
+                    AuditEvent {
+                        at: clock.now(),
+                        ..failure
+                    },
+                )
+                .await;
+            }
+            Ok::<bool, AuthError>(matches)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))??;
         let user = match user {
             Some(u) if matches => u,
-            found => {
-                self.audit("login_failed", found.map(|u| u.id), None, client, None)
-                    .await;
-                return Err(AuthError::InvalidCredentials);
-            }
+            _ => return Err(AuthError::InvalidCredentials),
         };
 
+        // Checked before anything is written: no session is created that gets no tokens.
+        let keys = self.signing_keys().await?;
         let now = self.clock.now();
         let absolute = now.plus(self.policy.session_ttl);
         let session = SessionRecord {
@@ -410,7 +550,7 @@ impl AuthService {
         }
         self.audit("login_succeeded", Some(user.id), Some(session.id), client, None)
             .await;
-        self.grant(&user, &session, refresh, now)
+        self.grant(&keys, &user, &session, refresh, now)
     }
 
     /// Rotates a refresh token. `csrf` is the CSRF token that came with a refresh token taken
@@ -425,7 +565,9 @@ impl AuthService {
         let hash = presented.hash();
 
         // The common case, in one store call: the presented token is current, its session
-        // live. Only when that does not hold do we read and decide.
+        // live. Only when that does not hold do we read and decide. The keys are checked
+        // first: a rotation whose tokens cannot be signed must not happen.
+        let keys = self.signing_keys().await?;
         let now = self.clock.now();
         let next = RefreshToken::generate(&self.rng)?;
         let rotation = CurrentRotation {
@@ -437,7 +579,7 @@ impl AuthService {
             csrf: csrf.map(str::to_owned),
         };
         if let Some((session, user)) = self.store.rotate_current(&rotation).await? {
-            return self.grant(&user, &session, next, now);
+            return self.grant(&keys, &user, &session, next, now);
         }
 
         let FoundRefreshToken {
@@ -467,13 +609,16 @@ impl AuthService {
                     reread = true;
                 }
                 RefreshDecision::ReplayCurrent => {
+                    let keys = self.signing_keys().await?;
                     let sealed = session.sealed_current.as_deref().unwrap_or_default();
                     let current = presented
                         .open_successor(sealed)
                         .ok_or_else(|| AuthError::Internal("sealed successor does not open".into()))?;
-                    return self.grant(&user, &session, current, now);
+                    return self.grant(&keys, &user, &session, current, now);
                 }
                 RefreshDecision::Rotate => {
+                    // Before the write: a rotation whose tokens cannot be signed must not happen.
+                    let keys = self.signing_keys().await?;
                     let next = RefreshToken::generate(&self.rng)?;
                     let refresh_expires_at =
                         now.plus(self.policy.refresh_ttl).min(session.absolute_expires_at);
@@ -490,7 +635,7 @@ impl AuthService {
                         session.last_used_at = now;
                         session.rotated_at = Some(now);
                         session.refresh_expires_at = refresh_expires_at;
-                        return self.grant(&user, &session, next, now);
+                        return self.grant(&keys, &user, &session, next, now);
                     }
                     // Someone else rotated (or revoked) first: decide again on fresh state.
                     session = self.reread(session.id).await?;
@@ -551,12 +696,12 @@ impl AuthService {
         presented: &str,
         csrf: Option<&str>,
         client: &ClientInfo,
-    ) -> Result<(), AuthError> {
+    ) -> Result<LogoutOutcome, AuthError> {
         let Some(token) = RefreshToken::parse(presented) else {
-            return Ok(());
+            return Ok(LogoutOutcome::Done);
         };
         let Some(found) = self.store.find_refresh_token(&token.hash()).await? else {
-            return Ok(());
+            return Ok(LogoutOutcome::Done);
         };
         check_csrf(&found.session, csrf)?;
         let now = self.clock.now();
@@ -564,13 +709,14 @@ impl AuthService {
         // endpoint it is presented at: record and report it as reuse, not as a plain logout.
         // The answer stays 204 (logout is idempotent and reveals nothing).
         match rotation::decide(&found.session, found.generation, now, self.policy.reuse_grace) {
-            RefreshDecision::Revoked => Ok(()),
+            RefreshDecision::Revoked => Ok(LogoutOutcome::Done),
             RefreshDecision::Reuse => match self.on_reuse(&found.session, now, client).await {
-                AuthError::RefreshTokenReused => Ok(()),
+                AuthError::RefreshTokenReused => Ok(LogoutOutcome::ReuseDetected),
                 other => Err(other),
             },
             RefreshDecision::Rotate | RefreshDecision::ReplayCurrent | RefreshDecision::Expired => {
-                self.end_session(&found.session, "logout", client).await
+                self.end_session(&found.session, "logout", client).await?;
+                Ok(LogoutOutcome::Done)
             }
         }
     }
@@ -801,6 +947,7 @@ impl AuthService {
 
     fn grant(
         &self,
+        keys: &AccessTokens,
         user: &UserRecord,
         session: &SessionRecord,
         refresh: RefreshToken,
@@ -808,8 +955,7 @@ impl AuthService {
     ) -> Result<TokenGrant, AuthError> {
         // An access token never outlives its session.
         let access_expires_at = now.plus(self.policy.access_ttl).min(session.expires_at());
-        let access_token = self
-            .tokens()
+        let access_token = keys
             .issue(user.id, session.id, &user.roles, now, access_expires_at)
             .map_err(token_internal)?;
         Ok(TokenGrant {
@@ -823,19 +969,29 @@ impl AuthService {
         })
     }
 
-    /// Runs password hashing on the blocking pool, at most `hashing`'s permits at a time.
-    async fn blocking_hash<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
-    ) -> Result<T, AuthError> {
-        let _permit = tokio::time::timeout(HASH_QUEUE_TIMEOUT, self.hashing.acquire())
+    /// A turn at password hashing, waited for at most [`HASH_QUEUE_TIMEOUT`].
+    async fn hashing_permit(&self) -> Result<OwnedSemaphorePermit, AuthError> {
+        tokio::time::timeout(HASH_QUEUE_TIMEOUT, Arc::clone(&self.hashing).acquire_owned())
             .await
             .map_err(|_| AuthError::Overloaded)?
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let hasher = Arc::clone(&self.passwords);
-        tokio::task::spawn_blocking(move || work(&hasher))
-            .await
             .map_err(|e| AuthError::Internal(e.to_string()))
+    }
+
+    /// Runs password hashing on the blocking pool. The permit moves into the blocking closure
+    /// and is released only when the hash is done, so the number of hashes running (threads
+    /// busy, buffers in use) never exceeds the permits whatever the clients do.
+    fn spawn_hash<T: Send + 'static>(
+        &self,
+        permit: OwnedSemaphorePermit,
+        work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        let hasher = Arc::clone(&self.passwords);
+        let stats = Arc::clone(&self.hashing_stats);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _running = stats.running();
+            work(&hasher)
+        })
     }
 
     /// Audit failures are logged, never turned into request failures: the action happened.
@@ -857,9 +1013,13 @@ impl AuthService {
             user_agent: client.user_agent.clone(),
             detail,
         };
-        if let Err(err) = self.store.insert_audit_event(&e).await {
-            tracing::error!(event, error = %err, "could not write audit event");
-        }
+        write_audit(self.store.as_ref(), e).await;
+    }
+}
+
+async fn write_audit(store: &dyn Store, e: AuditEvent) {
+    if let Err(err) = store.insert_audit_event(&e).await {
+        tracing::error!(event = e.event, error = %err, "could not write audit event");
     }
 }
 
@@ -880,8 +1040,13 @@ fn build_key_set(
     now: Timestamp,
     policy: &Policy,
 ) -> Result<AccessTokens, AuthError> {
-    let retired_grace = policy.access_ttl + Duration::from_secs(60);
-    AccessTokens::new(keys, issuer, audience, now, retired_grace).map_err(token_internal)
+    AccessTokens::new(keys, issuer, audience, now, retired_grace(policy)).map_err(token_internal)
+}
+
+/// How long a retired key keeps verifying: the longest a token it signed can live, plus the
+/// longest an instance may go on signing with it unawares ([`KEY_SET_MAX_AGE`]), plus a minute.
+fn retired_grace(policy: &Policy) -> Duration {
+    policy.access_ttl + KEY_SET_MAX_AGE + Duration::from_secs(60)
 }
 
 /// The checks a live-looking session must pass for this access token.
@@ -912,4 +1077,58 @@ fn check_csrf(session: &SessionRecord, csrf: Option<&str>) -> Result<(), AuthErr
 
 fn token_internal(e: TokenError) -> AuthError {
     AuthError::Internal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::NoAlerts;
+    use crate::domain::SystemClock;
+
+    async fn service(dir: &tempfile::TempDir) -> AuthService {
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::connect(&url, 2).await.unwrap();
+        let policy = Policy::from_config(&Config::default());
+        AuthService::start(
+            store,
+            Arc::new(SystemClock),
+            Arc::new(NoAlerts),
+            policy,
+            "iss",
+            "aud",
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_forged_unknown_kid_does_not_throw_away_the_verified_token_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(&dir).await;
+        let before = service.tokens();
+        // A token with a kid nobody has: it makes the service reload its keys.
+        let header = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            br#"{"alg":"EdDSA","typ":"at+jwt","kid":"forged"}"#,
+        );
+        let forged = format!("{header}.e30.c2ln");
+        assert!(matches!(
+            service.verify_access_token(&forged, false).await,
+            Err(TokenError::UnknownKey)
+        ));
+        assert!(
+            service.last_key_reload.load(Ordering::Relaxed) > 0,
+            "a reload happened"
+        );
+        assert!(
+            Arc::ptr_eq(&before, &service.tokens()),
+            "the same key set, and with it its cache, is kept"
+        );
+        // A real change of keys is still picked up.
+        rotate_signing_key(service.store.as_ref(), service.clock.now())
+            .await
+            .unwrap();
+        service.reload_keys().await.unwrap();
+        assert!(!Arc::ptr_eq(&before, &service.tokens()));
+    }
 }

@@ -240,6 +240,13 @@ pub trait Store: Send + Sync + 'static {
     /// Retires the active key (it keeps verifying for a while) and makes `key` the active one,
     /// in one transaction.
     async fn rotate_signing_key(&self, key: &SigningKeyRecord, now: Timestamp) -> StoreResult<()>;
+
+    /// The database server's clock, when it is not this machine's (PostgreSQL: instances on
+    /// several machines compare times they wrote, so they align their clocks to it). `None`:
+    /// the database is on this machine (SQLite), whose clock is already the one to use.
+    async fn database_time(&self) -> StoreResult<Option<Timestamp>> {
+        Ok(None)
+    }
 }
 
 /// Opens the store named by a database URL and applies its migrations.

@@ -315,9 +315,13 @@ impl Store for PostgresStore {
         now: Timestamp,
         reason: &str,
     ) -> StoreResult<u64> {
+        // Rows are locked in id order, as `revoke_sessions_over_limit` locks them, so the two
+        // running together for one user wait for each other instead of deadlocking.
         let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2, sealed_current = NULL \
-             WHERE user_id = $3 AND revoked_at IS NULL AND id IS DISTINCT FROM $4",
+            "WITH locked AS (SELECT id FROM sessions WHERE user_id = $3 AND revoked_at IS NULL \
+               AND id IS DISTINCT FROM $4 ORDER BY id FOR UPDATE) \
+             UPDATE sessions s SET revoked_at = $1, revoked_reason = $2, sealed_current = NULL \
+             FROM locked WHERE s.id = locked.id AND s.revoked_at IS NULL",
         )
         .bind(now.millis())
         .bind(reason)
@@ -335,11 +339,17 @@ impl Store for PostgresStore {
         max_live: u32,
         now: Timestamp,
     ) -> StoreResult<u64> {
+        // The outer `revoked_at IS NULL` is re-checked on the row as it is once its lock is
+        // ours: a revocation committed meanwhile (reuse, logout) keeps its time and reason.
+        // Rows are locked in id order, as `revoke_user_sessions` locks them.
         let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = 'session_limit', sealed_current = NULL \
-             WHERE id IN (SELECT id FROM sessions WHERE user_id = $2 AND revoked_at IS NULL \
+            "WITH over AS (SELECT id FROM sessions WHERE user_id = $2 AND revoked_at IS NULL \
                AND absolute_expires_at > $1 AND refresh_expires_at > $1 \
-               ORDER BY last_used_at DESC, id DESC OFFSET $3)",
+               ORDER BY last_used_at DESC, id DESC OFFSET $3), \
+             locked AS (SELECT id FROM sessions WHERE id IN (SELECT id FROM over) AND revoked_at IS NULL \
+               ORDER BY id FOR UPDATE) \
+             UPDATE sessions s SET revoked_at = $1, revoked_reason = 'session_limit', sealed_current = NULL \
+             FROM locked WHERE s.id = locked.id AND s.revoked_at IS NULL",
         )
         .bind(now.millis())
         .bind(user.0)
@@ -475,6 +485,15 @@ impl Store for PostgresStore {
         .await
         .map_err(map_pg)?;
         tx.commit().await.map_err(map_pg)
+    }
+
+    async fn database_time(&self) -> StoreResult<Option<Timestamp>> {
+        // clock_timestamp(), not now(): the latter is the start of the transaction.
+        let millis: i64 = sqlx::query_scalar("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        Ok(Some(Timestamp(millis)))
     }
 }
 

@@ -103,6 +103,11 @@ pub async fn start(config: Config, storage: Arc<TestStorage>) -> TestApp {
         tessera::telemetry::init();
     }
     let app = Application::build(&config).await.expect("build app");
+    serve(app, config, storage)
+}
+
+/// Runs an application the test built itself (its own clock, say) on `config` and `storage`.
+pub fn serve(app: Application, config: Config, storage: Arc<TestStorage>) -> TestApp {
     let addr = app.local_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {

@@ -201,3 +201,14 @@ async fn unknown_methods_share_one_label() {
     );
     assert_eq!(m.sum("tessera_http_requests_total", &[("method", "FOOBAR")]), 0.0);
 }
+
+#[tokio::test]
+async fn reuse_detected_at_logout_is_counted() {
+    let app = spawn_app_with(|c| c.reuse_grace = Duration::ZERO).await;
+    let t = app.signup_and_login(EMAIL).await;
+    app.refresh_ok(&s(&t, "refresh_token")).await;
+    // The rotated-out token presented at logout: a stolen copy, reported as reuse.
+    assert_status(app.logout_with_refresh_token(&s(&t, "refresh_token")).await, 204).await;
+    let m = Scrape::of(&app).await;
+    assert_eq!(m.value("tessera_refresh_token_reuse_detections_total", &[]), 1.0);
+}

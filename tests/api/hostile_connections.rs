@@ -1,0 +1,191 @@
+//! Connections that send nothing, stall an HTTP/2 preface, sit idle, or come by the thousand:
+//! each is bounded in time from its first byte, and none of them stops the server answering
+//! everyone else.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::*;
+
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn spawn_with_client_timeout() -> TestApp {
+    spawn_app_with(|c| c.client_timeout = TIMEOUT).await
+}
+
+/// Connects, sends `bytes` (maybe none), and waits for the server to close the connection;
+/// returns how long that took from the connect.
+async fn closed_after(app: &TestApp, bytes: &[u8]) -> Duration {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    if !bytes.is_empty() {
+        // A refused connection may already be closed: a failed write is fine.
+        let _ = stream.write_all(bytes).await;
+    }
+    let mut sink = Vec::new();
+    tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut sink))
+        .await
+        .unwrap_or_else(|_| panic!("still open after 8 s (sent {} bytes)", bytes.len()))
+        .ok();
+    started.elapsed()
+}
+
+fn assert_within_the_timeout(took: Duration) {
+    assert!(took < TIMEOUT * 3, "closed after {took:?}, timeout {TIMEOUT:?}");
+}
+
+#[tokio::test]
+async fn a_socket_that_sends_nothing_is_closed() {
+    let app = spawn_with_client_timeout().await;
+    assert_within_the_timeout(closed_after(&app, b"").await);
+}
+
+#[tokio::test]
+async fn a_stalled_http2_preface_is_closed() {
+    let app = spawn_with_client_timeout().await;
+    assert_within_the_timeout(closed_after(&app, b"PRI * HTTP/2.0\r\n").await);
+}
+
+#[tokio::test]
+async fn a_full_http2_preface_and_settings_then_nothing_is_closed() {
+    let app = spawn_with_client_timeout().await;
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // An empty SETTINGS frame: length 0, type 4, flags 0, stream 0.
+    preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    assert_within_the_timeout(closed_after(&app, &preface).await);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let app = spawn_with_client_timeout().await;
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.expect("read");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let idle_from = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut rest))
+        .await
+        .expect("an idle keep-alive connection is closed")
+        .ok();
+    assert_within_the_timeout(idle_from.elapsed());
+}
+
+/// Holds `n` connected sockets that send nothing.
+async fn idle_sockets(app: &TestApp, n: usize) -> Vec<TcpStream> {
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        sockets.push(TcpStream::connect(app.addr).await.expect("connect"));
+    }
+    sockets
+}
+
+#[tokio::test]
+async fn healthz_answers_while_1000_idle_sockets_are_open() {
+    // The test process holds both ends of every socket.
+    tessera::startup::raise_open_file_limit();
+    let app = spawn_app_with(|c| {
+        c.client_timeout = Duration::from_secs(20);
+        c.max_connections = 1_100;
+        c.max_connections_per_ip = 0;
+    })
+    .await;
+    let sockets = idle_sockets(&app, 1_000).await;
+    let started = Instant::now();
+    let health = tokio::time::timeout(Duration::from_secs(5), app.get("/healthz"))
+        .await
+        .expect("/healthz answers within 5 s");
+    assert_status(health, 200).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The idle sockets really were being held (not refused): the first is still open.
+    let mut first = sockets.into_iter().next().expect("a socket");
+    let mut byte = [0u8; 1];
+    let still_open = tokio::time::timeout(Duration::from_millis(200), first.read(&mut byte)).await;
+    assert!(still_open.is_err(), "the idle socket was held open, not refused");
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_cap_are_refused_at_once() {
+    let app = spawn_app_with(|c| {
+        c.client_timeout = Duration::from_secs(20);
+        c.max_connections_per_ip = 3;
+    })
+    .await;
+    let held = idle_sockets(&app, 3).await;
+    // The fourth from the same address is closed without an answer, at once.
+    let took = closed_after(&app, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(took < Duration::from_secs(1), "refused after {took:?}");
+    // Closing one makes room again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_status(app.get("/healthz").await, 200).await;
+}
+
+#[tokio::test]
+async fn connections_over_the_total_cap_are_refused_at_once() {
+    let app = spawn_app_with(|c| {
+        c.client_timeout = Duration::from_secs(20);
+        c.max_connections = 2;
+        c.max_connections_per_ip = 0;
+    })
+    .await;
+    let held = idle_sockets(&app, 2).await;
+    let took = closed_after(&app, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(took < Duration::from_secs(1), "refused after {took:?}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_status(app.get("/healthz").await, 200).await;
+}
+
+#[tokio::test]
+async fn a_body_nobody_reads_does_not_hold_the_connection() {
+    let app = spawn_with_client_timeout().await;
+    // /healthz reads no body; the client promises one and sends a byte of it.
+    let took = closed_after(
+        &app,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx",
+    )
+    .await;
+    assert_within_the_timeout(took);
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_cut_off() {
+    let app = spawn_with_client_timeout().await;
+    let stream = TcpStream::connect(app.addr).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    // Far more pipelined requests than socket buffers hold answers for; nothing is read.
+    const REQUESTS: usize = 100_000;
+    let request = b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n";
+    let sending = tokio::spawn(async move {
+        let all: Vec<u8> = request
+            .iter()
+            .copied()
+            .cycle()
+            .take(request.len() * REQUESTS)
+            .collect();
+        let _ = writer.write_all(&all).await;
+        writer
+    });
+    // Long enough for the server to fill the buffers and stall, then for its timeout.
+    tokio::time::sleep(TIMEOUT * 6).await;
+    let mut answers = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut answers)).await;
+    sending.abort();
+    let received = answers.windows(12).filter(|w| w == b"HTTP/1.1 404").count();
+    assert!(read.is_ok(), "the connection was closed");
+    assert!(
+        received < REQUESTS,
+        "the server waited for a client that would not read ({received} answers)"
+    );
+}
