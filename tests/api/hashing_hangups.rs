@@ -96,7 +96,11 @@ async fn logins_that_hang_up_leave_hashing_bounded_and_audited() {
     // Every hash that ran was a failed login, and each is on record.
     let db = rusqlite::Connection::open(dir.path().join("tessera.db")).expect("open the database");
     let audited: i64 = db
-        .query_row("SELECT count(*) FROM audit_events WHERE event = 'login_failed'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM audit_events WHERE event = 'login_failed'",
+            [],
+            |r| r.get(0),
+        )
         .expect("count");
     assert_eq!(
         audited as u64, finished,
