@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Every figure of docs/BENCHMARKS.md's table for one backend, in one run on this machine:
+# Tessera against the reference peer (../shared/bench/compare.sh, A B A B), the load
+# generator's own ceiling against a trivial server, the database ceiling for a rotation
+# (limit.sh), memory idle and under load, and verify latency while logins saturate the CPU.
+#
+#   scripts/benchmark.sh sqlite|postgres
+#
+#   SHARED_BENCH   the reference bench folder (default ../shared/bench beside the checkout)
+#   DATABASE_URL   PostgreSQL server for the peer, limit.sh and (postgres) Tessera's own
+#                  database `tessera_bench` (default postgres://postgres@127.0.0.1:5432/test)
+#   ROUNDS, SECS, WARMUP, CONC   passed to compare.sh (2, 10, 2, 32)
+#   OUT            results folder (default target/benchmark-<backend>-<time>)
+# Only 127.0.0.1 is ever targeted; every load loop is bounded by SECS.
+set -euo pipefail
+backend="${1:?usage: scripts/benchmark.sh sqlite|postgres}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bench="${SHARED_BENCH:-$root/../shared/bench}"
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export ROUNDS="${ROUNDS:-2}" SECS="${SECS:-10}" WARMUP="${WARMUP:-2}" CONC="${CONC:-32}"
+out="${OUT:-$root/target/benchmark-$backend-$(date -u +%Y%m%dT%H%M%SZ)}"
+mkdir -p "$out"
+port=8080
+tessera="$root/target/release/tessera"
+tessera_bench="$root/target/release/tessera-bench"
+loadgen="$bench/loadgen/target/release/loadgen"
+hello="$bench/loadgen/target/release/hello"
+
+(cd "$root" && cargo build --release --quiet -p tessera -p tessera-bench)
+[ -x "$loadgen" ] || (cd "$bench/loadgen" && cargo build --release --quiet)
+[ -d "$bench/peer-express/node_modules" ] || "$bench/peer-express/setup.sh" >&2
+
+case "$backend" in
+  sqlite) tessera_db="sqlite://$out/tessera.db" ;;
+  postgres)
+    admin="$DATABASE_URL"
+    psql "$admin" -qc "DROP DATABASE IF EXISTS tessera_bench" -c "CREATE DATABASE tessera_bench" 2>/dev/null
+    tessera_db="${admin%/*}/tessera_bench?sslmode=disable"
+    ;;
+  *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
+esac
+
+TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$port" RUST_LOG=warn \
+  TESSERA_DATABASE_URL="$tessera_db" "$tessera" serve >"$out/tessera.log" 2>&1 &
+tessera_pid=$!
+hello_pid=""
+cleanup() {
+  kill "$tessera_pid" 2>/dev/null || true
+  [ -n "$hello_pid" ] && kill "$hello_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 1 100); do grep -q '^listening on' "$out/tessera.log" && break; sleep 0.1; done
+sleep 2
+rss() { awk -v k="$1" '$1 == k":" { print int($2 / 1024) }' "/proc/$tessera_pid/status"; }
+echo "rss_idle_mib $(rss VmRSS)" | tee "$out/summary.txt"
+
+TESSERA_URL="http://127.0.0.1:$port" RESULTS="$out/compare.jsonl" "$bench/compare.sh" 2>&1 | tee "$out/compare.txt"
+echo "rss_peak_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
+
+# Verify while 32 other clients keep the password hasher saturated with logins.
+"$tessera_bench" run --url "http://127.0.0.1:$port" --scenario login -c 32 -d $((SECS + WARMUP + 2)) \
+  --warmup 0 --json >"$out/login-background.json" 2>/dev/null &
+login_pid=$!
+sleep 1
+"$loadgen" --target tessera --base "http://127.0.0.1:$port" --scenario verify --concurrency "$CONC" \
+  --duration "$SECS" --warmup "$WARMUP" --json | tail -n 1 >"$out/verify-under-login.json"
+wait "$login_pid" || true
+echo "verify_under_login $(cat "$out/verify-under-login.json")" | tee -a "$out/summary.txt"
+echo "rss_peak_after_logins_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
+
+# The load generator's own ceiling: a trivial HTTP server, same concurrency.
+"$hello" --listen 127.0.0.1:9090 --threads 1 >/dev/null 2>&1 &
+hello_pid=$!
+sleep 0.5
+"$loadgen" --base http://127.0.0.1:9090 --scenario get --concurrency "$CONC" --duration "$SECS" \
+  --warmup "$WARMUP" --json | tail -n 1 >"$out/ceiling.json"
+echo "loadgen_ceiling $(cat "$out/ceiling.json")" | tee -a "$out/summary.txt"
+
+if [ "$backend" = postgres ]; then
+  "$bench/limit.sh" 2>&1 | tail -n 1 | tee -a "$out/summary.txt"
+fi
+echo "results in $out"
