@@ -24,6 +24,8 @@ pub enum BenchError {
     InvalidArgument(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("opening and migrating the database: {0}")]
     Store(#[from] tessera::store::StoreError),
     #[error("crypto: {0}")]
