@@ -1,10 +1,14 @@
 //! Group commit for refresh-token rotations on PostgreSQL.
 //!
-//! Rotations arriving while earlier ones are at the database are queued and sent together:
-//! one statement over arrays, one commit (one WAL flush) for all of them. Nothing waits on a
-//! timer: the first rotation goes at once, and a batch is whatever queued while up to
-//! [`MAX_IN_FLIGHT`] batches were being answered, so batches grow with the load and stay
-//! at one when there is none.
+//! Rotations arriving while a batch is at the database are queued and sent together as the
+//! next batch: one statement over arrays, one commit (one WAL flush) for all of them. Nothing
+//! waits on a timer: with no batch in flight a rotation goes at once, so batches grow with the
+//! load and stay at one when there is none.
+//!
+//! One batch at a time per instance: measured on 2 cores at 32 concurrent refreshes (same
+//! database, interleaved runs), no batching gave ~2,100 rotations/s (p99 24 ms), four batches
+//! in flight ~5,300 (p99 11 ms), two ~6,800 (p99 8 ms), one ~7,700 (p99 7 ms): fewer, larger
+//! statements cost PostgreSQL less CPU per rotation, and its WAL flushes were already shared.
 //!
 //! Each rotation is decided exactly as when it goes alone. Two rotations of one session in
 //! one batch join the same row: PostgreSQL updates it once, from the first joined row that
@@ -22,8 +26,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::{map_pg, session_from_row, user_from_row, SESSION_COLUMNS, USER_COLUMNS};
 use crate::store::{CurrentRotation, SessionRecord, StoreError, StoreResult, UserRecord};
 
-/// Batches at the database at once; more wait and grow the next batch.
-const MAX_IN_FLIGHT: usize = 4;
+/// Batches at the database at once; more rotations wait and grow the next batch.
+const MAX_IN_FLIGHT: usize = 1;
 /// The most rotations one statement carries.
 const MAX_BATCH: usize = 256;
 
