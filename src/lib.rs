@@ -6,8 +6,9 @@
 //! - [`config`]: settings from flags, `TESSERA_*` variables and an optional TOML file.
 //! - [`startup`]: builds the application (store, service, router) and runs it until shutdown.
 //! - [`http`]: routes, extractors and the one mapping of errors to problem+json.
-//! - [`service`]: the auth flows; [`service::rotation`] is the refresh-token state machine.
-//! - [`store`]: the storage trait and its SQLite implementation.
+//! - [`service`]: the auth flows; [`service::rotation`] is the refresh-token state machine,
+//!   [`service::liveness`] the in-memory view of which sessions are live.
+//! - [`store`]: the storage trait and its SQLite (rusqlite) and PostgreSQL (sqlx) implementations.
 //! - [`tokens`]: access-token signing and strict verification, the JWKS.
 //! - [`crypto`]: password hashing, refresh-token secrets, sealing a successor token.
 //! - [`domain`]: ids, timestamps, validated inputs and the clock.

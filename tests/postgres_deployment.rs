@@ -93,14 +93,7 @@ async fn login(c: &reqwest::Client, server: &Server, email: &str) -> Value {
     )
     .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = post(
-        c,
-        server.url("/v1/auth/login"),
-        json!({"email": email, "password": PASSWORD}),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json().await.expect("token response")
+    login_again(c, server, email).await
 }
 
 async fn refresh(c: &reqwest::Client, server: &Server, token: &str) -> reqwest::Response {
@@ -259,13 +252,7 @@ async fn a_logout_on_one_instance_is_refused_by_the_other_within_100_ms() {
     )
     .await;
     for _ in 0..49 {
-        let r = post(
-            &c,
-            a.url("/v1/auth/login"),
-            json!({"email": "across@example.com", "password": PASSWORD}),
-        )
-        .await;
-        let tokens: Value = r.json().await.expect("token response");
+        let tokens = login_again(&c, &a, "across@example.com").await;
         delays.push(time_until_refused(&c, &a, &b, &tokens).await);
     }
     delays.sort();
@@ -323,6 +310,7 @@ async fn a_lost_revocation_listener_never_leaves_a_revoked_session_usable() {
     db.drop_database().await;
 }
 
+/// Logs an existing user in on `server` (another session); returns the token response.
 async fn login_again(c: &reqwest::Client, server: &Server, email: &str) -> Value {
     let r = post(
         c,

@@ -314,12 +314,15 @@ async fn concurrent_one_step_rotations_have_one_winner(store: Arc<dyn Store>) {
 }
 
 /// A rotation racing a revocation of its session either happens before it (and its
-/// successor dies with the session) or not at all: nothing outlives the revocation.
+/// successor dies with the session) or not at all: nothing outlives the revocation. Every
+/// way of revoking races: one session (logout, `DELETE /sessions/{id}`, reuse detection),
+/// all of a user's (logout-all) and eviction by the session cap.
 async fn a_rotation_racing_a_revocation_never_outlives_it(store: Arc<dyn Store>) {
+    let at = Timestamp(T0.0 + 1000);
     let mut races = Vec::new();
-    for _ in 0..20 {
-        let (_, s, h) = seeded(store.as_ref()).await;
-        let step = one_step(h, Timestamp(T0.0 + 1000), None);
+    for i in 0..30 {
+        let (u, s, h) = seeded(store.as_ref()).await;
+        let step = one_step(h, at, None);
         let successor = step.new_hash;
         let rotating = {
             let store = Arc::clone(&store);
@@ -327,14 +330,21 @@ async fn a_rotation_racing_a_revocation_never_outlives_it(store: Arc<dyn Store>)
         };
         let revoking = {
             let store = Arc::clone(&store);
-            tokio::spawn(async move { store.revoke_session(s.id, Timestamp(T0.0 + 1000), "logout").await })
+            tokio::spawn(async move {
+                match i % 3 {
+                    0 => store.revoke_session(s.id, at, "logout").await.map(u64::from),
+                    1 => store.revoke_user_sessions(u.id, None, at, "logout_all").await,
+                    _ => store.revoke_sessions_over_limit(u.id, 0, at).await,
+                }
+            })
         };
         races.push((s, successor, rotating, revoking));
     }
     for (s, successor, rotating, revoking) in races {
         rotating.await.expect("join").expect("rotate");
-        assert!(
+        assert_eq!(
             revoking.await.expect("join").expect("revoke"),
+            1,
             "the revocation applied"
         );
         let after = store.find_session(s.id).await.expect("find").expect("present");

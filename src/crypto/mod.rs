@@ -128,6 +128,12 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
         == digest::digest(&digest::SHA256, b.as_bytes()).as_ref()
 }
 
+/// Does `presented` equal the CSRF token bound to a session (`None`: a bearer session, which
+/// has none, so nothing matches)?
+pub fn csrf_matches(bound: Option<&str>, presented: &str) -> bool {
+    bound.is_some_and(|expected| secrets_equal(expected, presented))
+}
+
 /// Random URL-safe string of `bytes` random bytes (CSRF tokens, ids that must be unguessable).
 pub fn random_token(rng: &SystemRandom, bytes: usize) -> Result<String, CryptoError> {
     let mut buf = vec![0u8; bytes];

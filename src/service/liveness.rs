@@ -63,9 +63,7 @@ impl SessionSnapshot {
 
     /// Does `presented` equal the CSRF token bound to this (cookie) session?
     pub fn csrf_matches(&self, presented: &str) -> bool {
-        self.csrf_token
-            .as_deref()
-            .is_some_and(|expected| crate::crypto::secrets_equal(expected, presented))
+        crate::crypto::csrf_matches(self.csrf_token.as_deref(), presented)
     }
 }
 

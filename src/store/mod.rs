@@ -95,9 +95,7 @@ impl SessionRecord {
 
     /// Does `presented` equal the CSRF token bound to this (cookie) session?
     pub fn csrf_matches(&self, presented: &str) -> bool {
-        self.csrf_token
-            .as_deref()
-            .is_some_and(|expected| crate::crypto::secrets_equal(expected, presented))
+        crate::crypto::csrf_matches(self.csrf_token.as_deref(), presented)
     }
 
     pub fn is_live(&self, now: Timestamp) -> bool {
