@@ -46,14 +46,34 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// while writes wait (tens of ms on a slow disk), so it should come rarely.
 const WAL_RESTART_PAGES: i64 = 16_384;
 
-const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.absolute_expires_at, \
-     s.refresh_expires_at, s.revoked_at, s.revoked_reason, s.user_agent, s.ip, s.generation, \
-     s.rotated_at, s.sealed_current, s.csrf_token";
+// Column lists as macros, so every statement is one `&'static str` built at compile time:
+// `prepare_cached` finds its statement by text, and a `format!` per call would allocate and
+// format the SQL on every request.
+macro_rules! session_columns {
+    () => {
+        "s.id, s.user_id, s.created_at, s.last_used_at, s.absolute_expires_at, \
+         s.refresh_expires_at, s.revoked_at, s.revoked_reason, s.user_agent, s.ip, s.generation, \
+         s.rotated_at, s.sealed_current, s.csrf_token"
+    };
+}
 /// The same columns as `RETURNING` names them (no table alias there).
-const RETURNED_SESSION_COLUMNS: &str = "id, user_id, created_at, last_used_at, absolute_expires_at, \
-     refresh_expires_at, revoked_at, revoked_reason, user_agent, ip, generation, rotated_at, \
-     sealed_current, csrf_token";
-const USER_COLUMNS: &str = "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at";
+macro_rules! returned_session_columns {
+    () => {
+        "id, user_id, created_at, last_used_at, absolute_expires_at, refresh_expires_at, \
+         revoked_at, revoked_reason, user_agent, ip, generation, rotated_at, sealed_current, csrf_token"
+    };
+}
+macro_rules! user_columns {
+    () => {
+        "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at"
+    };
+}
+/// The system clock as SQLite sees it, in milliseconds (the revocation log's clock).
+macro_rules! sql_now_millis {
+    () => {
+        "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+    };
+}
 
 pub struct SqliteStore {
     readers: Readers,
@@ -402,12 +422,13 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<SigningKeyRecord> {
 }
 
 fn find_user_by_id(conn: &Connection, id: &str) -> rusqlite::Result<UserRecord> {
-    conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1"))?
-        .query_row([id], user_from_row)
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users u WHERE u.id = ?1"
+    ))?
+    .query_row([id], user_from_row)
 }
-
-/// The system clock as SQLite sees it, in milliseconds (the revocation log's clock).
-const SQL_NOW_MILLIS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -448,9 +469,13 @@ impl Store for SqliteStore {
 
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>> {
         self.readers.read(|c| {
-            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email = ?1"))?
-                .query_row([email.as_str()], user_from_row)
-                .optional()
+            c.prepare_cached(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users u WHERE u.email = ?1"
+            ))?
+            .query_row([email.as_str()], user_from_row)
+            .optional()
         })
     }
 
@@ -484,8 +509,10 @@ impl Store for SqliteStore {
 
     async fn find_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
         self.readers.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ?1"
+            c.prepare_cached(concat!(
+                "SELECT ",
+                session_columns!(),
+                " FROM sessions s WHERE s.id = ?1"
             ))?
             .query_row([id.to_string()], session_from_row)
             .optional()
@@ -497,8 +524,12 @@ impl Store for SqliteStore {
         id: SessionId,
     ) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
         self.readers.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {SESSION_COLUMNS}, {USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id \
+            c.prepare_cached(concat!(
+                "SELECT ",
+                session_columns!(),
+                ", ",
+                user_columns!(),
+                " FROM sessions s JOIN users u ON u.id = s.user_id \
                  WHERE s.id = ?1"
             ))?
             .query_row([id.to_string()], |r| {
@@ -510,8 +541,10 @@ impl Store for SqliteStore {
 
     async fn find_live_sessions(&self, user: UserId, now: Timestamp) -> StoreResult<Vec<SessionRecord>> {
         self.readers.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.user_id = ?1 AND s.revoked_at IS NULL \
+            c.prepare_cached(concat!(
+                "SELECT ",
+                session_columns!(),
+                " FROM sessions s WHERE s.user_id = ?1 AND s.revoked_at IS NULL \
                  AND s.absolute_expires_at > ?2 AND s.refresh_expires_at > ?2 \
                  ORDER BY s.last_used_at DESC, s.id DESC"
             ))?
@@ -522,8 +555,12 @@ impl Store for SqliteStore {
 
     async fn find_refresh_token(&self, hash: &RefreshTokenHash) -> StoreResult<Option<FoundRefreshToken>> {
         self.readers.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT t.generation AS token_generation, {SESSION_COLUMNS}, {USER_COLUMNS} FROM refresh_tokens t \
+            c.prepare_cached(concat!(
+                "SELECT t.generation AS token_generation, ",
+                session_columns!(),
+                ", ",
+                user_columns!(),
+                " FROM refresh_tokens t \
                  JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id WHERE t.hash = ?1"
             ))?
             .query_row([&hash.0[..]], |r| {
@@ -580,14 +617,12 @@ impl Store for SqliteStore {
                 return Ok(None);
             };
             let session = c
-                .prepare_cached(&format!(
-                    "UPDATE sessions SET generation = generation + 1, current_hash = ?2, rotated_at = ?1, \
+                .prepare_cached(concat!("UPDATE sessions SET generation = generation + 1, current_hash = ?2, rotated_at = ?1, \
                      last_used_at = ?1, sealed_current = ?3, refresh_expires_at = min(?4, absolute_expires_at) \
                      WHERE id = ?5 AND generation = ?6 AND revoked_at IS NULL \
                      AND absolute_expires_at > ?1 AND refresh_expires_at > ?1 \
                      AND (?7 IS NULL OR csrf_token = ?7) \
-                     RETURNING {RETURNED_SESSION_COLUMNS}"
-                ))?
+                     RETURNING ", returned_session_columns!()))?
                 .query_row(
                     params![
                         r.now.millis(),
@@ -682,7 +717,7 @@ impl Store for SqliteStore {
     async fn find_revocations_since(&self, since: Timestamp) -> StoreResult<RevocationsSince> {
         self.readers.read(|c| {
             // The clock first: a revocation logged after it is read again next time.
-            let asked_at: i64 = c.query_row(&format!("SELECT {SQL_NOW_MILLIS}"), [], |r| r.get(0))?;
+            let asked_at: i64 = c.query_row(concat!("SELECT ", sql_now_millis!()), [], |r| r.get(0))?;
             let sessions = c
                 .prepare_cached("SELECT session_id FROM session_revocations WHERE logged_at >= ?1")?
                 .query_map([since.millis()], |r| r.get::<_, String>(0))?
