@@ -566,7 +566,8 @@ impl AuthService {
 
         // The common case, in one store call: the presented token is current, its session
         // live. Only when that does not hold do we read and decide. The keys are checked
-        // first: a rotation whose tokens cannot be signed must not happen.
+        // first, once for every path below: a rotation whose tokens cannot be signed must not
+        // happen.
         let keys = self.signing_keys().await?;
         let now = self.clock.now();
         let next = RefreshToken::generate(&self.rng)?;
@@ -609,7 +610,6 @@ impl AuthService {
                     reread = true;
                 }
                 RefreshDecision::ReplayCurrent => {
-                    let keys = self.signing_keys().await?;
                     let sealed = session.sealed_current.as_deref().unwrap_or_default();
                     let current = presented
                         .open_successor(sealed)
@@ -617,8 +617,6 @@ impl AuthService {
                     return self.grant(&keys, &user, &session, current, now);
                 }
                 RefreshDecision::Rotate => {
-                    // Before the write: a rotation whose tokens cannot be signed must not happen.
-                    let keys = self.signing_keys().await?;
                     let next = RefreshToken::generate(&self.rng)?;
                     let refresh_expires_at =
                         now.plus(self.policy.refresh_ttl).min(session.absolute_expires_at);
