@@ -34,9 +34,9 @@ pub struct SessionSnapshot {
     pub user: UserView,
     /// Cookie-transport sessions: the CSRF token bound to the session.
     csrf_token: Option<String>,
-    absolute_expires_at: Timestamp,
-    /// As last read; a rotation (on any instance) only ever moves it later.
-    refresh_expires_at: Timestamp,
+    /// When the session ends if nothing more happens, as last read; a rotation (on any
+    /// instance) only ever moves it later.
+    expires_at: Timestamp,
     pub revoked: bool,
 }
 
@@ -46,8 +46,7 @@ impl SessionSnapshot {
             id: session.id,
             user: UserView::from(user),
             csrf_token: session.csrf_token.clone(),
-            absolute_expires_at: session.absolute_expires_at,
-            refresh_expires_at: session.refresh_expires_at,
+            expires_at: session.expires_at(),
             revoked: session.revoked_at.is_some(),
         }
     }
@@ -58,7 +57,7 @@ impl SessionSnapshot {
 
     /// When the session ends if nothing more happens (as far as this snapshot knows).
     pub fn expires_at(&self) -> Timestamp {
-        self.absolute_expires_at.min(self.refresh_expires_at)
+        self.expires_at
     }
 
     /// Does `presented` equal the CSRF token bound to this (cookie) session?
@@ -180,15 +179,12 @@ impl LiveSessions {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).known.len())
             .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

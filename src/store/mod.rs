@@ -97,10 +97,6 @@ impl SessionRecord {
     pub fn csrf_matches(&self, presented: &str) -> bool {
         crate::crypto::csrf_matches(self.csrf_token.as_deref(), presented)
     }
-
-    pub fn is_live(&self, now: Timestamp) -> bool {
-        self.revoked_at.is_none() && now < self.expires_at()
-    }
 }
 
 /// A refresh token found by its hash, with the session it belongs to.
@@ -112,7 +108,7 @@ pub struct FoundRefreshToken {
 }
 
 /// What a successful rotation writes.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Rotation {
     pub session_id: SessionId,
     /// The generation the caller saw as current; the write succeeds only if it still is.

@@ -575,10 +575,7 @@ impl Store for SqliteStore {
     }
 
     async fn rotate(&self, r: &Rotation) -> StoreResult<bool> {
-        let r = Rotation {
-            sealed_new: r.sealed_new.clone(),
-            ..*r
-        };
+        let r = r.clone();
         // One conditional UPDATE; the trigger `sessions_record_rotated_token` records the new
         // hash in refresh_tokens within the same statement. The affected-row count (which
         // does not include the trigger's insert) says whether we won.
