@@ -18,7 +18,8 @@ use crate::config::{Config, SessionCheck};
 use crate::crypto::{self, CryptoError, PasswordHashString, PasswordHasher, RefreshToken};
 use crate::domain::{Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
 use crate::store::{
-    AuditEvent, CurrentRotation, FoundRefreshToken, Rotation, SessionRecord, Store, StoreError, UserRecord,
+    AuditEvent, CurrentRotation, FoundRefreshToken, RevocationListener, Rotation, SessionRecord, Store,
+    StoreError, UserRecord,
 };
 use crate::tokens::{AccessClaims, AccessTokens, SigningKeyRecord, TokenError};
 use liveness::{Known, LiveSessions, SessionSnapshot};
@@ -481,16 +482,7 @@ impl AuthService {
         // task of their own, even if this request is dropped because the client hung up: the
         // attempt was made and must be on record. (A client that leaves while still queued for
         // a permit made no attempt: nothing was checked.)
-        let failure = AuditEvent {
-            id: uuid::Uuid::now_v7(),
-            event: "login_failed",
-            at: Timestamp(0),
-            user_id: user.as_ref().map(|u| u.id),
-            session_id: None,
-            ip: client.ip.clone(),
-            user_agent: client.user_agent.clone(),
-            detail: None,
-        };
+        let failure = self.audit_event("login_failed", user.as_ref().map(|u| u.id), None, client, None);
         let (store, clock, known) = (Arc::clone(&self.store), Arc::clone(&self.clock), user.is_some());
         let matches = tokio::spawn(async move {
             let matches = hashing.await.map_err(|e| AuthError::Internal(e.to_string()))?;
@@ -797,50 +789,50 @@ impl AuthService {
     pub async fn follow_revocations(&self) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let mut listener = match self.store.listen_revocations().await {
+            let listener = match self.subscribe_and_catch_up().await {
                 Ok(listener) => listener,
                 Err(e) => {
                     self.live.set_in_sync(false);
-                    tracing::warn!(error = %e, "cannot subscribe to session revocations");
+                    tracing::warn!(error = %e, "cannot follow session revocations");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
-            // Subscribed first, then caught up: nothing falls between the two.
-            if let Err(e) = self.catch_up_revocations().await {
-                self.live.set_in_sync(false);
-                tracing::warn!(error = %e, "cannot read the revocation log");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
             backoff = Duration::from_millis(100);
             self.live.set_in_sync(true);
-            let mut poll = tokio::time::interval(REVOCATION_POLL_EVERY);
-            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let notice = async {
-                    match listener.as_mut() {
-                        Some(listener) => listener.next().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    notice = notice => match notice {
-                        Ok(id) => self.live.revoked(id),
-                        Err(e) => {
-                            self.live.set_in_sync(false);
-                            tracing::warn!(error = %e, "session revocation listener lost");
-                            break;
-                        }
-                    },
-                    _ = poll.tick() => {
-                        if let Err(e) = self.catch_up_revocations().await {
-                            self.live.set_in_sync(false);
-                            tracing::warn!(error = %e, "cannot read the revocation log");
-                            break;
-                        }
+            let lost = self.apply_revocations(listener).await;
+            self.live.set_in_sync(false);
+            tracing::warn!(error = %lost, "session revocation feed lost");
+        }
+    }
+
+    /// Subscribed first, then caught up: nothing falls between the two.
+    async fn subscribe_and_catch_up(&self) -> Result<Option<Box<dyn RevocationListener>>, AuthError> {
+        let listener = self.store.listen_revocations().await?;
+        self.catch_up_revocations().await?;
+        Ok(listener)
+    }
+
+    /// Applies notices as they come and polls the log, until either fails.
+    async fn apply_revocations(&self, mut listener: Option<Box<dyn RevocationListener>>) -> AuthError {
+        let mut poll = tokio::time::interval(REVOCATION_POLL_EVERY);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let notice = async {
+                match listener.as_mut() {
+                    Some(listener) => listener.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                notice = notice => match notice {
+                    Ok(id) => self.live.revoked(id),
+                    Err(e) => return e.into(),
+                },
+                _ = poll.tick() => {
+                    if let Err(e) = self.catch_up_revocations().await {
+                        return e;
                     }
                 }
             }
@@ -1001,7 +993,19 @@ impl AuthService {
         client: &ClientInfo,
         detail: Option<String>,
     ) {
-        let e = AuditEvent {
+        let e = self.audit_event(event, user_id, session_id, client, detail);
+        write_audit(self.store.as_ref(), e).await;
+    }
+
+    fn audit_event(
+        &self,
+        event: &'static str,
+        user_id: Option<UserId>,
+        session_id: Option<SessionId>,
+        client: &ClientInfo,
+        detail: Option<String>,
+    ) -> AuditEvent {
+        AuditEvent {
             id: uuid::Uuid::now_v7(),
             event,
             at: self.clock.now(),
@@ -1010,8 +1014,7 @@ impl AuthService {
             ip: client.ip.clone(),
             user_agent: client.user_agent.clone(),
             detail,
-        };
-        write_audit(self.store.as_ref(), e).await;
+        }
     }
 }
 

@@ -162,7 +162,8 @@ type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
 
 struct Writer {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    /// `Sender` is `Sync`: every request task sends on it directly.
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Writer {
@@ -178,9 +179,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("tessera-sqlite-checkpoint".into())
             .spawn(move || run_checkpoints(&checkpointer, &stopped))?;
-        Ok(Writer {
-            jobs: Mutex::new(jobs),
-        })
+        Ok(Writer { jobs })
     }
 }
 
@@ -292,13 +291,7 @@ impl SqliteStore {
                 });
             })
         });
-        let sent = self
-            .writer
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job);
-        if sent.is_err() {
+        if self.writer.jobs.send(job).is_err() {
             return Err(StoreError::Unavailable("sqlite writer stopped".into()));
         }
         answered
