@@ -121,11 +121,16 @@ async fn connections_over_the_per_address_cap_are_refused_at_once() {
         c.max_connections_per_ip = 3;
     })
     .await;
-    let held = idle_sockets(&app, 3).await;
-    // The fourth from the same address is closed without an answer, at once.
-    let took = closed_after(&app, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // The fourth from the same address is refused.
+    assert_refused_beyond(&app, 3).await;
+}
+
+/// With `cap` idle connections open, the next one is closed without an answer, at once;
+/// closing them makes room again.
+async fn assert_refused_beyond(app: &TestApp, cap: usize) {
+    let held = idle_sockets(app, cap).await;
+    let took = closed_after(app, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(took < Duration::from_secs(1), "refused after {took:?}");
-    // Closing one makes room again.
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_status(app.get("/healthz").await, 200).await;
@@ -139,12 +144,7 @@ async fn connections_over_the_total_cap_are_refused_at_once() {
         c.max_connections_per_ip = 0;
     })
     .await;
-    let held = idle_sockets(&app, 2).await;
-    let took = closed_after(&app, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    assert!(took < Duration::from_secs(1), "refused after {took:?}");
-    drop(held);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_status(app.get("/healthz").await, 200).await;
+    assert_refused_beyond(&app, 2).await;
 }
 
 #[tokio::test]
