@@ -422,18 +422,21 @@ async fn every_request_path_is_an_index_lookup() {
            SELECT gen_random_uuid(), id, 0, 0, 1e13, 1e13 FROM users, generate_series(1, 2);
          INSERT INTO refresh_tokens (hash, session_id, generation) \
            SELECT sha256((id::text || g)::bytea), id, g FROM sessions, generate_series(0, 1) g;
+         INSERT INTO legacy_refresh_tokens (hash, session_id, generation) \
+           SELECT sha256(('legacy' || id::text)::bytea), id, 0 FROM sessions;
          ANALYZE;",
     )
     .await
     .expect("populate");
-    let row = sqlx::query("SELECT s.id::text AS sid, s.user_id::text AS uid, encode(t.hash, 'hex') AS h FROM sessions s JOIN refresh_tokens t ON t.session_id = s.id LIMIT 1")
+    let row = sqlx::query("SELECT s.id::text AS sid, s.user_id::text AS uid, encode(t.hash, 'hex') AS h FROM sessions s JOIN legacy_refresh_tokens t ON t.session_id = s.id LIMIT 1")
         .fetch_one(&mut conn)
         .await
         .expect("sample");
     let (sid, uid, h): (String, String, String) = (row.get("sid"), row.get("uid"), row.get("h"));
     let cols = "s.*, u.email";
     let queries = [
-        ("refresh lookup", format!("SELECT t.generation, {cols} FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id WHERE t.hash = decode('{h}', 'hex')")),
+        ("refresh lookup", format!("SELECT t.generation, {cols} FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id WHERE t.session_id = '{sid}' AND t.generation = 0 AND t.hash = sha256(('{sid}' || 0)::bytea)")),
+        ("legacy refresh lookup", format!("SELECT t.generation, {cols} FROM legacy_refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id WHERE t.hash = decode('{h}', 'hex')")),
         ("rotate", format!("UPDATE sessions SET generation = generation + 1 WHERE id = '{sid}' AND generation = 0 AND revoked_at IS NULL")),
         ("session liveness", format!("SELECT {cols} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = '{sid}'")),
         ("revoke session", format!("UPDATE sessions SET revoked_at = 1 WHERE id = '{sid}' AND revoked_at IS NULL")),

@@ -54,7 +54,7 @@ async fn sessions(store: &dyn Store, user: &UserRecord, n: i64) -> Vec<SessionId
             sealed_current: None,
             csrf_token: None,
         };
-        let hash = RefreshToken::generate(&ring::rand::SystemRandom::new())
+        let hash = RefreshToken::issue(&ring::rand::SystemRandom::new(), s.id, 0)
             .expect("rng")
             .hash();
         store.insert_session(&s, &hash).await.expect("session");

@@ -7,7 +7,7 @@ mod postgres_support;
 use std::sync::Arc;
 
 use ring::rand::SystemRandom;
-use tessera::crypto::{PasswordHashString, RefreshToken, RefreshTokenHash};
+use tessera::crypto::{PasswordHashString, RefreshToken, RefreshTokenHash, RefreshTokenKey};
 use tessera::domain::{Email, SessionId, Timestamp, UserId};
 use tessera::store::{
     self, AuditEvent, CurrentRotation, Rotation, SessionRecord, Store, StoreError, UserRecord,
@@ -18,7 +18,28 @@ const T0: Timestamp = Timestamp(1_700_000_000_000);
 const DAY: i64 = 86_400_000;
 
 fn hash() -> RefreshTokenHash {
-    RefreshToken::generate(&SystemRandom::new()).expect("rng").hash()
+    RefreshToken::issue(&SystemRandom::new(), SessionId::new(), 0)
+        .expect("rng")
+        .hash()
+}
+
+/// How the service would find a token of generation `generation` of `session` hashed `hash`.
+fn key(session: SessionId, generation: i64, hash: RefreshTokenHash) -> RefreshTokenKey {
+    RefreshTokenKey::Chained {
+        session_id: session,
+        generation,
+        hash,
+    }
+}
+
+/// The key of the token a rotation made the session's current one.
+fn rotated_to(r: &Rotation) -> RefreshTokenKey {
+    key(r.session_id, r.expected_generation + 1, r.new_hash)
+}
+
+/// The key of the token a one-step rotation issues.
+fn successor(step: &CurrentRotation) -> RefreshTokenKey {
+    key(step.session_id, step.generation + 1, step.new_hash)
 }
 
 fn user(email: &str) -> UserRecord {
@@ -50,14 +71,15 @@ fn session(user: &UserRecord, last_used: Timestamp) -> SessionRecord {
     }
 }
 
-/// A user with one session; returns both and the session's first token hash.
-async fn seeded(store: &dyn Store) -> (UserRecord, SessionRecord, RefreshTokenHash) {
+/// A user with one session; returns both and the key of the session's first token.
+async fn seeded(store: &dyn Store) -> (UserRecord, SessionRecord, RefreshTokenKey) {
     let u = user(&format!("{}@example.com", uuid::Uuid::new_v4().simple()));
     store.insert_user(&u).await.expect("insert user");
     let s = session(&u, T0);
     let h = hash();
     store.insert_session(&s, &h).await.expect("insert session");
-    (u, s, h)
+    let first = key(s.id, 0, h);
+    (u, s, first)
 }
 
 /// The ids of a user's live sessions, in the store's order (most recently used first).
@@ -116,7 +138,20 @@ async fn sessions_round_trip(store: Arc<dyn Store>) {
     assert_eq!(found.generation, 0);
     assert_eq!(found.session, s);
     assert_eq!(found.user.id, u.id);
-    assert!(store.find_refresh_token(&hash()).await.expect("find").is_none());
+    // Unknown: another session, another generation, or the right place with another hash
+    // (a forged token that names a real session).
+    for unknown in [
+        key(SessionId::new(), 0, hash()),
+        key(s.id, 1, hash()),
+        key(s.id, 0, hash()),
+    ] {
+        assert!(store.find_refresh_token(&unknown).await.expect("find").is_none());
+    }
+    assert!(store
+        .find_refresh_token(&RefreshTokenKey::Legacy(hash()))
+        .await
+        .expect("find")
+        .is_none());
     assert!(store
         .find_session(SessionId::new())
         .await
@@ -138,7 +173,7 @@ async fn rotation_advances_the_chain_once(store: Arc<dyn Store>) {
     assert_eq!(after.refresh_expires_at, r.refresh_expires_at);
     assert_eq!(after.sealed_current.as_deref(), Some(&r.sealed_new[..]));
     let new = store
-        .find_refresh_token(&r.new_hash)
+        .find_refresh_token(&rotated_to(&r))
         .await
         .expect("find")
         .expect("present");
@@ -174,8 +209,18 @@ async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
     assert_eq!(after.generation, 1);
 }
 
-fn one_step(presented: RefreshTokenHash, now: Timestamp, csrf: Option<&str>) -> CurrentRotation {
+fn one_step(presented: RefreshTokenKey, now: Timestamp, csrf: Option<&str>) -> CurrentRotation {
+    let RefreshTokenKey::Chained {
+        session_id,
+        generation,
+        hash: presented,
+    } = presented
+    else {
+        panic!("only chained tokens rotate in one step");
+    };
     CurrentRotation {
+        session_id,
+        generation,
         presented,
         new_hash: hash(),
         sealed_new: vec![9; 60],
@@ -201,7 +246,7 @@ async fn the_current_token_rotates_in_one_step(store: Arc<dyn Store>) {
     assert_eq!((owner.id, owner.roles.clone()), (u.id, u.roles.clone()));
     // The sliding expiry never passes the absolute end.
     let late = Timestamp(T0.0 + 89 * DAY);
-    let capped = one_step(step.new_hash, Timestamp(T0.0 + 2000), None);
+    let capped = one_step(successor(&step), Timestamp(T0.0 + 2000), None);
     let capped = CurrentRotation {
         refresh_expires_at: Timestamp(late.0 + 30 * DAY),
         ..capped
@@ -220,13 +265,13 @@ async fn the_current_token_rotates_in_one_step(store: Arc<dyn Store>) {
         .is_none());
     // Every link of the chain is known, with its generation.
     let found = store
-        .find_refresh_token(&step.new_hash)
+        .find_refresh_token(&successor(&step))
         .await
         .expect("find")
         .expect("recorded");
     assert_eq!(found.generation, 1);
     let found = store
-        .find_refresh_token(&capped.new_hash)
+        .find_refresh_token(&successor(&capped))
         .await
         .expect("find")
         .expect("recorded");
@@ -234,12 +279,17 @@ async fn the_current_token_rotates_in_one_step(store: Arc<dyn Store>) {
 }
 
 async fn one_step_rotation_leaves_every_other_case_to_the_slow_path(store: Arc<dyn Store>) {
-    // Unknown token.
-    assert!(store
-        .rotate_current(&one_step(hash(), T0, None))
-        .await
-        .expect("rotate")
-        .is_none());
+    // Unknown token; a forged one naming a real session's current generation.
+    let (_, real, _) = seeded(store.as_ref()).await;
+    for unknown in [key(SessionId::new(), 0, hash()), key(real.id, 0, hash())] {
+        assert!(store
+            .rotate_current(&one_step(unknown, T0, None))
+            .await
+            .expect("rotate")
+            .is_none());
+    }
+    let untouched = store.find_session(real.id).await.expect("find").expect("present");
+    assert_eq!(untouched.generation, 0);
     // Revoked session.
     let (_, s, h) = seeded(store.as_ref()).await;
     store.revoke_session(s.id, T0, "logout").await.expect("revoke");
@@ -263,6 +313,7 @@ async fn one_step_rotation_leaves_every_other_case_to_the_slow_path(store: Arc<d
     cookie.csrf_token = Some("csrf-right".into());
     let h = hash();
     store.insert_session(&cookie, &h).await.expect("session");
+    let h = key(cookie.id, 0, h);
     assert!(store
         .rotate_current(&one_step(h, T0, Some("csrf-wrong")))
         .await
@@ -323,7 +374,7 @@ async fn a_rotation_racing_a_revocation_never_outlives_it(store: Arc<dyn Store>)
     for i in 0..30 {
         let (u, s, h) = seeded(store.as_ref()).await;
         let step = one_step(h, at, None);
-        let successor = step.new_hash;
+        let successor = successor(&step);
         let rotating = {
             let store = Arc::clone(&store);
             tokio::spawn(async move { store.rotate_current(&step).await })
@@ -521,6 +572,7 @@ async fn ended_sessions_are_deleted_with_their_tokens(store: Arc<dyn Store>) {
     old.absolute_expires_at = Timestamp(T0.0 + DAY);
     let old_hash = hash();
     store.insert_session(&old, &old_hash).await.expect("insert");
+    let old_hash = key(old.id, 0, old_hash);
     store
         .revoke_session(revoked.id, T0, "logout")
         .await
@@ -707,7 +759,7 @@ mod postgres_batches {
         let after = store.find_session(s.id).await.expect("find").expect("present");
         assert_eq!(after.generation, 1);
         // The winner's successor is the one recorded, and it rotates next.
-        let winner = batch[*winners[0]].new_hash;
+        let winner = successor(&batch[*winners[0]]);
         assert_eq!(
             store
                 .find_refresh_token(&winner)
@@ -716,7 +768,7 @@ mod postgres_batches {
                 .map(|f| f.generation),
             Some(1)
         );
-        let loser = batch[if *winners[0] == 0 { 2 } else { 0 }].new_hash;
+        let loser = successor(&batch[if *winners[0] == 0 { 2 } else { 0 }]);
         assert!(store.find_refresh_token(&loser).await.expect("find").is_none());
         assert!(store
             .rotate_current(&one_step(winner, now, None))
@@ -741,7 +793,7 @@ mod postgres_batches {
             .expect("rotated");
         // The old token first, the current one second: only the current one rotates.
         let results = store
-            .rotate_together(&[one_step(first, now, None), one_step(step.new_hash, now, None)])
+            .rotate_together(&[one_step(first, now, None), one_step(successor(&step), now, None)])
             .await
             .expect("batch");
         assert!(results[0].is_none());
@@ -790,7 +842,7 @@ mod postgres_batches {
         for (id, step) in sessions.iter().zip(&batch) {
             let after = store.find_session(*id).await.expect("find").expect("present");
             assert!(after.revoked_at.is_some());
-            let next = one_step(step.new_hash, Timestamp(T0.0 + 2000), None);
+            let next = one_step(successor(step), Timestamp(T0.0 + 2000), None);
             assert!(store.rotate_current(&next).await.expect("rotate").is_none());
         }
         db.drop_database().await;

@@ -11,6 +11,8 @@ use ring::digest;
 use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::domain::SessionId;
+
 mod password;
 
 pub use password::{PasswordHashString, PasswordHasher};
@@ -23,46 +25,117 @@ pub enum CryptoError {
     Random,
     #[error("sealing failed")]
     Seal,
+    #[error("a refresh-token generation must not be negative")]
+    Generation,
 }
 
 const REFRESH_PREFIX: &str = "tsr_";
-const REFRESH_BYTES: usize = 32;
+/// The random part of every refresh token: 256 bits from the CSPRNG.
+const SECRET_BYTES: usize = 32;
+/// The first byte of a token that names its place in its session's chain.
+const CHAINED_FORMAT: u8 = 1;
+/// format byte + session id + generation (big-endian) + secret.
+const CHAINED_BYTES: usize = 1 + 16 + 8 + SECRET_BYTES;
+/// Its length in unpadded base64.
+const CHAINED_CHARS: usize = (CHAINED_BYTES * 4).div_ceil(3);
 
-/// An opaque refresh token as the client holds it: `tsr_` + 256 random bits, base64url.
+/// An opaque refresh token as the client holds it: `tsr_` + base64url of
+/// `[1, session id (16 bytes), generation (8 bytes, big-endian), 32 random bytes]`.
+///
+/// The token names the session and the generation it was issued for, so the store finds it
+/// by primary key, among its session's own rows, rather than by a hash spread at random over
+/// an index of every token ever issued (see ARCHITECTURE, "Refresh tokens"). The names are
+/// not secret (the session id is in every access token); the 256 random bits are, and the
+/// store keeps only a SHA-256 of the whole token. Tokens issued before this format
+/// (`tsr_` + 32 random bytes) are still accepted: see [`RefreshTokenKey::Legacy`].
+///
 /// Its `Debug` shows only a short prefix, never the secret.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RefreshToken(String);
+pub struct RefreshToken {
+    text: String,
+    /// The session and generation a chained token names; `None` for a legacy token.
+    position: Option<(SessionId, i64)>,
+}
 
 /// SHA-256 of a refresh token: the only form the store ever sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RefreshTokenHash(pub [u8; 32]);
 
+/// How the store finds a presented refresh token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshTokenKey {
+    /// The token's own session and generation (a primary-key read), and its hash to compare.
+    Chained {
+        session_id: SessionId,
+        generation: i64,
+        hash: RefreshTokenHash,
+    },
+    /// A token from before the chained format: found by its hash alone.
+    Legacy(RefreshTokenHash),
+}
+
 impl RefreshToken {
-    pub fn generate(rng: &SystemRandom) -> Result<RefreshToken, CryptoError> {
-        let mut bytes = [0u8; REFRESH_BYTES];
-        rng.fill(&mut bytes).map_err(|_| CryptoError::Random)?;
-        Ok(RefreshToken(format!(
-            "{REFRESH_PREFIX}{}",
-            URL_SAFE_NO_PAD.encode(bytes)
-        )))
+    /// A new token for generation `generation` of session `session_id`.
+    pub fn issue(
+        rng: &SystemRandom,
+        session_id: SessionId,
+        generation: i64,
+    ) -> Result<RefreshToken, CryptoError> {
+        let position = Some((session_id, generation));
+        let generation = u64::try_from(generation).map_err(|_| CryptoError::Generation)?;
+        let mut bytes = [0u8; CHAINED_BYTES];
+        bytes[0] = CHAINED_FORMAT;
+        bytes[1..17].copy_from_slice(session_id.0.as_bytes());
+        bytes[17..25].copy_from_slice(&generation.to_be_bytes());
+        rng.fill(&mut bytes[25..]).map_err(|_| CryptoError::Random)?;
+        Ok(RefreshToken {
+            text: format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)),
+            position,
+        })
     }
 
-    /// Accepts only the exact shape we issue, so garbage never reaches the database.
+    /// Accepts only the exact shapes we issue (chained, and legacy), so garbage never
+    /// reaches the database.
     pub fn parse(s: &str) -> Option<RefreshToken> {
         let body = s.strip_prefix(REFRESH_PREFIX)?;
+        // Checked before decoding: an oversized body is refused without work.
+        if body.len() > CHAINED_CHARS {
+            return None;
+        }
         let bytes = URL_SAFE_NO_PAD.decode(body).ok()?;
-        (bytes.len() == REFRESH_BYTES).then(|| RefreshToken(s.to_owned()))
+        let position = match bytes.len() {
+            SECRET_BYTES => None,
+            CHAINED_BYTES if bytes[0] == CHAINED_FORMAT => Some(chain_position(&bytes)?),
+            _ => return None,
+        };
+        Some(RefreshToken {
+            text: s.to_owned(),
+            position,
+        })
     }
 
     pub fn hash(&self) -> RefreshTokenHash {
-        let d = digest::digest(&digest::SHA256, self.0.as_bytes());
+        let d = digest::digest(&digest::SHA256, self.text.as_bytes());
         let mut out = [0u8; 32];
         out.copy_from_slice(d.as_ref());
         RefreshTokenHash(out)
     }
 
+    /// Where the store finds this token.
+    pub fn key(&self) -> RefreshTokenKey {
+        let hash = self.hash();
+        match self.position {
+            Some((session_id, generation)) => RefreshTokenKey::Chained {
+                session_id,
+                generation,
+                hash,
+            },
+            None => RefreshTokenKey::Legacy(hash),
+        }
+    }
+
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// Encrypts `successor` under a key derived from `self`, so that only a holder of this
@@ -78,7 +151,7 @@ impl RefreshToken {
         let key = self.sealing_key()?;
         let mut nonce = [0u8; NONCE_LEN];
         rng.fill(&mut nonce).map_err(|_| CryptoError::Random)?;
-        let mut buf = successor.0.as_bytes().to_vec();
+        let mut buf = successor.text.as_bytes().to_vec();
         key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf)
             .map_err(|_| CryptoError::Seal)?;
         let mut out = nonce.to_vec();
@@ -102,7 +175,7 @@ impl RefreshToken {
 
     fn sealing_key(&self) -> Result<LessSafeKey, CryptoError> {
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"tessera/successor-seal/v1");
-        let prk = salt.extract(self.0.as_bytes());
+        let prk = salt.extract(self.text.as_bytes());
         let info: [&[u8]; 1] = [b"chacha20-poly1305 key"];
         let okm = prk
             .expand(&info, &CHACHA20_POLY1305)
@@ -116,9 +189,17 @@ impl RefreshToken {
 
 impl fmt::Debug for RefreshToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown: String = self.0.chars().take(REFRESH_PREFIX.len() + 4).collect();
+        let shown: String = self.text.chars().take(REFRESH_PREFIX.len() + 4).collect();
         write!(f, "RefreshToken({shown}…)")
     }
+}
+
+/// The session id and generation of a chained token's decoded bytes (`None`: a generation no
+/// session can reach, so not a token we issued).
+fn chain_position(bytes: &[u8]) -> Option<(SessionId, i64)> {
+    let session = uuid::Uuid::from_slice(bytes.get(1..17)?).ok()?;
+    let generation = u64::from_be_bytes(bytes.get(17..25)?.try_into().ok()?);
+    Some((SessionId(session), i64::try_from(generation).ok()?))
 }
 
 /// Compares two secrets without revealing, through timing, where they differ: the
@@ -145,55 +226,122 @@ pub fn random_token(rng: &SystemRandom, bytes: usize) -> Result<String, CryptoEr
 mod tests {
     use super::*;
 
+    fn legacy_token(rng: &SystemRandom) -> String {
+        let mut bytes = [0u8; SECRET_BYTES];
+        rng.fill(&mut bytes).unwrap();
+        format!("tsr_{}", URL_SAFE_NO_PAD.encode(bytes))
+    }
+
     #[test]
     fn refresh_tokens_have_the_contract_shape() {
         let rng = SystemRandom::new();
-        let t = RefreshToken::generate(&rng).unwrap();
+        let session = SessionId::new();
+        let t = RefreshToken::issue(&rng, session, 7).unwrap();
         assert!(t.expose().starts_with("tsr_"));
         let body = &t.expose()[4..];
-        assert_eq!(URL_SAFE_NO_PAD.decode(body).unwrap().len(), 32);
+        let bytes = URL_SAFE_NO_PAD.decode(body).unwrap();
+        assert_eq!(bytes.len(), CHAINED_BYTES);
+        assert_eq!(body.len(), CHAINED_CHARS);
         assert!(body
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert_eq!(RefreshToken::parse(t.expose()), Some(t.clone()));
-        assert_ne!(RefreshToken::generate(&rng).unwrap(), t);
+        // Same session and generation, different secret: a different token.
+        assert_ne!(RefreshToken::issue(&rng, session, 7).unwrap(), t);
+    }
+
+    #[test]
+    fn a_chained_token_names_its_session_and_generation() {
+        let rng = SystemRandom::new();
+        let session = SessionId::new();
+        let t = RefreshToken::issue(&rng, session, 41).unwrap();
+        let parsed = RefreshToken::parse(t.expose()).unwrap();
+        assert_eq!(
+            parsed.key(),
+            RefreshTokenKey::Chained {
+                session_id: session,
+                generation: 41,
+                hash: t.hash(),
+            }
+        );
+        assert!(RefreshToken::issue(&rng, session, -1).is_err());
+        let big = RefreshToken::issue(&rng, session, i64::MAX).unwrap();
+        assert!(matches!(
+            RefreshToken::parse(big.expose()).unwrap().key(),
+            RefreshTokenKey::Chained {
+                generation: i64::MAX,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn legacy_tokens_are_still_accepted_and_found_by_hash() {
+        let rng = SystemRandom::new();
+        let text = legacy_token(&rng);
+        let t = RefreshToken::parse(&text).expect("a token issued before the chained format");
+        assert_eq!(t.key(), RefreshTokenKey::Legacy(t.hash()));
     }
 
     #[test]
     fn malformed_refresh_tokens_are_rejected() {
+        let rng = SystemRandom::new();
+        let good = URL_SAFE_NO_PAD
+            .decode(&RefreshToken::issue(&rng, SessionId::new(), 3).unwrap().expose()[4..])
+            .unwrap();
+        let mut wrong_format = good.clone();
+        wrong_format[0] = 2;
+        let mut unreachable_generation = good.clone();
+        unreachable_generation[17] = 0x80;
+        let mut too_long = good.clone();
+        too_long.push(0);
+        let reencoded = |b: &[u8]| format!("tsr_{}", URL_SAFE_NO_PAD.encode(b));
         for bad in [
-            "",
-            "tsr_",
-            "abc",
-            "tsr_!!!!",
-            "tsx_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "".to_owned(),
+            "tsr_".to_owned(),
+            "abc".to_owned(),
+            "tsr_!!!!".to_owned(),
+            "tsx_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned(),
+            // right alphabet, wrong length
+            "tsr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned(),
+            reencoded(&wrong_format),
+            reencoded(&unreachable_generation),
+            reencoded(&too_long),
+            reencoded(&good[..good.len() - 1]),
+            format!("tsr_{}", "A".repeat(10_000)),
         ] {
-            assert!(RefreshToken::parse(bad).is_none(), "{bad:?}");
+            assert!(RefreshToken::parse(&bad).is_none(), "{bad:?}");
         }
-        // right alphabet, wrong length
-        assert!(RefreshToken::parse("tsr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").is_none());
+        assert!(RefreshToken::parse(&reencoded(&good)).is_some());
     }
 
     #[test]
     fn debug_does_not_reveal_the_secret() {
-        let t = RefreshToken::generate(&SystemRandom::new()).unwrap();
+        let t = RefreshToken::issue(&SystemRandom::new(), SessionId::new(), 0).unwrap();
         let shown = format!("{t:?}");
-        assert!(!shown.contains(&t.expose()[8..]));
+        // The secret is the last 32 bytes: 43 characters of base64.
+        assert!(!shown.contains(&t.expose()[t.expose().len() - 40..]));
+        assert!(shown.len() < 40, "{shown}");
     }
 
     #[test]
     fn only_the_predecessor_opens_the_sealed_successor() {
         let rng = SystemRandom::new();
-        let a = RefreshToken::generate(&rng).unwrap();
-        let b = RefreshToken::generate(&rng).unwrap();
-        let other = RefreshToken::generate(&rng).unwrap();
+        let session = SessionId::new();
+        let a = RefreshToken::issue(&rng, session, 0).unwrap();
+        let b = RefreshToken::issue(&rng, session, 1).unwrap();
+        let other = RefreshToken::issue(&rng, session, 0).unwrap();
         let sealed = a.seal_successor(&b, &rng).unwrap();
-        assert_eq!(a.open_successor(&sealed), Some(b));
+        assert_eq!(a.open_successor(&sealed), Some(b.clone()));
         assert_eq!(other.open_successor(&sealed), None);
         let mut tampered = sealed.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         assert_eq!(a.open_successor(&tampered), None);
         assert_eq!(a.open_successor(&[]), None);
+        // A legacy predecessor seals a chained successor (the first rotation after upgrade).
+        let legacy = RefreshToken::parse(&legacy_token(&rng)).unwrap();
+        let sealed = legacy.seal_successor(&b, &rng).unwrap();
+        assert_eq!(legacy.open_successor(&sealed), Some(b));
     }
 }

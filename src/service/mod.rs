@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::alerts::{AlertSink, ReuseAlert};
 use crate::config::{Config, SessionCheck};
-use crate::crypto::{self, CryptoError, PasswordHashString, PasswordHasher, RefreshToken};
+use crate::crypto::{self, CryptoError, PasswordHashString, PasswordHasher, RefreshToken, RefreshTokenKey};
 use crate::domain::{Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
 use crate::store::{
     AuditEvent, CurrentRotation, FoundRefreshToken, RevocationListener, Rotation, SessionRecord, Store,
@@ -528,7 +528,7 @@ impl AuthService {
                 Transport::Cookie => Some(crypto::random_token(&self.rng, 32)?),
             },
         };
-        let refresh = RefreshToken::generate(&self.rng)?;
+        let refresh = RefreshToken::issue(&self.rng, session.id, 0)?;
         self.store.insert_session(&session, &refresh.hash()).await?;
         let evicted = self
             .store
@@ -554,25 +554,37 @@ impl AuthService {
         client: &ClientInfo,
     ) -> Result<TokenGrant, AuthError> {
         let presented = RefreshToken::parse(presented).ok_or(AuthError::InvalidRefreshToken)?;
-        let hash = presented.hash();
+        let key = presented.key();
 
         // The common case, in one store call: the presented token is current, its session
         // live. Only when that does not hold do we read and decide. The keys are checked
         // first, once for every path below: a rotation whose tokens cannot be signed must not
-        // happen.
+        // happen. (A legacy token does not name its session, so it always takes the slow
+        // path; its session's next token is chained.)
         let keys = self.signing_keys().await?;
-        let now = self.clock.now();
-        let next = RefreshToken::generate(&self.rng)?;
-        let rotation = CurrentRotation {
-            presented: hash,
-            new_hash: next.hash(),
-            sealed_new: presented.seal_successor(&next, &self.rng)?,
-            now,
-            refresh_expires_at: now.plus(self.policy.refresh_ttl),
-            csrf: csrf.map(str::to_owned),
-        };
-        if let Some((session, user)) = self.store.rotate_current(&rotation).await? {
-            return self.grant(&keys, &user, &session, next, now);
+        if let RefreshTokenKey::Chained {
+            session_id,
+            generation,
+            hash,
+        } = key
+        {
+            // No session reaches the last generation, so a token naming it is not ours.
+            let successor = generation.checked_add(1).ok_or(AuthError::InvalidRefreshToken)?;
+            let now = self.clock.now();
+            let next = RefreshToken::issue(&self.rng, session_id, successor)?;
+            let rotation = CurrentRotation {
+                session_id,
+                generation,
+                presented: hash,
+                new_hash: next.hash(),
+                sealed_new: presented.seal_successor(&next, &self.rng)?,
+                now,
+                refresh_expires_at: now.plus(self.policy.refresh_ttl),
+                csrf: csrf.map(str::to_owned),
+            };
+            if let Some((session, user)) = self.store.rotate_current(&rotation).await? {
+                return self.grant(&keys, &user, &session, next, now);
+            }
         }
 
         let FoundRefreshToken {
@@ -581,7 +593,7 @@ impl AuthService {
             user,
         } = self
             .store
-            .find_refresh_token(&hash)
+            .find_refresh_token(&key)
             .await?
             .ok_or(AuthError::InvalidRefreshToken)?;
         check_csrf(&session, csrf)?;
@@ -609,7 +621,8 @@ impl AuthService {
                     return self.grant(&keys, &user, &session, current, now);
                 }
                 RefreshDecision::Rotate => {
-                    let next = RefreshToken::generate(&self.rng)?;
+                    let successor = generation.checked_add(1).ok_or(AuthError::InvalidRefreshToken)?;
+                    let next = RefreshToken::issue(&self.rng, session.id, successor)?;
                     let refresh_expires_at =
                         now.plus(self.policy.refresh_ttl).min(session.absolute_expires_at);
                     let rotation = Rotation {
@@ -621,7 +634,7 @@ impl AuthService {
                         refresh_expires_at,
                     };
                     if self.store.rotate(&rotation).await? {
-                        session.generation = generation + 1;
+                        session.generation = successor;
                         session.last_used_at = now;
                         session.rotated_at = Some(now);
                         session.refresh_expires_at = refresh_expires_at;
@@ -690,7 +703,7 @@ impl AuthService {
         let Some(token) = RefreshToken::parse(presented) else {
             return Ok(LogoutOutcome::Done);
         };
-        let Some(found) = self.store.find_refresh_token(&token.hash()).await? else {
+        let Some(found) = self.store.find_refresh_token(&token.key()).await? else {
             return Ok(LogoutOutcome::Done);
         };
         check_csrf(&found.session, csrf)?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::crypto::{PasswordHashString, RefreshTokenHash};
+use crate::crypto::{PasswordHashString, RefreshTokenHash, RefreshTokenKey};
 use crate::domain::{Email, SessionId, Timestamp, UserId};
 use crate::tokens::SigningKeyRecord;
 
@@ -99,7 +99,7 @@ impl SessionRecord {
     }
 }
 
-/// A refresh token found by its hash, with the session it belongs to.
+/// A refresh token found by its key, with the session it belongs to.
 #[derive(Clone, Debug)]
 pub struct FoundRefreshToken {
     pub generation: i64,
@@ -120,8 +120,13 @@ pub struct Rotation {
 }
 
 /// The common refresh in one step: the presented token is the current one of a live session.
+/// Only chained tokens (which name their session and generation) take this path.
 #[derive(Clone, Debug)]
 pub struct CurrentRotation {
+    /// The session and generation the presented token names, and its hash, which must be the
+    /// session's current one.
+    pub session_id: SessionId,
+    pub generation: i64,
     pub presented: RefreshTokenHash,
     pub new_hash: RefreshTokenHash,
     pub sealed_new: Vec<u8>,
@@ -177,7 +182,9 @@ pub trait Store: Send + Sync + 'static {
         -> StoreResult<Option<(SessionRecord, UserRecord)>>;
     /// Live sessions of a user, most recently used first.
     async fn find_live_sessions(&self, user: UserId, now: Timestamp) -> StoreResult<Vec<SessionRecord>>;
-    async fn find_refresh_token(&self, hash: &RefreshTokenHash) -> StoreResult<Option<FoundRefreshToken>>;
+    /// Any token of a session's chain, current or rotated out; `None` if no token matches
+    /// the key (a chained key whose hash differs matches nothing).
+    async fn find_refresh_token(&self, key: &RefreshTokenKey) -> StoreResult<Option<FoundRefreshToken>>;
 
     /// Advances the chain by one if, and only if, the session is unrevoked and its current
     /// generation is still `expected_generation`. One conditional write decides the winner

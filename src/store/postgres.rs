@@ -6,6 +6,7 @@
 //! re-checks its WHERE clause against the new row version, finds the generation moved on, and
 //! updates nothing. No in-process lock, no retry loop, no SERIALIZABLE needed.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,6 +36,22 @@ const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.
      s.refresh_expires_at, s.revoked_at, s.revoked_reason, s.user_agent, s.ip, s.generation, \
      s.rotated_at, s.sealed_current, s.csrf_token";
 const USER_COLUMNS: &str = "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at";
+
+/// A chained token: one primary-key read among its session's own tokens.
+static FIND_CHAINED_TOKEN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT t.generation AS token_generation, {SESSION_COLUMNS}, {USER_COLUMNS} FROM refresh_tokens t \
+         JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id \
+         WHERE t.session_id = $1 AND t.generation = $2 AND t.hash = $3"
+    )
+});
+/// A token from before the chained format, by hash.
+static FIND_LEGACY_TOKEN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT t.generation AS token_generation, {SESSION_COLUMNS}, {USER_COLUMNS} FROM legacy_refresh_tokens t \
+         JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id WHERE t.hash = $1"
+    )
+});
 
 impl PostgresStore {
     /// Connects and migrates. sqlx's migrator holds a PostgreSQL advisory lock while it runs,
@@ -241,16 +258,19 @@ impl Store for PostgresStore {
             .map_err(map_pg)
     }
 
-    async fn find_refresh_token(&self, hash: &RefreshTokenHash) -> StoreResult<Option<FoundRefreshToken>> {
-        let sql = format!(
-            "SELECT t.generation AS token_generation, {SESSION_COLUMNS}, {USER_COLUMNS} FROM refresh_tokens t \
-             JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id WHERE t.hash = $1"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&hash.0[..])
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_pg)?;
+    async fn find_refresh_token(&self, key: &RefreshTokenKey) -> StoreResult<Option<FoundRefreshToken>> {
+        let query = match key {
+            RefreshTokenKey::Chained {
+                session_id,
+                generation,
+                hash,
+            } => sqlx::query(FIND_CHAINED_TOKEN.as_str())
+                .bind(session_id.0)
+                .bind(generation)
+                .bind(&hash.0[..]),
+            RefreshTokenKey::Legacy(hash) => sqlx::query(FIND_LEGACY_TOKEN.as_str()).bind(&hash.0[..]),
+        };
+        let row = query.fetch_optional(&self.pool).await.map_err(map_pg)?;
         row.as_ref()
             .map(|r| {
                 Ok(FoundRefreshToken {

@@ -29,15 +29,15 @@ use super::*;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_session_revocations.sql"),
+    include_str!("../../migrations/sqlite/0003_chained_refresh_tokens.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
 const MAX_BATCH: usize = 512;
 /// How long a statement waits for another process (the CLI) holding the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// The writer's page cache, in KiB. Every rotation inserts a random 32-byte key into
-/// `refresh_tokens`, touching pages all over its B-tree; with SQLite's default 2 MiB the
-/// writer kept re-reading them from the file.
+/// The writer's page cache, in KiB: the pages of the sessions being refreshed and of their
+/// chains stay in it under load (SQLite's default is 2 MiB).
 const WRITER_CACHE_KIB: i64 = 32 * 1024;
 /// How often the WAL is copied back into the database file, off the writer's path.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -546,24 +546,42 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn find_refresh_token(&self, hash: &RefreshTokenHash) -> StoreResult<Option<FoundRefreshToken>> {
-        self.readers.read(|c| {
-            c.prepare_cached(concat!(
-                "SELECT t.generation AS token_generation, ",
-                session_columns!(),
-                ", ",
-                user_columns!(),
-                " FROM refresh_tokens t \
-                 JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id WHERE t.hash = ?1"
-            ))?
-            .query_row([&hash.0[..]], |r| {
-                Ok(FoundRefreshToken {
-                    generation: r.get("token_generation")?,
-                    session: session_from_row(r)?,
-                    user: user_from_row(r)?,
-                })
+    async fn find_refresh_token(&self, key: &RefreshTokenKey) -> StoreResult<Option<FoundRefreshToken>> {
+        fn found(r: &Row<'_>) -> rusqlite::Result<FoundRefreshToken> {
+            Ok(FoundRefreshToken {
+                generation: r.get("token_generation")?,
+                session: session_from_row(r)?,
+                user: user_from_row(r)?,
             })
-            .optional()
+        }
+        self.readers.read(|c| match key {
+            RefreshTokenKey::Chained {
+                session_id,
+                generation,
+                hash,
+            } => c
+                .prepare_cached(concat!(
+                    "SELECT t.generation AS token_generation, ",
+                    session_columns!(),
+                    ", ",
+                    user_columns!(),
+                    " FROM refresh_tokens t \
+                     JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id \
+                     WHERE t.session_id = ?1 AND t.generation = ?2 AND t.hash = ?3"
+                ))?
+                .query_row(params![session_id.to_string(), generation, &hash.0[..]], found)
+                .optional(),
+            RefreshTokenKey::Legacy(hash) => c
+                .prepare_cached(concat!(
+                    "SELECT t.generation AS token_generation, ",
+                    session_columns!(),
+                    ", ",
+                    user_columns!(),
+                    " FROM legacy_refresh_tokens t \
+                     JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id WHERE t.hash = ?1"
+                ))?
+                .query_row([&hash.0[..]], found)
+                .optional(),
         })
     }
 
@@ -595,21 +613,13 @@ impl Store for SqliteStore {
 
     async fn rotate_current(&self, r: &CurrentRotation) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
         let r = r.clone();
-        // Find, check and advance in the writer's transaction: nothing can move between.
+        // The token names its session and generation; its hash must be the session's
+        // current one. Check and advance in one statement, so nothing can move between.
         self.write(move |c| {
-            let current = c
-                .prepare_cached("SELECT session_id, generation FROM refresh_tokens WHERE hash = ?1")?
-                .query_row([&r.presented.0[..]], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-                })
-                .optional()?;
-            let Some((session_id, generation)) = current else {
-                return Ok(None);
-            };
             let session = c
                 .prepare_cached(concat!("UPDATE sessions SET generation = generation + 1, current_hash = ?2, rotated_at = ?1, \
                      last_used_at = ?1, sealed_current = ?3, refresh_expires_at = min(?4, absolute_expires_at) \
-                     WHERE id = ?5 AND generation = ?6 AND revoked_at IS NULL \
+                     WHERE id = ?5 AND generation = ?6 AND current_hash = ?8 AND revoked_at IS NULL \
                      AND absolute_expires_at > ?1 AND refresh_expires_at > ?1 \
                      AND (?7 IS NULL OR csrf_token = ?7) \
                      RETURNING ", returned_session_columns!()))?
@@ -619,9 +629,10 @@ impl Store for SqliteStore {
                         &r.new_hash.0[..],
                         r.sealed_new,
                         r.refresh_expires_at.millis(),
-                        session_id,
-                        generation,
+                        r.session_id.to_string(),
+                        r.generation,
                         r.csrf,
+                        &r.presented.0[..],
                     ],
                     session_from_row,
                 )

@@ -5,7 +5,7 @@
 //! same hashes), so the running server serves the seeded sessions like any other:
 //! - every user gets a real argon2id hash of [`BENCH_PASSWORD`], computed once and reused
 //!   (hashing 10 million passwords would take days and prove nothing);
-//! - every session's refresh token comes from `tessera::crypto::RefreshToken::generate`, and
+//! - every session's refresh token comes from `tessera::crypto::RefreshToken::issue`, and
 //!   only its SHA-256 (`RefreshToken::hash`) is stored, like the server does;
 //! - on SQLite the schema's trigger records the first token in `refresh_tokens` when the
 //!   session row is inserted (with `sessions.current_hash`); on PostgreSQL the token rows are
@@ -207,9 +207,10 @@ fn generate_sessions(
         let mut batch = Vec::with_capacity(batch_len as usize);
         for _ in 0..batch_len {
             let user_index = index % users;
-            let token = RefreshToken::generate(&rng)?;
+            let id = SessionId::new();
+            let token = RefreshToken::issue(&rng, id, 0)?;
             let row = SessionRow {
-                id: SessionId::new(),
+                id,
                 user_id: user_ids[user_index as usize],
                 token_hash: token.hash(),
             };

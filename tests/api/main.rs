@@ -36,4 +36,5 @@ mod sessions;
 mod signing_keys_and_expiry;
 mod slow_clients;
 mod smoke;
+mod upgrade;
 mod webhook;

@@ -109,6 +109,8 @@ pub(super) async fn rotate_together(
 ) -> StoreResult<Vec<Rotated>> {
     let n = rotations.len();
     let mut slots = Vec::with_capacity(n);
+    let mut sessions = Vec::with_capacity(n);
+    let mut generations = Vec::with_capacity(n);
     let mut presented = Vec::with_capacity(n);
     let mut new_hashes = Vec::with_capacity(n);
     let mut sealed = Vec::with_capacity(n);
@@ -117,6 +119,8 @@ pub(super) async fn rotate_together(
     let mut expires = Vec::with_capacity(n);
     for (slot, r) in (0i32..).zip(rotations) {
         slots.push(slot);
+        sessions.push(r.session_id.0);
+        generations.push(r.generation);
         presented.push(r.presented.0.to_vec());
         new_hashes.push(r.new_hash.0.to_vec());
         sealed.push(r.sealed_new.clone());
@@ -126,9 +130,10 @@ pub(super) async fn rotate_together(
     }
     let sql = format!(
         "WITH batch AS (SELECT * FROM unnest($1::int4[], $2::bytea[], $3::bytea[], $4::bytea[], $5::text[], \
-           $6::int8[], $7::int8[]) AS b(slot, presented, new_hash, sealed, csrf, now, expires)), \
-         presented AS (SELECT b.*, t.session_id, t.generation FROM batch b \
-           JOIN refresh_tokens t ON t.hash = b.presented), \
+           $6::int8[], $7::int8[], $8::uuid[], $9::int8[]) \
+           AS b(slot, presented, new_hash, sealed, csrf, now, expires, session_id, generation)), \
+         presented AS (SELECT b.* FROM batch b JOIN refresh_tokens t \
+           ON t.session_id = b.session_id AND t.generation = b.generation AND t.hash = b.presented), \
          locked AS (SELECT s.id FROM sessions s WHERE s.id IN (SELECT session_id FROM presented) \
            ORDER BY s.id FOR UPDATE), \
          won AS (UPDATE sessions s SET generation = s.generation + 1, rotated_at = p.now, \
@@ -151,6 +156,8 @@ pub(super) async fn rotate_together(
         .bind(&csrf)
         .bind(&now)
         .bind(&expires)
+        .bind(&sessions)
+        .bind(&generations)
         .fetch_all(pool)
         .await
         .map_err(map_pg)?;
