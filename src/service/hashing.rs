@@ -1,0 +1,100 @@
+//! Password hashing off the async runtime, bounded: argon2id takes 19 MiB and tens of
+//! milliseconds per hash, so how many run at once is capped whatever clients do.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{AuthError, AuthService};
+use crate::crypto::PasswordHasher;
+
+/// The longest a login or registration waits for a turn at password hashing before it is
+/// answered 503: a flood of hashing requests then costs its senders, not every other user.
+const HASH_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Password hashing as it happens: for `/metrics` and tests.
+#[derive(Debug, Default)]
+pub struct HashingStats {
+    in_progress: AtomicUsize,
+    peak: AtomicUsize,
+    finished: AtomicU64,
+    permits: usize,
+}
+
+impl HashingStats {
+    pub(super) fn new(permits: usize) -> HashingStats {
+        HashingStats {
+            permits,
+            ..HashingStats::default()
+        }
+    }
+
+    /// Hashes running right now.
+    pub fn in_progress(&self) -> usize {
+        self.in_progress.load(Ordering::Relaxed)
+    }
+
+    /// The most hashes that ever ran at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Hashes finished since start.
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
+    }
+
+    /// The bound on hashes running at once.
+    pub fn permits(&self) -> usize {
+        self.permits
+    }
+
+    /// Counts a hash as running until the guard is dropped (even by a panic).
+    fn running(&self) -> RunningHash<'_> {
+        let now = self.in_progress.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        RunningHash(self)
+    }
+}
+
+struct RunningHash<'a>(&'a HashingStats);
+
+impl Drop for RunningHash<'_> {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
+        self.0.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl AuthService {
+    pub fn hashing_stats(&self) -> &HashingStats {
+        &self.hashing_stats
+    }
+
+    /// A turn at password hashing, waited for at most [`HASH_QUEUE_TIMEOUT`].
+    pub(super) async fn hashing_permit(&self) -> Result<OwnedSemaphorePermit, AuthError> {
+        tokio::time::timeout(HASH_QUEUE_TIMEOUT, Arc::clone(&self.hashing).acquire_owned())
+            .await
+            .map_err(|_| AuthError::Overloaded)?
+            .map_err(|e| AuthError::Internal(e.to_string()))
+    }
+
+    /// Runs password hashing on the blocking pool. The permit moves into the blocking closure
+    /// and is released only when the hash is done, so the number of hashes running (threads
+    /// busy, buffers in use) never exceeds the permits whatever the clients do.
+    pub(super) fn spawn_hash<T: Send + 'static>(
+        &self,
+        permit: OwnedSemaphorePermit,
+        work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        let hasher = Arc::clone(&self.passwords);
+        let stats = Arc::clone(&self.hashing_stats);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _running = stats.running();
+            work(&hasher)
+        })
+    }
+}

@@ -1,0 +1,177 @@
+//! Sessions after login: authenticating access tokens against session liveness, listing,
+//! revoking one or all, logout by access token, and sweeping ended sessions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::liveness::{Known, SessionSnapshot};
+use super::revocations::REVOCATION_LOG_RETENTION;
+use super::{check_csrf, AuthContext, AuthError, AuthService, ClientInfo, LogoutScope};
+use crate::config::SessionCheck;
+use crate::domain::{SessionId, Timestamp};
+use crate::store::SessionRecord;
+use crate::tokens::{AccessClaims, TokenError};
+
+/// Revoked and ended sessions are kept this long (so their tokens answer `session_revoked`)
+/// before the sweeper deletes them.
+pub const ENDED_SESSION_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+impl AuthService {
+    /// Verifies an access token and checks its session is still live: the gate of every
+    /// authenticated endpoint of this server. Liveness comes from memory when it can be
+    /// trusted (see [`super::liveness`]), else from the database.
+    pub async fn authenticate(&self, jwt: &str) -> Result<AuthContext, AuthError> {
+        let claims = self.verify_access_token(jwt, false).await.map_err(|e| match e {
+            TokenError::Expired => AuthError::TokenExpired,
+            _ => AuthError::InvalidToken,
+        })?;
+        let now = self.clock.now();
+        let id = claims.session_id();
+        if self.policy.session_check == SessionCheck::Cached && self.live.in_sync() {
+            match self.live.get(id) {
+                Some(Known::Revoked) => return Err(AuthError::SessionRevoked),
+                Some(Known::Live(session)) if now < session.expires_at() => {
+                    return check_session(claims, session, now);
+                }
+                // Unknown, or apparently ended: a rotation elsewhere may have extended it.
+                _ => {}
+            }
+        }
+        let (session, user) = self
+            .store
+            .find_session_with_user(id)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        let session = Arc::new(SessionSnapshot::new(&session, &user));
+        self.live.remember(Arc::clone(&session));
+        check_session(claims, session, now)
+    }
+
+    /// Revokes the session of an access token; an invalid token is a no-op, and an expired but
+    /// authentic one still ends its session (the user asked to log out).
+    pub async fn logout_with_access_token(
+        &self,
+        jwt: &str,
+        csrf: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let Ok(claims) = self.verify_access_token(jwt, true).await else {
+            return Ok(());
+        };
+        if let Some(session) = self.store.find_session(claims.session_id()).await? {
+            if session.user_id == claims.user_id() {
+                check_csrf(&session, csrf)?;
+                self.end_session(&session, "logout", client).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn end_session(
+        &self,
+        session: &SessionRecord,
+        reason: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        let revoked = self.store.revoke_session(session.id, now, reason).await?;
+        self.live.revoked(session.id);
+        if revoked {
+            self.audit(
+                "session_revoked",
+                Some(session.user_id),
+                Some(session.id),
+                client,
+                Some(reason.into()),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    pub async fn logout_all(
+        &self,
+        ctx: &AuthContext,
+        scope: LogoutScope,
+        client: &ClientInfo,
+    ) -> Result<u64, AuthError> {
+        let keep = match scope {
+            LogoutScope::All => None,
+            LogoutScope::Others => Some(ctx.session_id()),
+        };
+        let reason = match scope {
+            LogoutScope::All => "logout_all",
+            LogoutScope::Others => "logout_others",
+        };
+        let n = self
+            .store
+            .revoke_user_sessions(ctx.user_id(), keep, self.clock.now(), reason)
+            .await?;
+        self.learn_own_revocations().await;
+        self.audit(
+            reason,
+            Some(ctx.user_id()),
+            Some(ctx.session_id()),
+            client,
+            Some(format!("{n} session(s) revoked")),
+        )
+        .await;
+        Ok(n)
+    }
+
+    /// The caller's live sessions, most recently used first.
+    pub async fn list_sessions(&self, ctx: &AuthContext) -> Result<Vec<SessionRecord>, AuthError> {
+        Ok(self
+            .store
+            .find_live_sessions(ctx.user_id(), self.clock.now())
+            .await?)
+    }
+
+    /// Revokes one of the caller's own sessions; anyone else's (or no such id) is "not found".
+    pub async fn revoke_session(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let id = SessionId::parse(id).ok_or(AuthError::SessionNotFound)?;
+        let session = self
+            .store
+            .find_session(id)
+            .await?
+            .filter(|s| s.user_id == ctx.user_id())
+            .ok_or(AuthError::SessionNotFound)?;
+        self.end_session(&session, "revoked_by_user", client).await
+    }
+
+    /// Deletes sessions that ended more than [`ENDED_SESSION_RETENTION`] ago, and
+    /// revocation-log entries older than [`REVOCATION_LOG_RETENTION`].
+    pub async fn sweep(&self) -> Result<u64, AuthError> {
+        let now = self.clock.now();
+        self.store
+            .delete_revocations_logged_before(now.minus(REVOCATION_LOG_RETENTION))
+            .await?;
+        Ok(self
+            .store
+            .delete_sessions_ended_before(now.minus(ENDED_SESSION_RETENTION))
+            .await?)
+    }
+}
+
+/// The checks a live-looking session must pass for this access token.
+fn check_session(
+    claims: AccessClaims,
+    session: Arc<SessionSnapshot>,
+    now: Timestamp,
+) -> Result<AuthContext, AuthError> {
+    if session.user_id() != claims.user_id() {
+        return Err(AuthError::InvalidToken);
+    }
+    if session.revoked {
+        return Err(AuthError::SessionRevoked);
+    }
+    if now >= session.expires_at() {
+        return Err(AuthError::TokenExpired);
+    }
+    Ok(AuthContext { claims, session })
+}
