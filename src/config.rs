@@ -40,6 +40,12 @@ pub struct Config {
     pub hash_concurrency: usize,
     /// How authenticated requests learn whether their session is still live.
     pub session_check: SessionCheck,
+    /// Failed logins for one account within `lockout_window` that lock it (`0` = never).
+    pub lockout_threshold: u32,
+    /// The window in which failed logins of one account are counted.
+    pub lockout_window: Duration,
+    /// How long the first lock lasts; each further lock in a row lasts twice as long.
+    pub lockout_cooldown: Duration,
 }
 
 /// How an access token's session is checked on this server's authenticated endpoints.
@@ -99,6 +105,9 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("hash_concurrency", &self.hash_concurrency)
+            .field("lockout_threshold", &self.lockout_threshold)
+            .field("lockout_window", &self.lockout_window)
+            .field("lockout_cooldown", &self.lockout_cooldown)
             .finish()
     }
 }
@@ -128,6 +137,9 @@ impl Default for Config {
             max_connections: 10_000,
             max_connections_per_ip: 256,
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            lockout_threshold: 10,
+            lockout_window: Duration::from_secs(15 * 60),
+            lockout_cooldown: Duration::from_secs(60),
         }
     }
 }
@@ -185,6 +197,15 @@ pub struct ConfigArgs {
     /// Live sessions per user; the least recently used is revoked beyond it.
     #[arg(long, env = "TESSERA_MAX_SESSIONS", global = true)]
     pub max_sessions: Option<u32>,
+    /// Failed logins of one account within the lockout window that lock it (0 = never).
+    #[arg(long, env = "TESSERA_LOCKOUT_THRESHOLD", global = true)]
+    pub lockout_threshold: Option<u32>,
+    /// The window in which an account's failed logins are counted.
+    #[arg(long, env = "TESSERA_LOCKOUT_WINDOW", global = true)]
+    pub lockout_window: Option<String>,
+    /// The first lock's length; each further lock in a row doubles it (at most 64 times).
+    #[arg(long, env = "TESSERA_LOCKOUT_COOLDOWN", global = true)]
+    pub lockout_cooldown: Option<String>,
     /// Login attempts per minute per client IP (0 = unlimited).
     #[arg(long, env = "TESSERA_LOGIN_RATE", global = true)]
     pub login_rate: Option<u32>,
@@ -243,6 +264,9 @@ struct FileConfig {
     session_ttl: Option<DurationValue>,
     reuse_grace: Option<DurationValue>,
     max_sessions: Option<u32>,
+    lockout_threshold: Option<u32>,
+    lockout_window: Option<DurationValue>,
+    lockout_cooldown: Option<DurationValue>,
     login_rate: Option<u32>,
     refresh_rate: Option<u32>,
     cookie_secure: Option<bool>,
@@ -320,6 +344,22 @@ impl Config {
             session_ttl: duration("session_ttl", &args.session_ttl, file.session_ttl, d.session_ttl)?,
             reuse_grace: duration("reuse_grace", &args.reuse_grace, file.reuse_grace, d.reuse_grace)?,
             max_sessions: args.max_sessions.or(file.max_sessions).unwrap_or(d.max_sessions),
+            lockout_threshold: args
+                .lockout_threshold
+                .or(file.lockout_threshold)
+                .unwrap_or(d.lockout_threshold),
+            lockout_window: duration(
+                "lockout_window",
+                &args.lockout_window,
+                file.lockout_window,
+                d.lockout_window,
+            )?,
+            lockout_cooldown: duration(
+                "lockout_cooldown",
+                &args.lockout_cooldown,
+                file.lockout_cooldown,
+                d.lockout_cooldown,
+            )?,
             login_rate: args.login_rate.or(file.login_rate).unwrap_or(d.login_rate),
             refresh_rate: args.refresh_rate.or(file.refresh_rate).unwrap_or(d.refresh_rate),
             cookie_secure: boolean(
@@ -385,6 +425,12 @@ impl Config {
         }
         if self.max_sessions == 0 {
             return invalid("max_sessions", "must be at least 1");
+        }
+        if self.lockout_threshold > 0 && (self.lockout_window.is_zero() || self.lockout_cooldown.is_zero()) {
+            return invalid(
+                "lockout_window",
+                "and lockout_cooldown must be positive when locking is on",
+            );
         }
         if self.client_timeout.is_zero() {
             return invalid("client_timeout", "must be positive");

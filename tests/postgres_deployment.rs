@@ -405,6 +405,64 @@ async fn a_database_outage_answers_503_and_recovers_without_restart() {
     db.drop_database().await;
 }
 
+/// Failed logins are counted in the database: failures spread over two instances lock the
+/// account on both, and racing failures are all counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_logins_on_two_instances_lock_the_account_on_both() {
+    let Some(db) = TestDatabase::create("lockout_two_instances").await else {
+        return;
+    };
+    let lockout = [
+        ("TESSERA_LOCKOUT_THRESHOLD", "6"),
+        ("TESSERA_LOCKOUT_WINDOW", "60s"),
+        ("TESSERA_LOCKOUT_COOLDOWN", "30s"),
+    ];
+    let a = Server::start(&db.url, &lockout);
+    let b = Server::start(&db.url, &lockout);
+    let c = client();
+    login(&c, &a, "target@example.com").await;
+    let wrong = json!({"email": "target@example.com", "password": "wrong password"});
+    // Five failures at once, split over both instances: one short of the threshold.
+    let failures: Vec<_> = (0..5)
+        .map(|i| {
+            let (c, url, body) = (
+                c.clone(),
+                if i % 2 == 0 {
+                    a.url("/v1/auth/login")
+                } else {
+                    b.url("/v1/auth/login")
+                },
+                wrong.clone(),
+            );
+            tokio::spawn(async move { post(&c, url, body).await.status() })
+        })
+        .collect();
+    for f in failures {
+        assert_eq!(f.await.expect("join"), StatusCode::UNAUTHORIZED);
+    }
+    login_again(&c, &b, "target@example.com").await;
+    // The success cleared the count. Six more at once, over both instances: none of the
+    // racing failures may be lost, so the account is now locked everywhere.
+    let failures: Vec<_> = (0..6)
+        .map(|i| {
+            let server = if i % 2 == 0 { &b } else { &a };
+            let (c, url, body) = (c.clone(), server.url("/v1/auth/login"), wrong.clone());
+            tokio::spawn(async move { post(&c, url, body).await.status() })
+        })
+        .collect();
+    for f in failures {
+        assert_eq!(f.await.expect("join"), StatusCode::UNAUTHORIZED);
+    }
+    let right = json!({"email": "target@example.com", "password": PASSWORD});
+    for server in [&a, &b] {
+        let r = post(&c, server.url("/v1/auth/login"), right.clone()).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(r.headers().contains_key("retry-after"));
+    }
+    drop((a, b));
+    db.drop_database().await;
+}
+
 #[tokio::test]
 async fn every_request_path_is_an_index_lookup() {
     use sqlx::{Connection, Executor, Row};

@@ -10,7 +10,7 @@ use ring::rand::SystemRandom;
 use tessera::crypto::{PasswordHashString, RefreshToken, RefreshTokenHash, RefreshTokenKey};
 use tessera::domain::{Email, SessionId, Timestamp, UserId};
 use tessera::store::{
-    self, AuditEvent, CurrentRotation, Rotation, SessionRecord, Store, StoreError, UserRecord,
+    self, AuditEvent, CurrentRotation, LoginFailures, Rotation, SessionRecord, Store, StoreError, UserRecord,
 };
 use tessera::tokens::SigningKeyRecord;
 
@@ -657,6 +657,71 @@ async fn rotating_the_signing_key_retires_the_active_one(store: Arc<dyn Store>) 
     assert_eq!(new.retired_at, None);
 }
 
+/// Concurrent failures of one email are applied one after the other: none is lost.
+async fn login_failures_are_counted_atomically(store: Arc<dyn Store>) {
+    let email = Email::parse("counted@example.com").expect("email");
+    let count = |previous: Option<LoginFailures>| LoginFailures {
+        failures: previous.map_or(0, |p| p.failures) + 1,
+        window_started_at: T0,
+        locked_until: previous.and_then(|p| p.locked_until),
+        locks: 0,
+    };
+    assert!(store.find_login_failures(&email).await.expect("find").is_none());
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (store, email) = (Arc::clone(&store), email.clone());
+            tokio::spawn(async move { store.record_login_failure(&email, Box::new(count)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("join").expect("record");
+    }
+    let record = store
+        .find_login_failures(&email)
+        .await
+        .expect("find")
+        .expect("recorded");
+    assert_eq!(record.failures, 20);
+    let locked = store
+        .record_login_failure(
+            &email,
+            Box::new(|_| LoginFailures {
+                failures: 0,
+                window_started_at: T0,
+                locked_until: Some(Timestamp(T0.0 + 5_000)),
+                locks: 1,
+            }),
+        )
+        .await
+        .expect("record");
+    assert!(locked.just_locked());
+    assert_eq!(
+        store.find_login_failures(&email).await.expect("find"),
+        Some(locked)
+    );
+    // Swept only once both the window and the lock ended before the cut-off.
+    assert_eq!(
+        store
+            .delete_login_failures_ended_before(Timestamp(T0.0 + 5_000))
+            .await
+            .expect("sweep"),
+        0
+    );
+    assert_eq!(
+        store
+            .delete_login_failures_ended_before(Timestamp(T0.0 + 5_001))
+            .await
+            .expect("sweep"),
+        1
+    );
+    store
+        .record_login_failure(&email, Box::new(count))
+        .await
+        .expect("record");
+    store.delete_login_failures(&email).await.expect("delete");
+    assert!(store.find_login_failures(&email).await.expect("find").is_none());
+}
+
 async fn audit_events_and_ping(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
     let e = AuditEvent {
@@ -724,6 +789,7 @@ conformance!(
     ended_sessions_are_deleted_with_their_tokens,
     one_active_signing_key_even_when_racing,
     rotating_the_signing_key_retires_the_active_one,
+    login_failures_are_counted_atomically,
     audit_events_and_ping,
 );
 

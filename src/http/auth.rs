@@ -109,6 +109,7 @@ pub async fn register(
 pub async fn login(
     State(state): State<AppState>,
     Client(client): Client,
+    headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     rate_limit(&state, &state.login_limit, "login", &client)?;
@@ -124,7 +125,13 @@ pub async fn login(
         }
     };
     f.finish()?;
-    let result = state.service.login(email, password, transport, &client).await;
+    // An access token the device already holds (it only matters when the account is locked).
+    let cookies = RequestCookies::from_headers(&headers);
+    let held = bearer(&headers).token().or(cookies.access.as_deref());
+    let result = state
+        .service
+        .login(email, password, transport, held, &client)
+        .await;
     state
         .metrics
         .login(if result.is_ok() { "success" } else { "failure" });

@@ -117,6 +117,11 @@ impl ApiError {
                     "service_unavailable",
                     "The server is busy; try again shortly.",
                 ),
+                A::AccountLocked(_) => s(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Too many failed sign-ins for this account; try again later.",
+                ),
                 A::Store(StoreError::Unavailable(_)) => s(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "service_unavailable",
@@ -193,6 +198,14 @@ impl IntoResponse for ApiError {
         }
         if let ApiError::RateLimited(secs) = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let ApiError::Auth(AuthError::AccountLocked(wait)) = &self {
+            // Whole seconds, rounded up: a client that waits exactly this long gets in.
+            let secs = wait.as_millis().div_ceil(1000).max(1);
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(u64::try_from(secs).unwrap_or(u64::MAX)),
+            );
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -1,11 +1,13 @@
 //! Registration and login: the two flows that check or set a password.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use super::lockout::LockoutPolicy;
 use super::{write_audit, AuthError, AuthService, ClientInfo, TokenGrant, Transport, UserView};
 use crate::crypto::{self, RefreshToken};
-use crate::domain::{Email, FieldError, Password, SessionId, UserId};
-use crate::store::{AuditEvent, SessionRecord, StoreError, UserRecord};
+use crate::domain::{Email, FieldError, Password, SessionId, Timestamp, UserId};
+use crate::store::{AuditEvent, SessionRecord, Store, StoreError, UserRecord};
 
 impl AuthService {
     pub async fn register(
@@ -45,11 +47,15 @@ impl AuthService {
         Ok(UserView::from(&user))
     }
 
+    /// Checks a password and opens a session. `held_access_token` is an access token the
+    /// request carried (bearer header or access cookie), if any: a device that holds a live
+    /// session of the account is let through a lock (see `lockout`).
     pub async fn login(
         &self,
         email: &str,
         password: &str,
         transport: Transport,
+        held_access_token: Option<&str>,
         client: &ClientInfo,
     ) -> Result<TokenGrant, AuthError> {
         let mut errors = Vec::new();
@@ -66,9 +72,14 @@ impl AuthService {
         }
         // Anything that is not a valid address cannot belong to a user: same answer as a
         // wrong password, after the same amount of work.
-        let user = match Email::parse(email) {
-            Ok(e) => self.store.find_user_by_email(&e).await?,
-            Err(_) => None,
+        let email = Email::parse(email).ok();
+        let user = match &email {
+            Some(e) => self.store.find_user_by_email(e).await?,
+            None => None,
+        };
+        let had_failures = match &email {
+            Some(e) => self.check_lockout(e, user.as_ref(), held_access_token).await?,
+            None => false,
         };
         let stored = user
             .as_ref()
@@ -82,17 +93,18 @@ impl AuthService {
         // a permit made no attempt: nothing was checked.)
         let failure = self.audit_event("login_failed", user.as_ref().map(|u| u.id), None, client, None);
         let (store, clock, known) = (Arc::clone(&self.store), Arc::clone(&self.clock), user.is_some());
+        let (lockout, counted) = (
+            self.policy.lockout,
+            email.clone().filter(|_| self.policy.lockout.enabled()),
+        );
         let matches = tokio::spawn(async move {
             let matches = hashing.await.map_err(|e| AuthError::Internal(e.to_string()))?;
             if !(matches && known) {
-                write_audit(
-                    store.as_ref(),
-                    AuditEvent {
-                        at: clock.now(),
-                        ..failure
-                    },
-                )
-                .await;
+                let at = clock.now();
+                if let Some(email) = counted {
+                    count_failure(store.as_ref(), &email, lockout, &failure, at).await;
+                }
+                write_audit(store.as_ref(), AuditEvent { at, ..failure }).await;
             }
             Ok::<bool, AuthError>(matches)
         })
@@ -102,6 +114,12 @@ impl AuthService {
             Some(u) if matches => u,
             _ => return Err(AuthError::InvalidCredentials),
         };
+        if let (true, Some(email)) = (had_failures, &email) {
+            // The owner got in: earlier guesses no longer count against the account.
+            if let Err(e) = self.store.delete_login_failures(email).await {
+                tracing::warn!(error = %e, "could not clear failed logins");
+            }
+        }
 
         // Checked before anything is written: no session is created that gets no tokens.
         let keys = self.signing_keys().await?;
@@ -141,5 +159,92 @@ impl AuthService {
         self.audit("login_succeeded", Some(user.id), Some(session.id), client, None)
             .await;
         self.grant(&keys, &user, &session, refresh, now)
+    }
+}
+
+impl AuthService {
+    /// Refuses a login to a locked account, unless the request comes from a device holding a
+    /// live session of it. Returns whether failures are on record (to clear on success).
+    async fn check_lockout(
+        &self,
+        email: &Email,
+        user: Option<&UserRecord>,
+        held_access_token: Option<&str>,
+    ) -> Result<bool, AuthError> {
+        if !self.policy.lockout.enabled() {
+            return Ok(false);
+        }
+        let Some(record) = self.store.find_login_failures(email).await? else {
+            return Ok(false);
+        };
+        let now = self.clock.now();
+        if let Some(until) = self.policy.lockout.locked_until(&record, now) {
+            if !self.holds_live_session(held_access_token, user, now).await {
+                let wait = Duration::from_millis(u64::try_from(until.0 - now.0).unwrap_or(0));
+                return Err(AuthError::AccountLocked(wait));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Is `access_token` (expired or not) one of `user`'s, for a session still live?
+    async fn holds_live_session(
+        &self,
+        access_token: Option<&str>,
+        user: Option<&UserRecord>,
+        now: Timestamp,
+    ) -> bool {
+        let (Some(token), Some(user)) = (access_token, user) else {
+            return false;
+        };
+        let Ok(claims) = self.verify_access_token(token, true).await else {
+            return false;
+        };
+        if claims.user_id() != user.id {
+            return false;
+        }
+        matches!(
+            self.store.find_session(claims.session_id()).await,
+            Ok(Some(s)) if s.user_id == user.id && s.revoked_at.is_none() && now < s.expires_at()
+        )
+    }
+}
+
+/// Counts a failed login against its email; the failure that locks the account is audited
+/// (and logged) as `account_locked`. Errors are logged: the login has failed either way.
+async fn count_failure(
+    store: &dyn Store,
+    email: &Email,
+    lockout: LockoutPolicy,
+    failure: &AuditEvent,
+    at: Timestamp,
+) {
+    match store
+        .record_login_failure(
+            email,
+            Box::new(move |previous| lockout.after_failure(previous, at)),
+        )
+        .await
+    {
+        Ok(record) if record.just_locked() => {
+            let until = record.locked_until.unwrap_or(at);
+            tracing::warn!(user = ?failure.user_id, ip = ?failure.ip, locked_for_ms = until.0 - at.0,
+                "too many failed logins; account locked");
+            let detail = format!(
+                "locked for {} s after {} failed logins",
+                (until.0 - at.0 + 999) / 1000,
+                lockout.threshold
+            );
+            let locked = AuditEvent {
+                id: uuid::Uuid::now_v7(),
+                event: "account_locked",
+                at,
+                detail: Some(detail),
+                ..failure.clone()
+            };
+            write_audit(store, locked).await;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not count a failed login"),
     }
 }

@@ -8,6 +8,7 @@ pub mod aligned_clock;
 mod hashing;
 mod keys;
 pub mod liveness;
+pub mod lockout;
 mod login;
 mod refresh;
 mod revocations;
@@ -35,6 +36,7 @@ use crate::store::{AuditEvent, SessionRecord, Store, StoreError, UserRecord};
 use crate::tokens::{AccessClaims, AccessTokens, SigningKeyRecord, TokenError};
 use keys::build_key_set;
 use liveness::{LiveSessions, SessionSnapshot};
+use lockout::LockoutPolicy;
 
 /// How many sessions each instance remembers for the liveness check (about 250 bytes each).
 pub const REMEMBERED_SESSIONS: usize = 100_000;
@@ -66,6 +68,9 @@ pub enum AuthError {
     /// Too much password hashing queued: shed load rather than let every login wait.
     #[error("overloaded")]
     Overloaded,
+    /// Too many failed logins for this account (see `lockout`); try again after this long.
+    #[error("account locked; retry after {0:?}")]
+    AccountLocked(Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -89,6 +94,7 @@ pub struct Policy {
     pub session_check: SessionCheck,
     /// How many password hashes may run at once (each holds 19 MiB and a blocking thread).
     pub hash_concurrency: usize,
+    pub lockout: LockoutPolicy,
 }
 
 impl Policy {
@@ -101,6 +107,7 @@ impl Policy {
             max_sessions: c.max_sessions,
             session_check: c.session_check,
             hash_concurrency: c.hash_concurrency,
+            lockout: LockoutPolicy::from_config(c),
         }
     }
 }

@@ -144,12 +144,17 @@ impl AuthService {
         self.end_session(&session, "revoked_by_user", client).await
     }
 
-    /// Deletes sessions that ended more than [`ENDED_SESSION_RETENTION`] ago, and
-    /// revocation-log entries older than [`REVOCATION_LOG_RETENTION`].
+    /// Deletes sessions that ended more than [`ENDED_SESSION_RETENTION`] ago,
+    /// revocation-log entries older than [`REVOCATION_LOG_RETENTION`], and failed-login
+    /// records whose window and lock ended a window ago (a lock is remembered that long, so
+    /// the next one in a row lasts longer).
     pub async fn sweep(&self) -> Result<u64, AuthError> {
         let now = self.clock.now();
         self.store
             .delete_revocations_logged_before(now.minus(REVOCATION_LOG_RETENTION))
+            .await?;
+        self.store
+            .delete_login_failures_ended_before(now.minus(self.policy.lockout.window))
             .await?;
         Ok(self
             .store

@@ -137,6 +137,30 @@ pub struct CurrentRotation {
     pub csrf: Option<String>,
 }
 
+/// Failed logins counted for one (normalised) email; see `service::lockout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoginFailures {
+    /// Failures in the window that started at `window_started_at`.
+    pub failures: u32,
+    pub window_started_at: Timestamp,
+    /// Until when logins are refused (it may lie in the past: the last lock, remembered so
+    /// that the next one in a row lasts longer).
+    pub locked_until: Option<Timestamp>,
+    /// Locks in a row.
+    pub locks: u32,
+}
+
+impl LoginFailures {
+    /// Did the failure that produced this record lock the account? (Only a locking failure
+    /// leaves the count at 0.)
+    pub fn just_locked(&self) -> bool {
+        self.failures == 0 && self.locked_until.is_some()
+    }
+}
+
+/// The next failure record from the current one (`None`: no failures recorded yet).
+pub type NextLoginFailures = Box<dyn FnOnce(Option<LoginFailures>) -> LoginFailures + Send>;
+
 #[derive(Clone, Debug)]
 pub struct AuditEvent {
     pub id: uuid::Uuid,
@@ -231,6 +255,20 @@ pub trait Store: Send + Sync + 'static {
     async fn listen_revocations(&self) -> StoreResult<Option<Box<dyn RevocationListener>>>;
     /// Deletes revocation-log entries older than `before`.
     async fn delete_revocations_logged_before(&self, before: Timestamp) -> StoreResult<u64>;
+
+    /// The failed-login record of an email, if any failures are remembered.
+    async fn find_login_failures(&self, email: &Email) -> StoreResult<Option<LoginFailures>>;
+    /// Replaces an email's failed-login record by `next(current)`, atomically across every
+    /// instance (concurrent failures are applied one after the other), and returns it.
+    async fn record_login_failure(
+        &self,
+        email: &Email,
+        next: NextLoginFailures,
+    ) -> StoreResult<LoginFailures>;
+    /// Forgets an email's failures (after a successful login).
+    async fn delete_login_failures(&self, email: &Email) -> StoreResult<()>;
+    /// Forgets records whose window and lock both ended before `before`.
+    async fn delete_login_failures_ended_before(&self, before: Timestamp) -> StoreResult<u64>;
 
     async fn insert_audit_event(&self, event: &AuditEvent) -> StoreResult<()>;
 

@@ -137,6 +137,18 @@ fn user_from_row(row: &PgRow) -> Result<UserRecord, sqlx::Error> {
     })
 }
 
+fn login_failures_from_row(row: &PgRow) -> Result<LoginFailures, sqlx::Error> {
+    let count = |column: &str| -> Result<u32, sqlx::Error> {
+        Ok(u32::try_from(row.try_get::<i32, _>(column)?).unwrap_or(0))
+    };
+    Ok(LoginFailures {
+        failures: count("failures")?,
+        window_started_at: Timestamp(row.try_get("window_started_at")?),
+        locked_until: row.try_get::<Option<i64>, _>("locked_until")?.map(Timestamp),
+        locks: count("locks")?,
+    })
+}
+
 fn key_from_row(row: &PgRow) -> Result<SigningKeyRecord, sqlx::Error> {
     Ok(SigningKeyRecord {
         kid: row.try_get("kid")?,
@@ -432,6 +444,84 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(map_pg)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn find_login_failures(&self, email: &Email) -> StoreResult<Option<LoginFailures>> {
+        let row = sqlx::query(
+            "SELECT failures, window_started_at, locked_until, locks FROM login_failures WHERE email = $1",
+        )
+        .bind(email.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        row.as_ref()
+            .map(login_failures_from_row)
+            .transpose()
+            .map_err(map_pg)
+    }
+
+    async fn record_login_failure(
+        &self,
+        email: &Email,
+        next: NextLoginFailures,
+    ) -> StoreResult<LoginFailures> {
+        // The row is locked from read to write, so concurrent failures on any instance are
+        // applied one after the other. A first failure inserts an empty row to lock: `next`
+        // sees no failures either way.
+        let mut tx = self.pool.begin().await.map_err(map_pg)?;
+        sqlx::query(
+            "INSERT INTO login_failures (email, failures, window_started_at, locks) VALUES ($1, 0, 0, 0) \
+             ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(email.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_pg)?;
+        let current = sqlx::query(
+            "SELECT failures, window_started_at, locked_until, locks FROM login_failures \
+             WHERE email = $1 FOR UPDATE",
+        )
+        .bind(email.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_pg)?;
+        let current = login_failures_from_row(&current).map_err(map_pg)?;
+        let record = next((current.failures > 0 || current.locked_until.is_some()).then_some(current));
+        sqlx::query(
+            "UPDATE login_failures SET failures = $2, window_started_at = $3, locked_until = $4, locks = $5 \
+             WHERE email = $1",
+        )
+        .bind(email.as_str())
+        .bind(i32::try_from(record.failures).unwrap_or(i32::MAX))
+        .bind(record.window_started_at.millis())
+        .bind(record.locked_until.map(Timestamp::millis))
+        .bind(i32::try_from(record.locks).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_pg)?;
+        tx.commit().await.map_err(map_pg)?;
+        Ok(record)
+    }
+
+    async fn delete_login_failures(&self, email: &Email) -> StoreResult<()> {
+        sqlx::query("DELETE FROM login_failures WHERE email = $1")
+            .bind(email.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn delete_login_failures_ended_before(&self, before: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM login_failures WHERE window_started_at < $1 \
+             AND (locked_until IS NULL OR locked_until < $1)",
+        )
+        .bind(before.millis())
+        .execute(&self.pool)
+        .await
+        .map_err(map_pg)?;
         Ok(done.rows_affected())
     }
 

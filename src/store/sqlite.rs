@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_session_revocations.sql"),
     include_str!("../../migrations/sqlite/0003_chained_refresh_tokens.sql"),
+    include_str!("../../migrations/sqlite/0004_login_failures.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
@@ -414,6 +415,21 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<SigningKeyRecord> {
     })
 }
 
+fn find_login_failures(conn: &Connection, email: &str) -> rusqlite::Result<Option<LoginFailures>> {
+    conn.prepare_cached(
+        "SELECT failures, window_started_at, locked_until, locks FROM login_failures WHERE email = ?1",
+    )?
+    .query_row([email], |r| {
+        Ok(LoginFailures {
+            failures: r.get(0)?,
+            window_started_at: Timestamp(r.get(1)?),
+            locked_until: r.get::<_, Option<i64>>(2)?.map(Timestamp),
+            locks: r.get(3)?,
+        })
+    })
+    .optional()
+}
+
 fn find_user_by_id(conn: &Connection, id: &str) -> rusqlite::Result<UserRecord> {
     conn.prepare_cached(concat!(
         "SELECT ",
@@ -743,6 +759,60 @@ impl Store for SqliteStore {
             })
             .await?;
         Ok(done as u64)
+    }
+
+    async fn find_login_failures(&self, email: &Email) -> StoreResult<Option<LoginFailures>> {
+        self.readers.read(|c| find_login_failures(c, email.as_str()))
+    }
+
+    async fn record_login_failure(
+        &self,
+        email: &Email,
+        next: NextLoginFailures,
+    ) -> StoreResult<LoginFailures> {
+        let email = email.as_str().to_owned();
+        // Read and write in the writer's transaction: SQLite has one writer, so nothing
+        // (no other instance either) changes the row in between.
+        self.write(move |c| {
+            let record = next(find_login_failures(c, &email)?);
+            c.prepare_cached(
+                "INSERT INTO login_failures (email, failures, window_started_at, locked_until, locks) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (email) DO UPDATE SET failures = ?2, \
+                 window_started_at = ?3, locked_until = ?4, locks = ?5",
+            )?
+            .execute(params![
+                email,
+                record.failures,
+                record.window_started_at.millis(),
+                record.locked_until.map(Timestamp::millis),
+                record.locks,
+            ])?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn delete_login_failures(&self, email: &Email) -> StoreResult<()> {
+        let email = email.as_str().to_owned();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM login_failures WHERE email = ?1")?
+                .execute([email])
+                .map(drop)
+        })
+        .await
+    }
+
+    async fn delete_login_failures_ended_before(&self, before: Timestamp) -> StoreResult<u64> {
+        let deleted = self
+            .write(move |c| {
+                c.prepare_cached(
+                    "DELETE FROM login_failures WHERE window_started_at < ?1 \
+                     AND (locked_until IS NULL OR locked_until < ?1)",
+                )?
+                .execute([before.millis()])
+            })
+            .await?;
+        Ok(deleted as u64)
     }
 
     async fn insert_audit_event(&self, e: &AuditEvent) -> StoreResult<()> {

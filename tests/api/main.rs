@@ -22,6 +22,7 @@ mod hostile_connections;
 mod jwt_attacks;
 mod key_rotation;
 mod liveness;
+mod lockout;
 mod login;
 mod logout;
 mod me;
