@@ -40,6 +40,39 @@ pub struct Config {
     pub hash_concurrency: usize,
     /// How authenticated requests learn whether their session is still live.
     pub session_check: SessionCheck,
+    /// How log lines on standard error are written.
+    pub log_format: LogFormat,
+}
+
+/// The shape of log lines on standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event, for people reading a terminal or a journal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?} is neither \"text\" nor \"json\"")),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
 }
 
 /// How an access token's session is checked on this server's authenticated endpoints.
@@ -99,6 +132,7 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("hash_concurrency", &self.hash_concurrency)
+            .field("log_format", &self.log_format)
             .finish()
     }
 }
@@ -128,6 +162,7 @@ impl Default for Config {
             max_connections: 10_000,
             max_connections_per_ip: 256,
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -227,6 +262,9 @@ pub struct ConfigArgs {
     /// Password hashes running at once (default: twice the CPU count).
     #[arg(long, env = "TESSERA_HASH_CONCURRENCY", global = true)]
     pub hash_concurrency: Option<usize>,
+    /// Log lines on standard error: `text` or `json` (one object per line).
+    #[arg(long, env = "TESSERA_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
 }
 
 /// The TOML file: the same keys, values as TOML scalars.
@@ -255,6 +293,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     hash_concurrency: Option<usize>,
+    log_format: Option<String>,
 }
 
 /// A duration in a TOML file may be a number of seconds or a string like `15m`.
@@ -362,6 +401,13 @@ impl Config {
                 .hash_concurrency
                 .or(file.hash_concurrency)
                 .unwrap_or(d.hash_concurrency),
+            log_format: match args.log_format.clone().or(file.log_format) {
+                Some(s) => s.parse().map_err(|message| ConfigError::Invalid {
+                    name: "log_format",
+                    message,
+                })?,
+                None => d.log_format,
+            },
         };
         config.validate()?;
         Ok(config)

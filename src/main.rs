@@ -30,7 +30,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -38,6 +37,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // After the configuration, which says the log format; its own errors go out plainly above.
+    telemetry::init(config.log_format);
     // Blocking threads are bounded: password hashing holds at most `hash_concurrency` of
     // them (its permits travel with the work); the rest is headroom for DNS lookups and
     // the like. tokio's default would allow 512.

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod rate_limit;
+pub mod request_log;
 
 use std::sync::Arc;
 
@@ -16,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::service::AuthService;
 use error::ApiError;
@@ -59,7 +59,8 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         // A panic is a bug, but the client still gets a problem document, not a dropped socket.
         .layer(CatchPanicLayer::custom(|_| ApiError::Panic.into_response()))
-        .layer(TraceLayer::new_for_http())
+        // Outermost, so its line has the status a panic or any inner layer settled on.
+        .layer(axum::middleware::from_fn(request_log::log_requests))
         .with_state(state)
 }
 

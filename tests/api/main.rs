@@ -24,6 +24,7 @@ mod key_rotation;
 mod liveness;
 mod login;
 mod logout;
+mod logs;
 mod me;
 mod metrics;
 mod rate_limit_scale;
