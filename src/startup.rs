@@ -155,6 +155,7 @@ impl Application {
             refresh_limit: Arc::new(RateLimiter::new(config.refresh_rate)),
             metrics: Arc::new(Metrics::new()),
             client_timeout: config.client_timeout,
+            discovery: Arc::new(http::discovery::Discovery::new(&config.issuer)),
         };
         let limiters = vec![
             Arc::clone(&state.login_limit),

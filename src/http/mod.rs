@@ -3,6 +3,7 @@
 
 mod auth;
 pub mod cookies;
+pub mod discovery;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// How long a client may take to send a request body.
     pub client_timeout: std::time::Duration,
+    /// The authorization server metadata (`/.well-known/oauth-authorization-server`).
+    pub discovery: Arc<discovery::Discovery>,
 }
 
 pub fn router(state: AppState, body_limit: usize) -> Router {
@@ -51,6 +54,11 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/auth/sessions/{id}", delete(auth::revoke_session))
         .route("/v1/auth/me", get(auth::me))
         .route("/.well-known/jwks.json", get(jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::metadata),
+        )
+        .route("/.well-known/openid-configuration", get(discovery::metadata))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::render))
         .fallback(|| async { ApiError::NotFound })

@@ -14,6 +14,7 @@ mod concurrency;
 mod config_binary;
 mod cookies;
 mod crash;
+mod discovery;
 mod errors;
 mod expiry;
 mod forwarded_for;
