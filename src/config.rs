@@ -457,6 +457,107 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The settings as a TOML file (the keys `--config` reads), secrets redacted: what
+    /// `tessera config` prints. Fed back through `--config`, it reproduces this configuration
+    /// except for the redacted secrets and the unset values (commented out).
+    pub fn to_toml_redacted(&self) -> String {
+        fn text(s: &str) -> String {
+            toml::Value::String(s.to_owned()).to_string()
+        }
+        let mut out = String::from(
+            "# Effective configuration: flags over TESSERA_* variables over the file over defaults.\n\
+             # Secrets are redacted.\n",
+        );
+        let mut line = |key: &str, value: Option<String>| match value {
+            Some(value) => out.push_str(&format!("{key} = {value}\n")),
+            None => out.push_str(&format!("# {key} is not set\n")),
+        };
+        line("listen", Some(text(&self.listen)));
+        line("database_url", Some(text(&redact_url(&self.database_url))));
+        line(
+            "database_max_connections",
+            Some(self.database_max_connections.to_string()),
+        );
+        line("issuer", Some(text(&self.issuer)));
+        line("audience", Some(text(&self.audience)));
+        line("access_ttl", Some(text(&format_duration(self.access_ttl))));
+        line("refresh_ttl", Some(text(&format_duration(self.refresh_ttl))));
+        line("session_ttl", Some(text(&format_duration(self.session_ttl))));
+        line("reuse_grace", Some(text(&format_duration(self.reuse_grace))));
+        line("max_sessions", Some(self.max_sessions.to_string()));
+        line("login_rate", Some(self.login_rate.to_string()));
+        line("refresh_rate", Some(self.refresh_rate.to_string()));
+        line("cookie_secure", Some(self.cookie_secure.to_string()));
+        line(
+            "alert_webhook_url",
+            self.alert_webhook_url
+                .as_deref()
+                .map(|url| text(&redact_webhook_url(url))),
+        );
+        line(
+            "alert_webhook_secret",
+            self.alert_webhook_secret.as_ref().map(|_| text(REDACTED)),
+        );
+        line("trust_proxy_headers", Some(self.trust_proxy_headers.to_string()));
+        line("body_limit", Some(self.body_limit.to_string()));
+        line(
+            "client_timeout",
+            Some(text(&format_duration(self.client_timeout))),
+        );
+        line(
+            "session_check",
+            Some(text(match self.session_check {
+                SessionCheck::Cached => "cached",
+                SessionCheck::Strict => "strict",
+            })),
+        );
+        line("max_connections", Some(self.max_connections.to_string()));
+        line(
+            "max_connections_per_ip",
+            Some(self.max_connections_per_ip.to_string()),
+        );
+        line("hash_concurrency", Some(self.hash_concurrency.to_string()));
+        line("log_format", Some(text(&self.log_format.to_string())));
+        out
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// A webhook URL fit to show: scheme and host only. Chat and incident services put the
+/// webhook's secret in its path (`/services/T…/B…/<secret>`), so the path and query go too.
+pub fn redact_webhook_url(url: &str) -> String {
+    let redacted = redact_url(url);
+    match redacted.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if authority.len() == rest.len() {
+                redacted
+            } else {
+                format!("{scheme}://{authority}/{REDACTED}")
+            }
+        }
+        None => REDACTED.to_owned(),
+    }
+}
+
+/// A duration in the largest unit that shows it exactly (`15m`, `30d`, `90s`, `250ms`);
+/// [`parse_duration`] reads it back.
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let secs = d.as_secs();
+    match secs {
+        0 => "0s".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// A database URL fit for logs: the password of its user-info part and the value of any
 /// `password` query parameter replaced by `<redacted>`.
 pub fn redact_url(url: &str) -> String {
@@ -617,6 +718,63 @@ mod tests {
         };
         assert!(!format!("{config:?}").contains("s3cretpw"));
         assert_eq!(redact_url("postgres://tessera@db/t"), "postgres://tessera@db/t");
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back_as_the_same_one_without_its_secrets() {
+        let config = Config {
+            listen: "0.0.0.0:9000".into(),
+            database_url: "postgres://tessera:s3cretpw@db/tessera".into(),
+            access_ttl: Duration::from_secs(120),
+            refresh_ttl: Duration::from_secs(7 * 86_400),
+            reuse_grace: Duration::from_millis(1500),
+            max_sessions: 3,
+            cookie_secure: false,
+            alert_webhook_url: Some("https://hooks.example.com/services/T0/B0/s3cretpath".into()),
+            alert_webhook_secret: Some("hunter2secret".into()),
+            session_check: SessionCheck::Strict,
+            log_format: LogFormat::Json,
+            issuer: "https://auth.example.com/\"quoted\"".into(),
+            ..Config::default()
+        };
+        let printed = config.to_toml_redacted();
+        for secret in ["s3cretpw", "s3cretpath", "hunter2"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("printed.toml");
+        std::fs::write(&path, &printed).unwrap();
+        let read = Config::load(&ConfigArgs {
+            config: Some(path),
+            ..ConfigArgs::default()
+        })
+        .unwrap();
+        let expected = Config {
+            database_url: "postgres://tessera:<redacted>@db/tessera".into(),
+            alert_webhook_url: Some("https://hooks.example.com/<redacted>".into()),
+            alert_webhook_secret: Some("<redacted>".into()),
+            ..config
+        };
+        assert_eq!(format!("{read:?}"), format!("{expected:?}"));
+        assert_eq!(read.alert_webhook_url, expected.alert_webhook_url);
+        assert_eq!(read.issuer, expected.issuer);
+        let unset = Config::default().to_toml_redacted();
+        assert!(unset.contains("# alert_webhook_secret is not set"), "{unset}");
+    }
+
+    #[test]
+    fn durations_print_in_their_largest_exact_unit() {
+        for (d, text) in [
+            (Duration::from_secs(900), "15m"),
+            (Duration::from_secs(30 * 86_400), "30d"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`domain`]: ids, timestamps, validated inputs and the clock.
 //! - [`alerts`]: the signed security-alert webhook.
 //! - [`telemetry`]: logging setup.
+//! - [`operator`]: `tessera check`, which validates configuration, database and keys.
 //!
 //! Requests flow `http -> service -> store`; `service` never sees HTTP types and `http`
 //! never sees SQL.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod operator;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tessera::config::{Config, ConfigArgs};
 use tessera::domain::{Clock, SystemClock};
+use tessera::operator::{self, Severity};
 use tessera::startup::{shutdown_signal, Application};
 use tessera::{service, store, telemetry};
 
@@ -26,6 +27,11 @@ enum Command {
     /// Retire the active signing key and start signing with a new one. Tokens signed with the
     /// old key stay valid until they expire; running instances switch within a minute.
     RotateKey,
+    /// Print the effective configuration (flags, environment and file merged), secrets redacted.
+    Config,
+    /// Check the configuration, the database (reachable, schema state) and the signing keys
+    /// without changing anything; exit non-zero if `serve` would fail.
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +66,11 @@ const BLOCKING_THREADS_HEADROOM: usize = 16;
 
 async fn run(command: Command, config: Config) -> ExitCode {
     let result = match command {
+        Command::Config => {
+            print!("{}", config.to_toml_redacted());
+            Ok(())
+        }
+        Command::Check => return check(&config).await,
         Command::Serve => serve(&config).await,
         Command::Migrate => store::connect(&config.database_url, 1)
             .await
@@ -73,6 +84,25 @@ async fn run(command: Command, config: Config) -> ExitCode {
             eprintln!("tessera: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One line per finding: problems on standard error, the rest on standard output.
+async fn check(config: &Config) -> ExitCode {
+    let findings = operator::check(config).await;
+    let mut failed = false;
+    for finding in &findings {
+        if finding.severity == Severity::Problem {
+            failed = true;
+            eprintln!("{finding}");
+        } else {
+            println!("{finding}");
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -351,6 +351,17 @@ impl AuthService {
         &self.hashing_stats
     }
 
+    /// Live sessions in the database (every instance's), for the metrics gauge: a scan, so
+    /// its caller rations it.
+    pub async fn count_live_sessions(&self) -> Result<u64, AuthError> {
+        Ok(self.store.count_live_sessions(self.clock.now()).await?)
+    }
+
+    /// The database connection pool's usage, where the backend has a pool.
+    pub fn pool_usage(&self) -> Option<crate::store::PoolUsage> {
+        self.store.pool_usage()
+    }
+
     /// Re-reads the signing keys: picks up a rotation and lets retired keys age out. When the
     /// key set is what we already hold, it is kept, and with it the cache of verified tokens
     /// (a forged unknown `kid` triggers a reload, and must not cost every client its cache).
@@ -1046,7 +1057,7 @@ fn build_key_set(
 
 /// How long a retired key keeps verifying: the longest a token it signed can live, plus the
 /// longest an instance may go on signing with it unawares ([`KEY_SET_MAX_AGE`]), plus a minute.
-fn retired_grace(policy: &Policy) -> Duration {
+pub fn retired_grace(policy: &Policy) -> Duration {
     policy.access_ttl + KEY_SET_MAX_AGE + Duration::from_secs(60)
 }
 

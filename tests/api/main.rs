@@ -28,6 +28,7 @@ mod logout;
 mod logs;
 mod me;
 mod metrics;
+mod operator;
 mod rate_limit_scale;
 mod rate_limits;
 mod refresh;
