@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+pub use crate::tokens::SigningAlg;
+
 /// Every setting of a running server, resolved.
 #[derive(Clone)]
 pub struct Config {
@@ -42,6 +44,8 @@ pub struct Config {
     pub session_check: SessionCheck,
     /// How log lines on standard error are written.
     pub log_format: LogFormat,
+    /// The algorithm new access tokens are signed with; a change rotates the key at start.
+    pub signing_alg: SigningAlg,
 }
 
 /// The shape of log lines on standard error.
@@ -133,6 +137,7 @@ impl fmt::Debug for Config {
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("hash_concurrency", &self.hash_concurrency)
             .field("log_format", &self.log_format)
+            .field("signing_alg", &self.signing_alg)
             .finish()
     }
 }
@@ -163,6 +168,7 @@ impl Default for Config {
             max_connections_per_ip: 256,
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             log_format: LogFormat::Text,
+            signing_alg: SigningAlg::EdDSA,
         }
     }
 }
@@ -265,6 +271,9 @@ pub struct ConfigArgs {
     /// Log lines on standard error: `text` or `json` (one object per line).
     #[arg(long, env = "TESSERA_LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
+    /// Access-token signing algorithm: `EdDSA` (default), `Ed25519`, `ES256` or `RS256`.
+    #[arg(long, env = "TESSERA_SIGNING_ALG", global = true)]
+    pub signing_alg: Option<String>,
 }
 
 /// The TOML file: the same keys, values as TOML scalars.
@@ -294,6 +303,7 @@ struct FileConfig {
     max_connections_per_ip: Option<usize>,
     hash_concurrency: Option<usize>,
     log_format: Option<String>,
+    signing_alg: Option<String>,
 }
 
 /// A duration in a TOML file may be a number of seconds or a string like `15m`.
@@ -408,6 +418,13 @@ impl Config {
                 })?,
                 None => d.log_format,
             },
+            signing_alg: match args.signing_alg.clone().or(file.signing_alg) {
+                Some(s) => s.parse().map_err(|message| ConfigError::Invalid {
+                    name: "signing_alg",
+                    message,
+                })?,
+                None => d.signing_alg,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -519,6 +536,7 @@ impl Config {
         );
         line("hash_concurrency", Some(self.hash_concurrency.to_string()));
         line("log_format", Some(text(&self.log_format.to_string())));
+        line("signing_alg", Some(text(self.signing_alg.as_str())));
         out
     }
 }
@@ -734,6 +752,7 @@ mod tests {
             alert_webhook_secret: Some("hunter2secret".into()),
             session_check: SessionCheck::Strict,
             log_format: LogFormat::Json,
+            signing_alg: SigningAlg::ES256,
             issuer: "https://auth.example.com/\"quoted\"".into(),
             ..Config::default()
         };

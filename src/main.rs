@@ -24,8 +24,9 @@ enum Command {
     Serve,
     /// Create or upgrade the database schema, then exit.
     Migrate,
-    /// Retire the active signing key and start signing with a new one. Tokens signed with the
-    /// old key stay valid until they expire; running instances switch within a minute.
+    /// Retire the active signing key and start signing with a new one (of the configured
+    /// algorithm). Tokens signed with the old key stay valid until they expire; running
+    /// instances switch within a minute.
     RotateKey,
     /// Print the effective configuration (flags, environment and file merged), secrets redacted.
     Config,
@@ -110,7 +111,7 @@ async fn rotate_key(config: &Config) -> Result<(), String> {
     let store = store::connect(&config.database_url, 1)
         .await
         .map_err(|e| e.to_string())?;
-    let kid = service::rotate_signing_key(store.as_ref(), SystemClock.now())
+    let kid = service::rotate_signing_key(store.as_ref(), config.signing_alg, SystemClock.now())
         .await
         .map_err(|e| e.to_string())?;
     println!("new active signing key: {kid}");

@@ -140,18 +140,22 @@ fn check_keys(config: &Config, keys: &[crate::tokens::SigningKeyRecord]) -> Find
     match AccessTokens::new(keys, &config.issuer, &config.audience, now, grace) {
         Ok(set) => {
             let published = set.jwks()["keys"].as_array().map_or(0, Vec::len);
-            let active = keys
-                .iter()
-                .filter(|k| k.active)
-                .max_by_key(|k| k.created_at)
-                .map_or_else(String::new, |k| format!("{} ({})", k.kid, k.alg));
-            finding(
-                Severity::Ok,
-                format!(
-                    "signing keys: active {active}, {} retired still verifying",
-                    published.saturating_sub(1)
+            let active = keys.iter().filter(|k| k.active).max_by_key(|k| k.created_at);
+            let described = active.map_or_else(String::new, |k| format!("{} ({})", k.kid, k.alg));
+            let retired = published.saturating_sub(1);
+            match active {
+                Some(k) if k.alg != config.signing_alg.as_str() => finding(
+                    Severity::Note,
+                    format!(
+                        "signing keys: active {described}, {retired} retired still verifying; signing_alg is {}, so `tessera serve` will rotate to a new {} key at start",
+                        config.signing_alg, config.signing_alg
+                    ),
                 ),
-            )
+                _ => finding(
+                    Severity::Ok,
+                    format!("signing keys: active {described}, {retired} retired still verifying"),
+                ),
+            }
         }
         Err(e) => finding(Severity::Problem, format!("signing keys: {e}")),
     }

@@ -21,7 +21,7 @@ use crate::store::{
     AuditEvent, CurrentRotation, FoundRefreshToken, RevocationListener, Rotation, SessionRecord, Store,
     StoreError, UserRecord,
 };
-use crate::tokens::{AccessClaims, AccessTokens, SigningKeyRecord, TokenError};
+use crate::tokens::{AccessClaims, AccessTokens, SigningAlg, SigningKeyRecord, TokenError};
 use liveness::{Known, LiveSessions, SessionSnapshot};
 use rotation::RefreshDecision;
 
@@ -90,6 +90,8 @@ pub struct Policy {
     pub session_check: SessionCheck,
     /// How many password hashes may run at once (each holds 19 MiB and a blocking thread).
     pub hash_concurrency: usize,
+    /// The algorithm new keys are made for.
+    pub signing_alg: SigningAlg,
 }
 
 impl Policy {
@@ -102,6 +104,7 @@ impl Policy {
             max_sessions: c.max_sessions,
             session_check: c.session_check,
             hash_concurrency: c.hash_concurrency,
+            signing_alg: c.signing_alg,
         }
     }
 }
@@ -296,11 +299,28 @@ impl AuthService {
         audience: &str,
     ) -> Result<AuthService, AuthError> {
         let mut keys = store.find_signing_keys().await?;
-        if !keys.iter().any(|k| k.active) {
-            let key = SigningKeyRecord::generate_ed25519(clock.now()).map_err(token_internal)?;
-            store.insert_signing_key_if_none_active(&key).await?;
-            // Read back: a concurrently starting instance may have won.
-            keys = store.find_signing_keys().await?;
+        let active_alg = keys
+            .iter()
+            .filter(|k| k.active)
+            .max_by_key(|k| k.created_at)
+            .map(|k| k.alg.clone());
+        match active_alg {
+            None => {
+                let key =
+                    SigningKeyRecord::generate(policy.signing_alg, clock.now()).map_err(token_internal)?;
+                store.insert_signing_key_if_none_active(&key).await?;
+                // Read back: a concurrently starting instance may have won.
+                keys = store.find_signing_keys().await?;
+            }
+            // A new algorithm is a rotation: tokens signed with the old key keep verifying
+            // until they expire. (Instances must agree on the algorithm, or each start undoes
+            // the last; instances starting together may rotate more than once, harmlessly.)
+            Some(alg) if alg != policy.signing_alg.as_str() => {
+                let kid = rotate_signing_key(store.as_ref(), policy.signing_alg, clock.now()).await?;
+                tracing::info!(from = %alg, to = %policy.signing_alg, %kid, "signing algorithm changed: key rotated");
+                keys = store.find_signing_keys().await?;
+            }
+            Some(_) => {}
         }
         let now = clock.now();
         let tokens = build_key_set(&keys, issuer, audience, now, &policy)?;
@@ -1037,8 +1057,12 @@ async fn write_audit(store: &dyn Store, e: AuditEvent) {
 
 /// Retires the active signing key and makes a new one active (the `rotate-key` command).
 /// Running instances pick the new key up on their next reload or on first sight of its `kid`.
-pub async fn rotate_signing_key(store: &dyn Store, now: Timestamp) -> Result<String, AuthError> {
-    let key = SigningKeyRecord::generate_ed25519(now).map_err(token_internal)?;
+pub async fn rotate_signing_key(
+    store: &dyn Store,
+    alg: SigningAlg,
+    now: Timestamp,
+) -> Result<String, AuthError> {
+    let key = SigningKeyRecord::generate(alg, now).map_err(token_internal)?;
     store.rotate_signing_key(&key, now).await?;
     Ok(key.kid)
 }
@@ -1137,7 +1161,7 @@ mod tests {
             "the same key set, and with it its cache, is kept"
         );
         // A real change of keys is still picked up.
-        rotate_signing_key(service.store.as_ref(), service.clock.now())
+        rotate_signing_key(service.store.as_ref(), SigningAlg::EdDSA, service.clock.now())
             .await
             .unwrap();
         service.reload_keys().await.unwrap();

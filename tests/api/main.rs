@@ -36,6 +36,7 @@ mod register;
 mod restart;
 mod reuse;
 mod sessions;
+mod signing_algs;
 mod signing_keys_and_expiry;
 mod slow_clients;
 mod smoke;
