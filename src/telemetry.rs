@@ -7,6 +7,9 @@
 
 use std::io::IsTerminal;
 
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -19,20 +22,35 @@ pub fn init(format: LogFormat) {
     // Colour codes only for a person at a terminal: in a file or a collector they are noise
     // that breaks searching and parsing.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // Err only if a subscriber is already set (tests); keeping that one is right.
+    let _ = subscriber(format, filter, ansi, std::io::stderr).try_init();
+}
+
+/// The subscriber [`init`] installs, writing to `writer` (tests measure it on a sink).
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi);
-    // Err only if a subscriber is already set (tests); keeping that one is right.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            // Fields at the top level (`"route": ...`, not `"fields": {"route": ...}`), and
-            // the enclosing request span (its `request_id`) on events logged inside it.
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-    };
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                // Fields at the top level (`"route": ...`, not `"fields": {"route": ...}`), and
+                // the enclosing request span (its `request_id`) on events logged inside it.
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        ),
+    }
 }
