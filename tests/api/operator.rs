@@ -108,6 +108,37 @@ fn check_follows_a_database_from_nothing_to_ready_and_changes_nothing() {
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
 }
 
+#[test]
+fn check_says_when_serve_will_rotate_to_another_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(tessera(dir.path(), &["migrate"], &[]).status.success());
+    let rotated = tessera(dir.path(), &["rotate-key"], &[("TESSERA_SIGNING_ALG", "RS256")]);
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    let out = tessera(dir.path(), &["check", "--signing-alg", "RS256"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("ok: signing keys: active"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("(RS256)"),
+        "rotate-key made a key of the configured algorithm"
+    );
+
+    let out = tessera(dir.path(), &["check"], &[("TESSERA_SIGNING_ALG", "es256")]);
+    assert!(
+        out.status.success(),
+        "a pending rotation is not a problem: {}",
+        stderr(&out)
+    );
+    let said = stdout(&out);
+    assert!(
+        said.contains("note: signing keys: active") && said.contains("will rotate to a new ES256 key"),
+        "{said}"
+    );
+}
+
 /// Every problem on a line of its own, and a failing exit.
 fn assert_problems(out: &Output, expected: &[&str]) {
     assert!(!out.status.success(), "stdout {}", stdout(out));

@@ -97,6 +97,14 @@ async fn changing_the_algorithm_rotates_and_old_tokens_keep_working() {
         for (signed_by, token) in &held {
             assert_eq!(app.me(token).await.status(), 200, "{signed_by} token under {alg}");
         }
+        // Discovery lists every algorithm a verifier must accept now.
+        let metadata = json_ok(app.get("/.well-known/oauth-authorization-server").await).await;
+        let mut expected: Vec<&str> = held.iter().map(|(a, _)| a.as_str()).collect();
+        expected.sort_unstable();
+        assert_eq!(
+            metadata["tessera_access_token_signing_alg_values_supported"],
+            json!(expected)
+        );
         app.stop().await;
     }
     // Same algorithm again: no rotation.
