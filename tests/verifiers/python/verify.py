@@ -82,6 +82,9 @@ def verify(token, audience="tessera", issuer=metadata["issuer"], typ="at+jwt"):
 
 
 if alg in UNSUPPORTED:
+    # The cause must be the algorithm itself, not any refusal (a wrong key would do too).
+    if alg in jwt.algorithms.get_default_algorithms():
+        fail("PyJWT now knows this algorithm: update README's table and UNSUPPORTED")
     try:
         verify(token)
     except jwt.PyJWTError as e:
