@@ -1,5 +1,5 @@
-//! Tessera: an authentication token server. Short-lived EdDSA access JWTs, opaque refresh
-//! tokens rotated on every use with reuse detection, and per-device sessions.
+//! Tessera: an authentication token server. Short-lived access JWTs (EdDSA by default), opaque
+//! refresh tokens rotated on every use with reuse detection, and per-device sessions.
 //!
 //! # Layout
 //!
