@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+pub use crate::tokens::SigningAlg;
+
 /// Every setting of a running server, resolved.
 #[derive(Clone)]
 pub struct Config {
@@ -46,6 +48,41 @@ pub struct Config {
     pub lockout_window: Duration,
     /// How long the first lock lasts; each further lock in a row lasts twice as long.
     pub lockout_cooldown: Duration,
+    /// How log lines on standard error are written.
+    pub log_format: LogFormat,
+    /// The algorithm new access tokens are signed with; a change rotates the key at start.
+    pub signing_alg: SigningAlg,
+}
+
+/// The shape of log lines on standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event, for people reading a terminal or a journal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?} is neither \"text\" nor \"json\"")),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
 }
 
 /// How an access token's session is checked on this server's authenticated endpoints.
@@ -108,6 +145,8 @@ impl fmt::Debug for Config {
             .field("lockout_threshold", &self.lockout_threshold)
             .field("lockout_window", &self.lockout_window)
             .field("lockout_cooldown", &self.lockout_cooldown)
+            .field("log_format", &self.log_format)
+            .field("signing_alg", &self.signing_alg)
             .finish()
     }
 }
@@ -140,6 +179,8 @@ impl Default for Config {
             lockout_threshold: 10,
             lockout_window: Duration::from_secs(15 * 60),
             lockout_cooldown: Duration::from_secs(60),
+            log_format: LogFormat::Text,
+            signing_alg: SigningAlg::EdDSA,
         }
     }
 }
@@ -248,6 +289,12 @@ pub struct ConfigArgs {
     /// Password hashes running at once (default: twice the CPU count).
     #[arg(long, env = "TESSERA_HASH_CONCURRENCY", global = true)]
     pub hash_concurrency: Option<usize>,
+    /// Log lines on standard error: `text` or `json` (one object per line).
+    #[arg(long, env = "TESSERA_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+    /// Access-token signing algorithm: `EdDSA` (default), `Ed25519`, `ES256` or `RS256`.
+    #[arg(long, env = "TESSERA_SIGNING_ALG", global = true)]
+    pub signing_alg: Option<String>,
 }
 
 /// The TOML file: the same keys, values as TOML scalars.
@@ -279,6 +326,8 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     hash_concurrency: Option<usize>,
+    log_format: Option<String>,
+    signing_alg: Option<String>,
 }
 
 /// A duration in a TOML file may be a number of seconds or a string like `15m`.
@@ -402,6 +451,20 @@ impl Config {
                 .hash_concurrency
                 .or(file.hash_concurrency)
                 .unwrap_or(d.hash_concurrency),
+            log_format: match args.log_format.clone().or(file.log_format) {
+                Some(s) => s.parse().map_err(|message| ConfigError::Invalid {
+                    name: "log_format",
+                    message,
+                })?,
+                None => d.log_format,
+            },
+            signing_alg: match args.signing_alg.clone().or(file.signing_alg) {
+                Some(s) => s.parse().map_err(|message| ConfigError::Invalid {
+                    name: "signing_alg",
+                    message,
+                })?,
+                None => d.signing_alg,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -454,6 +517,108 @@ impl Config {
         } else {
             self.listen.clone()
         }
+    }
+}
+
+impl Config {
+    /// The settings as a TOML file (the keys `--config` reads), secrets redacted: what
+    /// `tessera config` prints. Fed back through `--config`, it reproduces this configuration
+    /// except for the redacted secrets and the unset values (commented out).
+    pub fn to_toml_redacted(&self) -> String {
+        fn text(s: &str) -> String {
+            toml::Value::String(s.to_owned()).to_string()
+        }
+        let mut out = String::from(
+            "# Effective configuration: flags over TESSERA_* variables over the file over defaults.\n\
+             # Secrets are redacted.\n",
+        );
+        let mut line = |key: &str, value: Option<String>| match value {
+            Some(value) => out.push_str(&format!("{key} = {value}\n")),
+            None => out.push_str(&format!("# {key} is not set\n")),
+        };
+        line("listen", Some(text(&self.listen)));
+        line("database_url", Some(text(&redact_url(&self.database_url))));
+        line(
+            "database_max_connections",
+            Some(self.database_max_connections.to_string()),
+        );
+        line("issuer", Some(text(&self.issuer)));
+        line("audience", Some(text(&self.audience)));
+        line("access_ttl", Some(text(&format_duration(self.access_ttl))));
+        line("refresh_ttl", Some(text(&format_duration(self.refresh_ttl))));
+        line("session_ttl", Some(text(&format_duration(self.session_ttl))));
+        line("reuse_grace", Some(text(&format_duration(self.reuse_grace))));
+        line("max_sessions", Some(self.max_sessions.to_string()));
+        line("login_rate", Some(self.login_rate.to_string()));
+        line("refresh_rate", Some(self.refresh_rate.to_string()));
+        line("cookie_secure", Some(self.cookie_secure.to_string()));
+        line(
+            "alert_webhook_url",
+            self.alert_webhook_url
+                .as_deref()
+                .map(|url| text(&redact_webhook_url(url))),
+        );
+        line(
+            "alert_webhook_secret",
+            self.alert_webhook_secret.as_ref().map(|_| text(REDACTED)),
+        );
+        line("trust_proxy_headers", Some(self.trust_proxy_headers.to_string()));
+        line("body_limit", Some(self.body_limit.to_string()));
+        line(
+            "client_timeout",
+            Some(text(&format_duration(self.client_timeout))),
+        );
+        line(
+            "session_check",
+            Some(text(match self.session_check {
+                SessionCheck::Cached => "cached",
+                SessionCheck::Strict => "strict",
+            })),
+        );
+        line("max_connections", Some(self.max_connections.to_string()));
+        line(
+            "max_connections_per_ip",
+            Some(self.max_connections_per_ip.to_string()),
+        );
+        line("hash_concurrency", Some(self.hash_concurrency.to_string()));
+        line("log_format", Some(text(&self.log_format.to_string())));
+        line("signing_alg", Some(text(self.signing_alg.as_str())));
+        out
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// A webhook URL fit to show: scheme and host only. Chat and incident services put the
+/// webhook's secret in its path (`/services/T…/B…/<secret>`), so the path and query go too.
+pub fn redact_webhook_url(url: &str) -> String {
+    let redacted = redact_url(url);
+    match redacted.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if authority.len() == rest.len() {
+                redacted
+            } else {
+                format!("{scheme}://{authority}/{REDACTED}")
+            }
+        }
+        None => REDACTED.to_owned(),
+    }
+}
+
+/// A duration in the largest unit that shows it exactly (`15m`, `30d`, `90s`, `250ms`);
+/// [`parse_duration`] reads it back.
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let secs = d.as_secs();
+    match secs {
+        0 => "0s".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 
@@ -617,6 +782,64 @@ mod tests {
         };
         assert!(!format!("{config:?}").contains("s3cretpw"));
         assert_eq!(redact_url("postgres://tessera@db/t"), "postgres://tessera@db/t");
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back_as_the_same_one_without_its_secrets() {
+        let config = Config {
+            listen: "0.0.0.0:9000".into(),
+            database_url: "postgres://tessera:s3cretpw@db/tessera".into(),
+            access_ttl: Duration::from_secs(120),
+            refresh_ttl: Duration::from_secs(7 * 86_400),
+            reuse_grace: Duration::from_millis(1500),
+            max_sessions: 3,
+            cookie_secure: false,
+            alert_webhook_url: Some("https://hooks.example.com/services/T0/B0/s3cretpath".into()),
+            alert_webhook_secret: Some("hunter2secret".into()),
+            session_check: SessionCheck::Strict,
+            log_format: LogFormat::Json,
+            signing_alg: SigningAlg::ES256,
+            issuer: "https://auth.example.com/\"quoted\"".into(),
+            ..Config::default()
+        };
+        let printed = config.to_toml_redacted();
+        for secret in ["s3cretpw", "s3cretpath", "hunter2"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("printed.toml");
+        std::fs::write(&path, &printed).unwrap();
+        let read = Config::load(&ConfigArgs {
+            config: Some(path),
+            ..ConfigArgs::default()
+        })
+        .unwrap();
+        let expected = Config {
+            database_url: "postgres://tessera:<redacted>@db/tessera".into(),
+            alert_webhook_url: Some("https://hooks.example.com/<redacted>".into()),
+            alert_webhook_secret: Some("<redacted>".into()),
+            ..config
+        };
+        assert_eq!(format!("{read:?}"), format!("{expected:?}"));
+        assert_eq!(read.alert_webhook_url, expected.alert_webhook_url);
+        assert_eq!(read.issuer, expected.issuer);
+        let unset = Config::default().to_toml_redacted();
+        assert!(unset.contains("# alert_webhook_secret is not set"), "{unset}");
+    }
+
+    #[test]
+    fn durations_print_in_their_largest_exact_unit() {
+        for (d, text) in [
+            (Duration::from_secs(900), "15m"),
+            (Duration::from_secs(30 * 86_400), "30d"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Tessera: an authentication token server. Short-lived EdDSA access JWTs, opaque refresh
-//! tokens rotated on every use with reuse detection, and per-device sessions.
+//! Tessera: an authentication token server. Short-lived access JWTs (EdDSA by default), opaque
+//! refresh tokens rotated on every use with reuse detection, and per-device sessions.
 //!
 //! # Layout
 //!
@@ -14,6 +14,7 @@
 //! - [`domain`]: ids, timestamps, validated inputs and the clock.
 //! - [`alerts`]: the signed security-alert webhook.
 //! - [`telemetry`]: logging setup.
+//! - [`operator`]: `tessera check`, which validates configuration, database and keys.
 //!
 //! Requests flow `http -> service -> store`; `service` never sees HTTP types and `http`
 //! never sees SQL.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod operator;
 pub mod service;
 pub mod startup;
 pub mod store;

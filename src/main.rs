@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tessera::config::{Config, ConfigArgs};
 use tessera::domain::{Clock, SystemClock};
+use tessera::operator::{self, Severity};
 use tessera::startup::{shutdown_signal, Application};
 use tessera::{service, store, telemetry};
 
@@ -23,14 +24,19 @@ enum Command {
     Serve,
     /// Create or upgrade the database schema, then exit.
     Migrate,
-    /// Retire the active signing key and start signing with a new one. Tokens signed with the
-    /// old key stay valid until they expire; running instances switch within a minute.
+    /// Retire the active signing key and start signing with a new one (of the configured
+    /// algorithm). Tokens signed with the old key stay valid until they expire; running
+    /// instances switch within a minute.
     RotateKey,
+    /// Print the effective configuration (flags, environment and file merged), secrets redacted.
+    Config,
+    /// Check the configuration, the database (reachable, schema state) and the signing keys
+    /// without changing anything; exit non-zero if `serve` would fail.
+    Check,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -38,6 +44,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // After the configuration, which says the log format; its own errors go out plainly above.
+    telemetry::init(config.log_format);
     // Blocking threads are bounded: password hashing holds at most `hash_concurrency` of
     // them (its permits travel with the work); the rest is headroom for DNS lookups and
     // the like. tokio's default would allow 512.
@@ -59,6 +67,11 @@ const BLOCKING_THREADS_HEADROOM: usize = 16;
 
 async fn run(command: Command, config: Config) -> ExitCode {
     let result = match command {
+        Command::Config => {
+            print!("{}", config.to_toml_redacted());
+            Ok(())
+        }
+        Command::Check => return check(&config).await,
         Command::Serve => serve(&config).await,
         Command::Migrate => store::connect(&config.database_url, 1)
             .await
@@ -75,11 +88,30 @@ async fn run(command: Command, config: Config) -> ExitCode {
     }
 }
 
+/// One line per finding: problems on standard error, the rest on standard output.
+async fn check(config: &Config) -> ExitCode {
+    let findings = operator::check(config).await;
+    let mut failed = false;
+    for finding in &findings {
+        if finding.severity == Severity::Problem {
+            failed = true;
+            eprintln!("{finding}");
+        } else {
+            println!("{finding}");
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 async fn rotate_key(config: &Config) -> Result<(), String> {
     let store = store::connect(&config.database_url, 1)
         .await
         .map_err(|e| e.to_string())?;
-    let kid = service::rotate_signing_key(store.as_ref(), SystemClock.now())
+    let kid = service::rotate_signing_key(store.as_ref(), config.signing_alg, SystemClock.now())
         .await
         .map_err(|e| e.to_string())?;
     println!("new active signing key: {kid}");

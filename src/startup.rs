@@ -153,8 +153,12 @@ impl Application {
             login_limit: Arc::new(RateLimiter::new(config.login_rate)),
             register_limit: Arc::new(RateLimiter::new(config.login_rate)),
             refresh_limit: Arc::new(RateLimiter::new(config.refresh_rate)),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(match service.pool_usage() {
+                Some(_) => Metrics::new().with_pool_gauges(),
+                None => Metrics::new(),
+            }),
             client_timeout: config.client_timeout,
+            discovery: Arc::new(http::discovery::Discovery::new(&config.issuer)),
         };
         let limiters = vec![
             Arc::clone(&state.login_limit),

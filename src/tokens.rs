@@ -1,6 +1,13 @@
-//! Access tokens: EdDSA (Ed25519) JWTs with `typ: at+jwt`, signed with keys kept in the
-//! database and published as a JWKS. Verification is strict: only our own `kid`, only the
-//! algorithm that key is for, never a key or URL taken from the token's header.
+//! Access tokens: JWTs with `typ: at+jwt`, signed with keys kept in the database and
+//! published as a JWKS, by one of the algorithms of [`SigningAlg`] (EdDSA by default).
+//! Verification is strict: only our own `kid`, only the algorithm that key is for, never a key
+//! or URL taken from the token's header.
+//!
+//! Signing and verification are ring's for every algorithm. The JWS compact format around them
+//! is ours (a few lines each way): jsonwebtoken parses `alg` into an enum that has no
+//! `Ed25519` (RFC 9864), and ring can sign and verify RS256 but not generate an RSA key, for
+//! which the `rsa` crate is used, and only for that (its private-key operations are not
+//! constant-time; generation runs once per key, signing never goes through it).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,16 +15,87 @@ use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use ring::rand::SystemRandom;
-use ring::signature::{Ed25519KeyPair, KeyPair};
+use ring::signature::{
+    EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, UnparsedPublicKey, VerificationAlgorithm,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, RSA_PKCS1_2048_8192_SHA256,
+    RSA_PKCS1_SHA256,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{SessionId, Timestamp, UserId};
 
 /// The `typ` header of every access token (RFC 9068).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
-const ED25519_ALG: &str = "EdDSA";
+
+/// The size of the RSA keys we generate (RS256): 2048 bits is the floor of RFC 7518 §3.3 and
+/// what gateways expect; verification accepts 2048 to 8192.
+const RSA_BITS: usize = 2048;
+
+/// The algorithms access tokens can be signed with (`TESSERA_SIGNING_ALG`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SigningAlg {
+    /// EdDSA over Ed25519, under the name RFC 8037 gave it (the widest support).
+    #[default]
+    EdDSA,
+    /// The same signature under its fully-specified name (RFC 9864, which deprecates
+    /// `EdDSA`); fewer libraries know it yet.
+    Ed25519,
+    /// ECDSA over P-256 with SHA-256.
+    ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
+    RS256,
+}
+
+impl SigningAlg {
+    pub const ALL: [SigningAlg; 4] = [
+        SigningAlg::EdDSA,
+        SigningAlg::Ed25519,
+        SigningAlg::ES256,
+        SigningAlg::RS256,
+    ];
+
+    /// The JOSE `alg` name, as it appears in token headers, the JWKS and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::EdDSA => "EdDSA",
+            SigningAlg::Ed25519 => "Ed25519",
+            SigningAlg::ES256 => "ES256",
+            SigningAlg::RS256 => "RS256",
+        }
+    }
+
+    /// The algorithm of an exact JOSE `alg` name (case matters, as in JOSE).
+    pub fn from_jose(name: &str) -> Option<SigningAlg> {
+        SigningAlg::ALL.into_iter().find(|alg| alg.as_str() == name)
+    }
+
+    fn verification(self) -> &'static dyn VerificationAlgorithm {
+        match self {
+            SigningAlg::EdDSA | SigningAlg::Ed25519 => &ED25519,
+            SigningAlg::ES256 => &ECDSA_P256_SHA256_FIXED,
+            SigningAlg::RS256 => &RSA_PKCS1_2048_8192_SHA256,
+        }
+    }
+}
+
+impl fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Configuration is forgiving about case (`es256`); what is stored and sent is the exact name.
+impl std::str::FromStr for SigningAlg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SigningAlg::ALL
+            .into_iter()
+            .find(|alg| alg.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("{s:?} is not one of EdDSA, Ed25519, ES256, RS256"))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -35,7 +113,9 @@ pub enum TokenError {
     BadKey { kid: String, reason: String },
 }
 
-/// A signing key as the store keeps it. The private part is PKCS#8 DER.
+/// A signing key as the store keeps it. The private part is PKCS#8 DER; the public part is
+/// the raw key for Ed25519, the uncompressed point for P-256 and the PKCS#1 `RSAPublicKey`
+/// DER for RSA (what ring's `public_key()` gives for each).
 #[derive(Clone)]
 pub struct SigningKeyRecord {
     pub kid: String,
@@ -59,18 +139,41 @@ impl fmt::Debug for SigningKeyRecord {
 }
 
 impl SigningKeyRecord {
-    /// A fresh Ed25519 key pair from the system CSPRNG.
+    /// A fresh Ed25519 key pair (`EdDSA`) from the system CSPRNG.
     pub fn generate_ed25519(now: Timestamp) -> Result<SigningKeyRecord, TokenError> {
+        SigningKeyRecord::generate(SigningAlg::EdDSA, now)
+    }
+
+    /// A fresh key pair for `alg` from the system CSPRNG.
+    pub fn generate(alg: SigningAlg, now: Timestamp) -> Result<SigningKeyRecord, TokenError> {
+        let failed = || TokenError::Signing(format!("{alg} key generation failed"));
         let rng = SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|_| TokenError::Signing("key generation failed".into()))?;
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-            .map_err(|_| TokenError::Signing("key generation failed".into()))?;
+        let (private_pkcs8, public_key) = match alg {
+            SigningAlg::EdDSA | SigningAlg::Ed25519 => {
+                let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| failed())?;
+                let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| failed())?;
+                (pkcs8.as_ref().to_vec(), pair.public_key().as_ref().to_vec())
+            }
+            SigningAlg::ES256 => {
+                let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| failed())?;
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                    .map_err(|_| failed())?;
+                (pkcs8.as_ref().to_vec(), pair.public_key().as_ref().to_vec())
+            }
+            SigningAlg::RS256 => {
+                use rsa::pkcs8::EncodePrivateKey as _;
+                let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, RSA_BITS).map_err(|_| failed())?;
+                let pkcs8 = key.to_pkcs8_der().map_err(|_| failed())?;
+                let pair = RsaKeyPair::from_pkcs8(pkcs8.as_bytes()).map_err(|_| failed())?;
+                (pkcs8.as_bytes().to_vec(), pair.public_key().as_ref().to_vec())
+            }
+        };
         Ok(SigningKeyRecord {
             kid: uuid::Uuid::now_v7().simple().to_string(),
-            alg: ED25519_ALG.into(),
-            private_pkcs8: pkcs8.as_ref().to_vec(),
-            public_key: pair.public_key().as_ref().to_vec(),
+            alg: alg.as_str().into(),
+            private_pkcs8,
+            public_key,
             created_at: now,
             active: true,
             retired_at: None,
@@ -78,18 +181,149 @@ impl SigningKeyRecord {
     }
 }
 
-/// One usable key, ready to sign and verify.
-struct LoadedKey {
-    /// Parsed once: jsonwebtoken's `encode` re-parses the PKCS#8 document on every call,
-    /// which for Ed25519 recomputes the public key, a second scalar multiplication as costly
-    /// as the signature itself.
-    signer: Ed25519KeyPair,
-    /// The JOSE header of every token this key signs, already base64url-encoded.
-    encoded_header: String,
-    decoding: DecodingKey,
-    alg: Algorithm,
+/// A private key, parsed once: re-parsing PKCS#8 per token would, for Ed25519, recompute the
+/// public key, a scalar multiplication as costly as the signature itself.
+enum Signer {
+    Ed25519(Ed25519KeyPair),
+    Ecdsa(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
 }
 
+/// A signature: ring's inline one (Ed25519, ECDSA: no allocation), or RSA's, as long as the
+/// modulus.
+enum SignatureBytes {
+    Inline(ring::signature::Signature),
+    Rsa(Vec<u8>),
+}
+
+impl AsRef<[u8]> for SignatureBytes {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            SignatureBytes::Inline(s) => s.as_ref(),
+            SignatureBytes::Rsa(s) => s,
+        }
+    }
+}
+
+impl Signer {
+    fn sign(&self, rng: &SystemRandom, message: &[u8]) -> Result<SignatureBytes, TokenError> {
+        let failed = |_| TokenError::Signing("signature failed".into());
+        Ok(match self {
+            Signer::Ed25519(pair) => SignatureBytes::Inline(pair.sign(message)),
+            Signer::Ecdsa(pair) => SignatureBytes::Inline(pair.sign(rng, message).map_err(failed)?),
+            Signer::Rsa(pair) => {
+                let mut signature = vec![0; pair.public().modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, rng, message, &mut signature)
+                    .map_err(failed)?;
+                SignatureBytes::Rsa(signature)
+            }
+        })
+    }
+}
+
+/// One usable key, ready to sign and verify.
+struct LoadedKey {
+    signer: Signer,
+    /// The JOSE header of every token this key signs, already base64url-encoded.
+    encoded_header: String,
+    /// The one `alg` a token naming this key may carry.
+    alg: SigningAlg,
+    verifier: UnparsedPublicKey<Vec<u8>>,
+}
+
+impl LoadedKey {
+    /// Parses a record and checks that its private key matches its public key; returns the
+    /// key and its public JWK.
+    fn load(r: &SigningKeyRecord, rng: &SystemRandom) -> Result<(LoadedKey, serde_json::Value), TokenError> {
+        let bad = |reason: String| TokenError::BadKey {
+            kid: r.kid.clone(),
+            reason,
+        };
+        let alg =
+            SigningAlg::from_jose(&r.alg).ok_or_else(|| bad(format!("unsupported algorithm {}", r.alg)))?;
+        let (signer, public, mut jwk) = match alg {
+            SigningAlg::EdDSA | SigningAlg::Ed25519 => {
+                let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&r.private_pkcs8)
+                    .map_err(|e| bad(e.to_string()))?;
+                let public = pair.public_key().as_ref().to_vec();
+                let jwk = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(&public) });
+                (Signer::Ed25519(pair), public, jwk)
+            }
+            SigningAlg::ES256 => {
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &r.private_pkcs8, rng)
+                    .map_err(|e| bad(e.to_string()))?;
+                let public = pair.public_key().as_ref().to_vec();
+                // The uncompressed point: 0x04, then x and y, 32 bytes each.
+                let (x, y) = match public.as_slice() {
+                    [0x04, xy @ ..] if xy.len() == 64 => xy.split_at(32),
+                    _ => return Err(bad("not an uncompressed P-256 point".into())),
+                };
+                let jwk = serde_json::json!({
+                    "kty": "EC", "crv": "P-256",
+                    "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+                });
+                (Signer::Ecdsa(pair), public, jwk)
+            }
+            SigningAlg::RS256 => {
+                use rsa::pkcs1::DecodeRsaPublicKey as _;
+                use rsa::traits::PublicKeyParts as _;
+                let pair = RsaKeyPair::from_pkcs8(&r.private_pkcs8).map_err(|e| bad(e.to_string()))?;
+                if pair.public().modulus_len() * 8 < RSA_BITS {
+                    return Err(bad(format!("RSA keys must have at least {RSA_BITS} bits")));
+                }
+                let public = pair.public_key().as_ref().to_vec();
+                let parts = rsa::RsaPublicKey::from_pkcs1_der(&public).map_err(|e| bad(e.to_string()))?;
+                let jwk = serde_json::json!({
+                    "kty": "RSA",
+                    "n": URL_SAFE_NO_PAD.encode(parts.n().to_bytes_be()),
+                    "e": URL_SAFE_NO_PAD.encode(parts.e().to_bytes_be()),
+                });
+                (Signer::Rsa(pair), public, jwk)
+            }
+        };
+        // Refuse a private key that does not match its public half.
+        if public != r.public_key {
+            return Err(bad("public key does not match private key".into()));
+        }
+        if let Some(fields) = jwk.as_object_mut() {
+            fields.insert("kid".into(), r.kid.clone().into());
+            fields.insert("alg".into(), alg.as_str().into());
+            fields.insert("use".into(), "sig".into());
+        }
+        let header = serde_json::json!({ "typ": ACCESS_TOKEN_TYP, "alg": alg.as_str(), "kid": r.kid });
+        let encoded_header = serde_json::to_vec(&header)
+            .map(|json| URL_SAFE_NO_PAD.encode(json))
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        let key = LoadedKey {
+            signer,
+            encoded_header,
+            alg,
+            verifier: UnparsedPublicKey::new(alg.verification(), public),
+        };
+        Ok((key, jwk))
+    }
+}
+
+/// The JOSE header fields verification looks at. Presence is all that matters for the ones
+/// that could carry a key or its location: any of them refuses the token.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: String,
+    typ: Option<String>,
+    kid: Option<String>,
+    jwk: Option<serde::de::IgnoredAny>,
+    jku: Option<serde::de::IgnoredAny>,
+    x5u: Option<serde::de::IgnoredAny>,
+    x5c: Option<serde::de::IgnoredAny>,
+    /// Extensions the signer says must be understood (RFC 7515 §4.1.11): we understand none.
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+/// A base64url (no padding, canonical) JSON segment; anything else is an invalid token.
+fn decode_segment<T: serde::de::DeserializeOwned>(segment: &str) -> Result<T, TokenError> {
+    let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|_| TokenError::Invalid)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Invalid)
+}
 /// The claims of an access token.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessClaims {
@@ -128,7 +362,8 @@ pub struct AccessTokens {
     jwks: Arc<serde_json::Value>,
     issuer: String,
     audience: String,
-    validation: Validation,
+    /// For ECDSA's per-signature nonce and RSA's blinding.
+    rng: SystemRandom,
     verified: VerifiedTokens,
 }
 
@@ -208,7 +443,8 @@ fn sorted_kids(
 impl AccessTokens {
     /// Builds the key set; exactly one record should be active (the newest active wins).
     /// A retired key still verifies (and is published) until `now` is `retired_grace` past its
-    /// retirement, which must cover the longest lifetime of the tokens it signed.
+    /// retirement, which must cover the longest lifetime of the tokens it signed. Keys of
+    /// different algorithms mix freely: changing the algorithm is a rotation.
     pub fn new(
         records: &[SigningKeyRecord],
         issuer: &str,
@@ -216,53 +452,14 @@ impl AccessTokens {
         now: Timestamp,
         retired_grace: std::time::Duration,
     ) -> Result<AccessTokens, TokenError> {
+        let rng = SystemRandom::new();
         let mut keys = HashMap::new();
         let mut jwks = Vec::new();
         let mut active: Option<&SigningKeyRecord> = None;
         for r in usable_records(records, now, retired_grace) {
-            if r.alg != ED25519_ALG || r.public_key.len() != 32 {
-                return Err(TokenError::BadKey {
-                    kid: r.kid.clone(),
-                    reason: format!("unsupported algorithm {} or key size", r.alg),
-                });
-            }
-            // Refuse a private key that does not match its public half.
-            let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&r.private_pkcs8).map_err(|e| {
-                TokenError::BadKey {
-                    kid: r.kid.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-            if pair.public_key().as_ref() != r.public_key.as_slice() {
-                return Err(TokenError::BadKey {
-                    kid: r.kid.clone(),
-                    reason: "public key does not match private key".into(),
-                });
-            }
-            let x = URL_SAFE_NO_PAD.encode(&r.public_key);
-            let decoding = DecodingKey::from_ed_components(&x).map_err(|e| TokenError::BadKey {
-                kid: r.kid.clone(),
-                reason: e.to_string(),
-            })?;
-            let mut header = Header::new(Algorithm::EdDSA);
-            header.typ = Some(ACCESS_TOKEN_TYP.into());
-            header.kid = Some(r.kid.clone());
-            let encoded_header = serde_json::to_vec(&header)
-                .map(|json| URL_SAFE_NO_PAD.encode(json))
-                .map_err(|e| TokenError::Signing(e.to_string()))?;
-            keys.insert(
-                r.kid.clone(),
-                LoadedKey {
-                    signer: pair,
-                    encoded_header,
-                    decoding,
-                    alg: Algorithm::EdDSA,
-                },
-            );
-            jwks.push(serde_json::json!({
-                "kty": "OKP", "crv": "Ed25519", "x": x,
-                "kid": r.kid, "alg": ED25519_ALG, "use": "sig",
-            }));
+            let (key, jwk) = LoadedKey::load(r, &rng)?;
+            keys.insert(r.kid.clone(), key);
+            jwks.push(jwk);
             if r.active && active.is_none_or(|a| a.created_at < r.created_at) {
                 active = Some(r);
             }
@@ -270,17 +467,6 @@ impl AccessTokens {
         let active_kid = active
             .map(|r| r.kid.clone())
             .ok_or_else(|| TokenError::Signing("no active signing key".into()))?;
-
-        // `exp` must be present, but is compared by `verify` on the service's clock, with the
-        // RFC's rule (expired from `exp` on); jsonwebtoken would accept `exp == now`.
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.leeway = 0;
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "iat"]);
-
         Ok(AccessTokens {
             active_kid,
             kids: sorted_kids(records, now, retired_grace),
@@ -288,7 +474,7 @@ impl AccessTokens {
             jwks: Arc::new(serde_json::json!({ "keys": jwks })),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
-            validation,
+            rng,
             verified: VerifiedTokens {
                 entries: Mutex::new(HashMap::new()),
             },
@@ -335,11 +521,12 @@ impl AccessTokens {
         };
         // JWS compact serialisation (RFC 7515 §7.1): header.claims.signature, signed by ring.
         let claims = serde_json::to_vec(&claims).map_err(|e| TokenError::Signing(e.to_string()))?;
-        let mut token = String::with_capacity(key.encoded_header.len() + claims.len() * 4 / 3 + 92);
+        // Room for the largest signature (RSA 2048: 342 characters) without a reallocation.
+        let mut token = String::with_capacity(key.encoded_header.len() + claims.len() * 4 / 3 + 350);
         token.push_str(&key.encoded_header);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
-        let signature = key.signer.sign(token.as_bytes());
+        let signature = key.signer.sign(&self.rng, token.as_bytes())?;
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
         Ok(token)
@@ -367,26 +554,57 @@ impl AccessTokens {
         Ok(claims)
     }
 
+    /// Everything but `exp`, which [`AccessTokens::verify`] compares on the service's clock
+    /// (expired from `exp` on, RFC 7519 §4.1.4), cached or not.
     fn verify_uncached(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let mut segments = token.split('.');
+        let (Some(header), Some(claims), Some(signature), None) =
+            (segments.next(), segments.next(), segments.next(), segments.next())
+        else {
+            return Err(TokenError::Invalid);
+        };
+        let header: JoseHeader = decode_segment(header)?;
         if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
             return Err(TokenError::Invalid);
         }
         // Keys or key locations supplied by the token are an attack vector; we never use them
-        // and refuse tokens that carry them.
-        if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
+        // and refuse tokens that carry them, or that demand extensions we do not implement.
+        if header.jwk.is_some()
+            || header.jku.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+            || header.crit.is_some()
+        {
             return Err(TokenError::Invalid);
         }
+        // An algorithm we never sign with is refused before the kid is looked up, so it cannot
+        // make us reload the keys.
+        let alg = SigningAlg::from_jose(&header.alg).ok_or(TokenError::Invalid)?;
         let kid = header.kid.as_deref().ok_or(TokenError::Invalid)?;
         let key = self.keys.get(kid).ok_or(TokenError::UnknownKey)?;
-        if header.alg != key.alg {
+        // Pinned: the key's own algorithm, by its exact name (an `EdDSA` key does not accept a
+        // header saying `Ed25519`, though the signature would be the same).
+        if alg != key.alg {
             return Err(TokenError::Invalid);
         }
-        match jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation) {
-            Ok(data) => Ok(data.claims),
-            Err(_) => Err(TokenError::Invalid),
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| TokenError::Invalid)?;
+        let signed = &token.as_bytes()[..token.len() - signature_len(token)];
+        key.verifier
+            .verify(signed, &signature)
+            .map_err(|_| TokenError::Invalid)?;
+        let claims: AccessClaims = decode_segment(claims)?;
+        if claims.iss != self.issuer || claims.aud != self.audience {
+            return Err(TokenError::Invalid);
         }
+        Ok(claims)
     }
+}
+
+/// The length of a compact JWS's last segment plus its dot: what is not signing input.
+fn signature_len(token: &str) -> usize {
+    token.rfind('.').map_or(token.len(), |dot| token.len() - dot)
 }
 
 #[cfg(test)]
@@ -625,5 +843,169 @@ mod tests {
         assert_eq!(k["use"], "sig");
         assert_eq!(k["alg"], "EdDSA");
         assert!(k.get("d").is_none());
+    }
+
+    /// A token for `key` with `header` signed by `key`'s private part, whatever the header says.
+    fn signed_with(key: &SigningKeyRecord, header: serde_json::Value, claims: &serde_json::Value) -> String {
+        let input = format!("{}.{}", b64(&header), b64(claims));
+        let alg = SigningAlg::from_jose(&key.alg).unwrap();
+        let (loaded, _) = LoadedKey::load(key, &SystemRandom::new()).unwrap();
+        assert_eq!(loaded.alg, alg);
+        let signature = loaded
+            .signer
+            .sign(&SystemRandom::new(), input.as_bytes())
+            .unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+    }
+
+    #[test]
+    fn every_algorithm_signs_verifies_and_publishes_its_key_type() {
+        for (alg, kty, crv) in [
+            (SigningAlg::EdDSA, "OKP", Some("Ed25519")),
+            (SigningAlg::Ed25519, "OKP", Some("Ed25519")),
+            (SigningAlg::ES256, "EC", Some("P-256")),
+            (SigningAlg::RS256, "RSA", None),
+        ] {
+            let key = SigningKeyRecord::generate(alg, SystemClock.now()).unwrap();
+            assert_eq!(key.alg, alg.as_str());
+            let t = key_set(&key, "https://iss", "aud");
+            let jwt = issue(&t, 60);
+            let header: serde_json::Value =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jwt.split('.').next().unwrap()).unwrap())
+                    .unwrap();
+            assert_eq!(header["alg"], alg.as_str());
+            assert_eq!(header["typ"], "at+jwt");
+            assert!(t.verify(&jwt, false, SystemClock.now()).is_ok(), "{alg}");
+
+            let jwk = &t.jwks()["keys"][0];
+            assert_eq!(jwk["kty"], kty, "{alg}");
+            assert_eq!(jwk["alg"], alg.as_str());
+            assert_eq!(jwk["use"], "sig");
+            assert_eq!(jwk["crv"].as_str(), crv, "{alg}");
+            for private in ["d", "p", "q", "dp", "dq", "qi"] {
+                assert!(jwk.get(private).is_none(), "{alg}: {private}");
+            }
+            if alg == SigningAlg::RS256 {
+                let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
+                assert_eq!(n.len() * 8, 2048);
+                assert_eq!(jwk["e"], "AQAB");
+            }
+
+            // The same signature bytes under another algorithm's name: refused (alg pinned).
+            let claims = t.verify(&jwt, false, SystemClock.now()).unwrap();
+            let claims = serde_json::to_value(&claims).unwrap();
+            for other in SigningAlg::ALL.into_iter().filter(|o| *o != alg) {
+                let forged = signed_with(
+                    &key,
+                    serde_json::json!({"alg": other.as_str(), "typ": "at+jwt", "kid": key.kid}),
+                    &claims,
+                );
+                assert!(
+                    matches!(
+                        t.verify(&forged, false, SystemClock.now()),
+                        Err(TokenError::Invalid)
+                    ),
+                    "{alg} key, header {other}"
+                );
+            }
+            let honest = signed_with(
+                &key,
+                serde_json::json!({"alg": alg.as_str(), "typ": "at+jwt", "kid": key.kid}),
+                &claims,
+            );
+            assert!(
+                t.verify(&honest, false, SystemClock.now()).is_ok(),
+                "{alg}: the control case"
+            );
+        }
+    }
+
+    #[test]
+    fn changing_the_algorithm_is_a_rotation_old_tokens_keep_verifying() {
+        let now = SystemClock.now();
+        let mut old = SigningKeyRecord::generate(SigningAlg::EdDSA, Timestamp(now.0 - 10_000)).unwrap();
+        let by_old = issue(&key_set(&old, "https://iss", "aud"), 60);
+        old.active = false;
+        old.retired_at = Some(now);
+        for alg in [SigningAlg::ES256, SigningAlg::RS256, SigningAlg::Ed25519] {
+            let new = SigningKeyRecord::generate(alg, now).unwrap();
+            let t = AccessTokens::new(&[old.clone(), new.clone()], "https://iss", "aud", now, HOUR).unwrap();
+            assert!(t.verify(&by_old, false, SystemClock.now()).is_ok(), "{alg}");
+            let fresh = issue(&t, 60);
+            assert!(fresh.starts_with(
+                &LoadedKey::load(&new, &SystemRandom::new())
+                    .unwrap()
+                    .0
+                    .encoded_header
+            ));
+            assert!(t.verify(&fresh, false, SystemClock.now()).is_ok(), "{alg}");
+            let algs: Vec<_> = t.jwks()["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["alg"].clone())
+                .collect();
+            assert_eq!(
+                algs,
+                vec![serde_json::json!("EdDSA"), serde_json::json!(alg.as_str())]
+            );
+        }
+    }
+
+    #[test]
+    fn weak_or_mismatched_keys_are_refused() {
+        use rsa::pkcs8::EncodePrivateKey as _;
+        let now = SystemClock.now();
+        let weak = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 1024).unwrap();
+        let mut record = SigningKeyRecord::generate(SigningAlg::RS256, now).unwrap();
+        record.private_pkcs8 = weak.to_pkcs8_der().unwrap().as_bytes().to_vec();
+        assert!(matches!(
+            AccessTokens::new(&[record], "i", "a", now, HOUR),
+            Err(TokenError::BadKey { .. })
+        ));
+        let mut swapped = SigningKeyRecord::generate(SigningAlg::ES256, now).unwrap();
+        swapped.public_key = SigningKeyRecord::generate(SigningAlg::ES256, now)
+            .unwrap()
+            .public_key;
+        assert!(matches!(
+            AccessTokens::new(&[swapped], "i", "a", now, HOUR),
+            Err(TokenError::BadKey { .. })
+        ));
+        let mut renamed = SigningKeyRecord::generate(SigningAlg::ES256, now).unwrap();
+        renamed.alg = "RS256".into();
+        assert!(AccessTokens::new(&[renamed], "i", "a", now, HOUR).is_err());
+    }
+
+    #[test]
+    fn algorithm_names_parse_forgivingly_but_are_stored_exactly() {
+        assert_eq!("es256".parse::<SigningAlg>(), Ok(SigningAlg::ES256));
+        assert_eq!("Ed25519".parse::<SigningAlg>(), Ok(SigningAlg::Ed25519));
+        assert!("HS256".parse::<SigningAlg>().is_err());
+        assert_eq!(
+            SigningAlg::from_jose("es256"),
+            None,
+            "JOSE names are case-sensitive"
+        );
+        assert_eq!(SigningAlg::default(), SigningAlg::EdDSA);
+    }
+
+    #[test]
+    fn crit_headers_and_extra_segments_are_refused() {
+        let (t, key) = tokens();
+        let jwt = issue(&t, 60);
+        let claims = serde_json::to_value(t.verify(&jwt, false, SystemClock.now()).unwrap()).unwrap();
+        let crit = signed_with(
+            &key,
+            serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": key.kid, "crit": ["exp"]}),
+            &claims,
+        );
+        assert!(matches!(
+            t.verify(&crit, false, SystemClock.now()),
+            Err(TokenError::Invalid)
+        ));
+        assert!(matches!(
+            t.verify(&format!("{jwt}.extra"), false, SystemClock.now()),
+            Err(TokenError::Invalid)
+        ));
     }
 }

@@ -53,7 +53,23 @@ pub struct Metrics {
     hashes_peak: Gauge,
     hash_permits: Gauge,
     hashes_finished: Gauge,
+    live_sessions: Gauge,
+    /// When the live sessions were last counted. Held across the count, so concurrent scrapes
+    /// wait for one count instead of each starting one.
+    live_sessions_counted: tokio::sync::Mutex<Option<Instant>>,
+    pool: Option<PoolGauges>,
 }
+
+/// The database pool's gauges, registered only for backends that have a pool.
+struct PoolGauges {
+    open: Gauge,
+    in_use: Gauge,
+    max: Gauge,
+}
+
+/// A scrape recounts the live sessions only when the last count is older than this: the count
+/// scans the sessions table, and neither a scrape interval nor many scrapers may set its pace.
+const LIVE_SESSIONS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -123,7 +139,16 @@ impl Metrics {
             "Password hashes finished since start (a running total)",
             hashes_finished.clone(),
         );
+        let live_sessions = Gauge::default();
+        registry.register(
+            "tessera_live_sessions",
+            "Sessions neither revoked nor ended, all instances' (counted at most once a minute)",
+            live_sessions.clone(),
+        );
         Metrics {
+            live_sessions,
+            live_sessions_counted: tokio::sync::Mutex::new(None),
+            pool: None,
             registry,
             hashes_in_progress,
             hashes_peak,
@@ -136,6 +161,32 @@ impl Metrics {
             reuse_detections,
             rate_limited,
         }
+    }
+
+    /// Adds the database pool's gauges (for a backend that has a pool).
+    pub fn with_pool_gauges(mut self) -> Metrics {
+        let gauges = PoolGauges {
+            open: Gauge::default(),
+            in_use: Gauge::default(),
+            max: Gauge::default(),
+        };
+        self.registry.register(
+            "tessera_database_pool_connections_open",
+            "Database connections open now, idle or not",
+            gauges.open.clone(),
+        );
+        self.registry.register(
+            "tessera_database_pool_connections_in_use",
+            "Database connections running a query now",
+            gauges.in_use.clone(),
+        );
+        self.registry.register(
+            "tessera_database_pool_connections_max",
+            "The most database connections the pool opens",
+            gauges.max.clone(),
+        );
+        self.pool = Some(gauges);
+        self
     }
 
     pub fn login(&self, outcome: &'static str) {
@@ -163,6 +214,31 @@ impl Metrics {
         self.hashes_peak.set(gauge(stats.peak() as u64));
         self.hash_permits.set(gauge(stats.permits() as u64));
         self.hashes_finished.set(gauge(stats.finished()));
+    }
+
+    /// Recounts the live sessions if the last count is stale. A failed count keeps the last
+    /// value and is not retried before the next period either (a database that is down must
+    /// not be asked again by every scrape).
+    async fn refresh_live_sessions(&self, service: &crate::service::AuthService) {
+        let mut counted = self.live_sessions_counted.lock().await;
+        if counted.is_some_and(|at| at.elapsed() < LIVE_SESSIONS_MAX_AGE) {
+            return;
+        }
+        match service.count_live_sessions().await {
+            Ok(n) => {
+                self.live_sessions.set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            Err(e) => tracing::warn!(error = %e, "could not count live sessions"),
+        }
+        *counted = Some(Instant::now());
+    }
+
+    fn set_pool(&self, usage: Option<crate::store::PoolUsage>) {
+        if let (Some(gauges), Some(usage)) = (&self.pool, usage) {
+            gauges.open.set(i64::from(usage.open));
+            gauges.in_use.set(i64::from(usage.in_use));
+            gauges.max.set(i64::from(usage.max));
+        }
     }
 
     fn render(&self) -> Result<String, std::fmt::Error> {
@@ -223,6 +299,8 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
 
 pub async fn render(State(state): State<AppState>) -> Response {
     state.metrics.set_hashing(state.service.hashing_stats());
+    state.metrics.set_pool(state.service.pool_usage());
+    state.metrics.refresh_live_sessions(&state.service).await;
     match state.metrics.render() {
         Ok(text) => (
             [(

@@ -3,10 +3,12 @@
 
 mod auth;
 pub mod cookies;
+pub mod discovery;
 pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod rate_limit;
+pub mod request_log;
 
 use std::sync::Arc;
 
@@ -16,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::service::AuthService;
 use error::ApiError;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// How long a client may take to send a request body.
     pub client_timeout: std::time::Duration,
+    /// The authorization server metadata (`/.well-known/oauth-authorization-server`).
+    pub discovery: Arc<discovery::Discovery>,
 }
 
 pub fn router(state: AppState, body_limit: usize) -> Router {
@@ -51,6 +54,11 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/auth/sessions/{id}", delete(auth::revoke_session))
         .route("/v1/auth/me", get(auth::me))
         .route("/.well-known/jwks.json", get(jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::metadata),
+        )
+        .route("/.well-known/openid-configuration", get(discovery::metadata))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::render))
         .fallback(|| async { ApiError::NotFound })
@@ -59,7 +67,8 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         // A panic is a bug, but the client still gets a problem document, not a dropped socket.
         .layer(CatchPanicLayer::custom(|_| ApiError::Panic.into_response()))
-        .layer(TraceLayer::new_for_http())
+        // Outermost, so its line has the status a panic or any inner layer settled on.
+        .layer(axum::middleware::from_fn(request_log::log_requests))
         .with_state(state)
 }
 

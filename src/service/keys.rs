@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{token_internal, AuthError, AuthService, Policy};
 use crate::domain::Timestamp;
 use crate::store::{Store, StoreError};
-use crate::tokens::{AccessClaims, AccessTokens, SigningKeyRecord, TokenError};
+use crate::tokens::{AccessClaims, AccessTokens, SigningAlg, SigningKeyRecord, TokenError};
 
 /// An unknown `kid` triggers at most one key reload per this interval, so forged kids
 /// cannot turn into a database query each.
@@ -84,8 +84,12 @@ impl AuthService {
 
 /// Retires the active signing key and makes a new one active (the `rotate-key` command).
 /// Running instances pick the new key up on their next reload or on first sight of its `kid`.
-pub async fn rotate_signing_key(store: &dyn Store, now: Timestamp) -> Result<String, AuthError> {
-    let key = SigningKeyRecord::generate_ed25519(now).map_err(token_internal)?;
+pub async fn rotate_signing_key(
+    store: &dyn Store,
+    alg: SigningAlg,
+    now: Timestamp,
+) -> Result<String, AuthError> {
+    let key = SigningKeyRecord::generate(alg, now).map_err(token_internal)?;
     store.rotate_signing_key(&key, now).await?;
     Ok(key.kid)
 }
@@ -104,7 +108,7 @@ pub(super) fn build_key_set(
 
 /// How long a retired key keeps verifying: the longest a token it signed can live, plus the
 /// longest an instance may go on signing with it unawares ([`KEY_SET_MAX_AGE`]), plus a minute.
-fn retired_grace(policy: &Policy) -> Duration {
+pub fn retired_grace(policy: &Policy) -> Duration {
     policy.access_ttl + KEY_SET_MAX_AGE + Duration::from_secs(60)
 }
 
@@ -155,7 +159,7 @@ mod tests {
             "the same key set, and with it its cache, is kept"
         );
         // A real change of keys is still picked up.
-        rotate_signing_key(service.store.as_ref(), service.clock.now())
+        rotate_signing_key(service.store.as_ref(), SigningAlg::EdDSA, service.clock.now())
             .await
             .unwrap();
         service.reload_keys().await.unwrap();

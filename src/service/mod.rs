@@ -16,7 +16,7 @@ pub mod rotation;
 mod sessions;
 
 pub use hashing::HashingStats;
-pub use keys::{rotate_signing_key, KEY_SET_MAX_AGE};
+pub use keys::{retired_grace, rotate_signing_key, KEY_SET_MAX_AGE};
 pub use revocations::{REVOCATION_LOG_RETENTION, REVOCATION_POLL_EVERY};
 pub use sessions::ENDED_SESSION_RETENTION;
 
@@ -33,7 +33,7 @@ use crate::config::{Config, SessionCheck};
 use crate::crypto::{CryptoError, PasswordHashString, PasswordHasher, RefreshToken};
 use crate::domain::{Clock, FieldError, SessionId, Timestamp, UserId};
 use crate::store::{AuditEvent, SessionRecord, Store, StoreError, UserRecord};
-use crate::tokens::{AccessClaims, AccessTokens, SigningKeyRecord, TokenError};
+use crate::tokens::{AccessClaims, AccessTokens, SigningAlg, SigningKeyRecord, TokenError};
 use keys::build_key_set;
 use liveness::{LiveSessions, SessionSnapshot};
 use lockout::LockoutPolicy;
@@ -95,6 +95,8 @@ pub struct Policy {
     /// How many password hashes may run at once (each holds 19 MiB and a blocking thread).
     pub hash_concurrency: usize,
     pub lockout: LockoutPolicy,
+    /// The algorithm new keys are made for.
+    pub signing_alg: SigningAlg,
 }
 
 impl Policy {
@@ -108,6 +110,7 @@ impl Policy {
             session_check: c.session_check,
             hash_concurrency: c.hash_concurrency,
             lockout: LockoutPolicy::from_config(c),
+            signing_alg: c.signing_alg,
         }
     }
 }
@@ -241,11 +244,28 @@ impl AuthService {
         audience: &str,
     ) -> Result<AuthService, AuthError> {
         let mut keys = store.find_signing_keys().await?;
-        if !keys.iter().any(|k| k.active) {
-            let key = SigningKeyRecord::generate_ed25519(clock.now()).map_err(token_internal)?;
-            store.insert_signing_key_if_none_active(&key).await?;
-            // Read back: a concurrently starting instance may have won.
-            keys = store.find_signing_keys().await?;
+        let active_alg = keys
+            .iter()
+            .filter(|k| k.active)
+            .max_by_key(|k| k.created_at)
+            .map(|k| k.alg.clone());
+        match active_alg {
+            None => {
+                let key =
+                    SigningKeyRecord::generate(policy.signing_alg, clock.now()).map_err(token_internal)?;
+                store.insert_signing_key_if_none_active(&key).await?;
+                // Read back: a concurrently starting instance may have won.
+                keys = store.find_signing_keys().await?;
+            }
+            // A new algorithm is a rotation: tokens signed with the old key keep verifying
+            // until they expire. (Instances must agree on the algorithm, or each start undoes
+            // the last; instances starting together may rotate more than once, harmlessly.)
+            Some(alg) if alg != policy.signing_alg.as_str() => {
+                let kid = rotate_signing_key(store.as_ref(), policy.signing_alg, clock.now()).await?;
+                tracing::info!(from = %alg, to = %policy.signing_alg, %kid, "signing algorithm changed: key rotated");
+                keys = store.find_signing_keys().await?;
+            }
+            Some(_) => {}
         }
         let now = clock.now();
         let tokens = build_key_set(&keys, issuer, audience, now, &policy)?;
@@ -287,6 +307,17 @@ impl AuthService {
     fn tokens(&self) -> Arc<AccessTokens> {
         // A poisoned lock only means a reload panicked; the key set it guards is still whole.
         Arc::clone(&self.tokens.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Live sessions in the database (every instance's), for the metrics gauge: a scan, so
+    /// its caller rations it.
+    pub async fn count_live_sessions(&self) -> Result<u64, AuthError> {
+        Ok(self.store.count_live_sessions(self.clock.now()).await?)
+    }
+
+    /// The database connection pool's usage, where the backend has a pool.
+    pub fn pool_usage(&self) -> Option<crate::store::PoolUsage> {
+        self.store.pool_usage()
     }
 
     pub async fn health(&self) -> Result<(), AuthError> {

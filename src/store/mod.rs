@@ -286,6 +286,54 @@ pub trait Store: Send + Sync + 'static {
     async fn database_time(&self) -> StoreResult<Option<Timestamp>> {
         Ok(None)
     }
+
+    /// Sessions neither revoked nor ended at `now`, counted in the database (all instances'
+    /// sessions). A scan: for a gauge refreshed now and then, never on a request path.
+    async fn count_live_sessions(&self, now: Timestamp) -> StoreResult<u64>;
+
+    /// The connection pool's usage, for backends that have one (PostgreSQL). SQLite has none:
+    /// reads open connections as they need them, and one writer thread does every write.
+    fn pool_usage(&self) -> Option<PoolUsage> {
+        None
+    }
+}
+
+/// A connection pool's state at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Connections open now, idle or not.
+    pub open: u32,
+    /// Connections lent out to a query now.
+    pub in_use: u32,
+    /// The most the pool will open.
+    pub max: u32,
+}
+
+/// What `tessera check` reads of a database, without changing it.
+#[derive(Debug)]
+pub struct Inspection {
+    /// False for a SQLite file that does not exist yet (`serve` or `migrate` creates it).
+    pub exists: bool,
+    /// Migrations applied.
+    pub schema_version: i64,
+    /// Migrations this release has.
+    pub latest_schema_version: i64,
+    pub signing_keys: Vec<SigningKeyRecord>,
+}
+
+/// Reads the schema version and signing keys of the database at `url`: nothing is created,
+/// migrated or written.
+pub async fn inspect(url: &str) -> StoreResult<Inspection> {
+    if url.starts_with("sqlite:") {
+        let url = url.to_owned();
+        tokio::task::spawn_blocking(move || sqlite::inspect(&url))
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        postgres::inspect(url).await
+    } else {
+        Err(unsupported_url(url))
+    }
 }
 
 /// Opens the store named by a database URL and applies its migrations.
@@ -299,12 +347,14 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Sto
             postgres::PostgresStore::connect(url, max_connections).await?,
         ))
     } else {
-        // Only the scheme: the rest of a URL may carry a password, and errors get logged.
-        let scheme = url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
-        Err(StoreError::UnsupportedUrl(format!(
-            "scheme {scheme:?} (sqlite: or postgres: expected)"
-        )))
+        Err(unsupported_url(url))
     }
+}
+
+/// Names only the scheme: the rest of a URL may carry a password, and errors get logged.
+fn unsupported_url(url: &str) -> StoreError {
+    let scheme = url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
+    StoreError::UnsupportedUrl(format!("scheme {scheme:?} (sqlite: or postgres: expected)"))
 }
 
 /// Maps sqlx errors: connection trouble is `Unavailable` (503), the rest `Database` (500).

@@ -15,7 +15,9 @@ use sqlx::Row;
 
 use super::*;
 
+mod operator;
 mod rotations;
+pub use operator::inspect;
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -604,6 +606,14 @@ impl Store for PostgresStore {
             .await
             .map_err(map_pg)?;
         Ok(Some(Timestamp(millis)))
+    }
+
+    async fn count_live_sessions(&self, now: Timestamp) -> StoreResult<u64> {
+        self.count_live(now).await
+    }
+
+    fn pool_usage(&self) -> Option<PoolUsage> {
+        Some(self.usage())
     }
 }
 

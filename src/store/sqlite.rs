@@ -25,6 +25,9 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row}
 
 use super::*;
 
+mod operator;
+pub use operator::inspect;
+
 /// The schema, in order; `PRAGMA user_version` records how many are applied.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
@@ -895,5 +898,9 @@ impl Store for SqliteStore {
             }
         })
         .await
+    }
+
+    async fn count_live_sessions(&self, now: Timestamp) -> StoreResult<u64> {
+        self.count_live(now).await
     }
 }

@@ -100,7 +100,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 /// Starts a server on an existing config/database (restart tests).
 pub async fn start(config: Config, storage: Arc<TestStorage>) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
-        tessera::telemetry::init();
+        tessera::telemetry::init(tessera::config::LogFormat::Text);
     }
     let app = Application::build(&config).await.expect("build app");
     serve(app, config, storage)

@@ -14,7 +14,7 @@ async fn rotate_key(app: &TestApp) -> String {
     let store = tessera::store::connect(&app.config.database_url, 1)
         .await
         .expect("store");
-    tessera::service::rotate_signing_key(store.as_ref(), SystemClock.now())
+    tessera::service::rotate_signing_key(store.as_ref(), app.config.signing_alg, SystemClock.now())
         .await
         .expect("rotate")
 }

@@ -1,0 +1,107 @@
+//! Discovery: authorization server metadata (RFC 8414) at
+//! `/.well-known/oauth-authorization-server`, and the same document at
+//! `/.well-known/openid-configuration`, where many gateways and libraries look for it when
+//! they are configured with an issuer URL instead of a JWKS URL.
+//!
+//! The document claims only what Tessera does. Tessera is not an OAuth 2.0 authorization
+//! server: its login and refresh take JSON, not `grant_type` forms, and its logout is not RFC
+//! 7009 revocation, so there is no `token_endpoint`, `revocation_endpoint` or
+//! `authorization_endpoint`, and `response_types_supported` and `grant_types_supported` are
+//! empty (RFC 8414 §2 requires the first; an absent second would mean "authorization_code and
+//! implicit"). What resource servers need is there under its standard name, `issuer` and
+//! `jwks_uri`; Tessera's own endpoints and its access-token algorithms, for which no standard
+//! field exists, are under `tessera_`-prefixed extension names.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::AppState;
+
+/// The metadata fixed at start (everything but the algorithms, which follow the key set).
+pub struct Discovery {
+    fixed: Value,
+}
+
+impl Discovery {
+    /// Endpoint URLs are the issuer followed by the route, so an issuer with a path
+    /// (`https://example.com/auth`, behind a proxy that strips it) gets URLs under that path.
+    pub fn new(issuer: &str) -> Discovery {
+        let base = issuer.trim_end_matches('/');
+        let url = |path: &str| Value::String(format!("{base}{path}"));
+        let fixed = json!({
+            "issuer": issuer,
+            "jwks_uri": url("/.well-known/jwks.json"),
+            "response_types_supported": [],
+            "grant_types_supported": [],
+            "tessera_endpoints": {
+                "register": url("/v1/auth/register"),
+                "login": url("/v1/auth/login"),
+                "refresh": url("/v1/auth/refresh"),
+                "logout": url("/v1/auth/logout"),
+                "logout_all": url("/v1/auth/logout-all"),
+                "sessions": url("/v1/auth/sessions"),
+                "me": url("/v1/auth/me"),
+            },
+            "tessera_access_token_typ": crate::tokens::ACCESS_TOKEN_TYP,
+        });
+        Discovery { fixed }
+    }
+
+    /// The document with the algorithms of the keys published now: a verifier must accept
+    /// each of them until the retired ones leave the JWKS.
+    fn document(&self, jwks: &Value) -> Value {
+        let mut algs: Vec<&str> = jwks["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|key| key["alg"].as_str())
+            .collect();
+        algs.sort_unstable();
+        algs.dedup();
+        let mut document = self.fixed.clone();
+        if let Some(fields) = document.as_object_mut() {
+            fields.insert(
+                "tessera_access_token_signing_alg_values_supported".into(),
+                json!(algs),
+            );
+        }
+        document
+    }
+}
+
+pub async fn metadata(State(state): State<AppState>) -> Response {
+    let document = state.discovery.document(&state.service.jwks());
+    // As short as the JWKS's: the algorithm list changes with a rotation.
+    ([(header::CACHE_CONTROL, "public, max-age=60")], Json(document)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_follow_the_issuer_and_algorithms_the_keys() {
+        let d = Discovery::new("https://auth.example.com/tenant/");
+        let jwks = json!({"keys": [{"alg": "ES256"}, {"alg": "EdDSA"}, {"alg": "ES256"}]});
+        let doc = d.document(&jwks);
+        assert_eq!(doc["issuer"], "https://auth.example.com/tenant/");
+        assert_eq!(
+            doc["jwks_uri"],
+            "https://auth.example.com/tenant/.well-known/jwks.json"
+        );
+        assert_eq!(
+            doc["tessera_endpoints"]["refresh"],
+            "https://auth.example.com/tenant/v1/auth/refresh"
+        );
+        assert_eq!(
+            doc["tessera_access_token_signing_alg_values_supported"],
+            json!(["ES256", "EdDSA"])
+        );
+        for absent in ["token_endpoint", "revocation_endpoint", "authorization_endpoint"] {
+            assert!(doc.get(absent).is_none(), "{absent}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! One log line per request, and the request id that ties it to everything else logged while
+//! the request ran.
+//!
+//! The line is written when the response is ready: method, route template (never the raw path,
+//! which carries ids), status, latency and request id, at `info` on the target
+//! `tessera::access` (so `RUST_LOG=info,tessera::access=off` silences it alone). It carries no
+//! header or body: tokens, passwords and cookies travel in those, and a log is not a place for
+//! them.
+//!
+//! The id is the client's `X-Request-Id` when it looks like an id (a proxy or a caller that
+//! correlates its own logs), else one we make; either way it is echoed on the response.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument as _;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A client's id longer than this is replaced: logs are not a free store for clients.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Middleware: see the module documentation.
+pub async fn log_requests(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    // Taken out of the request rather than copied (nothing further in reads it): the id moves
+    // on to the response at the end, so it costs no allocation unless we make one up.
+    let request_id = match request.headers_mut().remove(&REQUEST_ID) {
+        Some(given) if is_sane(given.as_bytes()) => given,
+        _ => generate(),
+    };
+    // Cheap clones: a standard method is an enum, a matched path a shared string.
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let id = request_id.to_str().unwrap_or_default();
+    // Events logged while the request runs (a database error, say) carry its id.
+    let span = tracing::info_span!("request", request_id = id);
+    let mut response = next.run(request).instrument(span).await;
+    let latency = started.elapsed();
+    tracing::info!(
+        target: "tessera::access",
+        method = method.as_str(),
+        route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        status = response.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        request_id = id,
+        "request"
+    );
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    response
+}
+
+/// An id we can log and echo as it is: 1 to 128 characters of letters, digits and `-_.:/+=@`
+/// (UUIDs, ULIDs, trace ids, base64). Anything else (spaces, quotes, control characters) could
+/// forge or break log lines, so it is replaced rather than escaped.
+fn is_sane(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
+}
+
+/// A fresh id: a random 64-bit prefix chosen once per process, then a counter. Unique across
+/// instances and restarts without a system call per request (a random UUID per request would
+/// read the OS's random source each time).
+fn generate() -> HeaderValue {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // Sized for the usual 25 characters, so the buffer becomes the header's bytes as it is.
+    let mut id = String::with_capacity(25);
+    let _ = write!(id, "{prefix:016x}-{n:08x}");
+    // Hex digits and a dash are always a valid header value.
+    HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_ids_are_kept() {
+        assert!(is_sane(b"0190f1e2-7c4b-7a3e-9f0e-3b1c2d4e5f60"));
+        assert!(is_sane(b"01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+        assert!(is_sane(b"a/b+c=="));
+        assert!(!is_sane(b""));
+        assert!(!is_sane(b"two words"));
+        assert!(!is_sane(b"line\nbreak"));
+        assert!(!is_sane(b"\"quoted\""));
+        assert!(!is_sane("caf\u{e9}".as_bytes()));
+        assert!(!is_sane(&[b'a'; MAX_REQUEST_ID_LEN + 1]));
+        assert!(is_sane(&[b'a'; MAX_REQUEST_ID_LEN]));
+    }
+
+    #[test]
+    fn generated_ids_are_sane_and_distinct() {
+        let a = generate();
+        let b = generate();
+        assert_ne!(a, b);
+        assert!(is_sane(a.as_bytes()), "{a:?}");
+        let (prefix_a, _) = a.to_str().unwrap().split_once('-').unwrap();
+        let (prefix_b, _) = b.to_str().unwrap().split_once('-').unwrap();
+        assert_eq!(prefix_a, prefix_b, "one prefix per process");
+    }
+}

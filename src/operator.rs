@@ -1,0 +1,162 @@
+//! `tessera check`: would `tessera serve` start with this configuration, and work? Every
+//! finding is one line; problems make the command fail. Nothing is changed: the database is
+//! only read (see [`crate::store::inspect`]), no file is created, no key generated.
+
+use std::fmt;
+
+use crate::config::{redact_url, redact_webhook_url, Config};
+use crate::domain::{Clock, SystemClock};
+use crate::service::{retired_grace, Policy};
+use crate::store;
+use crate::tokens::AccessTokens;
+
+/// How much a finding matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Checked and fine.
+    Ok,
+    /// Fine, but worth knowing (`serve` will do something on its own first).
+    Note,
+    /// `serve` would fail, or run wrongly.
+    Problem,
+}
+
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = match self.severity {
+            Severity::Ok => "ok",
+            Severity::Note => "note",
+            Severity::Problem => "problem",
+        };
+        write!(f, "{label}: {}", self.message)
+    }
+}
+
+fn finding(severity: Severity, message: impl Into<String>) -> Finding {
+    Finding {
+        severity,
+        message: message.into(),
+    }
+}
+
+/// Checks the settings `Config::load` cannot judge alone, the database and the signing keys.
+pub async fn check(config: &Config) -> Vec<Finding> {
+    let mut findings = check_settings(config).await;
+    let database = redact_url(&config.database_url);
+    let inspection = match store::inspect(&config.database_url).await {
+        Ok(inspection) => inspection,
+        Err(e) => {
+            findings.push(finding(Severity::Problem, format!("database {database}: {e}")));
+            return findings;
+        }
+    };
+    if !inspection.exists {
+        findings.push(finding(
+            Severity::Note,
+            format!(
+                "database {database} does not exist yet; `tessera serve` or `tessera migrate` creates it"
+            ),
+        ));
+        return findings;
+    }
+    let (applied, latest) = (inspection.schema_version, inspection.latest_schema_version);
+    findings.push(if applied > latest {
+        finding(
+            Severity::Problem,
+            format!("database {database} is at schema version {applied}, newer than this release's {latest}: run the release that migrated it"),
+        )
+    } else if applied < latest {
+        finding(
+            Severity::Note,
+            format!("database {database} reachable; {} of {latest} migrations pending, `tessera serve` or `tessera migrate` applies them", latest - applied),
+        )
+    } else {
+        finding(
+            Severity::Ok,
+            format!("database {database} reachable, schema up to date (version {applied})"),
+        )
+    });
+    findings.push(check_keys(config, &inspection.signing_keys));
+    findings
+}
+
+async fn check_settings(config: &Config) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    match reqwest::Url::parse(&config.issuer) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+        _ => findings.push(finding(
+            Severity::Problem,
+            format!(
+                "issuer {:?} is not an http(s) URL: resource servers and discovery use it as the server's address",
+                config.issuer
+            ),
+        )),
+    }
+    if let Some(url) = &config.alert_webhook_url {
+        if let Err(e) = crate::alerts::WebhookAlerts::new(url, config.alert_webhook_secret.as_deref()) {
+            // Its message may quote the URL, whose path can be the webhook's secret.
+            let said = e.replace(url.as_str(), &redact_webhook_url(url));
+            findings.push(finding(Severity::Problem, format!("alert webhook: {said}")));
+        }
+    }
+    let listen = config.listen_addr();
+    match tokio::net::lookup_host(listen.as_str())
+        .await
+        .map(|addrs| addrs.count())
+    {
+        Ok(n) if n > 0 => {}
+        Ok(_) => findings.push(finding(
+            Severity::Problem,
+            format!("listen address {listen:?} resolves to nothing"),
+        )),
+        Err(e) => findings.push(finding(
+            Severity::Problem,
+            format!("listen address {listen:?} is not an address: {e}"),
+        )),
+    }
+    if findings.is_empty() {
+        findings.push(finding(Severity::Ok, "configuration"));
+    }
+    findings
+}
+
+/// Builds the key set exactly as `serve` would at this moment: a key it would refuse (a
+/// private part that does not match its public one, an unknown algorithm) is a problem.
+fn check_keys(config: &Config, keys: &[crate::tokens::SigningKeyRecord]) -> Finding {
+    if keys.is_empty() {
+        return finding(
+            Severity::Note,
+            "no signing key yet; `tessera serve` creates one at its first start",
+        );
+    }
+    let now = SystemClock.now();
+    let grace = retired_grace(&Policy::from_config(config));
+    match AccessTokens::new(keys, &config.issuer, &config.audience, now, grace) {
+        Ok(set) => {
+            let published = set.jwks()["keys"].as_array().map_or(0, Vec::len);
+            let active = keys.iter().filter(|k| k.active).max_by_key(|k| k.created_at);
+            let described = active.map_or_else(String::new, |k| format!("{} ({})", k.kid, k.alg));
+            let retired = published.saturating_sub(1);
+            match active {
+                Some(k) if k.alg != config.signing_alg.as_str() => finding(
+                    Severity::Note,
+                    format!(
+                        "signing keys: active {described}, {retired} retired still verifying; signing_alg is {}, so `tessera serve` will rotate to a new {} key at start",
+                        config.signing_alg, config.signing_alg
+                    ),
+                ),
+                _ => finding(
+                    Severity::Ok,
+                    format!("signing keys: active {described}, {retired} retired still verifying"),
+                ),
+            }
+        }
+        Err(e) => finding(Severity::Problem, format!("signing keys: {e}")),
+    }
+}
