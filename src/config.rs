@@ -40,6 +40,11 @@ pub struct Config {
     pub hash_concurrency: usize,
     /// How authenticated requests learn whether their session is still live.
     pub session_check: SessionCheck,
+    /// Origins (`scheme://host[:port]`, lower-cased) whose pages may call the API from a
+    /// browser, with credentials (CORS). Empty: no cross-origin access at all.
+    pub cors_origins: Vec<String>,
+    /// Serve the built-in `/login` and `/account` pages (off for API-only deployments).
+    pub pages: bool,
 }
 
 /// How an access token's session is checked on this server's authenticated endpoints.
@@ -99,6 +104,8 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("hash_concurrency", &self.hash_concurrency)
+            .field("cors_origins", &self.cors_origins)
+            .field("pages", &self.pages)
             .finish()
     }
 }
@@ -128,6 +135,8 @@ impl Default for Config {
             max_connections: 10_000,
             max_connections_per_ip: 256,
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            cors_origins: Vec::new(),
+            pages: true,
         }
     }
 }
@@ -227,6 +236,13 @@ pub struct ConfigArgs {
     /// Password hashes running at once (default: twice the CPU count).
     #[arg(long, env = "TESSERA_HASH_CONCURRENCY", global = true)]
     pub hash_concurrency: Option<usize>,
+    /// Comma-separated origins allowed to call the API from a browser (CORS), e.g.
+    /// `https://app.example.com,http://localhost:5173`; none by default.
+    #[arg(long, env = "TESSERA_CORS_ORIGINS", global = true)]
+    pub cors_origins: Option<String>,
+    /// Serve the built-in `/login` and `/account` pages (`true`/`false`).
+    #[arg(long, env = "TESSERA_PAGES", global = true)]
+    pub pages: Option<String>,
 }
 
 /// The TOML file: the same keys, values as TOML scalars.
@@ -255,6 +271,17 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     hash_concurrency: Option<usize>,
+    cors_origins: Option<OriginsValue>,
+    pages: Option<bool>,
+}
+
+/// CORS origins in a TOML file: a list of strings, or one comma-separated string as in the
+/// environment.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OriginsValue {
+    List(Vec<String>),
+    Text(String),
 }
 
 /// A duration in a TOML file may be a number of seconds or a string like `15m`.
@@ -362,6 +389,19 @@ impl Config {
                 .hash_concurrency
                 .or(file.hash_concurrency)
                 .unwrap_or(d.hash_concurrency),
+            cors_origins: match args.cors_origins.clone() {
+                Some(text) => parse_origins([text.as_str()]),
+                None => match file.cors_origins {
+                    Some(OriginsValue::List(list)) => parse_origins(list.iter().map(String::as_str)),
+                    Some(OriginsValue::Text(text)) => parse_origins([text.as_str()]),
+                    None => Ok(d.cors_origins),
+                },
+            }
+            .map_err(|message| ConfigError::Invalid {
+                name: "cors_origins",
+                message,
+            })?,
+            pages: boolean("pages", &args.pages, file.pages, d.pages)?,
         };
         config.validate()?;
         Ok(config)
@@ -483,6 +523,51 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is too long"))
 }
 
+/// Origins separated by commas or whitespace, each exactly `http(s)://host[:port]` as a browser
+/// sends it in `Origin` (lower-cased here, as browsers do). A wildcard is refused: credentials
+/// may only ever go to origins someone listed by name.
+pub fn parse_origins<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>, String> {
+    let mut origins = Vec::new();
+    for text in texts {
+        for raw in text.split(|c: char| c == ',' || c.is_whitespace()) {
+            if raw.is_empty() {
+                continue;
+            }
+            let origin = parse_origin(raw)?;
+            if !origins.contains(&origin) {
+                origins.push(origin);
+            }
+        }
+    }
+    Ok(origins)
+}
+
+fn parse_origin(raw: &str) -> Result<String, String> {
+    if raw.contains('*') || raw.eq_ignore_ascii_case("null") {
+        return Err(format!(
+            "{raw:?}: list each origin by name (no wildcards, no \"null\")"
+        ));
+    }
+    let origin = raw.to_ascii_lowercase();
+    let host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or_else(|| format!("{raw:?} is not an origin: it must start with https:// or http://"))?;
+    if host.ends_with('/') {
+        return Err(format!("{raw:?}: an origin has no path; drop the trailing \"/\""));
+    }
+    let well_formed = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if !well_formed {
+        return Err(format!(
+            "{raw:?} is not an origin (scheme://host[:port], nothing more)"
+        ));
+    }
+    Ok(origin)
+}
+
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
@@ -571,6 +656,54 @@ mod tests {
         };
         assert!(!format!("{config:?}").contains("s3cretpw"));
         assert_eq!(redact_url("postgres://tessera@db/t"), "postgres://tessera@db/t");
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        assert_eq!(
+            parse_origins(["https://App.example.com, http://localhost:5173"]),
+            Ok(vec![
+                "https://app.example.com".to_owned(),
+                "http://localhost:5173".to_owned()
+            ])
+        );
+        assert_eq!(parse_origins(["", " , "]), Ok(vec![]));
+        assert_eq!(
+            parse_origins(["http://[::1]:8080 http://[::1]:8080"]),
+            Ok(vec!["http://[::1]:8080".to_owned()])
+        );
+        for bad in [
+            "*",
+            "https://*.example.com",
+            "null",
+            "app.example.com",
+            "ftp://app.example.com",
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "https://user@app.example.com",
+            "https://",
+        ] {
+            assert!(parse_origins([bad]).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn cors_origins_and_pages_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "cors_origins = [\"https://a.example\", \"https://b.example\"]\npages = false\n",
+        )
+        .unwrap();
+        let args = ConfigArgs {
+            config: Some(path),
+            ..ConfigArgs::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.cors_origins, ["https://a.example", "https://b.example"]);
+        assert!(!c.pages);
+        assert!(Config::default().pages && Config::default().cors_origins.is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod auth;
 pub mod cookies;
+mod cors;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -18,6 +19,7 @@ use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::config::Config;
 use crate::service::AuthService;
 use error::ApiError;
 use metrics::Metrics;
@@ -39,9 +41,9 @@ pub struct AppState {
     pub client_timeout: std::time::Duration,
 }
 
-pub fn router(state: AppState, body_limit: usize) -> Router {
+pub fn router(state: AppState, config: &Config) -> Router {
     let metrics = Arc::clone(&state.metrics);
-    Router::new()
+    let routes = Router::new()
         .route("/v1/auth/register", post(auth::register))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/refresh", post(auth::refresh))
@@ -52,15 +54,22 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/v1/auth/me", get(auth::me))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics::render))
+        .route("/metrics", get(metrics::render));
+    let router = routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         // A panic is a bug, but the client still gets a problem document, not a dropped socket.
         .layer(CatchPanicLayer::custom(|_| ApiError::Panic.into_response()))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    // Outermost, so every answer (errors and panics included) carries the CORS headers a
+    // listed origin's script needs to read it.
+    match cors::AllowedOrigins::new(&config.cors_origins) {
+        Some(allowed) => router.layer(axum::middleware::from_fn_with_state(allowed, cors::layer)),
+        None => router,
+    }
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {

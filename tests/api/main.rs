@@ -13,6 +13,7 @@ mod clock_skew;
 mod concurrency;
 mod config_binary;
 mod cookies;
+mod cors;
 mod crash;
 mod errors;
 mod expiry;
