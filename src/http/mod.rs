@@ -7,6 +7,7 @@ mod cors;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+mod pages;
 pub mod rate_limit;
 
 use std::sync::Arc;
@@ -43,7 +44,7 @@ pub struct AppState {
 
 pub fn router(state: AppState, config: &Config) -> Router {
     let metrics = Arc::clone(&state.metrics);
-    let routes = Router::new()
+    let mut routes = Router::new()
         .route("/v1/auth/register", post(auth::register))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/refresh", post(auth::refresh))
@@ -55,6 +56,9 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::render));
+    if config.pages {
+        routes = routes.merge(pages::router());
+    }
     let router = routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -27,6 +27,7 @@ mod login;
 mod logout;
 mod me;
 mod metrics;
+mod pages;
 mod rate_limit_scale;
 mod rate_limits;
 mod refresh;
