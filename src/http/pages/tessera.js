@@ -59,6 +59,14 @@ function refreshEpoch() {
   try { return localStorage.getItem(REFRESH_EPOCH_KEY) || ''; } catch { return ''; }
 }
 
+async function accessCookieWorks() {
+  try {
+    return (await fetch('/v1/auth/me', { credentials: 'same-origin' })).ok;
+  } catch {
+    return false;
+  }
+}
+
 let refreshing = null;
 
 // One refresh for every call of this page that saw its token expire, and, through the Web
@@ -68,6 +76,10 @@ function refreshOnce(seenEpoch) {
   if (!refreshing) {
     const run = async () => {
       if (refreshEpoch() !== seenEpoch) return;
+      // localStorage reaches other tabs' processes a little later, so the epoch may not show
+      // a refresh another tab finished just before we got the lock; the cookie jar is
+      // current everywhere: if the access cookie works now, someone already refreshed it.
+      if (await accessCookieWorks()) return;
       await call('POST', '/v1/auth/refresh');
       try { localStorage.setItem(REFRESH_EPOCH_KEY, `${Date.now()}-${Math.random()}`); } catch { /* private mode */ }
     };
@@ -163,8 +175,8 @@ function loginPage() {
       await call('POST', '/v1/auth/login', { email, password: password.value, transport: 'cookie' });
       location.assign('/account');
     } catch (e) {
-      show('error', message(e));
       if (e.code === 'email_taken') setMode('signin');
+      show('error', message(e));
       submit.disabled = false;
       password.focus();
     }
@@ -279,7 +291,8 @@ function accountPage() {
       ]);
       document.getElementById('who-email').textContent = me.user.email;
       document.getElementById('who-since').textContent = day(me.user.created_at);
-      sessions = listed.sessions;
+      // This device first, then the others as the server orders them (most recent use first).
+      sessions = [...listed.sessions].sort((a, b) => Number(b.current) - Number(a.current));
       render();
       main.setAttribute('aria-busy', 'false');
     } catch (e) {
