@@ -281,6 +281,12 @@ export class TesseraClient {
     const run = async () => {
       const state = this.readState();
       if (seenEpoch !== undefined && state.epoch !== seenEpoch) return;
+      // In a browser, localStorage reaches other tabs' processes a little later than the
+      // lock does, so the epoch may miss a refresh another tab has just finished. The cookie
+      // jar is current everywhere: if the access cookie works now, someone refreshed it.
+      if (this.transport === 'cookie' && seenEpoch !== undefined && (await this.accessCookieWorks())) {
+        return;
+      }
       let grant: TokenResponse;
       try {
         grant =
@@ -303,6 +309,15 @@ export class TesseraClient {
       this.inflight = null;
     });
     return this.inflight;
+  }
+
+  private async accessCookieWorks(): Promise<boolean> {
+    try {
+      const response = await this.fetchImpl(`${this.baseUrl}/v1/auth/me`, { credentials: 'include' });
+      return response.ok;
+    } catch {
+      return false;
+    }
   }
 
   private tokensOf(grant: TokenResponse): Partial<SharedState> {

@@ -216,3 +216,17 @@ test('every problem code of the contract surfaces as its own error class', async
   assert.equal(proxy.code, 'http_502');
   assert.ok(!(proxy instanceof RefreshTokenReusedError));
 });
+
+test('cookie transport: a tab whose storage has not yet seen the other tab refresh does not refresh again', async () => {
+  const server = fakeServer({ refreshDelay: 40 });
+  const locks = sharedLocks();
+  // Separate storages: the worst case of localStorage reaching the other tab's process late.
+  const a = tab(server, memoryStorage(), { transport: 'cookie', locks });
+  const b = tab(server, memoryStorage(), { transport: 'cookie', locks });
+  await a.login('a@b.c', 'password1');
+  await b.login('a@b.c', 'password1');
+  server.expired = true;
+  const answers = await Promise.all([a.fetch('https://api.test/x'), b.fetch('https://api.test/y')]);
+  assert.deepEqual(answers.map((r) => r.status), [200, 200]);
+  assert.equal(server.refreshes, 1, 'the cookie jar showed the refresh the storage did not');
+});
