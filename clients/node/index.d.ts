@@ -25,6 +25,10 @@ export interface RequireAuthOptions {
   jwksCooldown?: number;
   /** Milliseconds the fetched key set is used before it is fetched again (default 600 000). */
   jwksMaxAge?: number;
+  /** Also ask Tessera (its base URL) whether the token's session is still live, at most once
+   * per session every `cacheMs` (default 5000). Without it, a revoked session's access tokens
+   * pass until they expire. */
+  checkSession?: { url: string; cacheMs?: number };
   /** A key resolver to use instead of fetching `jwksUrl` (tests, custom caches). */
   keySet?: JWTVerifyGetKey;
 }

@@ -68,12 +68,45 @@ function findToken(req) {
   return { error: 'no access token' };
 }
 
+/** Remembered answers of Tessera about sessions, so that checking costs one call per
+ * session every `cacheMs`, not one per request. */
+const MAX_REMEMBERED_SESSIONS = 10_000;
+
+function sessionChecker({ url, cacheMs = 5000 }) {
+  const me = `${String(url).replace(/\/+$/, '')}/v1/auth/me`;
+  const remembered = new Map();
+  return async function check(token, claims) {
+    const now = Date.now();
+    const known = remembered.get(claims.sid);
+    if (known && known.until > now) return known.code;
+    let code;
+    try {
+      const r = await fetch(me, { headers: { authorization: `Bearer ${token}` } });
+      if (r.ok) code = null;
+      else if (r.status === 401) code = (await r.json().catch(() => ({}))).code ?? 'invalid_token';
+      else code = 'session_check_unavailable';
+    } catch {
+      code = 'session_check_unavailable';
+    }
+    if (code !== 'session_check_unavailable') {
+      // A revocation is final: remember it as long as the token lives.
+      const until = code === 'session_revoked' ? claims.exp * 1000 : now + cacheMs;
+      if (remembered.size >= MAX_REMEMBERED_SESSIONS) remembered.delete(remembered.keys().next().value);
+      remembered.set(claims.sid, { code, until });
+    }
+    return code;
+  };
+}
+
 /**
  * `requireAuth({ issuer, audience, jwksUrl })`: a middleware that lets through only requests
  * with a valid Tessera access token, and sets `req.auth = { userId, sessionId, roles, claims }`.
  * Options: `clockTolerance` (seconds, at most 30; default 0 as on Tessera), `jwksCooldown`
  * (ms between JWKS refetches triggered by an unknown `kid`; default 30 s), `jwksMaxAge` (ms;
- * default 10 min: Tessera's key rotation keeps old keys listed far longer than that).
+ * default 10 min: Tessera's key rotation keeps old keys listed far longer than that),
+ * `checkSession: { url, cacheMs }` (also ask Tessera at `url` whether the token's session is
+ * still live, at most once per session every `cacheMs`, default 5 s; without it a revoked
+ * session's tokens pass until they expire).
  */
 export function requireAuth(options) {
   const { issuer, audience, jwksUrl } = options ?? {};
@@ -85,6 +118,7 @@ export function requireAuth(options) {
     cooldownDuration: options.jwksCooldown ?? 30_000,
     cacheMaxAge: options.jwksMaxAge ?? 600_000,
   });
+  const checkSession = options.checkSession ? sessionChecker(options.checkSession) : null;
 
   return async function tesseraAuth(req, res, next) {
     const found = findToken(req);
@@ -120,6 +154,16 @@ export function requireAuth(options) {
     // Tessera issues a single-string `aud`; jose would also accept an array containing it.
     if (typeof claims.aud !== 'string' || typeof claims.sub !== 'string' || typeof claims.sid !== 'string') {
       return sendProblem(res, 401, 'invalid_token', 'access token not valid');
+    }
+    if (checkSession) {
+      const code = await checkSession(found.token, claims);
+      if (code === 'session_check_unavailable') {
+        res.setHeader('retry-after', '1');
+        return sendProblem(res, 503, code, 'Tessera could not be asked about the session');
+      }
+      if (code === 'session_revoked') return sendProblem(res, 401, code, 'the session was revoked');
+      if (code === 'token_expired') return sendProblem(res, 401, code, 'access token expired');
+      if (code) return sendProblem(res, 401, 'invalid_token', 'access token not valid');
     }
     req.auth = {
       userId: claims.sub,

@@ -84,6 +84,9 @@ export interface ClientOptions {
   fetch?: typeof fetch;
   /** Prefix of storage keys, lock and channel names (several Tessera apps on one origin). */
   namespace?: string;
+  /** Origins of APIs, besides Tessera's and the page's own, to which `fetch` may send the
+   * access token or the CSRF token. Requests to any other origin go out untouched. */
+  apiOrigins?: string[];
 }
 
 interface SharedState {
@@ -153,9 +156,14 @@ export class TesseraClient {
   private readonly lockName: string;
   private readonly listeners = new Set<(event: SignedOutEvent) => void>();
   private inflight: Promise<void> | null = null;
+  private readonly trustedOrigins: Set<string>;
 
   constructor(options: ClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    const page = (globalThis as { location?: { origin?: string } }).location?.origin;
+    this.trustedOrigins = new Set(
+      [this.baseUrl, ...(options.apiOrigins ?? []), ...(page ? [page] : [])].map((o) => new URL(o).origin),
+    );
     this.transport = options.transport ?? 'cookie';
     this.storage = options.storage ?? defaultStorage();
     const namespace = options.namespace ?? 'tessera';
@@ -250,6 +258,8 @@ export class TesseraClient {
    */
   async fetch(input: string | URL | Request, init: RequestInit = {}): Promise<Response> {
     const seen = this.readState().epoch;
+    // A Request's body can be read once: keep a copy for the retry.
+    const again = input instanceof Request ? input.clone() : input;
     const first = await this.send(input, init);
     if (first.status !== 401) return first;
     const code = await codeOf(first);
@@ -263,7 +273,7 @@ export class TesseraClient {
       if (e instanceof TesseraError && SIGNED_OUT_CODES.has(e.code)) return first;
       throw e;
     }
-    const second = await this.send(input, init);
+    const second = await this.send(again, init);
     if (second.status === 401) {
       const again = await codeOf(second);
       if (again && SIGNED_OUT_CODES.has(again)) this.signOutLocally({ code: again });
@@ -373,6 +383,10 @@ export class TesseraClient {
     const method = (init.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
     const headers = new Headers(init.headers ?? (input instanceof Request ? input.headers : undefined));
     const state = this.readState();
+    if (!this.isTrusted(input)) {
+      // Tokens never go to an origin nobody named (a CDN, an analytics endpoint).
+      return this.fetchImpl(input, init);
+    }
     if (this.transport === 'bearer') {
       if (state.accessToken && !headers.has('authorization')) {
         headers.set('authorization', `Bearer ${state.accessToken}`);
@@ -389,6 +403,16 @@ export class TesseraClient {
       });
     } catch (e) {
       throw new NetworkError(0, 'network_error', { detail: String(e) });
+    }
+  }
+
+  private isTrusted(input: string | URL | Request): boolean {
+    const base = (globalThis as { location?: { href?: string } }).location?.href ?? this.baseUrl;
+    try {
+      const url = new URL(input instanceof Request ? input.url : String(input), base);
+      return this.trustedOrigins.has(url.origin);
+    } catch {
+      return false;
     }
   }
 

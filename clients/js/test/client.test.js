@@ -24,7 +24,8 @@ function fakeServer({ refreshDelay = 20 } = {}) {
   s.fetch = async (input, init = {}) => {
     const url = new URL(typeof input === 'string' ? input : input.url);
     const headers = new Headers(init.headers);
-    const body = init.body ? JSON.parse(init.body) : undefined;
+    const text = init.body ?? (input instanceof Request ? await input.text() : '');
+    const body = text ? JSON.parse(text) : undefined;
     s.requests.push({ path: url.pathname, method: init.method ?? 'GET', headers, body, credentials: init.credentials });
     switch (url.pathname) {
       case '/v1/auth/login':
@@ -100,7 +101,7 @@ function channelHub() {
 
 const tab = (server, storage, extra = {}) => new TesseraClient({
   baseUrl: 'https://auth.test/', transport: 'bearer', storage, fetch: server.fetch,
-  locks: sharedLocks(), channel: null, ...extra,
+  locks: sharedLocks(), channel: null, apiOrigins: ['https://api.test'], ...extra,
 });
 
 test('concurrent calls that all see an expired token share one refresh', async () => {
@@ -229,4 +230,33 @@ test('cookie transport: a tab whose storage has not yet seen the other tab refre
   const answers = await Promise.all([a.fetch('https://api.test/x'), b.fetch('https://api.test/y')]);
   assert.deepEqual(answers.map((r) => r.status), [200, 200]);
   assert.equal(server.refreshes, 1, 'the cookie jar showed the refresh the storage did not');
+});
+
+test('tokens go only to Tessera, the page and the named API origins', async () => {
+  const server = fakeServer();
+  for (const transport of ['bearer', 'cookie']) {
+    const client = tab(server, memoryStorage(), { transport });
+    await client.login('a@b.c', 'password1');
+    server.requests.length = 0;
+    await client.fetch('https://api.test/mine', { method: 'POST', body: '{}' });
+    await client.fetch('https://cdn.elsewhere.test/x', { method: 'POST', body: '{}' });
+    await client.fetch('https://api.test.elsewhere.test/y', { method: 'POST', body: '{}' });
+    const [mine, cdn, lookalike] = server.requests;
+    const token = (r) => r.headers.get('authorization') ?? r.headers.get('x-csrf-token');
+    assert.ok(token(mine), `${transport}: the named API gets its token`);
+    assert.equal(token(cdn), null, `${transport}: another origin gets nothing`);
+    assert.equal(token(lookalike), null, `${transport}: a look-alike origin gets nothing`);
+    assert.equal(cdn.credentials, undefined);
+  }
+});
+
+test('a Request with a body is retried intact after the refresh', async () => {
+  const server = fakeServer();
+  const client = tab(server, memoryStorage());
+  await client.login('a@b.c', 'password1');
+  server.expired = true;
+  const r = await client.fetch(new Request('https://api.test/notes', { method: 'POST', body: '{"text":"hi"}' }));
+  assert.equal(r.status, 200);
+  const posts = server.requests.filter((q) => q.path === '/notes');
+  assert.deepEqual(posts.map((q) => q.body), [{ text: 'hi' }, { text: 'hi' }]);
 });

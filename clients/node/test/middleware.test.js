@@ -8,7 +8,7 @@ import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { requireAuth, requireRole } from '../index.js';
 import { signIn, startTessera } from './tessera-server.js';
 
-const ACCESS_TTL_S = 2;
+const ACCESS_TTL_S = 3;
 let tessera;
 let jwksFetches = 0;
 let jwksProxy;
@@ -192,4 +192,23 @@ test('an unknown kid refetches the JWKS once the cooldown allows (a rotated-in k
   app.close();
   assert.deepEqual([r.status, r.body.code], [401, 'invalid_token']);
   assert.equal(jwksFetches - fetchesBefore, 1, 'the key set was fetched again for the unknown kid');
+});
+
+test('a revoked session: refused where checkSession is configured, until expiry elsewhere', async () => {
+  const checked = await listen(requireAuth({ ...options(), checkSession: { url: tessera.base, cacheMs: 0 } }));
+  const unchecked = await listen(requireAuth(options()));
+  const login = await signIn(tessera.base, 'bearer@example.com');
+  const token = login.access_token;
+  assert.equal((await call(checked, { token })).status, 200);
+  const logout = await fetch(`${tessera.base}/v1/auth/logout`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ refresh_token: login.refresh_token }),
+  });
+  assert.equal(logout.status, 204);
+  const refused = await call(checked, { token });
+  const passed = await call(unchecked, { token });
+  checked.close();
+  unchecked.close();
+  assert.deepEqual([refused.status, refused.body.code], [401, 'session_revoked']);
+  assert.equal(passed.status, 200, 'without the check the token stands until exp');
 });
