@@ -104,6 +104,9 @@ after(async () => {
 test('create an account on /login, land on /account, keep working past the access expiry', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
+  // The pages' CSP allows no inline script or style: anything it blocks is a bug in them.
+  const refused = [];
+  page.on('console', (m) => { if (/Content Security Policy|Refused to/i.test(m.text())) refused.push(m.text()); });
   await createAccountOnLoginPage(page, 'first@example.com');
   await accountShows(page, 'first@example.com', 1);
   assert.match(await page.locator('#sessions li').first().innerText(), /This device/);
@@ -114,6 +117,11 @@ test('create an account on /login, land on /account, keep working past the acces
   await accountShows(page, 'first@example.com', 1);
   assert.equal(new URL(page.url()).pathname, '/account', 'still signed in');
   assert.equal(await refreshCount() - before, 1, 'one refresh for the page’s two calls');
+
+  // Signed in, /login sends you on to your account.
+  await page.goto(`${tessera.base}/login`);
+  await page.waitForURL('**/account');
+  assert.deepEqual(refused, []);
   await context.close();
 });
 

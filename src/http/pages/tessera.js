@@ -142,6 +142,10 @@ function loginPage() {
   let mode = 'signin';
   const reason = new URLSearchParams(location.search).get('reason');
   if (reason && REASONS[reason]) show('notice', REASONS[reason]);
+  // Someone already signed in (a cookie session exists) has nothing to do here.
+  if (!reason && csrfToken()) {
+    authed('GET', '/v1/auth/me').then(() => location.replace('/account'), () => {});
+  }
 
   function setMode(next) {
     mode = next;
@@ -307,7 +311,8 @@ function accountPage() {
       sessions = sessions.filter((s) => s.id !== session.id);
       render();
       show('notice', `Signed out ${name}.`);
-      others.focus();
+      // The button that had focus is gone: keep keyboard users in the list, not at the top.
+      document.getElementById('sessions-title').focus();
     } catch (e) {
       // Already gone elsewhere: the list was stale, not the request wrong.
       if (e.code === 'session_not_found') return load();
