@@ -14,9 +14,6 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-#[cfg(test)]
-use super::cookies::CSRF_HEADER;
-
 /// How long (seconds) a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: &str = "600";
 const ALLOWED_METHODS: &str = "GET, POST, DELETE";
@@ -100,6 +97,7 @@ fn vary_on_origin(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::cookies::CSRF_HEADER;
 
     #[test]
     fn the_csrf_header_may_be_sent() {
