@@ -125,10 +125,17 @@ test('create an account on /login, land on /account, keep working past the acces
   await context.close();
 });
 
-test('a wrong password and a taken email get clear messages', async () => {
+test('a short password, a wrong password and a taken email get clear messages', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
   await page.goto(`${tessera.base}/login`);
+  await page.getByRole('button', { name: 'Create an account' }).click();
+  await page.getByLabel('Email').fill('short@example.com');
+  await page.getByLabel('Password').fill('short');
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.getByRole('alert').filter({ hasText: 'Password must be at least 8 characters.' }).waitFor();
+  assert.equal(await page.getByLabel('Password').getAttribute('aria-invalid'), 'true');
+  await page.getByRole('button', { name: 'Sign in instead' }).click();
   await page.getByLabel('Email').fill('first@example.com');
   await page.getByLabel('Password').fill('not the password');
   await page.getByRole('button', { name: 'Sign in' }).click();
@@ -162,8 +169,10 @@ test('two tabs whose tokens expire together both keep working, with one refresh'
 
 test('a second device signs in; the first sees both and signs the other out', async () => {
   const laptop = await browser.newContext({ viewport: { width: 1000, height: 760 } });
+  // A phone in dark mode: the screenshot shows the narrow layout and the dark palette.
   const phone = await browser.newContext({
     viewport: { width: 390, height: 800 },
+    colorScheme: 'dark',
     userAgent: 'Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 '
       + '(KHTML, like Gecko) Version/18.0 Mobile/15E148 Safari/604.1',
   });

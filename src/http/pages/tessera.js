@@ -109,11 +109,16 @@ function message(e) {
       return `Too many attempts. Please wait ${s} second${s === 1 ? '' : 's'} and try again.`;
     }
     case 'validation_failed':
-      return e.errors.length ? e.errors.map((f) => f.message).join(' ') : 'Please check the form.';
+      // The server names the field and says what is wrong with it ("must be ...").
+      return e.errors.length
+        ? e.errors.map((f) => `${FIELD_LABELS[f.field] || f.field} ${f.message}.`).join(' ')
+        : 'Please check the form.';
     case 'network_error': return 'Can’t reach the server. Check your connection and try again.';
     default: return e.message || 'Something went wrong. Please try again.';
   }
 }
+
+const FIELD_LABELS = { email: 'Email', password: 'Password' };
 
 const REASONS = {
   signed_out: 'You have signed out.',
@@ -182,7 +187,12 @@ function loginPage() {
       if (e.code === 'email_taken') setMode('signin');
       show('error', message(e));
       submit.disabled = false;
-      password.focus();
+      const wrong = new Set((e.errors || []).map((f) => f.field));
+      for (const input of form.querySelectorAll('input')) {
+        if (wrong.has(input.name)) input.setAttribute('aria-invalid', 'true');
+        else input.removeAttribute('aria-invalid');
+      }
+      (form.querySelector('[aria-invalid="true"]') || password).focus();
     }
   });
 }
