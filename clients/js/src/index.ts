@@ -9,6 +9,7 @@
 
 import {
   errorFromResponse,
+  InvalidRefreshTokenError,
   NetworkError,
   SIGNED_OUT_CODES,
   TesseraError,
@@ -291,6 +292,14 @@ export class TesseraClient {
     const run = async () => {
       const state = this.readState();
       if (seenEpoch !== undefined && state.epoch !== seenEpoch) return;
+      if (this.transport === 'bearer' && !state.refreshToken) {
+        // Signed out meanwhile (here or in another tab): nothing to present.
+        const error = new InvalidRefreshTokenError(401, 'invalid_refresh_token', {
+          detail: 'no refresh token is stored: sign in again',
+        });
+        this.signOutLocally({ code: error.code, error });
+        throw error;
+      }
       // In a browser, localStorage reaches other tabs' processes a little later than the
       // lock does, so the epoch may miss a refresh another tab has just finished. The cookie
       // jar is current everywhere: if the access cookie works now, someone refreshed it.

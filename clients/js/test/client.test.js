@@ -260,3 +260,17 @@ test('a Request with a body is retried intact after the refresh', async () => {
   const posts = server.requests.filter((q) => q.path === '/notes');
   assert.deepEqual(posts.map((q) => q.body), [{ text: 'hi' }, { text: 'hi' }]);
 });
+
+test('after a sign-out in another tab, a refresh presents nothing and reports signed out', async () => {
+  const server = fakeServer();
+  const storage = memoryStorage();
+  const a = tab(server, storage);
+  const b = tab(server, storage);
+  await a.login('a@b.c', 'password1');
+  await b.logout();
+  const events = [];
+  a.onSignedOut((e) => events.push(e.code));
+  await assert.rejects(a.refresh(), (e) => e.code === 'invalid_refresh_token');
+  assert.deepEqual(events, ['invalid_refresh_token']);
+  assert.equal(server.requests.filter((r) => r.path === '/v1/auth/refresh').length, 0);
+});
