@@ -213,7 +213,8 @@ test('sign out everywhere else, then sign out', async () => {
   await mine.locator('header').getByRole('button', { name: 'Sign out' }).click();
   await mine.waitForURL('**/login?reason=signed_out');
   await mine.goto(`${tessera.base}/account`);
-  await mine.waitForURL('**/login?reason=*');
+  await mine.waitForURL('**/login?reason=invalid_token');
+  await mine.getByRole('status').filter({ hasText: 'Please sign in' }).waitFor();
   await a.close();
   await b.close();
 });

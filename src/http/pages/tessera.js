@@ -121,6 +121,8 @@ function message(e) {
 const FIELD_LABELS = { email: 'Email', password: 'Password' };
 
 const REASONS = {
+  // No session cookie at all: never signed in here, or the cookies ran out with the session.
+  invalid_token: 'Please sign in to see your account.',
   signed_out: 'You have signed out.',
   session_revoked: 'You were signed out: this session was ended, perhaps from another device.',
   refresh_token_expired: 'Your session has expired. Please sign in again.',
