@@ -28,6 +28,12 @@ export async function startTessera(env = {}) {
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  // Listened for from the start: a process killed from outside (by a signal: exitCode stays
+  // null) must not leave stop() waiting for an event that has already fired.
+  const exited = new Promise((resolveExit) => child.once('exit', resolveExit));
+  // A test file that dies must not leave its server running.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
   const base = await new Promise((resolveBase, reject) => {
     let seen = '';
     const timer = setTimeout(() => reject(new Error(`Tessera did not start: ${seen}`)), 20_000);
@@ -47,12 +53,11 @@ export async function startTessera(env = {}) {
   child.stdout.resume();
   return {
     base,
+    pid: child.pid,
     async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        await exited;
-      }
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+      process.off('exit', killOnExit);
       rmSync(dir, { recursive: true, force: true });
     },
   };
