@@ -92,14 +92,14 @@ before(async () => {
       '--disable-component-update', '--disable-sync'],
   });
   mkdirSync(ARTIFACTS, { recursive: true });
-});
+}, { timeout: 60_000 });
 
 after(async () => {
   await browser?.close();
   api?.server.close();
   stranger?.server.close();
   await tessera?.stop();
-});
+}, { timeout: 60_000 });
 
 test('create an account on /login, land on /account, keep working past the access expiry', async () => {
   const context = await browser.newContext();

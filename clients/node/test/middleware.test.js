@@ -68,12 +68,12 @@ before(async () => {
   jwksProxy = await countingJwks();
   bearer = await signIn(tessera.base, 'bearer@example.com');
   cookieLogin = await signIn(tessera.base, 'cookie@example.com', { transport: 'cookie' });
-});
+}, { timeout: 60_000 });
 
 after(async () => {
   jwksProxy?.close();
   await tessera?.stop();
-});
+}, { timeout: 60_000 });
 
 test('a valid bearer token passes, with the caller on req.auth', async () => {
   const app = await listen(requireAuth(options()));
