@@ -565,7 +565,16 @@ fn parse_origin(raw: &str) -> Result<String, String> {
             "{raw:?} is not an origin (scheme://host[:port], nothing more)"
         ));
     }
-    Ok(origin)
+    // Browsers leave the scheme's default port out of `Origin`; so must we, or it never matches.
+    let default_port = if origin.starts_with("https://") {
+        ":443"
+    } else {
+        ":80"
+    };
+    Ok(match origin.strip_suffix(default_port) {
+        Some(without) => without.to_owned(),
+        None => origin,
+    })
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -668,6 +677,14 @@ mod tests {
             ])
         );
         assert_eq!(parse_origins(["", " , "]), Ok(vec![]));
+        assert_eq!(
+            parse_origins(["https://a.example:443 http://b.example:80 https://c.example:8443"]),
+            Ok(vec![
+                "https://a.example".to_owned(),
+                "http://b.example".to_owned(),
+                "https://c.example:8443".to_owned()
+            ])
+        );
         assert_eq!(
             parse_origins(["http://[::1]:8080 http://[::1]:8080"]),
             Ok(vec!["http://[::1]:8080".to_owned()])
