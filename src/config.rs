@@ -52,6 +52,11 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The algorithm new access tokens are signed with; a change rotates the key at start.
     pub signing_alg: SigningAlg,
+    /// Origins (`scheme://host[:port]`, lower-cased) whose pages may call the API from a
+    /// browser, with credentials (CORS). Empty: no cross-origin access at all.
+    pub cors_origins: Vec<String>,
+    /// Serve the built-in `/login` and `/account` pages (off for API-only deployments).
+    pub pages: bool,
 }
 
 /// The shape of log lines on standard error.
@@ -147,6 +152,8 @@ impl fmt::Debug for Config {
             .field("lockout_cooldown", &self.lockout_cooldown)
             .field("log_format", &self.log_format)
             .field("signing_alg", &self.signing_alg)
+            .field("cors_origins", &self.cors_origins)
+            .field("pages", &self.pages)
             .finish()
     }
 }
@@ -181,6 +188,8 @@ impl Default for Config {
             lockout_cooldown: Duration::from_secs(60),
             log_format: LogFormat::Text,
             signing_alg: SigningAlg::EdDSA,
+            cors_origins: Vec::new(),
+            pages: true,
         }
     }
 }
@@ -295,6 +304,13 @@ pub struct ConfigArgs {
     /// Access-token signing algorithm: `EdDSA` (default), `Ed25519`, `ES256` or `RS256`.
     #[arg(long, env = "TESSERA_SIGNING_ALG", global = true)]
     pub signing_alg: Option<String>,
+    /// Comma-separated origins allowed to call the API from a browser (CORS), e.g.
+    /// `https://app.example.com,http://localhost:5173`; none by default.
+    #[arg(long, env = "TESSERA_CORS_ORIGINS", global = true)]
+    pub cors_origins: Option<String>,
+    /// Serve the built-in `/login` and `/account` pages (`true`/`false`).
+    #[arg(long, env = "TESSERA_PAGES", global = true)]
+    pub pages: Option<String>,
 }
 
 /// The TOML file: the same keys, values as TOML scalars.
@@ -328,6 +344,17 @@ struct FileConfig {
     hash_concurrency: Option<usize>,
     log_format: Option<String>,
     signing_alg: Option<String>,
+    cors_origins: Option<OriginsValue>,
+    pages: Option<bool>,
+}
+
+/// CORS origins in a TOML file: a list of strings, or one comma-separated string as in the
+/// environment.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OriginsValue {
+    List(Vec<String>),
+    Text(String),
 }
 
 /// A duration in a TOML file may be a number of seconds or a string like `15m`.
@@ -465,6 +492,19 @@ impl Config {
                 })?,
                 None => d.signing_alg,
             },
+            cors_origins: match args.cors_origins.clone() {
+                Some(text) => parse_origins([text.as_str()]),
+                None => match file.cors_origins {
+                    Some(OriginsValue::List(list)) => parse_origins(list.iter().map(String::as_str)),
+                    Some(OriginsValue::Text(text)) => parse_origins([text.as_str()]),
+                    None => Ok(d.cors_origins),
+                },
+            }
+            .map_err(|message| ConfigError::Invalid {
+                name: "cors_origins",
+                message,
+            })?,
+            pages: boolean("pages", &args.pages, file.pages, d.pages)?,
         };
         config.validate()?;
         Ok(config)
@@ -583,6 +623,21 @@ impl Config {
         line("hash_concurrency", Some(self.hash_concurrency.to_string()));
         line("log_format", Some(text(&self.log_format.to_string())));
         line("signing_alg", Some(text(self.signing_alg.as_str())));
+        line("lockout_threshold", Some(self.lockout_threshold.to_string()));
+        line(
+            "lockout_window",
+            Some(text(&format_duration(self.lockout_window))),
+        );
+        line(
+            "lockout_cooldown",
+            Some(text(&format_duration(self.lockout_cooldown))),
+        );
+        let origins = self.cors_origins.iter().map(|o| toml::Value::String(o.clone()));
+        line(
+            "cors_origins",
+            Some(toml::Value::Array(origins.collect()).to_string()),
+        );
+        line("pages", Some(self.pages.to_string()));
         out
     }
 }
@@ -692,6 +747,60 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     n.checked_mul(secs_per_unit)
         .map(Duration::from_secs)
         .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// Origins separated by commas or whitespace, each exactly `http(s)://host[:port]` as a browser
+/// sends it in `Origin` (lower-cased here, as browsers do). A wildcard is refused: credentials
+/// may only ever go to origins someone listed by name.
+pub fn parse_origins<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>, String> {
+    let mut origins = Vec::new();
+    for text in texts {
+        for raw in text.split(|c: char| c == ',' || c.is_whitespace()) {
+            if raw.is_empty() {
+                continue;
+            }
+            let origin = parse_origin(raw)?;
+            if !origins.contains(&origin) {
+                origins.push(origin);
+            }
+        }
+    }
+    Ok(origins)
+}
+
+fn parse_origin(raw: &str) -> Result<String, String> {
+    if raw.contains('*') || raw.eq_ignore_ascii_case("null") {
+        return Err(format!(
+            "{raw:?}: list each origin by name (no wildcards, no \"null\")"
+        ));
+    }
+    let origin = raw.to_ascii_lowercase();
+    let host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or_else(|| format!("{raw:?} is not an origin: it must start with https:// or http://"))?;
+    if host.ends_with('/') {
+        return Err(format!("{raw:?}: an origin has no path; drop the trailing \"/\""));
+    }
+    let well_formed = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if !well_formed {
+        return Err(format!(
+            "{raw:?} is not an origin (scheme://host[:port], nothing more)"
+        ));
+    }
+    // Browsers leave the scheme's default port out of `Origin`; so must we, or it never matches.
+    let default_port = if origin.starts_with("https://") {
+        ":443"
+    } else {
+        ":80"
+    };
+    Ok(match origin.strip_suffix(default_port) {
+        Some(without) => without.to_owned(),
+        None => origin,
+    })
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -840,6 +949,83 @@ mod tests {
             assert_eq!(format_duration(d), text);
             assert_eq!(parse_duration(text), Ok(d));
         }
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        assert_eq!(
+            parse_origins(["https://App.example.com, http://localhost:5173"]),
+            Ok(vec![
+                "https://app.example.com".to_owned(),
+                "http://localhost:5173".to_owned()
+            ])
+        );
+        assert_eq!(parse_origins(["", " , "]), Ok(vec![]));
+        assert_eq!(
+            parse_origins(["https://a.example:443 http://b.example:80 https://c.example:8443"]),
+            Ok(vec![
+                "https://a.example".to_owned(),
+                "http://b.example".to_owned(),
+                "https://c.example:8443".to_owned()
+            ])
+        );
+        assert_eq!(
+            parse_origins(["http://[::1]:8080 http://[::1]:8080"]),
+            Ok(vec!["http://[::1]:8080".to_owned()])
+        );
+        for bad in [
+            "*",
+            "https://*.example.com",
+            "null",
+            "app.example.com",
+            "ftp://app.example.com",
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "https://user@app.example.com",
+            "https://",
+        ] {
+            assert!(parse_origins([bad]).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn lockout_cors_and_pages_survive_the_printed_configuration() {
+        let config = Config {
+            lockout_threshold: 4,
+            lockout_window: Duration::from_secs(120),
+            lockout_cooldown: Duration::from_secs(5),
+            cors_origins: vec!["https://a.example".into(), "https://b.example".into()],
+            pages: false,
+            ..Config::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("printed.toml");
+        std::fs::write(&path, config.to_toml_redacted()).unwrap();
+        let read = Config::load(&ConfigArgs {
+            config: Some(path),
+            ..ConfigArgs::default()
+        })
+        .unwrap();
+        assert_eq!(format!("{read:?}"), format!("{config:?}"));
+    }
+
+    #[test]
+    fn cors_origins_and_pages_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "cors_origins = [\"https://a.example\", \"https://b.example\"]\npages = false\n",
+        )
+        .unwrap();
+        let args = ConfigArgs {
+            config: Some(path),
+            ..ConfigArgs::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.cors_origins, ["https://a.example", "https://b.example"]);
+        assert!(!c.pages);
+        assert!(Config::default().pages && Config::default().cors_origins.is_empty());
     }
 
     #[test]

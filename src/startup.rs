@@ -182,7 +182,7 @@ impl Application {
         Ok(Application {
             listener,
             addr,
-            router: http::router(state, config.body_limit),
+            router: http::router(state, config),
             service,
             store,
             aligned_clock,

@@ -3,10 +3,12 @@
 
 mod auth;
 pub mod cookies;
+mod cors;
 pub mod discovery;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+mod pages;
 pub mod rate_limit;
 pub mod request_log;
 
@@ -19,6 +21,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::config::Config;
 use crate::service::AuthService;
 use error::ApiError;
 use metrics::Metrics;
@@ -42,9 +45,9 @@ pub struct AppState {
     pub discovery: Arc<discovery::Discovery>,
 }
 
-pub fn router(state: AppState, body_limit: usize) -> Router {
+pub fn router(state: AppState, config: &Config) -> Router {
     let metrics = Arc::clone(&state.metrics);
-    Router::new()
+    let mut routes = Router::new()
         .route("/v1/auth/register", post(auth::register))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/refresh", post(auth::refresh))
@@ -60,16 +63,26 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         )
         .route("/.well-known/openid-configuration", get(discovery::metadata))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics::render))
+        .route("/metrics", get(metrics::render));
+    if config.pages {
+        routes = routes.merge(pages::router());
+    }
+    let router = routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         // A panic is a bug, but the client still gets a problem document, not a dropped socket.
         .layer(CatchPanicLayer::custom(|_| ApiError::Panic.into_response()))
-        // Outermost, so its line has the status a panic or any inner layer settled on.
-        .layer(axum::middleware::from_fn(request_log::log_requests))
-        .with_state(state)
+        .with_state(state);
+    // Every answer (errors and panics included) carries the CORS headers a listed origin's
+    // script needs to read it.
+    let router = match cors::AllowedOrigins::new(&config.cors_origins) {
+        Some(allowed) => router.layer(axum::middleware::from_fn_with_state(allowed, cors::layer)),
+        None => router,
+    };
+    // Outermost, so its line has the status a panic, CORS or any inner layer settled on.
+    router.layer(axum::middleware::from_fn(request_log::log_requests))
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {

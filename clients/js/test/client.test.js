@@ -1,0 +1,276 @@
+// Unit tests of the browser client against an in-process fake of Tessera's HTTP answers:
+// single-flight refresh within a page and across tabs, the newest refresh token always,
+// sign-out events, CSRF and bearer headers, and the typed error for every code.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import {
+  TesseraClient, TesseraError, ERROR_CLASSES, RateLimitedError, RefreshTokenReusedError,
+  ValidationFailedError, errorFromResponse,
+} from '../dist/index.js';
+
+const json = (status, body, headers = {}) =>
+  new Response(body === undefined ? null : JSON.stringify(body), {
+    status, headers: { 'content-type': 'application/json', ...headers },
+  });
+const problem = (status, code, headers) =>
+  json(status, { type: 'about:blank', title: 'x', status, code, detail: `${code} happened` }, headers);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A fake Tessera + resource API. Access tokens are `at<N>`, refresh tokens `rt<N>`; only
+ * the newest of each is accepted; an older refresh token is reuse (the session dies). */
+function fakeServer({ refreshDelay = 20 } = {}) {
+  const s = { generation: 1, refreshes: 0, revoked: false, requests: [] };
+  s.fetch = async (input, init = {}) => {
+    const url = new URL(typeof input === 'string' ? input : input.url);
+    const headers = new Headers(init.headers);
+    const text = init.body ?? (input instanceof Request ? await input.text() : '');
+    const body = text ? JSON.parse(text) : undefined;
+    s.requests.push({ path: url.pathname, method: init.method ?? 'GET', headers, body, credentials: init.credentials });
+    switch (url.pathname) {
+      case '/v1/auth/login':
+        return json(200, {
+          access_token: body.transport === 'cookie' ? undefined : `at${s.generation}`,
+          refresh_token: body.transport === 'cookie' ? undefined : `rt${s.generation}`,
+          csrf_token: body.transport === 'cookie' ? 'csrf-1' : undefined,
+          token_type: 'Bearer', expires_in: 2, session_id: 'sid-1',
+          user: { id: 'u1', email: body.email, created_at: '2026-01-01T00:00:00Z' },
+        });
+      case '/v1/auth/refresh': {
+        s.refreshes += 1;
+        await sleep(refreshDelay);
+        if (s.revoked) return problem(401, 'session_revoked');
+        if (body && body.refresh_token !== `rt${s.generation}`) {
+          s.revoked = true;
+          return problem(401, 'refresh_token_reused');
+        }
+        s.generation += 1;
+        s.expired = false;
+        return json(200, {
+          access_token: body ? `at${s.generation}` : undefined,
+          refresh_token: body ? `rt${s.generation}` : undefined,
+          csrf_token: body ? undefined : 'csrf-1',
+          expires_in: 2, session_id: 'sid-1', user: { id: 'u1', email: 'a@b.c', created_at: '' },
+        });
+      }
+      default: {
+        if (s.revoked) return problem(401, 'session_revoked');
+        const auth = headers.get('authorization');
+        if (auth && auth !== `Bearer at${s.generation}`) return problem(401, 'token_expired');
+        if (s.expired) return problem(401, 'token_expired');
+        return json(200, { ok: true, path: url.pathname });
+      }
+    }
+  };
+  return s;
+}
+
+function memoryStorage() {
+  const m = new Map();
+  return { getItem: (k) => m.get(k) ?? null, setItem: (k, v) => m.set(k, v), removeItem: (k) => m.delete(k) };
+}
+
+/** A lock manager shared by "tabs": one holder at a time, like navigator.locks. */
+function sharedLocks() {
+  const tails = new Map();
+  return {
+    request(name, task) {
+      const prev = tails.get(name) ?? Promise.resolve();
+      const run = prev.then(() => task());
+      tails.set(name, run.catch(() => {}));
+      return run;
+    },
+  };
+}
+
+/** Channels of one name delivering to each other (not to themselves), like BroadcastChannel. */
+function channelHub() {
+  const members = new Set();
+  return () => {
+    const listeners = [];
+    const ch = {
+      postMessage: (data) => { for (const m of members) if (m !== ch) m.listeners.forEach((l) => l({ data })); },
+      addEventListener: (_type, l) => listeners.push(l),
+      close: () => members.delete(ch),
+      listeners,
+    };
+    members.add(ch);
+    return ch;
+  };
+}
+
+const tab = (server, storage, extra = {}) => new TesseraClient({
+  baseUrl: 'https://auth.test/', transport: 'bearer', storage, fetch: server.fetch,
+  locks: sharedLocks(), channel: null, apiOrigins: ['https://api.test'], ...extra,
+});
+
+test('concurrent calls that all see an expired token share one refresh', async () => {
+  const server = fakeServer();
+  const client = tab(server, memoryStorage());
+  await client.login('a@b.c', 'password1');
+  server.expired = true;
+  const answers = await Promise.all(Array.from({ length: 10 }, (_, i) => client.fetch(`https://api.test/r${i}`)));
+  assert.deepEqual(answers.map((r) => r.status), Array(10).fill(200));
+  assert.equal(server.refreshes, 1);
+  const retried = server.requests.filter((r) => r.path.startsWith('/r') && r.headers.get('authorization') === 'Bearer at2');
+  assert.equal(retried.length, 10, 'every call retried with the new token');
+});
+
+test('two tabs expiring together refresh once under the shared lock', async () => {
+  const server = fakeServer({ refreshDelay: 40 });
+  const storage = memoryStorage();
+  const locks = sharedLocks();
+  const a = tab(server, storage, { locks });
+  const b = tab(server, storage, { locks });
+  await a.login('a@b.c', 'password1');
+  server.expired = true;
+  const answers = await Promise.all([a.fetch('https://api.test/x'), b.fetch('https://api.test/y'),
+    a.fetch('https://api.test/z'), b.fetch('https://api.test/w')]);
+  assert.deepEqual(answers.map((r) => r.status), [200, 200, 200, 200]);
+  assert.equal(server.refreshes, 1);
+  assert.equal(server.revoked, false);
+});
+
+test('without Web Locks a storage lease still lets only one tab refresh', async () => {
+  const server = fakeServer({ refreshDelay: 80 });
+  const storage = memoryStorage();
+  const a = tab(server, storage, { locks: null });
+  const b = tab(server, storage, { locks: null });
+  await a.login('a@b.c', 'password1');
+  server.expired = true;
+  const answers = await Promise.all([a.fetch('https://api.test/x'), b.fetch('https://api.test/y')]);
+  assert.deepEqual(answers.map((r) => r.status), [200, 200]);
+  assert.equal(server.refreshes, 1);
+});
+
+test('a tab that slept presents the newest refresh token, never the one it saw last', async () => {
+  const server = fakeServer();
+  const storage = memoryStorage();
+  const awake = tab(server, storage);
+  const asleep = tab(server, storage);
+  await awake.login('a@b.c', 'password1');
+  assert.equal(asleep.signedIn, true, 'tabs share the session');
+  for (let i = 0; i < 3; i++) {
+    server.expired = true;
+    assert.equal((await awake.fetch('https://api.test/x')).status, 200);
+  }
+  server.expired = true;
+  assert.equal((await asleep.fetch('https://api.test/y')).status, 200);
+  const presented = server.requests.filter((r) => r.path === '/v1/auth/refresh').map((r) => r.body.refresh_token);
+  assert.deepEqual(presented, ['rt1', 'rt2', 'rt3', 'rt4']);
+  assert.equal(server.revoked, false);
+});
+
+test('a dead session fires signed-out here and in other tabs, and the 401 is returned', async () => {
+  const server = fakeServer();
+  const storage = memoryStorage();
+  const hub = channelHub();
+  const a = tab(server, storage, { channel: hub() });
+  const b = tab(server, storage, { channel: hub() });
+  await a.login('a@b.c', 'password1');
+  const seen = { a: [], b: [] };
+  a.onSignedOut((e) => seen.a.push(e.code));
+  b.onSignedOut((e) => seen.b.push(e.code));
+  // Someone else rotated the token: ours is now rotated out.
+  server.generation = 5;
+  server.expired = true;
+  const r = await a.fetch('https://api.test/x');
+  assert.equal(r.status, 401);
+  assert.deepEqual(seen, { a: ['refresh_token_reused'], b: ['refresh_token_reused'] });
+  assert.equal(a.signedIn, false);
+  await assert.rejects(a.me(), (e) => e instanceof TesseraError && e.status === 401);
+});
+
+test('cookie transport sends credentials, and the CSRF header on unsafe requests only', async () => {
+  const server = fakeServer();
+  const client = tab(server, memoryStorage(), { transport: 'cookie' });
+  await client.login('a@b.c', 'password1');
+  await client.fetch('https://api.test/read');
+  await client.fetch('https://api.test/write', { method: 'POST', body: '{}' });
+  await client.logoutAll({ scope: 'others' });
+  const [read, write, all] = server.requests.slice(1);
+  assert.equal(read.credentials, 'include');
+  assert.equal(read.headers.get('x-csrf-token'), null);
+  assert.equal(write.headers.get('x-csrf-token'), 'csrf-1');
+  assert.equal(all.path, '/v1/auth/logout-all');
+  assert.deepEqual(all.body, { scope: 'others' });
+  assert.equal(all.headers.get('x-csrf-token'), 'csrf-1');
+  assert.equal(server.requests[0].body.transport, 'cookie');
+});
+
+test('every problem code of the contract surfaces as its own error class', async () => {
+  for (const [code, Class] of Object.entries(ERROR_CLASSES)) {
+    const e = await errorFromResponse(problem(code === 'rate_limited' ? 429 : 401, code, { 'retry-after': '7' }));
+    assert.ok(e instanceof Class, code);
+    assert.ok(e instanceof TesseraError, code);
+    assert.equal(e.code, code);
+    assert.equal(e.message, `${code} happened`);
+  }
+  const limited = await errorFromResponse(problem(429, 'rate_limited', { 'retry-after': '7' }));
+  assert.ok(limited instanceof RateLimitedError);
+  assert.equal(limited.retryAfter, 7);
+  const invalid = await errorFromResponse(json(422, { code: 'validation_failed', errors: [{ field: 'email', message: 'bad' }] }));
+  assert.ok(invalid instanceof ValidationFailedError);
+  assert.deepEqual(invalid.errors, [{ field: 'email', message: 'bad' }]);
+  const proxy = await errorFromResponse(new Response('<html>bad gateway</html>', { status: 502 }));
+  assert.equal(proxy.constructor, TesseraError);
+  assert.equal(proxy.code, 'http_502');
+  assert.ok(!(proxy instanceof RefreshTokenReusedError));
+});
+
+test('cookie transport: a tab whose storage has not yet seen the other tab refresh does not refresh again', async () => {
+  const server = fakeServer({ refreshDelay: 40 });
+  const locks = sharedLocks();
+  // Separate storages: the worst case of localStorage reaching the other tab's process late.
+  const a = tab(server, memoryStorage(), { transport: 'cookie', locks });
+  const b = tab(server, memoryStorage(), { transport: 'cookie', locks });
+  await a.login('a@b.c', 'password1');
+  await b.login('a@b.c', 'password1');
+  server.expired = true;
+  const answers = await Promise.all([a.fetch('https://api.test/x'), b.fetch('https://api.test/y')]);
+  assert.deepEqual(answers.map((r) => r.status), [200, 200]);
+  assert.equal(server.refreshes, 1, 'the cookie jar showed the refresh the storage did not');
+});
+
+test('tokens go only to Tessera, the page and the named API origins', async () => {
+  const server = fakeServer();
+  for (const transport of ['bearer', 'cookie']) {
+    const client = tab(server, memoryStorage(), { transport });
+    await client.login('a@b.c', 'password1');
+    server.requests.length = 0;
+    await client.fetch('https://api.test/mine', { method: 'POST', body: '{}' });
+    await client.fetch('https://cdn.elsewhere.test/x', { method: 'POST', body: '{}' });
+    await client.fetch('https://api.test.elsewhere.test/y', { method: 'POST', body: '{}' });
+    const [mine, cdn, lookalike] = server.requests;
+    const token = (r) => r.headers.get('authorization') ?? r.headers.get('x-csrf-token');
+    assert.ok(token(mine), `${transport}: the named API gets its token`);
+    assert.equal(token(cdn), null, `${transport}: another origin gets nothing`);
+    assert.equal(token(lookalike), null, `${transport}: a look-alike origin gets nothing`);
+    assert.equal(cdn.credentials, undefined);
+  }
+});
+
+test('a Request with a body is retried intact after the refresh', async () => {
+  const server = fakeServer();
+  const client = tab(server, memoryStorage());
+  await client.login('a@b.c', 'password1');
+  server.expired = true;
+  const r = await client.fetch(new Request('https://api.test/notes', { method: 'POST', body: '{"text":"hi"}' }));
+  assert.equal(r.status, 200);
+  const posts = server.requests.filter((q) => q.path === '/notes');
+  assert.deepEqual(posts.map((q) => q.body), [{ text: 'hi' }, { text: 'hi' }]);
+});
+
+test('after a sign-out in another tab, a refresh presents nothing and reports signed out', async () => {
+  const server = fakeServer();
+  const storage = memoryStorage();
+  const a = tab(server, storage);
+  const b = tab(server, storage);
+  await a.login('a@b.c', 'password1');
+  await b.logout();
+  const events = [];
+  a.onSignedOut((e) => events.push(e.code));
+  await assert.rejects(a.refresh(), (e) => e.code === 'invalid_refresh_token');
+  assert.deepEqual(events, ['invalid_refresh_token']);
+  assert.equal(server.requests.filter((r) => r.path === '/v1/auth/refresh').length, 0);
+});

@@ -1,0 +1,373 @@
+// Drives Tessera's built-in /login and /account pages through the public API with the cookie
+// transport: the tokens stay in HttpOnly cookies, and every unsafe request echoes the
+// readable CSRF cookie in X-CSRF-Token. No inline script anywhere (the pages' CSP forbids it).
+
+const CSRF_COOKIE = 'tessera_csrf';
+// Bumped in localStorage after every refresh, so a tab that waited for another tab's refresh
+// sees it happened and does not rotate the token a second time.
+const REFRESH_EPOCH_KEY = 'tessera.refresh-epoch';
+const REFRESH_LOCK = 'tessera-refresh';
+// Answers after which only signing in again helps.
+const SIGNED_OUT = new Set([
+  'invalid_token', 'session_revoked', 'invalid_refresh_token', 'refresh_token_expired',
+  'refresh_token_reused', 'csrf_failed',
+]);
+
+class Problem extends Error {
+  constructor(status, code, detail, retryAfter, errors) {
+    super(detail || code);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+    this.errors = errors || [];
+  }
+}
+
+function csrfToken() {
+  for (const part of document.cookie.split(';')) {
+    const [name, ...rest] = part.trim().split('=');
+    if (name === CSRF_COOKIE) return decodeURIComponent(rest.join('='));
+  }
+  return '';
+}
+
+async function call(method, path, body) {
+  const headers = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (method !== 'GET') {
+    const token = csrfToken();
+    if (token) headers['x-csrf-token'] = token;
+  }
+  let response;
+  try {
+    response = await fetch(path, {
+      method, headers, credentials: 'same-origin',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new Problem(0, 'network_error', 'The server could not be reached.');
+  }
+  if (response.ok) return response.status === 204 ? null : response.json();
+  let problem = {};
+  try { problem = await response.json(); } catch { /* not a problem document */ }
+  const retryAfter = Number(response.headers.get('retry-after')) || undefined;
+  throw new Problem(response.status, problem.code || `http_${response.status}`, problem.detail,
+    retryAfter, problem.errors);
+}
+
+function refreshEpoch() {
+  try { return localStorage.getItem(REFRESH_EPOCH_KEY) || ''; } catch { return ''; }
+}
+
+async function accessCookieWorks() {
+  try {
+    return (await fetch('/v1/auth/me', { credentials: 'same-origin' })).ok;
+  } catch {
+    return false;
+  }
+}
+
+let refreshing = null;
+
+// One refresh for every call of this page that saw its token expire, and, through the Web
+// Locks API, one for every tab: a tab that got the lock after another tab refreshed finds the
+// epoch moved and just retries with the new cookie.
+function refreshOnce(seenEpoch) {
+  if (!refreshing) {
+    const run = async () => {
+      if (refreshEpoch() !== seenEpoch) return;
+      // localStorage reaches other tabs' processes a little later, so the epoch may not show
+      // a refresh another tab finished just before we got the lock; the cookie jar is
+      // current everywhere: if the access cookie works now, someone already refreshed it.
+      if (await accessCookieWorks()) return;
+      await call('POST', '/v1/auth/refresh');
+      try { localStorage.setItem(REFRESH_EPOCH_KEY, `${Date.now()}-${Math.random()}`); } catch { /* private mode */ }
+    };
+    const locked = navigator.locks ? navigator.locks.request(REFRESH_LOCK, run) : run();
+    refreshing = locked.finally(() => { refreshing = null; });
+  }
+  return refreshing;
+}
+
+async function authed(method, path, body) {
+  const seen = refreshEpoch();
+  try {
+    return await call(method, path, body);
+  } catch (e) {
+    if (e.code !== 'token_expired') throw e;
+    await refreshOnce(seen);
+    return call(method, path, body);
+  }
+}
+
+function message(e) {
+  switch (e.code) {
+    case 'invalid_credentials': return 'That email and password don’t match. Check both and try again.';
+    case 'email_taken': return 'An account with this email already exists. Sign in instead.';
+    case 'rate_limited': {
+      const s = e.retryAfter || 60;
+      return `Too many attempts. Please wait ${s} second${s === 1 ? '' : 's'} and try again.`;
+    }
+    case 'validation_failed':
+      // The server names the field and says what is wrong with it ("must be ...").
+      return e.errors.length
+        ? e.errors.map((f) => `${FIELD_LABELS[f.field] || f.field} ${f.message}.`).join(' ')
+        : 'Please check the form.';
+    case 'network_error': return 'Can’t reach the server. Check your connection and try again.';
+    default: return e.message || 'Something went wrong. Please try again.';
+  }
+}
+
+const FIELD_LABELS = { email: 'Email', password: 'Password' };
+
+const REASONS = {
+  // No session cookie at all: never signed in here, or the cookies ran out with the session.
+  invalid_token: 'Please sign in to see your account.',
+  signed_out: 'You have signed out.',
+  session_revoked: 'You were signed out: this session was ended, perhaps from another device.',
+  refresh_token_expired: 'Your session has expired. Please sign in again.',
+  refresh_token_reused: 'For your safety you were signed out: this session was used from somewhere else.',
+};
+
+function show(id, text) {
+  const el = document.getElementById(id);
+  el.textContent = text || '';
+  el.hidden = !text;
+}
+
+function signedOut(code) {
+  location.replace(`/login?reason=${encodeURIComponent(code)}`);
+}
+
+// ---- /login ----
+
+function loginPage() {
+  const form = document.getElementById('auth-form');
+  const submit = document.getElementById('submit');
+  const title = document.getElementById('title');
+  const password = document.getElementById('password');
+  let mode = 'signin';
+  const reason = new URLSearchParams(location.search).get('reason');
+  if (reason && REASONS[reason]) show('notice', REASONS[reason]);
+  // Someone already signed in (a cookie session exists) has nothing to do here.
+  if (!reason && csrfToken()) {
+    authed('GET', '/v1/auth/me').then(() => location.replace('/account'), () => {});
+  }
+
+  function setMode(next) {
+    mode = next;
+    const signin = mode === 'signin';
+    title.textContent = signin ? 'Sign in' : 'Create your account';
+    submit.textContent = signin ? 'Sign in' : 'Create account';
+    document.title = `${signin ? 'Sign in' : 'Create account'} · Tessera`;
+    document.getElementById('switch-text').textContent = signin ? 'New here?' : 'Already have an account?';
+    document.getElementById('switch-mode').textContent = signin ? 'Create an account' : 'Sign in instead';
+    password.autocomplete = signin ? 'current-password' : 'new-password';
+    document.getElementById('password-hint').hidden = signin;
+    show('error', '');
+  }
+  document.getElementById('switch-mode').addEventListener('click', () => {
+    setMode(mode === 'signin' ? 'register' : 'signin');
+    document.getElementById('email').focus();
+  });
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const email = document.getElementById('email').value.trim();
+    if (!email || !password.value) {
+      show('error', 'Enter your email and password.');
+      return;
+    }
+    submit.disabled = true;
+    show('error', '');
+    show('notice', '');
+    try {
+      if (mode === 'register') await call('POST', '/v1/auth/register', { email, password: password.value });
+      await call('POST', '/v1/auth/login', { email, password: password.value, transport: 'cookie' });
+      location.assign('/account');
+    } catch (e) {
+      if (e.code === 'email_taken') setMode('signin');
+      show('error', message(e));
+      submit.disabled = false;
+      const wrong = new Set((e.errors || []).map((f) => f.field));
+      for (const input of form.querySelectorAll('input')) {
+        if (wrong.has(input.name)) input.setAttribute('aria-invalid', 'true');
+        else input.removeAttribute('aria-invalid');
+      }
+      (form.querySelector('[aria-invalid="true"]') || password).focus();
+    }
+  });
+}
+
+// ---- /account ----
+
+function describeAgent(ua) {
+  if (!ua) return { name: 'Unknown device', mobile: false };
+  const browser = [
+    [/Edg(e|A|iOS)?\//, 'Edge'], [/OPR\/|Opera/, 'Opera'], [/Firefox\/|FxiOS/, 'Firefox'],
+    [/HeadlessChrome/, 'Headless Chrome'], [/Chrome\/|CriOS/, 'Chrome'],
+    [/Version\/.*Safari/, 'Safari'], [/^curl\//, 'curl'], [/^node|undici/i, 'Node.js'],
+  ].find(([re]) => re.test(ua));
+  const os = [
+    [/iPhone/, 'iPhone'], [/iPad/, 'iPad'], [/Android/, 'Android'], [/CrOS/, 'ChromeOS'],
+    [/Windows/, 'Windows'], [/Mac OS X|Macintosh/, 'macOS'], [/Linux/, 'Linux'],
+  ].find(([re]) => re.test(ua));
+  const name = browser ? browser[1] : ua.split(/[/\s]/)[0].slice(0, 40) || 'Unknown browser';
+  return {
+    name: os ? `${name} on ${os[1]}` : name,
+    mobile: /Mobi|iPhone|Android/.test(ua),
+  };
+}
+
+const relative = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+function ago(iso) {
+  const seconds = Math.round((Date.parse(iso) - Date.now()) / 1000);
+  if (Math.abs(seconds) < 60) return 'just now';
+  for (const [unit, size] of [['day', 86400], ['hour', 3600], ['minute', 60]]) {
+    if (Math.abs(seconds) >= size) return relative.format(Math.round(seconds / size), unit);
+  }
+  return 'just now';
+}
+
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
+const day = (iso) => dateFormat.format(new Date(iso));
+
+function icon(mobile) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('fill', 'none');
+  svg.setAttribute('stroke', 'currentColor');
+  svg.setAttribute('stroke-width', '1.8');
+  svg.setAttribute('stroke-linecap', 'round');
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('d', mobile
+    ? 'M8 2.5h8a1.5 1.5 0 0 1 1.5 1.5v16a1.5 1.5 0 0 1-1.5 1.5H8A1.5 1.5 0 0 1 6.5 20V4A1.5 1.5 0 0 1 8 2.5zM11 18.5h2'
+    : 'M5 5.5h14a1 1 0 0 1 1 1V16H4V6.5a1 1 0 0 1 1-1zM2 18.5h20');
+  svg.append(path);
+  return svg;
+}
+
+function describeActivity(s) {
+  const activity = s.current ? 'Active now' : `Last active ${ago(s.last_used_at)}`;
+  return `${s.ip || 'Unknown IP'} · ${activity} · Signed in ${day(s.created_at)}`;
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function accountPage() {
+  const main = document.querySelector('main');
+  const list = document.getElementById('sessions');
+  const others = document.getElementById('sign-out-others');
+  let sessions = [];
+
+  function fail(e) {
+    if (SIGNED_OUT.has(e.code)) return signedOut(e.code);
+    show('error', message(e));
+  }
+
+  function render() {
+    list.replaceChildren(...sessions.map((s) => {
+      const agent = describeAgent(s.user_agent);
+      const item = el('li', 'session');
+      item.dataset.sessionId = s.id;
+      if (s.current) item.dataset.current = 'true';
+      const device = el('div', 'device');
+      device.append(icon(agent.mobile));
+      const text = el('div', 'session-text');
+      const name = el('p', 'session-name', agent.name);
+      if (s.current) name.append(el('span', 'badge', 'This device'));
+      const meta = el('p', 'session-meta', describeActivity(s));
+      meta.dataset.lastUsedAt = s.last_used_at;
+      text.append(name, meta);
+      item.append(device, text);
+      if (!s.current) {
+        const button = el('button', 'danger', 'Sign out');
+        button.type = 'button';
+        button.setAttribute('aria-label', `Sign out ${agent.name} (${s.ip || 'unknown IP'})`);
+        button.addEventListener('click', () => revoke(s, agent.name, button));
+        item.append(button);
+      }
+      return item;
+    }));
+    others.hidden = !sessions.some((s) => !s.current);
+  }
+
+  async function load() {
+    try {
+      const [me, listed] = await Promise.all([
+        authed('GET', '/v1/auth/me'),
+        authed('GET', '/v1/auth/sessions'),
+      ]);
+      document.getElementById('who-email').textContent = me.user.email;
+      document.getElementById('who-since').textContent = day(me.user.created_at);
+      // This device first, then the others as the server orders them (most recent use first).
+      sessions = [...listed.sessions].sort((a, b) => Number(b.current) - Number(a.current));
+      render();
+      main.setAttribute('aria-busy', 'false');
+    } catch (e) {
+      fail(e);
+    }
+  }
+
+  async function revoke(session, name, button) {
+    button.disabled = true;
+    try {
+      await authed('DELETE', `/v1/auth/sessions/${encodeURIComponent(session.id)}`);
+      sessions = sessions.filter((s) => s.id !== session.id);
+      render();
+      show('notice', `Signed out ${name}.`);
+      // The button that had focus is gone: keep keyboard users in the list, not at the top.
+      document.getElementById('sessions-title').focus();
+    } catch (e) {
+      // Already gone elsewhere: the list was stale, not the request wrong.
+      if (e.code === 'session_not_found') return load();
+      button.disabled = false;
+      fail(e);
+    }
+  }
+
+  others.addEventListener('click', async () => {
+    others.disabled = true;
+    try {
+      await authed('POST', '/v1/auth/logout-all', { scope: 'others' });
+      show('notice', 'Signed out everywhere else.');
+      await load();
+    } catch (e) {
+      fail(e);
+    } finally {
+      others.disabled = false;
+    }
+  });
+
+  document.getElementById('sign-out').addEventListener('click', async () => {
+    try {
+      await authed('POST', '/v1/auth/logout');
+    } catch (e) {
+      if (!SIGNED_OUT.has(e.code)) return fail(e);
+    }
+    signedOut('signed_out');
+  });
+
+  // Come back to a tab: show what changed meanwhile (a device signed in or out elsewhere).
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') load();
+  });
+  // Keep "5 minutes ago" true without rebuilding the list (which would lose keyboard focus).
+  setInterval(() => {
+    for (const meta of list.querySelectorAll('.session-meta')) {
+      const session = sessions.find((s) => s.last_used_at === meta.dataset.lastUsedAt);
+      if (session) meta.textContent = describeActivity(session);
+    }
+  }, 30_000);
+  load();
+}
+
+if (document.body.dataset.page === 'login') loginPage();
+if (document.body.dataset.page === 'account') accountPage();
