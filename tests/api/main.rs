@@ -8,6 +8,7 @@ mod jose;
 mod postgres_support;
 
 mod access_token;
+mod admin_cli;
 mod binary;
 mod clock_skew;
 mod concurrency;
