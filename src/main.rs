@@ -23,7 +23,7 @@ enum Command {
     Serve,
     /// Create or upgrade the database schema, then exit.
     Migrate,
-    /// Accounts: add, list, show, disable, enable, set-roles.
+    /// Accounts: add, list, show, disable, enable, set-roles, import.
     Users {
         #[command(subcommand)]
         command: cli::UsersCommand,

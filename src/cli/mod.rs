@@ -4,9 +4,11 @@
 //!
 //! Output: an aligned table by default; with `--json`, one JSON object per line (JSON Lines).
 
+mod import;
 mod output;
 mod password;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
@@ -92,6 +94,10 @@ pub enum UsersCommand {
         #[arg(value_name = "ROLE")]
         roles: Vec<String>,
     },
+    /// Import accounts from JSON Lines: {"email", "password_hash", "created_at"?, "roles"?},
+    /// hashes bcrypt ($2a$, $2b$, $2y$) or argon2 PHC. Present emails are left alone, so a
+    /// second run changes nothing; bad lines are reported by number and skipped.
+    Import { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -231,6 +237,7 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<(), CliErro
                 .ok_or_else(|| CliError::NoSuchUser(email.clone()))?;
             out.line(&format!("roles of {email}: {}", or_dash(Some(roles.join(" ")))))?;
         }
+        UsersCommand::Import { file } => import::import(&admin, &file, &mut out).await?,
     }
     out.finish()
 }

@@ -20,6 +20,7 @@ mod expiry;
 mod forwarded_for;
 mod hashing_hangups;
 mod hostile_connections;
+mod import;
 mod jwt_attacks;
 mod key_rotation;
 mod liveness;
