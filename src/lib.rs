@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`config`]: settings from flags, `TESSERA_*` variables and an optional TOML file.
+//! - [`cli`]: the administrative commands (`users`, `sessions`, `audit`).
 //! - [`startup`]: builds the application (store, service, router) and runs it until shutdown.
 //! - [`http`]: routes, extractors and the one mapping of errors to problem+json.
 //! - [`service`]: the auth flows; [`service::rotation`] is the refresh-token state machine,
@@ -20,6 +21,7 @@
 //! never sees SQL.
 
 pub mod alerts;
+pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod domain;

@@ -6,7 +6,7 @@ use tessera::config::{Config, ConfigArgs};
 use tessera::domain::{Clock, SystemClock};
 use tessera::operator::{self, Severity};
 use tessera::startup::{shutdown_signal, Application};
-use tessera::{service, store, telemetry};
+use tessera::{cli, service, store, telemetry};
 
 /// Tessera: access JWTs, rotating refresh tokens with reuse detection, device sessions.
 #[derive(Parser)]
@@ -24,6 +24,18 @@ enum Command {
     Serve,
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Accounts: add, list, show, disable, enable, set-roles, import.
+    Users {
+        #[command(subcommand)]
+        command: cli::UsersCommand,
+    },
+    /// Sessions of an account: list, revoke.
+    Sessions {
+        #[command(subcommand)]
+        command: cli::SessionsCommand,
+    },
+    /// The audit trail, newest first (filters: --user, --kind, --since, --limit).
+    Audit(cli::AuditArgs),
     /// Retire the active signing key and start signing with a new one (of the configured
     /// algorithm). Tokens signed with the old key stay valid until they expire; running
     /// instances switch within a minute.
@@ -77,6 +89,9 @@ async fn run(command: Command, config: Config) -> ExitCode {
             .await
             .map(|_| println!("migrations applied"))
             .map_err(|e| e.to_string()),
+        Command::Users { command } => admin_result(cli::users(&config, command).await),
+        Command::Sessions { command } => admin_result(cli::sessions(&config, command).await),
+        Command::Audit(args) => admin_result(cli::audit(&config, args).await),
         Command::RotateKey => rotate_key(&config).await,
     };
     match result {
@@ -104,6 +119,14 @@ async fn check(config: &Config) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// An administrative command's outcome; a reader closing our output (`| head`) is no failure.
+fn admin_result(result: Result<(), cli::CliError>) -> Result<(), String> {
+    match result {
+        Ok(()) | Err(cli::CliError::ReaderGone) => Ok(()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -10,7 +10,8 @@ use ring::rand::SystemRandom;
 use tessera::crypto::{PasswordHashString, RefreshToken, RefreshTokenHash, RefreshTokenKey};
 use tessera::domain::{Email, SessionId, Timestamp, UserId};
 use tessera::store::{
-    self, AuditEvent, CurrentRotation, LoginFailures, Rotation, SessionRecord, Store, StoreError, UserRecord,
+    self, AuditEvent, AuditFilter, CurrentRotation, LoginFailures, Rotation, SessionRecord, Store,
+    StoreError, UserRecord,
 };
 use tessera::tokens::SigningKeyRecord;
 
@@ -737,6 +738,243 @@ async fn audit_events_and_ping(store: Arc<dyn Store>) {
     store.insert_audit_event(&e).await.expect("audit");
 }
 
+async fn accounts_are_found_paged_and_have_their_roles_replaced(store: Arc<dyn Store>) {
+    let mut emails = Vec::new();
+    for i in 0..5 {
+        let u = user(&format!("user{i}@example.com"));
+        store.insert_user(&u).await.expect("insert");
+        emails.push(u.email.clone());
+    }
+    let account = store
+        .find_account(&emails[2])
+        .await
+        .expect("find")
+        .expect("present");
+    assert_eq!(account.user.email, emails[2]);
+    assert_eq!(account.disabled_at, None);
+    let nobody = Email::parse("nobody@example.com").expect("email");
+    assert!(store.find_account(&nobody).await.expect("find").is_none());
+
+    let first = store.find_accounts(None, 2).await.expect("page");
+    let firsts: Vec<_> = first.iter().map(|a| a.user.email.clone()).collect();
+    assert_eq!(firsts, emails[..2].to_vec());
+    let rest = store.find_accounts(Some(&emails[1]), 10).await.expect("page");
+    let rests: Vec<_> = rest.iter().map(|a| a.user.email.clone()).collect();
+    assert_eq!(rests, emails[2..].to_vec());
+
+    let roles = vec!["admin".to_string(), "ops".to_string()];
+    assert!(store
+        .update_user_roles(account.user.id, &roles)
+        .await
+        .expect("roles"));
+    let found = store
+        .find_user_by_email(&emails[2])
+        .await
+        .expect("find")
+        .expect("present");
+    assert_eq!(found.roles, roles);
+    assert!(!store
+        .update_user_roles(UserId::new(), &roles)
+        .await
+        .expect("roles"));
+}
+
+async fn a_disabled_user_gets_no_session_until_enabled(store: Arc<dyn Store>) {
+    let (u, live, live_first) = seeded(store.as_ref()).await;
+    assert_eq!(store.disable_user(u.id, T0).await.expect("disable"), 1);
+    let after = store.find_session(live.id).await.expect("find").expect("present");
+    assert_eq!(after.revoked_at, Some(T0));
+    assert_eq!(after.revoked_reason.as_deref(), Some("user_disabled"));
+    assert!(store
+        .rotate_current(&one_step(live_first, Timestamp(T0.0 + 1), None))
+        .await
+        .expect("rotate")
+        .is_none());
+    let account = store
+        .find_account(&u.email)
+        .await
+        .expect("find")
+        .expect("present");
+    assert_eq!(account.disabled_at, Some(T0));
+
+    let refused = session(&u, T0);
+    assert!(!store.insert_session(&refused, &hash()).await.expect("insert"));
+    assert!(store.find_session(refused.id).await.expect("find").is_none());
+    // Disabling again keeps the first time; enabling lets sessions in again.
+    assert_eq!(
+        store
+            .disable_user(u.id, Timestamp(T0.0 + 5))
+            .await
+            .expect("disable"),
+        0
+    );
+    let account = store
+        .find_account(&u.email)
+        .await
+        .expect("find")
+        .expect("present");
+    assert_eq!(account.disabled_at, Some(T0));
+    assert!(store.enable_user(u.id).await.expect("enable"));
+    assert!(!store.enable_user(u.id).await.expect("enable"));
+    assert!(store
+        .insert_session(&session(&u, T0), &hash())
+        .await
+        .expect("insert"));
+}
+
+async fn a_session_insert_racing_a_disable_never_outlives_it(store: Arc<dyn Store>) {
+    for _ in 0..10 {
+        let u = user(&format!("{}@example.com", uuid::Uuid::new_v4().simple()));
+        store.insert_user(&u).await.expect("insert user");
+        let inserting: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, s) = (Arc::clone(&store), session(&u, T0));
+                tokio::spawn(async move {
+                    let inserted = store.insert_session(&s, &hash()).await.expect("insert");
+                    (s.id, inserted)
+                })
+            })
+            .collect();
+        let disabling = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.disable_user(u.id, Timestamp(T0.0 + 1)).await })
+        };
+        disabling.await.expect("join").expect("disable");
+        for task in inserting {
+            let (id, inserted) = task.await.expect("join");
+            let found = store.find_session(id).await.expect("find");
+            match found {
+                Some(s) => {
+                    assert!(inserted);
+                    assert!(s.revoked_at.is_some(), "a session outlived the disable");
+                }
+                None => assert!(!inserted),
+            }
+        }
+        assert!(live_ids(store.as_ref(), u.id, T0).await.is_empty());
+    }
+}
+
+async fn imported_users_are_inserted_once(store: Arc<dyn Store>) {
+    let taken = user("taken@example.com");
+    store.insert_user(&taken).await.expect("insert");
+    let batch: Vec<_> = [
+        "a@example.com",
+        "taken@example.com",
+        "b@example.com",
+        "a@example.com",
+    ]
+    .iter()
+    .map(|e| user(e))
+    .collect();
+    assert_eq!(store.insert_users_if_absent(&batch).await.expect("import"), 2);
+    assert_eq!(store.insert_users_if_absent(&batch).await.expect("import"), 0);
+    assert_eq!(store.insert_users_if_absent(&[]).await.expect("import"), 0);
+    let kept = store
+        .find_user_by_email(&taken.email)
+        .await
+        .expect("find")
+        .expect("present");
+    assert_eq!(kept.id, taken.id, "a present user is left as it was");
+    let a = store
+        .find_user_by_email(&batch[0].email)
+        .await
+        .expect("find")
+        .expect("present");
+    assert_eq!(
+        (a.id, a.roles, a.created_at),
+        (batch[0].id, batch[0].roles.clone(), T0)
+    );
+}
+
+async fn a_password_hash_is_upgraded_only_if_unchanged(store: Arc<dyn Store>) {
+    let u = user("upgrade@example.com");
+    store.insert_user(&u).await.expect("insert");
+    let new = PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3".into());
+    let other = PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$b3RoZXI$b3RoZXI".into());
+    assert!(store
+        .upgrade_password_hash(u.id, &u.password_hash, &new)
+        .await
+        .expect("upgrade"));
+    // A second upgrade from the old hash (a racing login) changes nothing.
+    assert!(!store
+        .upgrade_password_hash(u.id, &u.password_hash, &other)
+        .await
+        .expect("upgrade"));
+    let found = store
+        .find_user_by_email(&u.email)
+        .await
+        .expect("find")
+        .expect("present");
+    assert_eq!(found.password_hash, new);
+}
+
+async fn audit_events_are_read_newest_first_by_filter(store: Arc<dyn Store>) {
+    let (u, s, _) = seeded(store.as_ref()).await;
+    let other = UserId::new();
+    let event = |kind: &'static str, user: UserId, at: i64| AuditEvent {
+        id: uuid::Uuid::now_v7(),
+        event: kind,
+        at: Timestamp(T0.0 + at),
+        user_id: Some(user),
+        session_id: Some(s.id),
+        ip: Some("10.0.0.1".into()),
+        user_agent: Some("ua".into()),
+        detail: Some("d".into()),
+    };
+    for e in [
+        event("login_succeeded", u.id, 1),
+        event("login_failed", u.id, 2),
+        event("login_succeeded", other, 3),
+        event("login_succeeded", u.id, 4),
+    ] {
+        store.insert_audit_event(&e).await.expect("audit");
+    }
+    let read = |filter: AuditFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .find_audit_events(&filter)
+                .await
+                .expect("read")
+                .iter()
+                .map(|e| (e.event.clone(), e.at.0 - T0.0))
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = AuditFilter {
+        limit: 10,
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        read(all.clone()).await.iter().map(|e| e.1).collect::<Vec<_>>(),
+        [4, 3, 2, 1]
+    );
+    let mine = AuditFilter {
+        user: Some(u.id),
+        ..all.clone()
+    };
+    assert_eq!(
+        read(mine.clone()).await.iter().map(|e| e.1).collect::<Vec<_>>(),
+        [4, 2, 1]
+    );
+    let logins = AuditFilter {
+        event: Some("login_succeeded".into()),
+        since: Some(Timestamp(T0.0 + 2)),
+        ..mine.clone()
+    };
+    assert_eq!(read(logins).await, [("login_succeeded".to_string(), 4)]);
+    assert_eq!(read(AuditFilter { limit: 1, ..mine }).await.len(), 1);
+    let found = store.find_audit_events(&all).await.expect("read");
+    assert_eq!(
+        found[0].email.as_deref(),
+        Some(u.email.as_str()),
+        "joined to its user"
+    );
+    assert_eq!(found[1].email, None, "a user that does not exist");
+    assert_eq!(found[0].session_id, Some(s.id));
+}
+
 async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
@@ -791,6 +1029,12 @@ conformance!(
     rotating_the_signing_key_retires_the_active_one,
     login_failures_are_counted_atomically,
     audit_events_and_ping,
+    accounts_are_found_paged_and_have_their_roles_replaced,
+    a_disabled_user_gets_no_session_until_enabled,
+    a_session_insert_racing_a_disable_never_outlives_it,
+    imported_users_are_inserted_once,
+    a_password_hash_is_upgraded_only_if_unchanged,
+    audit_events_are_read_newest_first_by_filter,
 );
 
 /// PostgreSQL's group commit: rotations sent together in one statement are decided exactly

@@ -13,6 +13,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::domain::SessionId;
 
+pub mod imported;
 mod password;
 
 pub use password::{PasswordHashString, PasswordHasher};

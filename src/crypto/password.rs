@@ -60,6 +60,30 @@ impl PasswordHasher {
     }
 
     pub fn hash(&self, password: &Password) -> Result<PasswordHashString, CryptoError> {
+        self.hash_str(password.expose())
+    }
+
+    /// Hashes a password that has just verified against a stored hash of another kind
+    /// (imported): it met the rules of the system that set it, whatever ours say now.
+    pub fn rehash_verified(&self, password: &str) -> Result<PasswordHashString, CryptoError> {
+        self.hash_str(password)
+    }
+
+    /// Is `stored` anything but our own argon2id with our parameters (an imported bcrypt or
+    /// argon2 hash)? Then a login that verifies it replaces it.
+    pub fn needs_upgrade(&self, stored: &PasswordHashString) -> bool {
+        let Ok(parsed) = PasswordHash::new(&stored.0) else {
+            return true;
+        };
+        parsed.algorithm != Algorithm::Argon2id.ident()
+            || parsed.version != Some(Version::V0x13.into())
+            || !Params::try_from(&parsed).is_ok_and(|p| {
+                let ours = self.argon2.params();
+                (p.m_cost(), p.t_cost(), p.p_cost()) == (ours.m_cost(), ours.t_cost(), ours.p_cost())
+            })
+    }
+
+    fn hash_str(&self, password: &str) -> Result<PasswordHashString, CryptoError> {
         let salt = SaltString::generate(&mut OsRng);
         let mut salt_bytes = [0u8; 64];
         let salt_bytes = salt.as_salt().decode_b64(&mut salt_bytes).map_err(hash_error)?;
@@ -68,7 +92,7 @@ impl PasswordHasher {
             .params()
             .output_len()
             .unwrap_or(Params::DEFAULT_OUTPUT_LEN);
-        let output = self.compute(&self.argon2, password.expose().as_bytes(), salt_bytes, output_len)?;
+        let output = self.compute(&self.argon2, password.as_bytes(), salt_bytes, output_len)?;
         let phc = PasswordHash {
             algorithm: Algorithm::Argon2id.ident(),
             version: Some(Version::V0x13.into()),
@@ -82,6 +106,9 @@ impl PasswordHasher {
     /// Recomputes the hash with the stored algorithm, parameters and salt and compares in
     /// constant time (`Output`'s equality). Anything unparsable simply does not match.
     pub fn verify(&self, password: &str, stored: &PasswordHashString) -> bool {
+        if super::imported::is_bcrypt(&stored.0) {
+            return super::imported::verify_bcrypt(password, &stored.0);
+        }
         self.try_verify(password, stored).unwrap_or(false)
     }
 
@@ -198,6 +225,29 @@ mod tests {
             .to_string();
         assert!(hasher.verify("correct horse", &PasswordHashString(theirs.clone())));
         assert!(!hasher.verify("correct horsf", &PasswordHashString(theirs)));
+    }
+
+    #[test]
+    fn only_our_own_argon2id_needs_no_upgrade() {
+        let hasher = PasswordHasher::new();
+        let ours = hasher.hash(&Password::parse("correct horse").unwrap()).unwrap();
+        assert!(!hasher.needs_upgrade(&ours));
+        let bcrypt = PasswordHashString(bcrypt::hash("short", 4).unwrap());
+        assert!(hasher.verify("short", &bcrypt));
+        assert!(hasher.needs_upgrade(&bcrypt));
+        let weaker = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8 * 1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"short", &SaltString::generate(&mut OsRng))
+        .unwrap()
+        .to_string();
+        assert!(hasher.needs_upgrade(&PasswordHashString(weaker)));
+        // A password shorter than today's minimum still gets its upgrade.
+        let upgraded = hasher.rehash_verified("short").unwrap();
+        assert!(!hasher.needs_upgrade(&upgraded));
+        assert!(hasher.verify("short", &upgraded));
     }
 
     #[test]

@@ -86,7 +86,16 @@ impl AuthService {
             .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
         let password = password.to_owned();
         let permit = self.hashing_permit().await?;
-        let hashing = self.spawn_hash(permit, move |hasher| hasher.verify(&password, &stored));
+        // A hash imported from another system (bcrypt, other argon2 parameters) that verifies
+        // is replaced by our own, computed here while the password is at hand; the dummy hash
+        // never needs it, so an unknown email costs one hash, like a wrong password.
+        let hashing = self.spawn_hash(permit, move |hasher| {
+            let matches = hasher.verify(&password, &stored);
+            let upgrade = (matches && hasher.needs_upgrade(&stored))
+                .then(|| hasher.rehash_verified(&password).ok().map(|new| (stored, new)))
+                .flatten();
+            (matches, upgrade)
+        });
         // Once the hash has started, it and the audit record of a failure run to the end on a
         // task of their own, even if this request is dropped because the client hung up: the
         // attempt was made and must be on record. (A client that leaves while still queued for
@@ -97,8 +106,8 @@ impl AuthService {
             self.policy.lockout,
             email.clone().filter(|_| self.policy.lockout.enabled()),
         );
-        let matches = tokio::spawn(async move {
-            let matches = hashing.await.map_err(|e| AuthError::Internal(e.to_string()))?;
+        let (matches, upgrade) = tokio::spawn(async move {
+            let (matches, upgrade) = hashing.await.map_err(|e| AuthError::Internal(e.to_string()))?;
             if !(matches && known) {
                 let at = clock.now();
                 if let Some(email) = counted {
@@ -106,7 +115,7 @@ impl AuthService {
                 }
                 write_audit(store.as_ref(), AuditEvent { at, ..failure }).await;
             }
-            Ok::<bool, AuthError>(matches)
+            Ok::<_, AuthError>((matches, upgrade))
         })
         .await
         .map_err(|e| AuthError::Internal(e.to_string()))??;
@@ -145,7 +154,30 @@ impl AuthService {
             },
         };
         let refresh = RefreshToken::issue(&self.rng, session.id, 0)?;
-        self.store.insert_session(&session, &refresh.hash()).await?;
+        if !self.store.insert_session(&session, &refresh.hash()).await? {
+            // Disabled (`tessera users disable`): the same answer as a wrong password, after
+            // the same work, so disabling an account tells nobody anything about it, not even
+            // someone who holds its password.
+            self.audit(
+                "login_failed",
+                Some(user.id),
+                None,
+                client,
+                Some("account disabled".into()),
+            )
+            .await;
+            return Err(AuthError::InvalidCredentials);
+        }
+        let mut detail = None;
+        if let Some((old, new)) = upgrade {
+            // Only if unchanged: a password set meanwhile is not overwritten. A failure
+            // leaves the imported hash, which the next login upgrades.
+            match self.store.upgrade_password_hash(user.id, &old, &new).await {
+                Ok(true) => detail = Some("password hash upgraded to argon2id".to_owned()),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(user = %user.id, error = %e, "could not upgrade a password hash"),
+            }
+        }
         let evicted = self
             .store
             .revoke_sessions_over_limit(user.id, self.policy.max_sessions, now)
@@ -156,7 +188,7 @@ impl AuthService {
             self.audit("session_evicted", Some(user.id), None, client, Some(detail))
                 .await;
         }
-        self.audit("login_succeeded", Some(user.id), Some(session.id), client, None)
+        self.audit("login_succeeded", Some(user.id), Some(session.id), client, detail)
             .await;
         self.grant(&keys, &user, &session, refresh, now)
     }

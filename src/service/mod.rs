@@ -1,11 +1,15 @@
 //! The auth flows, one file per flow: `login` (register, login), `refresh` (rotation, grace
 //! replay, reuse detection), `sessions` (authentication, listing, revocation, logout, sweep),
 //! with `keys` (signing keys), `hashing` (bounded password hashing), `revocations` and
-//! `liveness` (session liveness from memory) and `rotation` (the pure refresh state machine).
+//! `liveness` (session liveness from memory) and `rotation` (the pure refresh state machine);
+//! `admin` is the command line's account and session administration, `import` its import
+//! of accounts from other systems.
 //! No HTTP types here: callers pass plain values and get [`AuthError`]s.
 
+pub mod admin;
 pub mod aligned_clock;
 mod hashing;
+pub mod import;
 mod keys;
 pub mod liveness;
 pub mod lockout;

@@ -12,8 +12,11 @@ use crate::crypto::{PasswordHashString, RefreshTokenHash, RefreshTokenKey};
 use crate::domain::{Email, SessionId, Timestamp, UserId};
 use crate::tokens::SigningKeyRecord;
 
+mod accounts;
 pub mod postgres;
 pub mod sqlite;
+
+pub use accounts::{AccountStore, AuditFilter, StoredAuditEvent, UserAccount};
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
@@ -190,7 +193,7 @@ pub trait RevocationListener: Send {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AccountStore + Send + Sync + 'static {
     /// Is the database answering?
     async fn ping(&self) -> StoreResult<()>;
 
@@ -198,8 +201,10 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_user(&self, user: &UserRecord) -> StoreResult<()>;
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>>;
 
-    /// Creates a session together with its first refresh token (generation 0).
-    async fn insert_session(&self, session: &SessionRecord, first: &RefreshTokenHash) -> StoreResult<()>;
+    /// Creates a session together with its first refresh token (generation 0), unless its
+    /// user is disabled: then nothing is written and the answer is `false`. The check is part
+    /// of the insert, so a login racing `disable_user` cannot leave a live session behind.
+    async fn insert_session(&self, session: &SessionRecord, first: &RefreshTokenHash) -> StoreResult<bool>;
     async fn find_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>>;
     /// The session and its user in one read: the access-token liveness check.
     async fn find_session_with_user(&self, id: SessionId)

@@ -15,6 +15,7 @@ use sqlx::Row;
 
 use super::*;
 
+mod accounts;
 mod operator;
 mod rotations;
 pub use operator::inspect;
@@ -201,12 +202,17 @@ impl Store for PostgresStore {
         row.as_ref().map(user_from_row).transpose().map_err(map_pg)
     }
 
-    async fn insert_session(&self, s: &SessionRecord, first: &RefreshTokenHash) -> StoreResult<()> {
+    async fn insert_session(&self, s: &SessionRecord, first: &RefreshTokenHash) -> StoreResult<bool> {
         // One statement, so no transaction round trips: the CTE inserts both rows atomically.
-        sqlx::query(
-            "WITH s AS (INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
+        // It share-locks the user row, and only if the user is not disabled: a `disable_user`
+        // holding the row makes it wait and then re-check (and find it disabled: nothing is
+        // inserted); one arriving after it waits for this commit, and its revocation, a later
+        // statement, then sees this session. No session outlives a disable.
+        let inserted = sqlx::query(
+            "WITH u AS (SELECT id FROM users WHERE id = $2 AND disabled_at IS NULL FOR SHARE), \
+             s AS (INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
              refresh_expires_at, user_agent, ip, generation, csrf_token) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id) \
+             SELECT $1, u.id, $3, $4, $5, $6, $7, $8, $9, $10 FROM u RETURNING id) \
              INSERT INTO refresh_tokens (hash, session_id, generation) SELECT $11, id, $9 FROM s",
         )
         .bind(s.id.0)
@@ -222,8 +228,9 @@ impl Store for PostgresStore {
         .bind(&first.0[..])
         .execute(&self.pool)
         .await
-        .map_err(map_pg)?;
-        Ok(())
+        .map_err(map_pg)?
+        .rows_affected();
+        Ok(inserted == 1)
     }
 
     async fn find_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_session_revocations.sql"),
     include_str!("../../migrations/sqlite/0003_chained_refresh_tokens.sql"),
     include_str!("../../migrations/sqlite/0004_login_failures.sql"),
+    include_str!("../../migrations/sqlite/0005_user_admin.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
@@ -78,6 +79,9 @@ macro_rules! sql_now_millis {
         "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
     };
 }
+
+// Account administration, import and the audit trail (uses the macros above).
+mod accounts;
 
 pub struct SqliteStore {
     readers: Readers,
@@ -491,15 +495,18 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn insert_session(&self, s: &SessionRecord, first: &RefreshTokenHash) -> StoreResult<()> {
+    async fn insert_session(&self, s: &SessionRecord, first: &RefreshTokenHash) -> StoreResult<bool> {
         let s = s.clone();
         let first = *first;
-        // The trigger `sessions_record_first_token` records `first` in refresh_tokens.
+        // The trigger `sessions_record_first_token` records `first` in refresh_tokens. The
+        // user's disabled mark is checked by the insert itself: with one writer (and SQLite's
+        // lock for other processes) a disable is wholly before or after it.
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
                  refresh_expires_at, user_agent, ip, generation, csrf_token, current_hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 \
+                 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled_at IS NULL)",
             )?
             .execute(params![
                 s.id.to_string(),
@@ -514,7 +521,7 @@ impl Store for SqliteStore {
                 s.csrf_token,
                 &first.0[..],
             ])
-            .map(drop)
+            .map(|inserted| inserted == 1)
         })
         .await
     }

@@ -8,6 +8,7 @@ mod jose;
 mod postgres_support;
 
 mod access_token;
+mod admin_cli;
 mod binary;
 mod clock_skew;
 mod concurrency;
@@ -21,6 +22,7 @@ mod expiry;
 mod forwarded_for;
 mod hashing_hangups;
 mod hostile_connections;
+mod import;
 mod jwt_attacks;
 mod key_rotation;
 mod liveness;

@@ -1,0 +1,82 @@
+//! Password hashes made by the systems Tessera replaces: bcrypt (`$2a$`, `$2b$`, `$2y$`, any
+//! cost) from the Node/Express tutorial stacks, and argon2 PHC strings with other parameters.
+//! They verify as they are; a login that verifies one replaces it with our own argon2id.
+
+use argon2::password_hash::PasswordHash;
+use argon2::{Algorithm, Params};
+
+/// Is this a bcrypt hash in one of the variants we verify?
+pub fn is_bcrypt(hash: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
+}
+
+/// Verifies a password against a bcrypt hash (in constant time, by the `bcrypt` crate). As
+/// bcrypt always did, only the first 72 bytes of the password count.
+pub fn verify_bcrypt(password: &str, hash: &str) -> bool {
+    bcrypt::verify(password, hash).unwrap_or(false)
+}
+
+/// Can a hash brought in by `tessera users import` be verified at login? `Err` says why not,
+/// without repeating the hash (it is a secret).
+pub fn check_importable(hash: &str) -> Result<(), &'static str> {
+    if is_bcrypt(hash) {
+        let parts: bcrypt::HashParts = hash
+            .parse()
+            .map_err(|_| "password_hash is not a well-formed bcrypt hash")?;
+        if !(4..=31).contains(&parts.get_cost()) {
+            return Err("password_hash has a bcrypt cost outside 4..=31");
+        }
+        return Ok(());
+    }
+    if hash.starts_with("$argon2") {
+        let parsed =
+            PasswordHash::new(hash).map_err(|_| "password_hash is not a well-formed argon2 PHC string")?;
+        Algorithm::try_from(parsed.algorithm).map_err(|_| "password_hash names an unknown argon2 variant")?;
+        Params::try_from(&parsed).map_err(|_| "password_hash has invalid argon2 parameters")?;
+        if parsed.salt.is_none() || parsed.hash.is_none() {
+            return Err("password_hash lacks its salt or hash");
+        }
+        return Ok(());
+    }
+    Err("password_hash is neither bcrypt ($2a$, $2b$, $2y$) nor an argon2 PHC string")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bcrypt_variant_verifies_and_only_with_the_right_password() {
+        let made = bcrypt::hash_with_result("hunter2", 4).unwrap();
+        for version in [
+            bcrypt::Version::TwoA,
+            bcrypt::Version::TwoB,
+            bcrypt::Version::TwoY,
+        ] {
+            let hash = made.format_for_version(version);
+            assert!(is_bcrypt(&hash), "{hash}");
+            assert_eq!(check_importable(&hash), Ok(()));
+            assert!(verify_bcrypt("hunter2", &hash));
+            assert!(!verify_bcrypt("hunter3", &hash));
+        }
+    }
+
+    #[test]
+    fn unverifiable_hashes_are_refused_at_import() {
+        let bcrypt = bcrypt::hash("hunter2", 4).unwrap();
+        for bad in [
+            "",
+            "plaintext-password",
+            "$2x$04$abcdefghijklmnopqrstuu", // $2x$ is the buggy crypt_blowfish variant
+            &bcrypt[..40],
+            "$argon2id$v=19$m=19456,t=2,p=1",
+            "$argon2zz$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+            "$pbkdf2-sha256$29000$c2FsdA$aGFzaA",
+        ] {
+            assert!(check_importable(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(
+            check_importable("$argon2i$v=19$m=4096,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2g").is_ok()
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! Account administration, user import and reading the audit trail: what the `tessera users`,
+//! `sessions` and `audit` commands and the upgrade of imported password hashes need from
+//! storage. A trait of its own, a supertrait of [`Store`](super::Store), so these statements
+//! sit beside the request paths rather than among them; each backend implements it in its
+//! own `accounts` module.
+
+use async_trait::async_trait;
+
+use super::{StoreResult, UserRecord};
+use crate::crypto::PasswordHashString;
+use crate::domain::{Email, SessionId, Timestamp, UserId};
+
+/// A user as an administrator sees it.
+#[derive(Clone, Debug)]
+pub struct UserAccount {
+    pub user: UserRecord,
+    /// Set while the account is disabled: no session can be created for it.
+    pub disabled_at: Option<Timestamp>,
+}
+
+/// Which audit events to read, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub user: Option<UserId>,
+    pub event: Option<String>,
+    pub since: Option<Timestamp>,
+    pub limit: u32,
+}
+
+/// An audit event as stored, with the email of its user if the user still exists.
+#[derive(Clone, Debug)]
+pub struct StoredAuditEvent {
+    pub id: uuid::Uuid,
+    pub event: String,
+    pub at: Timestamp,
+    pub user_id: Option<UserId>,
+    pub email: Option<String>,
+    pub session_id: Option<SessionId>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    async fn find_account(&self, email: &Email) -> StoreResult<Option<UserAccount>>;
+    /// Up to `limit` accounts in email order, after `after` (keyset paging).
+    async fn find_accounts(&self, after: Option<&Email>, limit: u32) -> StoreResult<Vec<UserAccount>>;
+    /// Marks the user disabled (keeping the first time it was) and revokes every live session
+    /// of it, reason `user_disabled`, all in one transaction; returns how many sessions it
+    /// revoked. A session insert racing it either commits first (and is revoked here) or
+    /// sees the user disabled and inserts nothing (see `Store::insert_session`).
+    async fn disable_user(&self, user: UserId, now: Timestamp) -> StoreResult<u64>;
+    /// Clears the disabled mark; returns whether the user was disabled.
+    async fn enable_user(&self, user: UserId) -> StoreResult<bool>;
+    /// Replaces the user's roles; returns whether the user exists.
+    async fn update_user_roles(&self, user: UserId, roles: &[String]) -> StoreResult<bool>;
+    /// Replaces the password hash with `new` only if it is still `old` (an imported hash
+    /// upgraded at login must not overwrite a password changed meanwhile); returns whether
+    /// it did.
+    async fn upgrade_password_hash(
+        &self,
+        user: UserId,
+        old: &PasswordHashString,
+        new: &PasswordHashString,
+    ) -> StoreResult<bool>;
+    /// Inserts every user whose email is not taken yet, in one transaction; returns how many
+    /// it inserted (the others were already present).
+    async fn insert_users_if_absent(&self, users: &[UserRecord]) -> StoreResult<u64>;
+    async fn find_audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<StoredAuditEvent>>;
+}

@@ -1,0 +1,181 @@
+//! [`AccountStore`] on PostgreSQL.
+
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use super::{map_pg, user_from_row, PostgresStore, USER_COLUMNS};
+use crate::crypto::PasswordHashString;
+use crate::domain::{Email, SessionId, Timestamp, UserId};
+use crate::store::{
+    roles_json, AccountStore, AuditFilter, StoreResult, StoredAuditEvent, UserAccount, UserRecord,
+};
+
+fn account_from_row(row: &PgRow) -> Result<UserAccount, sqlx::Error> {
+    Ok(UserAccount {
+        user: user_from_row(row)?,
+        disabled_at: row.try_get::<Option<i64>, _>("disabled_at")?.map(Timestamp),
+    })
+}
+
+fn audit_from_row(row: &PgRow) -> Result<StoredAuditEvent, sqlx::Error> {
+    Ok(StoredAuditEvent {
+        id: row.try_get("id")?,
+        event: row.try_get("event")?,
+        at: Timestamp(row.try_get("at")?),
+        user_id: row.try_get::<Option<uuid::Uuid>, _>("user_id")?.map(UserId),
+        email: row.try_get("email")?,
+        session_id: row.try_get::<Option<uuid::Uuid>, _>("session_id")?.map(SessionId),
+        ip: row.try_get("ip")?,
+        user_agent: row.try_get("user_agent")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl AccountStore for PostgresStore {
+    async fn find_account(&self, email: &Email) -> StoreResult<Option<UserAccount>> {
+        let sql = format!("SELECT {USER_COLUMNS}, u.disabled_at FROM users u WHERE u.email = $1");
+        let row = sqlx::query(&sql)
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        row.as_ref().map(account_from_row).transpose().map_err(map_pg)
+    }
+
+    async fn find_accounts(&self, after: Option<&Email>, limit: u32) -> StoreResult<Vec<UserAccount>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS}, u.disabled_at FROM users u WHERE u.email > $1 ORDER BY u.email LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.map_or("", Email::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        rows.iter()
+            .map(account_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(map_pg)
+    }
+
+    async fn disable_user(&self, user: UserId, now: Timestamp) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await.map_err(map_pg)?;
+        // The user row first: from here on, a session insert for this user waits for our
+        // commit and then finds the user disabled. Inserts that took the row before us have
+        // committed by the time we have it, so the revocation below (a later statement, a
+        // newer snapshot) sees their sessions.
+        sqlx::query("UPDATE users SET disabled_at = coalesce(disabled_at, $2) WHERE id = $1")
+            .bind(user.0)
+            .bind(now.millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_pg)?;
+        // Rows locked in id order, as `revoke_user_sessions` and the session cap lock them.
+        let revoked = sqlx::query(
+            "WITH locked AS (SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL \
+               ORDER BY id FOR UPDATE) \
+             UPDATE sessions s SET revoked_at = $2, revoked_reason = 'user_disabled', sealed_current = NULL \
+             FROM locked WHERE s.id = locked.id AND s.revoked_at IS NULL",
+        )
+        .bind(user.0)
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_pg)?
+        .rows_affected();
+        tx.commit().await.map_err(map_pg)?;
+        Ok(revoked)
+    }
+
+    async fn enable_user(&self, user: UserId) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE users SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL")
+                .bind(user.0)
+                .execute(&self.pool)
+                .await
+                .map_err(map_pg)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn update_user_roles(&self, user: UserId, roles: &[String]) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET roles = $2 WHERE id = $1")
+            .bind(user.0)
+            .bind(roles_json(roles))
+            .execute(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn upgrade_password_hash(
+        &self,
+        user: UserId,
+        old: &PasswordHashString,
+        new: &PasswordHashString,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2")
+            .bind(user.0)
+            .bind(&old.0)
+            .bind(&new.0)
+            .execute(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_users_if_absent(&self, users: &[UserRecord]) -> StoreResult<u64> {
+        // One statement over arrays: one round trip and one commit for the whole batch.
+        let mut ids = Vec::with_capacity(users.len());
+        let mut emails = Vec::with_capacity(users.len());
+        let mut hashes = Vec::with_capacity(users.len());
+        let mut roles = Vec::with_capacity(users.len());
+        let mut created = Vec::with_capacity(users.len());
+        for u in users {
+            ids.push(u.id.0);
+            emails.push(u.email.as_str().to_owned());
+            hashes.push(u.password_hash.0.clone());
+            roles.push(roles_json(&u.roles));
+            created.push(u.created_at.millis());
+        }
+        let done = sqlx::query(
+            "INSERT INTO users (id, email, password_hash, roles, created_at) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(ids)
+        .bind(emails)
+        .bind(hashes)
+        .bind(roles)
+        .bind(created)
+        .execute(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn find_audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<StoredAuditEvent>> {
+        // Only the filters given are in the statement, so the planner can pick the index
+        // that fits them ((user_id, at), (event, at) or (at)).
+        let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+            "SELECT a.id, a.event, a.at, a.user_id, u.email, a.session_id, a.ip, a.user_agent, a.detail \
+             FROM audit_events a LEFT JOIN users u ON u.id = a.user_id WHERE true",
+        );
+        if let Some(user) = filter.user {
+            q.push(" AND a.user_id = ").push_bind(user.0);
+        }
+        if let Some(event) = &filter.event {
+            q.push(" AND a.event = ").push_bind(event.clone());
+        }
+        if let Some(since) = filter.since {
+            q.push(" AND a.at >= ").push_bind(since.millis());
+        }
+        q.push(" ORDER BY a.at DESC, a.id DESC LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = q.build().fetch_all(&self.pool).await.map_err(map_pg)?;
+        rows.iter()
+            .map(audit_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(map_pg)
+    }
+}

@@ -1,0 +1,172 @@
+//! `tessera users import` through the real binary, then logins with the imported passwords
+//! on the running server: bcrypt in every variant and a foreign argon2 hash verify, and are
+//! replaced by our argon2id on the first successful login.
+
+use argon2::password_hash::{PasswordHasher as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use serde_json::{json, Value};
+
+use crate::admin_cli::tessera;
+use crate::helpers::*;
+use crate::jose::Jwt;
+
+/// Shorter than today's minimum: the old stack allowed it, and it must still work (and be
+/// upgraded).
+const OLD_PASSWORD: &str = "old-pw";
+
+/// The stored hash of `email`, read through a store of our own on the test's database.
+async fn stored_hash(app: &TestApp, email: &str) -> String {
+    let store = tessera::store::connect(&app.config.database_url, 1)
+        .await
+        .expect("store");
+    let email = tessera::domain::Email::parse(email).expect("email");
+    store
+        .find_user_by_email(&email)
+        .await
+        .expect("find")
+        .expect("present")
+        .password_hash
+        .0
+}
+
+fn import_file(lines: &[String]) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), lines.join("\n") + "\n").expect("write");
+    file
+}
+
+#[tokio::test]
+async fn imported_bcrypt_and_argon2_users_log_in_and_are_upgraded_and_a_rerun_changes_nothing() {
+    let app = spawn_app().await;
+    let bcrypt = bcrypt::hash_with_result(OLD_PASSWORD, 4).expect("bcrypt");
+    let argon2i = Argon2::new(
+        Algorithm::Argon2i,
+        Version::V0x13,
+        Params::new(4096, 3, 1, None).expect("params"),
+    )
+    .hash_password(
+        b"argon2i password",
+        &SaltString::generate(&mut argon2::password_hash::rand_core::OsRng),
+    )
+    .expect("argon2i")
+    .to_string();
+    let lines = [
+        json!({ "email": "Ann@Example.com", "password_hash": bcrypt.format_for_version(bcrypt::Version::TwoB),
+                "created_at": "2021-05-06T07:08:09.010Z", "roles": ["admin"] })
+        .to_string(),
+        json!({ "email": "bo@example.com", "password_hash": bcrypt.format_for_version(bcrypt::Version::TwoA),
+                "created_at": 1_600_000_000_000_i64 })
+        .to_string(),
+        "{\"email\": \"broken@example.com\",".to_owned(),
+        json!({ "email": "cy@example.com", "password_hash": bcrypt.format_for_version(bcrypt::Version::TwoY) }).to_string(),
+        String::new(),
+        json!({ "email": "ANN@example.com", "password_hash": bcrypt.to_string() }).to_string(),
+        json!({ "email": "not-an-email", "password_hash": bcrypt.to_string() }).to_string(),
+        json!({ "email": "di@example.com", "password_hash": argon2i }).to_string(),
+        json!({ "email": "ed@example.com", "password_hash": "5f4dcc3b5aa765d61d8327deb882cf99" }).to_string(),
+    ];
+    let file = import_file(&lines);
+    let path = file.path().to_str().expect("UTF-8 path");
+
+    let first = tessera(&app, &["users", "import", path], None).await;
+    assert_eq!(first.out().trim(), "imported 4, already present 1, bad 3");
+    for (line, why) in [(3, "not a JSON object"), (7, "email"), (9, "neither bcrypt")] {
+        let reported = first
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("line {line}: ")))
+            .unwrap_or_else(|| panic!("line {line} not reported: {}", first.stderr));
+        assert!(reported.contains(why), "{reported}");
+    }
+    assert!(
+        !first.stderr.contains("5f4dcc3b"),
+        "a bad hash is not repeated: {}",
+        first.stderr
+    );
+
+    // bcrypt ($2b$, with a password shorter than today's minimum): verified, then upgraded.
+    assert!(stored_hash(&app, "ann@example.com").await.starts_with("$2b$"));
+    let t = json_ok(app.login_with("ann@example.com", OLD_PASSWORD).await).await;
+    assert_eq!(t["user"]["created_at"], "2021-05-06T07:08:09.010Z");
+    assert_eq!(
+        Jwt::parse(&s(&t, "access_token")).claims["roles"],
+        json!(["admin"])
+    );
+    let upgraded = stored_hash(&app, "ann@example.com").await;
+    assert!(
+        upgraded.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{upgraded}"
+    );
+    json_ok(app.login_with("ann@example.com", OLD_PASSWORD).await).await;
+    assert_problem(
+        app.login_with("ann@example.com", "old-px").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    assert_eq!(
+        stored_hash(&app, "ann@example.com").await,
+        upgraded,
+        "upgraded once"
+    );
+
+    // $2a$, $2y$ and argon2i verify too; a wrong password upgrades nothing.
+    assert_problem(
+        app.login_with("bo@example.com", "wrong-pw").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    assert!(stored_hash(&app, "bo@example.com").await.starts_with("$2a$"));
+    for (email, password) in [
+        ("bo@example.com", OLD_PASSWORD),
+        ("cy@example.com", OLD_PASSWORD),
+        ("di@example.com", "argon2i password"),
+    ] {
+        let t = json_ok(app.login_with(email, password).await).await;
+        assert_eq!(t["user"]["email"], email);
+        assert!(
+            stored_hash(&app, email).await.starts_with("$argon2id$"),
+            "{email}"
+        );
+    }
+    let upgrades: Vec<Value> = tessera(&app, &["audit", "--kind", "login_succeeded", "--json"], None)
+        .await
+        .json_lines()
+        .into_iter()
+        .filter(|e| e["detail"] == "password hash upgraded to argon2id")
+        .collect();
+    assert_eq!(upgrades.len(), 4, "one upgrade per imported account");
+
+    let second = tessera(&app, &["users", "import", path], None).await;
+    assert_eq!(
+        second.out().trim(),
+        "imported 0, already present 5, bad 3 (nothing changed)"
+    );
+    assert_eq!(
+        stored_hash(&app, "ann@example.com").await,
+        upgraded,
+        "a rerun overwrites nothing"
+    );
+    let imports = tessera(&app, &["audit", "--kind", "admin_users_imported", "--json"], None)
+        .await
+        .json_lines();
+    assert_eq!(imports.len(), 2);
+    let detail: Value = serde_json::from_str(&s(&imports[0], "detail")).expect("JSON detail");
+    assert_eq!(
+        (detail["imported"].clone(), detail["already_present"].clone()),
+        (json!(0), json!(5))
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_import_file_fails_without_importing() {
+    let app = spawn_app().await;
+    let missing = app.storage.dir.path().join("missing.jsonl");
+    let ran = tessera(&app, &["users", "import", missing.to_str().expect("UTF-8")], None).await;
+    assert!(!ran.ok && ran.stderr.contains("cannot read"), "{}", ran.stderr);
+    assert!(tessera(&app, &["users", "list", "--json"], None)
+        .await
+        .json_lines()
+        .is_empty());
+}
