@@ -211,8 +211,8 @@ impl Store for PostgresStore {
         let inserted = sqlx::query(
             "WITH u AS (SELECT id FROM users WHERE id = $2 AND disabled_at IS NULL FOR SHARE), \
              s AS (INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
-             refresh_expires_at, user_agent, ip, generation, csrf_token) \
-             SELECT $1, u.id, $3, $4, $5, $6, $7, $8, $9, $10 FROM u RETURNING id) \
+             refresh_expires_at, user_agent, ip, generation, csrf_token, current_hash) \
+             SELECT $1, u.id, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM u RETURNING id) \
              INSERT INTO refresh_tokens (hash, session_id, generation) SELECT $11, id, $9 FROM s",
         )
         .bind(s.id.0)
@@ -309,7 +309,7 @@ impl Store for PostgresStore {
         // row from the CTE when the conditional UPDATE won.
         let inserted = sqlx::query(
             "WITH won AS (UPDATE sessions SET generation = generation + 1, rotated_at = $1, last_used_at = $1, \
-             sealed_current = $2, refresh_expires_at = $3 \
+             sealed_current = $2, refresh_expires_at = $3, current_hash = $6 \
              WHERE id = $4 AND generation = $5 AND revoked_at IS NULL \
              AND absolute_expires_at > $1 AND refresh_expires_at > $1 RETURNING id, generation) \
              INSERT INTO refresh_tokens (hash, session_id, generation) SELECT $6, id, generation FROM won",

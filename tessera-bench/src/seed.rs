@@ -352,9 +352,9 @@ impl Database {
                 let mut tokens = String::with_capacity(rows.len() * 120);
                 for row in &rows {
                     // Writing to a String cannot fail.
-                    let _ = writeln!(
+                    let _ = write!(
                         sessions,
-                        "{}\t{}\t{now}\t{now}\t{}\t{}\t{SEEDED_USER_AGENT}\t{SEEDED_IP}\t0",
+                        "{}\t{}\t{now}\t{now}\t{}\t{}\t{SEEDED_USER_AGENT}\t{SEEDED_IP}\t0\t",
                         row.id,
                         row.user_id,
                         times.absolute_expires_at.millis(),
@@ -362,6 +362,10 @@ impl Database {
                         now = times.now.millis(),
                     );
                     // bytea in COPY's text format: `\x` + hex, the backslash itself escaped.
+                    // The session row holds its current token's hash too (the fast path's check).
+                    sessions.push_str("\\\\x");
+                    push_hex(&mut sessions, &row.token_hash.0);
+                    sessions.push('\n');
                     tokens.push_str("\\\\x");
                     push_hex(&mut tokens, &row.token_hash.0);
                     let _ = writeln!(tokens, "\t{}\t0", row.id);
@@ -370,7 +374,7 @@ impl Database {
                 copy_in(
                     &mut tx,
                     "COPY sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
-                     refresh_expires_at, user_agent, ip, generation) FROM STDIN",
+                     refresh_expires_at, user_agent, ip, generation, current_hash) FROM STDIN",
                     sessions,
                 )
                 .await?;

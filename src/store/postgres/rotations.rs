@@ -132,15 +132,13 @@ pub(super) async fn rotate_together(
         "WITH batch AS (SELECT * FROM unnest($1::int4[], $2::bytea[], $3::bytea[], $4::bytea[], $5::text[], \
            $6::int8[], $7::int8[], $8::uuid[], $9::int8[]) \
            AS b(slot, presented, new_hash, sealed, csrf, now, expires, session_id, generation)), \
-         presented AS (SELECT b.* FROM batch b JOIN refresh_tokens t \
-           ON t.session_id = b.session_id AND t.generation = b.generation AND t.hash = b.presented), \
-         locked AS (SELECT s.id FROM sessions s WHERE s.id IN (SELECT session_id FROM presented) \
+         locked AS (SELECT s.id FROM sessions s WHERE s.id IN (SELECT session_id FROM batch) \
            ORDER BY s.id FOR UPDATE), \
          won AS (UPDATE sessions s SET generation = s.generation + 1, rotated_at = p.now, \
-           last_used_at = p.now, sealed_current = p.sealed, \
+           last_used_at = p.now, sealed_current = p.sealed, current_hash = p.new_hash, \
            refresh_expires_at = LEAST(p.expires, s.absolute_expires_at) \
-           FROM presented p, locked l WHERE l.id = s.id AND s.id = p.session_id \
-           AND s.generation = p.generation AND s.revoked_at IS NULL \
+           FROM batch p, locked l WHERE l.id = s.id AND s.id = p.session_id \
+           AND s.generation = p.generation AND s.current_hash = p.presented AND s.revoked_at IS NULL \
            AND s.absolute_expires_at > p.now AND s.refresh_expires_at > p.now \
            AND (p.csrf IS NULL OR s.csrf_token = p.csrf) \
            RETURNING p.slot, p.new_hash, s.*), \
