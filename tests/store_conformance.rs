@@ -94,7 +94,7 @@ fn rotation(s: &SessionRecord, expected: i64, now: Timestamp) -> Rotation {
         session_id: s.id,
         expected_generation: expected,
         new_hash: hash(),
-        sealed_new: vec![7; 60],
+        sealed_new: Some(vec![7; 60]),
         now,
         refresh_expires_at: Timestamp(now.0 + 30 * DAY),
     }
@@ -172,7 +172,7 @@ async fn rotation_advances_the_chain_once(store: Arc<dyn Store>) {
     assert_eq!(after.rotated_at, Some(now));
     assert_eq!(after.last_used_at, now);
     assert_eq!(after.refresh_expires_at, r.refresh_expires_at);
-    assert_eq!(after.sealed_current.as_deref(), Some(&r.sealed_new[..]));
+    assert_eq!(after.sealed_current, r.sealed_new);
     let new = store
         .find_refresh_token(&rotated_to(&r))
         .await

@@ -240,6 +240,22 @@ pub async fn logout_all(
     Ok(response)
 }
 
+/// Changes the caller's password (it must send the current one); every other session of the
+/// account is revoked, and this one continues with fresh tokens (cookies, for a browser).
+pub async fn change_password(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Client(client): Client,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let mut f = Fields::new(&body);
+    let current = f.required_str("current_password");
+    let new = f.required_str("new_password");
+    f.finish()?;
+    let grant = state.service.change_password(&ctx, current, new, &client).await?;
+    Ok(token_response(&grant, state.cookie_secure))
+}
+
 #[derive(Serialize)]
 struct SessionView<'a> {
     id: SessionId,

@@ -42,6 +42,7 @@ impl Discovery {
                 "refresh": url("/v1/auth/refresh"),
                 "logout": url("/v1/auth/logout"),
                 "logout_all": url("/v1/auth/logout-all"),
+                "password": url("/v1/auth/password"),
                 "sessions": url("/v1/auth/sessions"),
                 "me": url("/v1/auth/me"),
             },

@@ -53,6 +53,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/auth/logout-all", post(auth::logout_all))
+        .route("/v1/auth/password", post(auth::change_password))
         .route("/v1/auth/sessions", get(auth::list_sessions))
         .route("/v1/auth/sessions/{id}", delete(auth::revoke_session))
         .route("/v1/auth/me", get(auth::me))

@@ -197,7 +197,7 @@ impl AuthService {
 impl AuthService {
     /// Refuses a login to a locked account, unless the request comes from a device holding a
     /// live session of it. Returns whether failures are on record (to clear on success).
-    async fn check_lockout(
+    pub(super) async fn check_lockout(
         &self,
         email: &Email,
         user: Option<&UserRecord>,
@@ -244,7 +244,7 @@ impl AuthService {
 
 /// Counts a failed login against its email; the failure that locks the account is audited
 /// (and logged) as `account_locked`. Errors are logged: the login has failed either way.
-async fn count_failure(
+pub(super) async fn count_failure(
     store: &dyn Store,
     email: &Email,
     lockout: LockoutPolicy,

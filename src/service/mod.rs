@@ -14,6 +14,7 @@ mod keys;
 pub mod liveness;
 pub mod lockout;
 mod login;
+mod password;
 mod refresh;
 mod revocations;
 pub mod rotation;

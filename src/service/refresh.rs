@@ -93,7 +93,7 @@ impl AuthService {
                         session_id: session.id,
                         expected_generation: generation,
                         new_hash: next.hash(),
-                        sealed_new: presented.seal_successor(&next, &self.rng)?,
+                        sealed_new: Some(presented.seal_successor(&next, &self.rng)?),
                         now,
                         refresh_expires_at,
                     };

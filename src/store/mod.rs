@@ -117,7 +117,10 @@ pub struct Rotation {
     /// The generation the caller saw as current; the write succeeds only if it still is.
     pub expected_generation: i64,
     pub new_hash: RefreshTokenHash,
-    pub sealed_new: Vec<u8>,
+    /// The new token sealed under the presented one, for a grace-window replay; `None` when
+    /// nothing may be replayed (a rotation not made by presenting the predecessor, such as a
+    /// password change: the old token is then reuse, never a retry).
+    pub sealed_new: Option<Vec<u8>>,
     pub now: Timestamp,
     pub refresh_expires_at: Timestamp,
 }

@@ -34,6 +34,7 @@ mod me;
 mod metrics;
 mod operator;
 mod pages;
+mod password;
 mod rate_limit_scale;
 mod rate_limits;
 mod refresh;

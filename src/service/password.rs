@@ -1,0 +1,136 @@
+//! Changing a password: the signed-in user proves the current one, and every other session
+//! ends (whoever else got in, with the old password or a stolen token, is out). The caller's
+//! own session goes on, with a fresh refresh token that its predecessor cannot replay.
+
+use super::{AuthContext, AuthError, AuthService, ClientInfo, TokenGrant};
+use crate::crypto::RefreshToken;
+use crate::domain::{FieldError, Password};
+use crate::store::Rotation;
+
+impl AuthService {
+    pub async fn change_password(
+        &self,
+        ctx: &AuthContext,
+        current: &str,
+        new: &str,
+        client: &ClientInfo,
+    ) -> Result<TokenGrant, AuthError> {
+        let mut errors = Vec::new();
+        if current.is_empty() {
+            errors.push(FieldError::new("current_password", "must not be empty"));
+        } else if current.chars().count() > Password::MAX_CHARS {
+            errors.push(FieldError::new(
+                "current_password",
+                "must be at most 1024 characters",
+            ));
+        }
+        let new = match Password::parse(new) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.push(FieldError::new("new_password", e.message));
+                None
+            }
+        };
+        let Some(new) = new.filter(|_| errors.is_empty()) else {
+            return Err(AuthError::Validation(errors));
+        };
+        let keys = self.signing_keys().await?;
+        let (session, user) = self
+            .store
+            .find_session_with_user(ctx.session_id())
+            .await?
+            .ok_or(AuthError::SessionRevoked)?;
+        // Guessing through this endpoint (with a stolen access token) counts against the
+        // account like guessing at login, and a locked account refuses it too. The caller
+        // holds a live session, which passes a lock at login; here the session itself is what
+        // may be stolen, so it does not.
+        self.check_lockout(&user.email, None, None).await?;
+
+        let stored = user.password_hash.clone();
+        let current = current.to_owned();
+        let permit = self.hashing_permit().await?;
+        let matches = self
+            .spawn_hash(permit, move |hasher| hasher.verify(&current, &stored))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        if !matches {
+            let failure = self.audit_event(
+                "password_change_failed",
+                Some(user.id),
+                Some(session.id),
+                client,
+                None,
+            );
+            if self.policy.lockout.enabled() {
+                super::login::count_failure(
+                    self.store.as_ref(),
+                    &user.email,
+                    self.policy.lockout,
+                    &failure,
+                    failure.at,
+                )
+                .await;
+            }
+            super::write_audit(self.store.as_ref(), failure).await;
+            return Err(AuthError::InvalidCredentials);
+        }
+        let permit = self.hashing_permit().await?;
+        let hash = self
+            .spawn_hash(permit, move |hasher| hasher.hash(&new))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))??;
+        // Only over the hash just verified: a change racing this one (or an admin's) wins,
+        // and this caller is told its current password is no longer right.
+        if !self
+            .store
+            .upgrade_password_hash(user.id, &user.password_hash, &hash)
+            .await?
+        {
+            return Err(AuthError::InvalidCredentials);
+        }
+
+        let now = self.clock.now();
+        let others = self
+            .store
+            .revoke_user_sessions(user.id, Some(session.id), now, "password_changed")
+            .await?;
+        self.learn_own_revocations().await;
+        // A fresh refresh token for this session, with nothing sealed: the token it replaces
+        // is not forgiven as a retry, so whoever else holds it gets `refresh_token_reused`
+        // (and the session is revoked) rather than this new token.
+        let generation = session
+            .generation
+            .checked_add(1)
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        let next = RefreshToken::issue(&self.rng, session.id, generation)?;
+        let refresh_expires_at = now.plus(self.policy.refresh_ttl).min(session.absolute_expires_at);
+        let rotation = Rotation {
+            session_id: session.id,
+            expected_generation: session.generation,
+            new_hash: next.hash(),
+            sealed_new: None,
+            now,
+            refresh_expires_at,
+        };
+        if !self.store.rotate(&rotation).await? {
+            // Revoked, ended or refreshed meanwhile: the password is changed; this session's
+            // tokens are whatever that other request made of them.
+            return Err(AuthError::SessionRevoked);
+        }
+        let mut rotated = session;
+        rotated.generation = generation;
+        rotated.last_used_at = now;
+        rotated.rotated_at = Some(now);
+        rotated.refresh_expires_at = refresh_expires_at;
+        rotated.sealed_current = None;
+        self.audit(
+            "password_changed",
+            Some(user.id),
+            Some(rotated.id),
+            client,
+            Some(format!("{others} other session(s) revoked")),
+        )
+        .await;
+        self.grant(&keys, &user, &rotated, next, now)
+    }
+}
