@@ -346,3 +346,55 @@ mod tests {
         assert_eq!(legacy.open_successor(&sealed), Some(b));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever a client sends, parsing answers (never panics), and what it accepts is
+        /// exactly the text it was given, found by the key its shape implies.
+        #[test]
+        fn parsing_any_text_is_total(text in any::<String>()) {
+            if let Some(token) = RefreshToken::parse(&text) {
+                prop_assert_eq!(token.expose(), text.as_str());
+                prop_assert_eq!(token.key(), RefreshToken::parse(&text).unwrap().key());
+            }
+        }
+
+        /// Bodies of every length: accepted exactly when they have one of the two shapes we
+        /// issue, and a chained one names the session and generation in its bytes.
+        #[test]
+        fn only_the_issued_shapes_are_accepted(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let text = format!("tsr_{}", URL_SAFE_NO_PAD.encode(&bytes));
+            let parsed = RefreshToken::parse(&text);
+            let generation = bytes.get(17..25).map(|g| u64::from_be_bytes(g.try_into().unwrap()));
+            let chained = bytes.len() == CHAINED_BYTES
+                && bytes[0] == CHAINED_FORMAT
+                && generation.is_some_and(|g| g <= i64::MAX as u64);
+            prop_assert_eq!(parsed.is_some(), bytes.len() == SECRET_BYTES || chained);
+            if let (Some(token), true) = (parsed, chained) {
+                let expected = SessionId(uuid::Uuid::from_slice(&bytes[1..17]).unwrap());
+                let named = matches!(
+                    token.key(),
+                    RefreshTokenKey::Chained { session_id, generation: g, .. }
+                        if session_id == expected && g as u64 == generation.unwrap()
+                );
+                prop_assert!(named);
+            }
+        }
+
+        #[test]
+        fn issued_tokens_round_trip(id in any::<u128>(), generation in 0..=i64::MAX) {
+            let session = SessionId(uuid::Uuid::from_u128(id));
+            let token = RefreshToken::issue(&SystemRandom::new(), session, generation).unwrap();
+            let parsed = RefreshToken::parse(token.expose()).unwrap();
+            prop_assert_eq!(
+                parsed.key(),
+                RefreshTokenKey::Chained { session_id: session, generation, hash: token.hash() }
+            );
+        }
+    }
+}

@@ -167,3 +167,45 @@ mod tests {
             .all(|c| c.contains("Secure") && c.contains("Max-Age=0")));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Cookie values as we issue them: base64url and JWT characters.
+    fn value() -> impl Strategy<Value = String> {
+        proptest::collection::vec(proptest::sample::select(b"ABCxyz019-_.".to_vec()), 1..60)
+            .prop_map(|bytes| String::from_utf8(bytes).unwrap())
+    }
+
+    proptest! {
+        /// Any header text at all: parsing answers, and never with an empty value.
+        #[test]
+        fn any_cookie_header_parses(raw in proptest::collection::vec(32u8..127, 0..200)) {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_bytes(&raw) {
+                h.insert(header::COOKIE, v);
+            }
+            let c = RequestCookies::from_headers(&h);
+            for found in [&c.access, &c.refresh, &c.csrf] {
+                prop_assert!(found.as_ref().is_none_or(|v| !v.is_empty()));
+            }
+        }
+
+        /// Our cookies are found among others, in any order, the last of a name winning.
+        #[test]
+        fn our_cookies_are_found_among_others(rt in value(), csrf in value(), other in value(), first in any::<bool>()) {
+            let ours = format!("tessera_rt={rt}; tessera_csrf={csrf}");
+            let theirs = format!("session={other}; tessera_rt_x={other}");
+            let line = if first { format!("{ours}; {theirs}") } else { format!("{theirs}; {ours}") };
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, HeaderValue::from_str(&line).unwrap());
+            let c = RequestCookies::from_headers(&h);
+            prop_assert_eq!(c.refresh, Some(rt));
+            prop_assert_eq!(c.csrf, Some(csrf));
+            prop_assert_eq!(c.access, None);
+        }
+    }
+}

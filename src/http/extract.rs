@@ -369,3 +369,49 @@ mod tests {
         assert_eq!(forwarded(&[b"9.9.9.9", b"nonsense"]), Forwarded::Unparsable);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any `Authorization` bytes: an answer, never a panic; a token is never empty.
+        #[test]
+        fn any_authorization_header_is_judged(raw in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_bytes(&raw) {
+                h.insert(header::AUTHORIZATION, v);
+            }
+            if let Bearer::Token(t) = bearer(&h) {
+                prop_assert!(!t.is_empty());
+            }
+        }
+
+        /// Any `X-Forwarded-For` entry: an address or nothing, never a panic.
+        #[test]
+        fn any_forwarded_entry_is_judged(entry in any::<String>()) {
+            let _ = parse_forwarded_address(&entry);
+        }
+
+        /// Every way a proxy writes an address (bare, with a port, IPv6 in brackets) reads back.
+        #[test]
+        fn addresses_read_back(v4 in any::<u32>(), v6 in any::<u128>(), port in any::<u16>()) {
+            let v4 = Ipv4Addr::from(v4);
+            let v6 = Ipv6Addr::from(v6);
+            for (text, ip) in [
+                (v4.to_string(), IpAddr::V4(v4)),
+                (format!("{v4}:{port}"), IpAddr::V4(v4)),
+                (v6.to_string(), IpAddr::V6(v6)),
+                (format!("[{v6}]"), IpAddr::V6(v6)),
+                (format!("[{v6}]:{port}"), IpAddr::V6(v6)),
+            ] {
+                prop_assert_eq!(parse_forwarded_address(&text), Some(ip), "{}", text);
+            }
+        }
+    }
+}
