@@ -48,6 +48,8 @@ pub struct Config {
     pub lockout_window: Duration,
     /// How long the first lock lasts; each further lock in a row lasts twice as long.
     pub lockout_cooldown: Duration,
+    /// Audit events older than this are deleted by the sweeper (`0`: kept forever).
+    pub audit_retention: Duration,
     /// How log lines on standard error are written.
     pub log_format: LogFormat,
     /// The algorithm new access tokens are signed with; a change rotates the key at start.
@@ -150,6 +152,7 @@ impl fmt::Debug for Config {
             .field("lockout_threshold", &self.lockout_threshold)
             .field("lockout_window", &self.lockout_window)
             .field("lockout_cooldown", &self.lockout_cooldown)
+            .field("audit_retention", &self.audit_retention)
             .field("log_format", &self.log_format)
             .field("signing_alg", &self.signing_alg)
             .field("cors_origins", &self.cors_origins)
@@ -186,6 +189,7 @@ impl Default for Config {
             lockout_threshold: 10,
             lockout_window: Duration::from_secs(15 * 60),
             lockout_cooldown: Duration::from_secs(60),
+            audit_retention: Duration::from_secs(90 * 86_400),
             log_format: LogFormat::Text,
             signing_alg: SigningAlg::EdDSA,
             cors_origins: Vec::new(),
@@ -256,6 +260,9 @@ pub struct ConfigArgs {
     /// The first lock's length; each further lock in a row doubles it (at most 64 times).
     #[arg(long, env = "TESSERA_LOCKOUT_COOLDOWN", global = true)]
     pub lockout_cooldown: Option<String>,
+    /// How long audit events are kept (0 = forever).
+    #[arg(long, env = "TESSERA_AUDIT_RETENTION", global = true)]
+    pub audit_retention: Option<String>,
     /// Login attempts per minute per client IP (0 = unlimited).
     #[arg(long, env = "TESSERA_LOGIN_RATE", global = true)]
     pub login_rate: Option<u32>,
@@ -330,6 +337,7 @@ struct FileConfig {
     lockout_threshold: Option<u32>,
     lockout_window: Option<DurationValue>,
     lockout_cooldown: Option<DurationValue>,
+    audit_retention: Option<DurationValue>,
     login_rate: Option<u32>,
     refresh_rate: Option<u32>,
     cookie_secure: Option<bool>,
@@ -435,6 +443,12 @@ impl Config {
                 &args.lockout_cooldown,
                 file.lockout_cooldown,
                 d.lockout_cooldown,
+            )?,
+            audit_retention: duration(
+                "audit_retention",
+                &args.audit_retention,
+                file.audit_retention,
+                d.audit_retention,
             )?,
             login_rate: args.login_rate.or(file.login_rate).unwrap_or(d.login_rate),
             refresh_rate: args.refresh_rate.or(file.refresh_rate).unwrap_or(d.refresh_rate),
@@ -638,6 +652,10 @@ impl Config {
             Some(toml::Value::Array(origins.collect()).to_string()),
         );
         line("pages", Some(self.pages.to_string()));
+        line(
+            "audit_retention",
+            Some(text(&format_duration(self.audit_retention))),
+        );
         out
     }
 }
@@ -994,6 +1012,7 @@ mod tests {
             lockout_threshold: 4,
             lockout_window: Duration::from_secs(120),
             lockout_cooldown: Duration::from_secs(5),
+            audit_retention: Duration::from_secs(3600),
             cors_origins: vec!["https://a.example".into(), "https://b.example".into()],
             pages: false,
             ..Config::default()

@@ -585,13 +585,19 @@ async fn ended_sessions_are_deleted_with_their_tokens(store: Arc<dyn Store>) {
         .await
         .expect("rotate"));
 
+    // In batches: at most `limit` a call.
+    let first = store
+        .delete_sessions_ended_before(Timestamp(T0.0 + 31 * DAY), 1)
+        .await
+        .expect("sweep");
     let deleted = store
-        .delete_sessions_ended_before(Timestamp(T0.0 + 31 * DAY))
+        .delete_sessions_ended_before(Timestamp(T0.0 + 31 * DAY), 100)
         .await
         .expect("sweep");
     assert_eq!(
-        deleted, 2,
-        "the revoked session and the one past its absolute end"
+        (first, deleted),
+        (1, 1),
+        "the revoked session and the one past its absolute end, one a batch"
     );
     for gone in [&revoked_hash, &old_hash] {
         assert!(store.find_refresh_token(gone).await.expect("find").is_none());
@@ -609,7 +615,7 @@ async fn ended_sessions_are_deleted_with_their_tokens(store: Arc<dyn Store>) {
         .expect("find")
         .is_some());
     let deleted = store
-        .delete_sessions_ended_before(Timestamp(T0.0 + 91 * DAY))
+        .delete_sessions_ended_before(Timestamp(T0.0 + 91 * DAY), 100)
         .await
         .expect("sweep");
     assert_eq!(deleted, 2);
@@ -721,6 +727,44 @@ async fn login_failures_are_counted_atomically(store: Arc<dyn Store>) {
         .expect("record");
     store.delete_login_failures(&email).await.expect("delete");
     assert!(store.find_login_failures(&email).await.expect("find").is_none());
+}
+
+/// Audit events are swept by age, a batch at a time.
+async fn audit_events_are_swept_by_age(store: Arc<dyn Store>) {
+    for at in [T0.0, T0.0 + 1, T0.0 + 2, T0.0 + DAY] {
+        let e = AuditEvent {
+            id: uuid::Uuid::now_v7(),
+            event: "login_failed",
+            at: Timestamp(at),
+            user_id: None,
+            session_id: None,
+            ip: None,
+            user_agent: None,
+            detail: None,
+        };
+        store.insert_audit_event(&e).await.expect("audit");
+    }
+    let before = Timestamp(T0.0 + 3);
+    assert_eq!(
+        store.delete_audit_events_before(before, 2).await.expect("sweep"),
+        2
+    );
+    assert_eq!(
+        store.delete_audit_events_before(before, 2).await.expect("sweep"),
+        1
+    );
+    assert_eq!(
+        store.delete_audit_events_before(before, 2).await.expect("sweep"),
+        0
+    );
+    assert_eq!(
+        store
+            .delete_audit_events_before(Timestamp(T0.0 + DAY + 1), 2)
+            .await
+            .expect("sweep"),
+        1,
+        "the newer event was kept until it aged too"
+    );
 }
 
 async fn audit_events_and_ping(store: Arc<dyn Store>) {
@@ -1028,6 +1072,7 @@ conformance!(
     one_active_signing_key_even_when_racing,
     rotating_the_signing_key_retires_the_active_one,
     login_failures_are_counted_atomically,
+    audit_events_are_swept_by_age,
     audit_events_and_ping,
     accounts_are_found_paged_and_have_their_roles_replaced,
     a_disabled_user_gets_no_session_until_enabled,

@@ -100,6 +100,8 @@ pub struct Policy {
     /// How many password hashes may run at once (each holds 19 MiB and a blocking thread).
     pub hash_concurrency: usize,
     pub lockout: LockoutPolicy,
+    /// Audit events older than this are swept (`ZERO`: kept forever).
+    pub audit_retention: Duration,
     /// The algorithm new keys are made for.
     pub signing_alg: SigningAlg,
 }
@@ -115,6 +117,7 @@ impl Policy {
             session_check: c.session_check,
             hash_concurrency: c.hash_concurrency,
             lockout: LockoutPolicy::from_config(c),
+            audit_retention: c.audit_retention,
             signing_alg: c.signing_alg,
         }
     }

@@ -144,10 +144,12 @@ impl AuthService {
         self.end_session(&session, "revoked_by_user", client).await
     }
 
-    /// Deletes sessions that ended more than [`ENDED_SESSION_RETENTION`] ago,
-    /// revocation-log entries older than [`REVOCATION_LOG_RETENTION`], and failed-login
-    /// records whose window and lock ended a window ago (a lock is remembered that long, so
-    /// the next one in a row lasts longer).
+    /// Deletes sessions that ended more than [`ENDED_SESSION_RETENTION`] ago (with their
+    /// tokens) and audit events older than the configured retention, both in batches of
+    /// [`SWEEP_BATCH`] with a pause between (requests write between the batches), plus
+    /// revocation-log entries older than [`REVOCATION_LOG_RETENTION`] and failed-login records
+    /// whose window and lock ended a window ago (a lock is remembered that long, so the next
+    /// one in a row lasts longer). Returns how many sessions were deleted.
     pub async fn sweep(&self) -> Result<u64, AuthError> {
         let now = self.clock.now();
         self.store
@@ -156,10 +158,40 @@ impl AuthService {
         self.store
             .delete_login_failures_ended_before(now.minus(self.policy.lockout.window))
             .await?;
-        Ok(self
-            .store
-            .delete_sessions_ended_before(now.minus(ENDED_SESSION_RETENTION))
-            .await?)
+        if !self.policy.audit_retention.is_zero() {
+            let before = now.minus(self.policy.audit_retention);
+            let deleted =
+                sweep_in_batches(|| self.store.delete_audit_events_before(before, SWEEP_BATCH)).await?;
+            if deleted > 0 {
+                tracing::info!(deleted, "swept audit events past their retention");
+            }
+        }
+        let before = now.minus(ENDED_SESSION_RETENTION);
+        sweep_in_batches(|| self.store.delete_sessions_ended_before(before, SWEEP_BATCH)).await
+    }
+}
+
+/// Rows one sweep statement deletes at most. A session takes its refresh tokens with it (one
+/// row per rotation, thousands for a long-lived session), so batches are small.
+pub const SWEEP_BATCH: u32 = 100;
+/// The pause between two batches: the writer (SQLite) or the rows (PostgreSQL) are free for
+/// requests meanwhile.
+const SWEEP_PAUSE: Duration = Duration::from_millis(10);
+
+/// Runs `batch` until it deletes fewer than a full batch; returns the total.
+async fn sweep_in_batches<F, Fut>(mut batch: F) -> Result<u64, AuthError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, crate::store::StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let deleted = batch().await?;
+        total += deleted;
+        if deleted < u64::from(SWEEP_BATCH) {
+            return Ok(total);
+        }
+        tokio::time::sleep(SWEEP_PAUSE).await;
     }
 }
 

@@ -254,7 +254,12 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     /// revoked, before `before`. Sessions that only went idle (refresh token expired) stay
     /// until their absolute end: finding them sooner would need an index on the sliding
     /// expiry, which every rotation would have to update.
-    async fn delete_sessions_ended_before(&self, before: Timestamp) -> StoreResult<u64>;
+    /// Deletes at most `limit` sessions (with their tokens) revoked, or past their absolute
+    /// end, before `before`; returns how many. Small batches keep each statement short, so
+    /// the sweep never holds the writer (SQLite) or many row locks (PostgreSQL) for long.
+    async fn delete_sessions_ended_before(&self, before: Timestamp, limit: u32) -> StoreResult<u64>;
+    /// Deletes at most `limit` audit events older than `before`; returns how many.
+    async fn delete_audit_events_before(&self, before: Timestamp, limit: u32) -> StoreResult<u64>;
 
     /// Sessions revoked (by anyone) since `since`, by the revocation log.
     async fn find_revocations_since(&self, since: Timestamp) -> StoreResult<RevocationsSince>;

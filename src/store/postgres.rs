@@ -401,12 +401,31 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    async fn delete_sessions_ended_before(&self, before: Timestamp) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM sessions WHERE absolute_expires_at < $1 OR revoked_at < $1")
-            .bind(before.millis())
-            .execute(&self.pool)
-            .await
-            .map_err(map_pg)?;
+    async fn delete_sessions_ended_before(&self, before: Timestamp, limit: u32) -> StoreResult<u64> {
+        // SKIP LOCKED: a row some request is rotating or revoking right now is left for the
+        // next batch rather than waited for.
+        let done = sqlx::query(
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+             WHERE absolute_expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before.millis())
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_audit_events_before(&self, before: Timestamp, limit: u32) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < $1 LIMIT $2 \
+             FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before.millis())
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(map_pg)?;
         Ok(done.rows_affected())
     }
 

@@ -731,11 +731,26 @@ impl Store for SqliteStore {
         Ok(done as u64)
     }
 
-    async fn delete_sessions_ended_before(&self, before: Timestamp) -> StoreResult<u64> {
+    async fn delete_sessions_ended_before(&self, before: Timestamp, limit: u32) -> StoreResult<u64> {
         let done = self
             .write(move |c| {
-                c.prepare_cached("DELETE FROM sessions WHERE absolute_expires_at < ?1 OR revoked_at < ?1")?
-                    .execute([before.millis()])
+                c.prepare_cached(
+                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                     WHERE absolute_expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![before.millis(), limit])
+            })
+            .await?;
+        Ok(done as u64)
+    }
+
+    async fn delete_audit_events_before(&self, before: Timestamp, limit: u32) -> StoreResult<u64> {
+        let done = self
+            .write(move |c| {
+                c.prepare_cached(
+                    "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![before.millis(), limit])
             })
             .await?;
         Ok(done as u64)
