@@ -729,6 +729,73 @@ async fn login_failures_are_counted_atomically(store: Arc<dyn Store>) {
     assert!(store.find_login_failures(&email).await.expect("find").is_none());
 }
 
+/// The sweep goes in batches while sessions keep rotating: every rotation succeeds, every
+/// ended session goes, no live one does.
+async fn sweeping_in_batches_leaves_rotations_alone(store: Arc<dyn Store>) {
+    let u = user("sweep@example.com");
+    store.insert_user(&u).await.expect("user");
+    let mut ended = Vec::new();
+    for _ in 0..250 {
+        let s = session(&u, T0);
+        store.insert_session(&s, &hash()).await.expect("session");
+        ended.push(s.id);
+    }
+    // Revoked long ago (the sweep's cut-off is after it), in one statement.
+    store
+        .revoke_user_sessions(u.id, None, T0, "logout_all")
+        .await
+        .expect("revoke");
+    let other = user("live@example.com");
+    store.insert_user(&other).await.expect("user");
+    let mut live = Vec::new();
+    for _ in 0..4 {
+        let s = session(&other, T0);
+        store.insert_session(&s, &hash()).await.expect("session");
+        live.push(s);
+    }
+    let rotating: Vec<_> = live
+        .iter()
+        .map(|s| {
+            let (store, s) = (Arc::clone(&store), s.clone());
+            tokio::spawn(async move {
+                for generation in 0..25 {
+                    let r = rotation(&s, generation, Timestamp(T0.0 + 1000 + generation));
+                    assert!(
+                        store.rotate(&r).await.expect("rotate"),
+                        "rotation {generation} lost"
+                    );
+                }
+            })
+        })
+        .collect();
+    let mut swept = 0;
+    loop {
+        let n = store
+            .delete_sessions_ended_before(Timestamp(T0.0 + 1), 100)
+            .await
+            .expect("sweep");
+        swept += n;
+        if n < 100 {
+            break;
+        }
+    }
+    for r in rotating {
+        r.await.expect("every rotation succeeded");
+    }
+    assert_eq!(swept, 250);
+    for id in ended.iter().step_by(50) {
+        assert!(store.find_session(*id).await.expect("find").is_none());
+    }
+    for s in &live {
+        let after = store
+            .find_session(s.id)
+            .await
+            .expect("find")
+            .expect("live session kept");
+        assert_eq!(after.generation, 25);
+    }
+}
+
 /// Audit events are swept by age, a batch at a time.
 async fn audit_events_are_swept_by_age(store: Arc<dyn Store>) {
     for at in [T0.0, T0.0 + 1, T0.0 + 2, T0.0 + DAY] {
@@ -1073,6 +1140,7 @@ conformance!(
     rotating_the_signing_key_retires_the_active_one,
     login_failures_are_counted_atomically,
     audit_events_are_swept_by_age,
+    sweeping_in_batches_leaves_rotations_alone,
     audit_events_and_ping,
     accounts_are_found_paged_and_have_their_roles_replaced,
     a_disabled_user_gets_no_session_until_enabled,
