@@ -233,7 +233,21 @@ impl Verifier {
             // Stale: refreshed, but an unreachable Tessera leaves us with the keys we have
             // (they are still Tessera's; the unknown-kid path below reports outages).
             Some(stale) => inner.refresh(seen, false).await.unwrap_or(stale),
-            None => inner.refresh(seen, false).await?,
+            None => match inner.refresh(seen, false).await {
+                Ok(keys) => keys,
+                // No keys at all: a token that is not even well-formed is still the client's
+                // fault (401); only one that names a key is kept waiting on the outage (503).
+                Err(unavailable) => {
+                    let none = KeySet {
+                        keys: HashMap::new(),
+                        fresh_until: Instant::now(),
+                    };
+                    return match inner.check(token, &none) {
+                        Err(TokenError::UnknownKey) => Err(unavailable),
+                        _ => Err(Error::Invalid),
+                    };
+                }
+            },
         };
         match inner.check(token, &keys) {
             Err(TokenError::UnknownKey) => {

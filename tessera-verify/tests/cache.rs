@@ -178,3 +178,21 @@ async fn an_unreachable_endpoint_keeps_the_keys_held_and_makes_new_kids_unavaila
     let unknown = SigningKey::new("k2").token();
     assert!(matches!(v.verify(&unknown).await, Err(Error::KeysUnavailable(_))));
 }
+
+#[tokio::test]
+async fn without_any_keys_a_malformed_token_is_still_invalid() {
+    let (endpoint, url) = serve("public, max-age=600").await;
+    endpoint.broken.store(true, Ordering::SeqCst);
+    let v = verifier(&url, Duration::ZERO);
+    assert_eq!(v.verify("not.a.token").await, Err(Error::Invalid));
+    let mut none_alg = SigningKey::new("k1").token();
+    none_alg.replace_range(
+        ..none_alg.find('.').unwrap(),
+        &URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt","kid":"k1"}"#),
+    );
+    assert_eq!(v.verify(&none_alg).await, Err(Error::Invalid));
+    assert!(matches!(
+        v.verify(&SigningKey::new("k1").token()).await,
+        Err(Error::KeysUnavailable(_))
+    ));
+}
