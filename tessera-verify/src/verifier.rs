@@ -327,6 +327,13 @@ impl Inner {
         if !response.status().is_success() {
             return Err(format!("GET {url}: status {}", response.status()));
         }
+        // Refused before reading when the length is announced; checked again after otherwise.
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
+        {
+            return Err(format!("GET {url}: document too large"));
+        }
         let lifetime = response
             .headers()
             .get(http::header::CACHE_CONTROL)
