@@ -1,0 +1,44 @@
+//! Verifies Tessera access tokens in Rust resource servers.
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use tessera_verify::{AuthUser, RequireRole, RoleName, Verifier};
+//!
+//! struct Admin;
+//! impl RoleName for Admin {
+//!     const NAME: &'static str = "admin";
+//! }
+//!
+//! # fn app() -> Result<Router, reqwest::Error> {
+//! let verifier = Verifier::builder("https://auth.example.com", "my-api").build()?;
+//! let app = Router::new()
+//!     .route("/me", get(|user: AuthUser| async move { user.user_id }))
+//!     .route("/admin", get(|RequireRole(user, _): RequireRole<Admin>| async move { user.user_id }))
+//!     .with_state(verifier);
+//! # Ok(app) }
+//! ```
+//!
+//! The checks are Tessera's own (API.md, "Access tokens"): a `kid` from Tessera's JWKS, the
+//! exact `alg` that key is for (EdDSA, Ed25519, ES256 or RS256), `typ` `at+jwt`, the
+//! configured `iss` and a single-string `aud`, `exp` in the future; keys or key URLs in a
+//! token's header are never used, and their presence refuses the token.
+//!
+//! Verification is local: a revoked session's tokens pass here until they expire (at most
+//! Tessera's access-token lifetime, 15 minutes by default).
+//!
+//! # Layout
+//! - `jwk`: JWKS documents into ring public keys, each pinned to its algorithm.
+//! - `token`: the pure checks of one compact JWS against a key set and a time.
+//! - `verifier`: [`Verifier`], the fetched and cached key set (refetch on unknown `kid`,
+//!   rate-limited; `Cache-Control: max-age`), discovery from the issuer.
+//! - `extract`: the axum extractors [`AuthUser`] and [`RequireRole`], problem+json rejections.
+
+mod extract;
+mod jwk;
+mod token;
+mod verifier;
+
+pub use extract::{AuthUser, Rejection, RequireRole, RoleName, ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER};
+pub use jwk::Alg;
+pub use token::{Claims, ACCESS_TOKEN_TYP, MAX_LEEWAY_SECS};
+pub use verifier::{Builder, Error, Verifier, DEFAULT_REFETCH_INTERVAL};

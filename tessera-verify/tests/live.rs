@@ -1,0 +1,170 @@
+//! The crate against the real Tessera: tokens it issues verify, for every signing algorithm,
+//! and what it would refuse is refused.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use support::{kid, Tessera, AUDIENCE, ISSUER};
+use tessera_verify::{Error, Verifier};
+
+fn verifier(issuer: &str, audience: &str, jwks_url: &str) -> Verifier {
+    Verifier::builder(issuer, audience)
+        .jwks_url(jwks_url)
+        .build()
+        .expect("verifier")
+}
+
+/// The token with its claims re-encoded to grant `admin`, the signature left as it was.
+fn with_forged_roles(token: &str) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    claims["roles"] = serde_json::json!(["admin"]);
+    let claims = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+    format!("{}.{claims}.{}", parts[0], parts[2])
+}
+
+#[tokio::test]
+async fn every_signing_algorithm_verifies_and_wrong_tokens_are_refused() {
+    for alg in ["EdDSA", "Ed25519", "ES256", "RS256"] {
+        let tessera = Tessera::start(&[("TESSERA_SIGNING_ALG", alg)]).await;
+        let grant = tessera.login("ada@example.com").await;
+        let token = grant["access_token"].as_str().expect("access_token");
+
+        let good = verifier(ISSUER, AUDIENCE, &tessera.jwks_url());
+        let claims = good.verify(token).await.unwrap_or_else(|e| panic!("{alg}: {e}"));
+        assert_eq!(claims.user_id, grant["user"]["id"].as_str().unwrap(), "{alg}");
+        assert_eq!(claims.session_id, grant["session_id"].as_str().unwrap(), "{alg}");
+        assert!(claims.roles.is_empty(), "{alg}");
+        assert!(claims.exp > claims.iat, "{alg}");
+
+        let wrong_audience = verifier(ISSUER, "billing-api", &tessera.jwks_url());
+        assert_eq!(wrong_audience.verify(token).await, Err(Error::Invalid), "{alg}");
+        let wrong_issuer = verifier("https://other.test", AUDIENCE, &tessera.jwks_url());
+        assert_eq!(wrong_issuer.verify(token).await, Err(Error::Invalid), "{alg}");
+        assert_eq!(
+            good.verify(&with_forged_roles(token)).await,
+            Err(Error::Invalid),
+            "{alg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused_as_expired() {
+    let tessera = Tessera::start(&[("TESSERA_ACCESS_TTL", "1")]).await;
+    let grant = tessera.login("grace@example.com").await;
+    let token = grant["access_token"].as_str().expect("access_token");
+    let v = verifier(ISSUER, AUDIENCE, &tessera.jwks_url());
+    // `exp` is in whole seconds: two seconds are past it whatever the sub-second issue time.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(v.verify(token).await, Err(Error::Expired));
+}
+
+#[tokio::test]
+async fn a_key_rotated_in_is_picked_up_by_refetch_without_a_restart() {
+    let tessera = Tessera::start(&[("TESSERA_SIGNING_ALG", "EdDSA")]).await;
+    let old = tessera.login("rotation@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = Verifier::builder(ISSUER, AUDIENCE)
+        .jwks_url(tessera.jwks_url())
+        .refetch_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    v.verify(&old).await.expect("token of the first key");
+
+    // Changing the algorithm is a rotation too; ES256 makes the new key unmistakable.
+    tessera
+        .cli(&[("TESSERA_SIGNING_ALG", "ES256")], &["rotate-key"])
+        .await;
+    let client = reqwest::Client::new();
+    let unknown_kid = format!(
+        "{}.e30.AAAA",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","typ":"at+jwt","kid":"not-yet-known"}"#)
+    );
+    // The server reloads its keys every minute, or at once (at most once a second) when it
+    // sees a kid it does not know: show it one, until it signs with the new key.
+    let mut new = String::new();
+    for _ in 0..20 {
+        client
+            .get(format!("{}/v1/auth/me", tessera.base))
+            .bearer_auth(&unknown_kid)
+            .send()
+            .await
+            .expect("me");
+        new = tessera.login("rotation@example.com").await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if kid(&new) != kid(&old) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    assert_ne!(kid(&new), kid(&old), "the server never signed with the new key");
+    assert_eq!(support::alg(&new), "ES256");
+    // Past the refetch interval since the first fetch, so the unknown kid may refetch.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let claims = v.verify(&new).await.expect("token of the rotated-in key");
+    assert!(claims.roles.is_empty());
+    v.verify(&old)
+        .await
+        .expect("the retired key keeps verifying its tokens");
+}
+
+#[tokio::test]
+async fn keys_are_found_through_discovery_and_a_wrong_issuer_metadata_is_refused() {
+    // Discovery needs the issuer to be the server's own URL, so the port is chosen first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let tessera = Tessera::start(&[
+        ("TESSERA_ISSUER", issuer.as_str()),
+        ("TESSERA_LISTEN", listen.as_str()),
+        ("TESSERA_SIGNING_ALG", "ES256"),
+    ])
+    .await;
+    let token = tessera.login("disco@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let discovered = Verifier::builder(issuer.as_str(), AUDIENCE).build().unwrap();
+    discovered.verify(&token).await.expect("keys via discovery");
+
+    // The same server, but configured with an issuer its metadata does not state
+    // (RFC 8414 §3.3): its keys are not used.
+    let mismatched = Verifier::builder(format!("{issuer}/"), AUDIENCE).build().unwrap();
+    assert!(matches!(
+        mismatched.verify(&token).await,
+        Err(Error::KeysUnavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn unreachable_keys_are_unavailable_not_invalid() {
+    let tessera = Tessera::start(&[]).await;
+    let token = tessera.login("offline@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A port nothing listens on (bound, read, released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let v = verifier(
+        ISSUER,
+        AUDIENCE,
+        &format!("http://127.0.0.1:{port}/.well-known/jwks.json"),
+    );
+    assert!(matches!(v.verify(&token).await, Err(Error::KeysUnavailable(_))));
+}
