@@ -1,4 +1,5 @@
-//! The administrative commands of the `tessera` binary: `users`, `sessions` and `audit`.
+//! The administrative commands of the `tessera` binary: `users`, `sessions`, `audit` and
+//! `alerts`.
 //! They work on the database directly (a server need not run); revocations reach running
 //! servers through the revocation log (and `NOTIFY` on PostgreSQL), like any other.
 //!
@@ -135,6 +136,23 @@ pub struct AuditArgs {
     /// JSON Lines: one object per event.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AlertsCommand {
+    /// The alert outbox, newest first: when each alert was raised, how many delivery attempts
+    /// it took, and when it was delivered (or when the next attempt is due).
+    List {
+        /// Only alerts not delivered yet.
+        #[arg(long)]
+        pending: bool,
+        /// At most this many alerts.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// JSON Lines: one object per alert, with the body the webhook gets.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Accounts listed per database read.
@@ -343,6 +361,36 @@ pub async fn audit(config: &Config, args: AuditArgs) -> Result<(), CliError> {
             })
             .collect();
         Table::new(&["AT", "EVENT", "USER", "SESSION", "IP", "DETAIL"]).print(&mut out, &rows)?;
+    }
+    out.finish()
+}
+
+/// Runs `tessera alerts ...`.
+pub async fn alerts(config: &Config, command: AlertsCommand) -> Result<(), CliError> {
+    let AlertsCommand::List { pending, limit, json } = command;
+    let alerts = admin(config).await?.alerts(pending, limit).await?;
+    let mut out = Out::new();
+    if json {
+        for a in &alerts {
+            out.json(a)?;
+        }
+    } else {
+        let rows: Vec<_> = alerts
+            .iter()
+            .map(|a| {
+                vec![
+                    a.id.to_string(),
+                    a.event.clone(),
+                    a.created_at.to_rfc3339(),
+                    a.attempts.to_string(),
+                    match a.delivered_at {
+                        Some(at) => format!("delivered {}", at.to_rfc3339()),
+                        None => format!("next attempt {}", a.next_attempt_at.to_rfc3339()),
+                    },
+                ]
+            })
+            .collect();
+        Table::new(&["ID", "EVENT", "RAISED", "ATTEMPTS", "STATE"]).print(&mut out, &rows)?;
     }
     out.finish()
 }

@@ -17,7 +17,8 @@ use super::{write_audit, AuthError};
 use crate::crypto::PasswordHasher;
 use crate::domain::{Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
 use crate::store::{
-    AuditEvent, AuditFilter, SessionRecord, Store, StoreError, StoredAuditEvent, UserAccount, UserRecord,
+    AuditEvent, AuditFilter, SessionRecord, Store, StoreError, StoredAlert, StoredAuditEvent, UserAccount,
+    UserRecord,
 };
 
 /// The `user_agent` recorded on the audit events of administrative actions.
@@ -100,6 +101,35 @@ impl From<StoredAuditEvent> for AuditView {
             ip: e.ip,
             user_agent: e.user_agent,
             detail: e.detail,
+        }
+    }
+}
+
+/// An alert in the outbox, as `tessera alerts list` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlertView {
+    pub id: uuid::Uuid,
+    pub event: String,
+    pub created_at: Timestamp,
+    pub attempts: u32,
+    /// When the next attempt is due (meaningless once delivered).
+    pub next_attempt_at: Timestamp,
+    pub delivered_at: Option<Timestamp>,
+    /// The body POSTed to the webhook.
+    pub payload: serde_json::Value,
+}
+
+impl From<StoredAlert> for AlertView {
+    fn from(a: StoredAlert) -> Self {
+        AlertView {
+            id: a.id,
+            event: a.event,
+            created_at: a.created_at,
+            attempts: a.attempts,
+            next_attempt_at: a.next_attempt_at,
+            delivered_at: a.delivered_at,
+            // Written by us as JSON; a row that is not (edited by hand) still shows, as text.
+            payload: serde_json::from_str(&a.payload).unwrap_or(serde_json::Value::String(a.payload)),
         }
     }
 }
@@ -329,6 +359,12 @@ impl AdminService {
         };
         let events = self.store.find_audit_events(&filter).await?;
         Ok(Some(events.into_iter().map(AuditView::from).collect()))
+    }
+
+    /// The outbox, newest first: every alert still kept, or only the undelivered ones.
+    pub async fn alerts(&self, pending_only: bool, limit: u32) -> Result<Vec<AlertView>, AuthError> {
+        let alerts = self.store.find_alerts(pending_only, limit).await?;
+        Ok(alerts.into_iter().map(AlertView::from).collect())
     }
 
     async fn account(&self, email: &str) -> Result<Option<UserAccount>, AuthError> {

@@ -3,7 +3,7 @@
 
 use super::rotation::{self, RefreshDecision};
 use super::{check_csrf, AuthError, AuthService, ClientInfo, LogoutOutcome, TokenGrant};
-use crate::alerts::ReuseAlert;
+use crate::alerts::Alert;
 use crate::crypto::{RefreshToken, RefreshTokenKey};
 use crate::domain::{SessionId, Timestamp};
 use crate::store::{CurrentRotation, FoundRefreshToken, Rotation, SessionRecord};
@@ -149,15 +149,18 @@ impl AuthService {
                 None,
             )
             .await;
-            self.alerts.refresh_token_reused(ReuseAlert {
-                id: uuid::Uuid::now_v7(),
-                event: "refresh_token_reused",
-                at: now,
-                user_id: session.user_id,
-                session_id: session.id,
-                ip: client.ip.clone(),
-                user_agent: client.user_agent.clone(),
-            });
+            self.alerts
+                .raise(Alert {
+                    id: uuid::Uuid::now_v7(),
+                    event: "refresh_token_reused",
+                    at: now,
+                    user_id: Some(session.user_id),
+                    session_id: Some(session.id),
+                    ip: client.ip.clone(),
+                    user_agent: client.user_agent.clone(),
+                    detail: None,
+                })
+                .await;
         }
         AuthError::RefreshTokenReused
     }

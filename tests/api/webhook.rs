@@ -1,5 +1,6 @@
-//! The alert webhook: a signed JSON POST when reuse detection revokes a session, retried
-//! until a 2xx, delivered by a local receiver started inside the test.
+//! The alert webhook: a signed JSON POST when reuse detection revokes a session, queued in
+//! the database's outbox and retried until a 2xx (across restarts), delivered to a local
+//! receiver started inside the test.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -12,8 +13,10 @@ use axum::routing::post;
 use axum::Router;
 use reqwest::Client;
 use serde_json::Value;
+use tessera::config::Config;
 use tokio::sync::mpsc;
 
+use crate::admin_cli;
 use crate::helpers::*;
 
 const SECRET: &str = "s3cret";
@@ -78,12 +81,23 @@ impl Receiver {
 /// A server with grace 0 whose alerts go to `url`, signed with [`SECRET`], and whose client
 /// sends [`USER_AGENT`].
 async fn spawn_alerting_to(url: &str) -> TestApp {
-    let mut app = spawn_app_with(|c| {
+    spawn_alerting_with(url, |_| {}).await
+}
+
+/// [`spawn_alerting_to`], with more settings.
+async fn spawn_alerting_with(url: &str, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let app = spawn_app_with(|c| {
         c.alert_webhook_url = Some(url.to_owned());
         c.alert_webhook_secret = Some(SECRET.into());
         c.reuse_grace = Duration::ZERO;
+        tweak(c);
     })
     .await;
+    with_user_agent(app)
+}
+
+/// `app` with a client that sends [`USER_AGENT`].
+fn with_user_agent(mut app: TestApp) -> TestApp {
     app.client = Client::builder()
         .user_agent(USER_AGENT)
         .timeout(Duration::from_secs(30))
@@ -126,6 +140,25 @@ async fn reuse_detection_posts_one_signed_alert() {
     assert_eq!(
         header(&alert, "x-tessera-signature"),
         expected_signature(&alert.body)
+    );
+    // The timestamped signature: over "<timestamp>.<body>", with a current timestamp.
+    let timestamp = header(&alert, "x-tessera-timestamp");
+    let signed_at: i64 = timestamp.parse().expect("Unix seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    assert!((now - signed_at).abs() <= 5, "signed at {signed_at}, now {now}");
+    let mut signed = format!("{timestamp}.").into_bytes();
+    signed.extend_from_slice(&alert.body);
+    assert_eq!(
+        header(&alert, "x-tessera-timestamp-signature"),
+        expected_signature(&signed)
+    );
+    assert_ne!(
+        header(&alert, "x-tessera-timestamp-signature"),
+        expected_signature(&alert.body),
+        "the timestamp is part of what is signed"
     );
     let body: Value = serde_json::from_slice(&alert.body).expect("JSON alert");
     assert_uuid(&body["id"]);
@@ -217,4 +250,79 @@ async fn an_ordinary_logout_raises_no_alert() {
     assert_status(app.logout_with_refresh_token(&s(&b, "refresh_token")).await, 204).await;
     receiver.assert_quiet(Duration::from_millis(500)).await;
     assert_problem(app.me(&s(&b, "access_token")).await, 401, "session_revoked").await;
+}
+
+#[tokio::test]
+async fn an_undelivered_alert_survives_a_restart_and_arrives_once() {
+    let failed = StatusCode::SERVICE_UNAVAILABLE;
+    let mut receiver = Receiver::start(&[failed, failed, failed]).await;
+    let fast_retries = |c: &mut Config| {
+        c.alert_retry_min = Duration::from_millis(200);
+        c.alert_retry_max = Duration::from_millis(400);
+    };
+    let app = spawn_alerting_with(&receiver.url, fast_retries).await;
+    trigger_reuse(&app).await;
+    let first = receiver.next(Duration::from_secs(3)).await;
+    let second = receiver.next(Duration::from_secs(3)).await;
+    assert_eq!(second.body, first.body);
+    // Queued, not delivered, as the operator sees it.
+    let pending = admin_cli::tessera(&app, &["alerts", "list", "--pending", "--json"], None)
+        .await
+        .json_lines();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["event"], "refresh_token_reused");
+    // Let the failure be recorded, then stop before the next attempt (due 400 ms later).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (config, storage) = app.stop().await;
+    receiver.assert_quiet(Duration::from_millis(800)).await;
+
+    let app = start(config, storage).await;
+    let third = receiver.next(Duration::from_secs(5)).await;
+    let fourth = receiver.next(Duration::from_secs(5)).await;
+    let id = |d: &Delivery| {
+        let body: Value = serde_json::from_slice(&d.body).expect("JSON alert");
+        body["id"].clone()
+    };
+    assert_uuid(&id(&first));
+    for later in [&second, &third, &fourth] {
+        assert_eq!(id(later), id(&first), "one alert, one stable id");
+        assert_eq!(
+            header(later, "x-tessera-signature"),
+            expected_signature(&later.body)
+        );
+    }
+    assert_eq!(pending[0]["id"], id(&first));
+    assert_eq!(pending[0]["payload"]["id"], id(&first));
+    // The fourth was answered 200: it is never sent again, and the outbox says so.
+    receiver.assert_quiet(Duration::from_millis(1500)).await;
+    let pending = admin_cli::tessera(&app, &["alerts", "list", "--pending"], None).await;
+    assert_eq!(
+        pending.out().lines().count(),
+        1,
+        "only the header: {}",
+        pending.out()
+    );
+    let all = admin_cli::tessera(&app, &["alerts", "list", "--json"], None)
+        .await
+        .json_lines();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["attempts"], 4);
+    assert_rfc3339(&all[0]["delivered_at"]);
+}
+
+#[tokio::test]
+async fn a_plain_http_webhook_to_another_host_is_refused_at_start() {
+    let storage = test_storage().await;
+    let mut config = test_config(&storage);
+    config.alert_webhook_url = Some("http://alerts.example/services/s3cretpath".into());
+    config.alert_webhook_secret = Some(SECRET.into());
+    let Err(e) = tessera::startup::Application::build(&config).await else {
+        panic!("a plain http webhook to a remote host must be refused");
+    };
+    let said = e.to_string();
+    assert!(said.contains("https"), "{said}");
+    assert!(
+        !said.contains("s3cretpath"),
+        "the URL's path may be a secret: {said}"
+    );
 }
