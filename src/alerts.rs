@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::domain::{Clock, SessionId, Timestamp, UserId};
-use crate::store::{NewAlert, Store, StoredAlert};
+use crate::store::{AuditEvent, NewAlert, Store, StoredAlert};
 
 /// The contract's signature: `sha256=<hex HMAC-SHA256 of the raw body>`. Kept for receivers
 /// written against it; it signs no time, so prefer [`TIMESTAMP_SIGNATURE_HEADER`].
@@ -29,6 +29,34 @@ pub const TIMESTAMP_HEADER: &str = "x-tessera-timestamp";
 /// `sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>">`: a captured alert cannot be replayed
 /// later than the receiver's tolerance for old timestamps.
 pub const TIMESTAMP_SIGNATURE_HEADER: &str = "x-tessera-timestamp-signature";
+
+/// Every security event that can reach the webhook (`TESSERA_ALERT_EVENTS` picks among them).
+pub const EVENTS: &[&str] = &[
+    "refresh_token_reused",
+    "session_revoked",
+    "account_locked",
+    "login_failed_burst",
+    "login_new_device",
+    "password_changed",
+    "signing_key_rotated",
+];
+
+/// A comma-separated list of [`EVENTS`] (`all` or nothing: every one, as an empty list).
+pub fn parse_events(text: &str) -> Result<Vec<String>, String> {
+    let mut events = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if name == "all" {
+            return Ok(Vec::new());
+        }
+        if !EVENTS.contains(&name) {
+            return Err(format!("unknown event {name:?} (known: {})", EVENTS.join(", ")));
+        }
+        if !events.iter().any(|e| e == name) {
+            events.push(name.to_owned());
+        }
+    }
+    Ok(events)
+}
 
 /// One POST may take this long; the lease a claim takes outlasts it.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,15 +91,26 @@ pub struct Alert {
 
 impl Alert {
     /// Alerts with the same key within [`COALESCE_WINDOW`] are one: the event, its subject
-    /// (session, else user, else the alert itself) and the window the alert falls in.
+    /// (session, else user, else the alert itself), who caused it (`detail.by`, so a user's
+    /// revocation and reuse detection's stay two alerts) and the window the alert falls in.
     fn dedup_key(&self) -> String {
         let subject = match (self.session_id, self.user_id) {
             (Some(s), _) => s.to_string(),
             (None, Some(u)) => u.to_string(),
             (None, None) => self.id.to_string(),
         };
+        let by = self
+            .detail
+            .as_ref()
+            .and_then(|d| d.get("by"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
         let window = i64::try_from(COALESCE_WINDOW.as_millis()).unwrap_or(i64::MAX);
-        format!("{}:{subject}:{}", self.event, self.at.millis().div_euclid(window))
+        format!(
+            "{}:{subject}:{by}:{}",
+            self.event,
+            self.at.millis().div_euclid(window)
+        )
     }
 }
 
@@ -94,17 +133,63 @@ impl AlertSink for NoAlerts {
 pub struct OutboxAlerts {
     store: Arc<dyn Store>,
     wake: Arc<Notify>,
+    /// The events to queue; empty: all.
+    events: Vec<String>,
 }
 
 impl OutboxAlerts {
-    pub fn new(store: Arc<dyn Store>, wake: Arc<Notify>) -> OutboxAlerts {
-        OutboxAlerts { store, wake }
+    pub fn new(store: Arc<dyn Store>, wake: Arc<Notify>, events: Vec<String>) -> OutboxAlerts {
+        OutboxAlerts { store, wake, events }
+    }
+}
+
+/// Where a command-line process (no deliverer of its own) reports security events: the
+/// outbox when a webhook is configured, so that running servers deliver them.
+pub fn sink_for(
+    config: &crate::config::Config,
+    store: &Arc<dyn Store>,
+) -> Result<Arc<dyn AlertSink>, String> {
+    match &config.alert_webhook_url {
+        Some(url) => {
+            Webhook::new(url, config.alert_webhook_secret.as_deref())?;
+            Ok(Arc::new(OutboxAlerts::new(
+                Arc::clone(store),
+                Arc::new(Notify::new()),
+                config.alert_events.clone(),
+            )))
+        }
+        None => Ok(Arc::new(NoAlerts)),
+    }
+}
+
+impl Alert {
+    /// The alert for a security event just audited: the same id, time, subject and detail
+    /// (a JSON detail as JSON, any other as a string).
+    pub fn from_audit(e: &AuditEvent) -> Alert {
+        Alert {
+            id: e.id,
+            event: e.event,
+            at: e.at,
+            user_id: e.user_id,
+            session_id: e.session_id,
+            ip: e.ip.clone(),
+            user_agent: e.user_agent.clone(),
+            detail: e.detail.as_ref().map(|d| {
+                serde_json::from_str::<serde_json::Value>(d)
+                    .ok()
+                    .filter(serde_json::Value::is_object)
+                    .unwrap_or_else(|| serde_json::Value::String(d.clone()))
+            }),
+        }
     }
 }
 
 #[async_trait]
 impl AlertSink for OutboxAlerts {
     async fn raise(&self, alert: Alert) {
+        if !self.events.is_empty() && !self.events.iter().any(|e| e == alert.event) {
+            return;
+        }
         let payload = match serde_json::to_string(&alert) {
             Ok(p) => p,
             Err(e) => {
@@ -435,6 +520,17 @@ mod tests {
             timestamp_signature(&key, 1_700_000_000, b"{}"),
             timestamp_signature(&key, 1_700_000_001, b"{}")
         );
+    }
+
+    #[test]
+    fn alert_events_are_a_list_of_known_names() {
+        assert_eq!(
+            parse_events(" password_changed, account_locked ,password_changed").unwrap(),
+            ["password_changed", "account_locked"]
+        );
+        assert!(parse_events("all").unwrap().is_empty());
+        assert!(parse_events("").unwrap().is_empty());
+        assert!(parse_events("password_changed,login_failed").is_err());
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Config {
     pub alert_retry_max: Duration,
     /// Delivered alerts are deleted from the outbox after this long (`0`: kept forever).
     pub alert_retention: Duration,
+    /// The security events sent to the webhook (empty: every one); all are audited anyway.
+    pub alert_events: Vec<String>,
     /// How log lines on standard error are written.
     pub log_format: LogFormat,
     /// The algorithm new access tokens are signed with; a change rotates the key at start.
@@ -163,6 +165,7 @@ impl fmt::Debug for Config {
             .field("alert_retry_min", &self.alert_retry_min)
             .field("alert_retry_max", &self.alert_retry_max)
             .field("alert_retention", &self.alert_retention)
+            .field("alert_events", &self.alert_events)
             .field("log_format", &self.log_format)
             .field("signing_alg", &self.signing_alg)
             .field("cors_origins", &self.cors_origins)
@@ -203,6 +206,7 @@ impl Default for Config {
             alert_retry_min: Duration::from_secs(1),
             alert_retry_max: Duration::from_secs(600),
             alert_retention: Duration::from_secs(7 * 86_400),
+            alert_events: Vec::new(),
             log_format: LogFormat::Text,
             signing_alg: SigningAlg::EdDSA,
             cors_origins: Vec::new(),
@@ -285,6 +289,9 @@ pub struct ConfigArgs {
     /// How long delivered alerts stay in the outbox (0 = forever).
     #[arg(long, env = "TESSERA_ALERT_RETENTION", global = true)]
     pub alert_retention: Option<String>,
+    /// Security events to send to the webhook, comma-separated (default: all).
+    #[arg(long, env = "TESSERA_ALERT_EVENTS", global = true)]
+    pub alert_events: Option<String>,
     /// Login attempts per minute per client IP (0 = unlimited).
     #[arg(long, env = "TESSERA_LOGIN_RATE", global = true)]
     pub login_rate: Option<u32>,
@@ -363,6 +370,7 @@ struct FileConfig {
     alert_retry_min: Option<DurationValue>,
     alert_retry_max: Option<DurationValue>,
     alert_retention: Option<DurationValue>,
+    alert_events: Option<String>,
     login_rate: Option<u32>,
     refresh_rate: Option<u32>,
     cookie_secure: Option<bool>,
@@ -562,6 +570,13 @@ impl Config {
                 message,
             })?,
             pages: boolean("pages", &args.pages, file.pages, d.pages)?,
+            alert_events: match args.alert_events.clone().or(file.alert_events) {
+                Some(text) => crate::alerts::parse_events(&text).map_err(|message| ConfigError::Invalid {
+                    name: "alert_events",
+                    message,
+                })?,
+                None => d.alert_events,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -702,6 +717,9 @@ impl Config {
             Some(toml::Value::Array(origins.collect()).to_string()),
         );
         line("pages", Some(self.pages.to_string()));
+        if !self.alert_events.is_empty() {
+            line("alert_events", Some(text(&self.alert_events.join(","))));
+        }
         line(
             "audit_retention",
             Some(text(&format_duration(self.audit_retention))),

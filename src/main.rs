@@ -140,9 +140,17 @@ async fn rotate_key(config: &Config) -> Result<(), String> {
     let store = store::connect(&config.database_url, 1)
         .await
         .map_err(|e| e.to_string())?;
-    let kid = service::rotate_signing_key(store.as_ref(), config.signing_alg, SystemClock.now())
-        .await
-        .map_err(|e| e.to_string())?;
+    // Queued for the running servers' deliverers when a webhook is configured.
+    let alerts = tessera::alerts::sink_for(config, &store)?;
+    let kid = service::rotate_signing_key(
+        store.as_ref(),
+        alerts.as_ref(),
+        config.signing_alg,
+        SystemClock.now(),
+        "rotate_key_command",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     println!("new active signing key: {kid}");
     Ok(())
 }

@@ -142,7 +142,11 @@ impl Application {
                     )
                     .map_err(StartupError::Alerts)?;
                     (
-                        Arc::new(OutboxAlerts::new(Arc::clone(&store), wake)),
+                        Arc::new(OutboxAlerts::new(
+                            Arc::clone(&store),
+                            wake,
+                            config.alert_events.clone(),
+                        )),
                         Some(Arc::new(deliverer)),
                     )
                 }

@@ -1174,6 +1174,41 @@ async fn concurrent_claimers_never_get_the_same_alert(store: Arc<dyn Store>) {
     assert_eq!(claimed, 40);
 }
 
+async fn known_devices_come_from_sessions_and_successful_logins(store: Arc<dyn Store>) {
+    let (u, s, _) = seeded(store.as_ref()).await;
+    let (other, _, _) = seeded(store.as_ref()).await;
+    let event = |name: &'static str, user: UserId, agent: &str, ip: &str| AuditEvent {
+        id: uuid::Uuid::now_v7(),
+        event: name,
+        at: T0,
+        user_id: Some(user),
+        session_id: None,
+        ip: Some(ip.into()),
+        user_agent: Some(agent.into()),
+        detail: None,
+    };
+    for e in [
+        event("login_succeeded", u.id, "laptop/1", "198.51.100.4"),
+        event("login_succeeded", u.id, "laptop/1", "198.51.100.4"),
+        // Not a successful login of this user: not a known device.
+        event("login_failed", u.id, "thief/1", "203.0.113.9"),
+        event("login_succeeded", other.id, "theirs/1", "192.0.2.1"),
+    ] {
+        store.insert_audit_event(&e).await.expect("audit");
+    }
+    store.revoke_session(s.id, T0, "logout").await.expect("revoke");
+    let mut known = store.find_known_devices(u.id, 100).await.expect("known devices");
+    known.sort();
+    assert_eq!(
+        known,
+        [
+            (Some("conformance/1.0".to_owned()), Some("127.0.0.1".to_owned())),
+            (Some("laptop/1".to_owned()), Some("198.51.100.4".to_owned())),
+        ]
+    );
+    assert_eq!(store.find_known_devices(u.id, 1).await.expect("limited").len(), 1);
+}
+
 async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
@@ -1238,6 +1273,7 @@ conformance!(
     alerts_are_queued_once_per_dedup_key,
     claimed_alerts_are_leased_rescheduled_and_delivered,
     concurrent_claimers_never_get_the_same_alert,
+    known_devices_come_from_sessions_and_successful_logins,
 );
 
 /// PostgreSQL's group commit: rotations sent together in one statement are decided exactly

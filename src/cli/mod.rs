@@ -169,7 +169,9 @@ fn actor() -> String {
 
 async fn admin(config: &Config) -> Result<AdminService, CliError> {
     let store = store::connect(&config.database_url, 2).await?;
-    Ok(AdminService::new(store, Arc::new(SystemClock), &actor()))
+    // Revocations made here are alerted through the outbox; running servers deliver them.
+    let alerts = crate::alerts::sink_for(config, &store).map_err(CliError::Invalid)?;
+    Ok(AdminService::new(store, Arc::new(SystemClock), &actor()).with_alerts(alerts))
 }
 
 /// Runs `tessera users ...`.

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{write_audit, AuthError};
+use crate::alerts::{Alert, AlertSink, NoAlerts};
 use crate::crypto::PasswordHasher;
 use crate::domain::{Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
 use crate::store::{
@@ -157,6 +158,8 @@ pub struct AdminService {
     pub(super) clock: Arc<dyn Clock>,
     /// Who is acting (the operating-system user running the CLI), recorded on audit events.
     pub(super) actor: String,
+    /// Where revocations made here are alerted (`session_revoked`, by an admin).
+    alerts: Arc<dyn AlertSink>,
 }
 
 impl AdminService {
@@ -165,7 +168,35 @@ impl AdminService {
             store,
             clock,
             actor: actor.to_owned(),
+            alerts: Arc::new(NoAlerts),
         }
+    }
+
+    /// Alerts revocations to `alerts` (the outbox, when a webhook is configured: running
+    /// servers deliver them).
+    pub fn with_alerts(self, alerts: Arc<dyn AlertSink>) -> AdminService {
+        AdminService { alerts, ..self }
+    }
+
+    /// A `session_revoked` alert for sessions an administrator revoked (audited already under
+    /// the `admin_*` event).
+    async fn alert_revoked(&self, user: UserId, session: Option<SessionId>, reason: &str, sessions: u64) {
+        if sessions == 0 {
+            return;
+        }
+        let alert = Alert {
+            id: uuid::Uuid::now_v7(),
+            event: "session_revoked",
+            at: self.clock.now(),
+            user_id: Some(user),
+            session_id: session,
+            ip: None,
+            user_agent: Some(ADMIN_USER_AGENT.to_owned()),
+            detail: Some(
+                json!({ "by": "admin", "admin": self.actor, "reason": reason, "sessions": sessions }),
+            ),
+        };
+        self.alerts.raise(alert).await;
     }
 
     /// Creates an account with a password and roles.
@@ -245,6 +276,8 @@ impl AdminService {
                     "was_disabled": account.disabled_at.is_some() }),
         )
         .await;
+        self.alert_revoked(account.user.id, None, "user_disabled", revoked)
+            .await;
         Ok(Some(revoked))
     }
 
@@ -320,6 +353,8 @@ impl AdminService {
             json!({ "session_id": session }),
         )
         .await;
+        self.alert_revoked(found.user_id, Some(session), "revoked_by_admin", 1)
+            .await;
         Ok(SessionRevocation::Revoked)
     }
 
@@ -339,6 +374,8 @@ impl AdminService {
             json!({ "email": account.user.email.as_str(), "sessions_revoked": revoked }),
         )
         .await;
+        self.alert_revoked(account.user.id, None, "revoked_by_admin", revoked)
+            .await;
         Ok(Some(revoked))
     }
 

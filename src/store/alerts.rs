@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use super::StoreResult;
-use crate::domain::Timestamp;
+use crate::domain::{Timestamp, UserId};
 
 /// An alert to queue.
 #[derive(Clone, Debug)]
@@ -63,6 +63,13 @@ pub trait AlertStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Newest first, at most `limit`; only undelivered ones when `pending_only`.
     async fn find_alerts(&self, pending_only: bool, limit: u32) -> StoreResult<Vec<StoredAlert>>;
+    /// The distinct (user agent, IP) pairs of the user's sessions (live or not yet swept) and
+    /// successful logins on record, at most `limit`: what `login_new_device` compares against.
+    async fn find_known_devices(
+        &self,
+        user: UserId,
+        limit: u32,
+    ) -> StoreResult<Vec<(Option<String>, Option<String>)>>;
     /// Deletes at most `limit` alerts delivered before `before`; returns how many.
     async fn delete_alerts_delivered_before(&self, before: Timestamp, limit: u32) -> StoreResult<u64>;
 }

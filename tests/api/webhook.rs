@@ -78,10 +78,15 @@ impl Receiver {
     }
 }
 
-/// A server with grace 0 whose alerts go to `url`, signed with [`SECRET`], and whose client
-/// sends [`USER_AGENT`].
+/// A server with grace 0 whose `refresh_token_reused` alerts (only: reuse detection also
+/// raises `session_revoked`) go to `url`, signed with [`SECRET`], and whose client sends
+/// [`USER_AGENT`].
 async fn spawn_alerting_to(url: &str) -> TestApp {
-    spawn_alerting_with(url, |_| {}).await
+    spawn_alerting_with(url, only_reuse).await
+}
+
+fn only_reuse(c: &mut Config) {
+    c.alert_events = vec!["refresh_token_reused".into()];
 }
 
 /// [`spawn_alerting_to`], with more settings.
@@ -244,7 +249,7 @@ async fn logging_out_with_a_stolen_ancestor_is_reported_as_reuse() {
 #[tokio::test]
 async fn an_ordinary_logout_raises_no_alert() {
     let mut receiver = Receiver::start(&[]).await;
-    let app = spawn_alerting_to(&receiver.url).await;
+    let app = spawn_alerting_with(&receiver.url, |_| {}).await;
     let a = app.signup_and_login(EMAIL).await;
     let b = app.refresh_ok(&s(&a, "refresh_token")).await;
     assert_status(app.logout_with_refresh_token(&s(&b, "refresh_token")).await, 204).await;
@@ -259,6 +264,7 @@ async fn an_undelivered_alert_survives_a_restart_and_arrives_once() {
     let fast_retries = |c: &mut Config| {
         c.alert_retry_min = Duration::from_millis(200);
         c.alert_retry_max = Duration::from_millis(400);
+        only_reuse(c);
     };
     let app = spawn_alerting_with(&receiver.url, fast_retries).await;
     trigger_reuse(&app).await;
@@ -325,4 +331,138 @@ async fn a_plain_http_webhook_to_another_host_is_refused_at_start() {
         !said.contains("s3cretpath"),
         "the URL's path may be a secret: {said}"
     );
+}
+
+/// Receives deliveries until every event of `expected` has come (or the time is up); returns
+/// the bodies by event.
+async fn collect(receiver: &mut Receiver, expected: &[&str], within: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut bodies: Vec<Value> = Vec::new();
+    while !expected.iter().all(|e| bodies.iter().any(|b| b["event"] == *e)) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Ok(Some(d)) = tokio::time::timeout(left, receiver.deliveries.recv()).await else {
+            let seen: Vec<_> = bodies.iter().map(|b| b["event"].clone()).collect();
+            panic!("expected {expected:?}, got {seen:?}");
+        };
+        assert_eq!(header(&d, "x-tessera-signature"), expected_signature(&d.body));
+        bodies.push(serde_json::from_slice(&d.body).expect("JSON alert"));
+    }
+    bodies
+}
+
+fn the<'a>(bodies: &'a [Value], event: &str) -> Vec<&'a Value> {
+    bodies.iter().filter(|b| b["event"] == event).collect()
+}
+
+#[tokio::test]
+async fn each_security_event_reaches_the_receiver() {
+    let mut receiver = Receiver::start(&[]).await;
+    let app = spawn_alerting_with(&receiver.url, |c| c.lockout_threshold = 4).await;
+    // The account's first login is no news; a second device is.
+    let home = app.signup_and_login(EMAIL).await;
+    let body = serde_json::json!({ "email": EMAIL, "password": PASSWORD });
+    let other = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .header("user-agent", "other-device/2.0")
+        .json(&body)
+        .send()
+        .await
+        .expect("login");
+    let other = json_ok(other).await;
+    let bodies = collect(&mut receiver, &["login_new_device"], Duration::from_secs(3)).await;
+    assert_eq!(
+        the(&bodies, "login_new_device")[0]["session_id"],
+        other["session_id"]
+    );
+    assert_eq!(
+        the(&bodies, "login_new_device")[0]["user_agent"],
+        "other-device/2.0"
+    );
+    // The same device again: nothing new.
+    app.login_ok(EMAIL).await;
+
+    // Revoking another of one's sessions.
+    let access = s(&home, "access_token");
+    assert_status(app.revoke_session(&access, &s(&other, "session_id")).await, 204).await;
+    let bodies = collect(&mut receiver, &["session_revoked"], Duration::from_secs(3)).await;
+    let revoked = the(&bodies, "session_revoked")[0];
+    assert_eq!(revoked["session_id"], other["session_id"]);
+    assert_eq!(revoked["detail"]["by"], "user");
+
+    // A password change, which ends the other sessions.
+    let change =
+        serde_json::json!({"current_password": PASSWORD, "new_password": "a much better passphrase"});
+    let changed = json_ok(app.post_authed("/v1/auth/password", &access, Some(&change)).await).await;
+    let bodies = collect(
+        &mut receiver,
+        &["password_changed", "session_revoked"],
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(
+        the(&bodies, "session_revoked")[0]["detail"]["by"],
+        "password_change"
+    );
+
+    // Reuse detection.
+    app.reuse_refresh_token(&s(&changed, "refresh_token")).await;
+    let bodies = collect(
+        &mut receiver,
+        &["refresh_token_reused", "session_revoked"],
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(
+        the(&bodies, "session_revoked")[0]["detail"]["by"],
+        "reuse_detection"
+    );
+
+    // Failed logins: half the threshold is a burst, the threshold locks.
+    for _ in 0..2 {
+        assert_problem(
+            app.login_with(EMAIL, "wrong password!").await,
+            401,
+            "invalid_credentials",
+        )
+        .await;
+    }
+    collect(&mut receiver, &["login_failed_burst"], Duration::from_secs(3)).await;
+    for _ in 0..2 {
+        app.login_with(EMAIL, "wrong password!").await;
+    }
+    collect(&mut receiver, &["account_locked"], Duration::from_secs(3)).await;
+
+    // A new signing algorithm at start rotates the key.
+    let (mut config, storage) = app.stop().await;
+    config.signing_alg = tessera::tokens::SigningAlg::ES256;
+    let _app = start(config, storage).await;
+    let bodies = collect(&mut receiver, &["signing_key_rotated"], Duration::from_secs(3)).await;
+    let rotated = the(&bodies, "signing_key_rotated")[0];
+    assert_eq!(rotated["detail"]["alg"], "ES256");
+    assert_eq!(rotated["detail"]["by"], "algorithm_change");
+}
+
+#[tokio::test]
+async fn alert_events_selects_what_reaches_the_webhook() {
+    let mut receiver = Receiver::start(&[]).await;
+    let app = spawn_alerting_with(&receiver.url, |c| {
+        c.alert_events = vec!["password_changed".into()];
+    })
+    .await;
+    let t = trigger_reuse(&app).await;
+    let fresh = app.login_ok(EMAIL).await;
+    let change =
+        serde_json::json!({"current_password": PASSWORD, "new_password": "a much better passphrase"});
+    json_ok(
+        app.post_authed("/v1/auth/password", &s(&fresh, "access_token"), Some(&change))
+            .await,
+    )
+    .await;
+    let alert = receiver.next(Duration::from_secs(3)).await;
+    let body: Value = serde_json::from_slice(&alert.body).expect("JSON alert");
+    assert_eq!(body["event"], "password_changed");
+    assert_eq!(body["user_id"], t["user"]["id"]);
+    // Not the reuse, nor the revocations: only what was asked for.
+    receiver.assert_quiet(Duration::from_millis(1500)).await;
 }

@@ -6,7 +6,7 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use super::{map_pg, PostgresStore};
-use crate::domain::Timestamp;
+use crate::domain::{Timestamp, UserId};
 use crate::store::{AlertStore, NewAlert, StoreResult, StoredAlert};
 
 const ALERT_COLUMNS: &str =
@@ -123,6 +123,27 @@ impl AlertStore for PostgresStore {
             .await
             .map_err(map_pg)?;
         alerts_from_rows(&rows)
+    }
+
+    async fn find_known_devices(
+        &self,
+        user: UserId,
+        limit: u32,
+    ) -> StoreResult<Vec<(Option<String>, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT user_agent, ip FROM sessions WHERE user_id = $1 \
+             UNION SELECT user_agent, ip FROM audit_events \
+               WHERE user_id = $1 AND event = 'login_succeeded' LIMIT $2",
+        )
+        .bind(user.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_pg)
     }
 
     async fn delete_alerts_delivered_before(&self, before: Timestamp, limit: u32) -> StoreResult<u64> {

@@ -121,6 +121,24 @@ impl AlertStore for SqliteStore {
         })
     }
 
+    async fn find_known_devices(
+        &self,
+        user: UserId,
+        limit: u32,
+    ) -> StoreResult<Vec<(Option<String>, Option<String>)>> {
+        self.readers.read(|c| {
+            c.prepare_cached(
+                "SELECT user_agent, ip FROM sessions WHERE user_id = ?1 \
+                 UNION SELECT user_agent, ip FROM audit_events \
+                   WHERE user_id = ?1 AND event = 'login_succeeded' LIMIT ?2",
+            )?
+            .query_map(params![user.to_string(), i64::from(limit)], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect()
+        })
+    }
+
     async fn delete_alerts_delivered_before(&self, before: Timestamp, limit: u32) -> StoreResult<u64> {
         let deleted = self
             .write(move |c| {
