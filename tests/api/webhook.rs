@@ -466,3 +466,51 @@ async fn alert_events_selects_what_reaches_the_webhook() {
     // Not the reuse, nor the revocations: only what was asked for.
     receiver.assert_quiet(Duration::from_millis(1500)).await;
 }
+
+/// Runs `tessera ARGS` on `app`'s database with its webhook settings, off the test's runtime.
+async fn tessera_with_webhook(app: &TestApp, url: &str, args: &[&str]) -> String {
+    let db = app.config.database_url.clone();
+    let dir = app.storage.dir.path().to_owned();
+    let (url, args): (String, Vec<String>) = (url.to_owned(), args.iter().map(|a| a.to_string()).collect());
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+        for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("TESSERA_")) {
+            cmd.env_remove(name);
+        }
+        let out = cmd
+            .args(&args)
+            .current_dir(dir)
+            .env("TESSERA_DATABASE_URL", db)
+            .env("TESSERA_ALERT_WEBHOOK_URL", url)
+            .env("TESSERA_ALERT_WEBHOOK_SECRET", SECRET)
+            .env("USER", "test-operator")
+            .env_remove("SUDO_USER")
+            .output()
+            .expect("run tessera");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test]
+async fn command_line_revocations_and_rotations_are_delivered_by_the_server() {
+    let mut receiver = Receiver::start(&[]).await;
+    let app = spawn_alerting_with(&receiver.url, |_| {}).await;
+    let t = app.signup_and_login(EMAIL).await;
+    tessera_with_webhook(&app, &receiver.url, &["sessions", "revoke", "--user", EMAIL]).await;
+    let bodies = collect(&mut receiver, &["session_revoked"], Duration::from_secs(5)).await;
+    let revoked = the(&bodies, "session_revoked")[0];
+    assert_eq!(revoked["user_id"], t["user"]["id"]);
+    assert_eq!(revoked["detail"]["by"], "admin");
+    assert_eq!(revoked["detail"]["admin"], "test-operator");
+    assert_eq!(revoked["detail"]["sessions"], 1);
+
+    let said = tessera_with_webhook(&app, &receiver.url, &["rotate-key"]).await;
+    let bodies = collect(&mut receiver, &["signing_key_rotated"], Duration::from_secs(5)).await;
+    let rotated = the(&bodies, "signing_key_rotated")[0];
+    let kid = rotated["detail"]["kid"].as_str().expect("kid");
+    assert!(said.contains(kid), "{said}");
+    assert_eq!(rotated["detail"]["by"], "rotate_key_command");
+}
