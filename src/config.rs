@@ -50,6 +50,15 @@ pub struct Config {
     pub lockout_cooldown: Duration,
     /// Audit events older than this are deleted by the sweeper (`0`: kept forever).
     pub audit_retention: Duration,
+    /// The wait before the first retry of an alert the webhook did not take; it doubles after
+    /// each failure.
+    pub alert_retry_min: Duration,
+    /// The longest wait between two attempts to deliver an alert.
+    pub alert_retry_max: Duration,
+    /// Delivered alerts are deleted from the outbox after this long (`0`: kept forever).
+    pub alert_retention: Duration,
+    /// The security events sent to the webhook (empty: every one); all are audited anyway.
+    pub alert_events: Vec<String>,
     /// How log lines on standard error are written.
     pub log_format: LogFormat,
     /// The algorithm new access tokens are signed with; a change rotates the key at start.
@@ -153,6 +162,10 @@ impl fmt::Debug for Config {
             .field("lockout_window", &self.lockout_window)
             .field("lockout_cooldown", &self.lockout_cooldown)
             .field("audit_retention", &self.audit_retention)
+            .field("alert_retry_min", &self.alert_retry_min)
+            .field("alert_retry_max", &self.alert_retry_max)
+            .field("alert_retention", &self.alert_retention)
+            .field("alert_events", &self.alert_events)
             .field("log_format", &self.log_format)
             .field("signing_alg", &self.signing_alg)
             .field("cors_origins", &self.cors_origins)
@@ -190,6 +203,10 @@ impl Default for Config {
             lockout_window: Duration::from_secs(15 * 60),
             lockout_cooldown: Duration::from_secs(60),
             audit_retention: Duration::from_secs(90 * 86_400),
+            alert_retry_min: Duration::from_secs(1),
+            alert_retry_max: Duration::from_secs(600),
+            alert_retention: Duration::from_secs(7 * 86_400),
+            alert_events: Vec::new(),
             log_format: LogFormat::Text,
             signing_alg: SigningAlg::EdDSA,
             cors_origins: Vec::new(),
@@ -263,6 +280,18 @@ pub struct ConfigArgs {
     /// How long audit events are kept (0 = forever).
     #[arg(long, env = "TESSERA_AUDIT_RETENTION", global = true)]
     pub audit_retention: Option<String>,
+    /// The wait before an undelivered alert's first retry; it doubles after each failure.
+    #[arg(long, env = "TESSERA_ALERT_RETRY_MIN", global = true)]
+    pub alert_retry_min: Option<String>,
+    /// The longest wait between attempts to deliver an alert.
+    #[arg(long, env = "TESSERA_ALERT_RETRY_MAX", global = true)]
+    pub alert_retry_max: Option<String>,
+    /// How long delivered alerts stay in the outbox (0 = forever).
+    #[arg(long, env = "TESSERA_ALERT_RETENTION", global = true)]
+    pub alert_retention: Option<String>,
+    /// Security events to send to the webhook, comma-separated (default: all).
+    #[arg(long, env = "TESSERA_ALERT_EVENTS", global = true)]
+    pub alert_events: Option<String>,
     /// Login attempts per minute per client IP (0 = unlimited).
     #[arg(long, env = "TESSERA_LOGIN_RATE", global = true)]
     pub login_rate: Option<u32>,
@@ -338,6 +367,10 @@ struct FileConfig {
     lockout_window: Option<DurationValue>,
     lockout_cooldown: Option<DurationValue>,
     audit_retention: Option<DurationValue>,
+    alert_retry_min: Option<DurationValue>,
+    alert_retry_max: Option<DurationValue>,
+    alert_retention: Option<DurationValue>,
+    alert_events: Option<String>,
     login_rate: Option<u32>,
     refresh_rate: Option<u32>,
     cookie_secure: Option<bool>,
@@ -450,6 +483,24 @@ impl Config {
                 file.audit_retention,
                 d.audit_retention,
             )?,
+            alert_retry_min: duration(
+                "alert_retry_min",
+                &args.alert_retry_min,
+                file.alert_retry_min,
+                d.alert_retry_min,
+            )?,
+            alert_retry_max: duration(
+                "alert_retry_max",
+                &args.alert_retry_max,
+                file.alert_retry_max,
+                d.alert_retry_max,
+            )?,
+            alert_retention: duration(
+                "alert_retention",
+                &args.alert_retention,
+                file.alert_retention,
+                d.alert_retention,
+            )?,
             login_rate: args.login_rate.or(file.login_rate).unwrap_or(d.login_rate),
             refresh_rate: args.refresh_rate.or(file.refresh_rate).unwrap_or(d.refresh_rate),
             cookie_secure: boolean(
@@ -519,6 +570,13 @@ impl Config {
                 message,
             })?,
             pages: boolean("pages", &args.pages, file.pages, d.pages)?,
+            alert_events: match args.alert_events.clone().or(file.alert_events) {
+                Some(text) => crate::alerts::parse_events(&text).map_err(|message| ConfigError::Invalid {
+                    name: "alert_events",
+                    message,
+                })?,
+                None => d.alert_events,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -560,6 +618,13 @@ impl Config {
         }
         if self.database_max_connections == 0 {
             return invalid("database_max_connections", "must be at least 1");
+        }
+        // A zero wait would retry a dead webhook in a tight loop.
+        if self.alert_retry_min.is_zero() {
+            return invalid("alert_retry_min", "must be positive");
+        }
+        if self.alert_retry_max < self.alert_retry_min {
+            return invalid("alert_retry_max", "must be at least alert_retry_min");
         }
         Ok(())
     }
@@ -652,10 +717,20 @@ impl Config {
             Some(toml::Value::Array(origins.collect()).to_string()),
         );
         line("pages", Some(self.pages.to_string()));
+        if !self.alert_events.is_empty() {
+            line("alert_events", Some(text(&self.alert_events.join(","))));
+        }
         line(
             "audit_retention",
             Some(text(&format_duration(self.audit_retention))),
         );
+        for (name, value) in [
+            ("alert_retry_min", self.alert_retry_min),
+            ("alert_retry_max", self.alert_retry_max),
+            ("alert_retention", self.alert_retention),
+        ] {
+            line(name, Some(text(&format_duration(value))));
+        }
         out
     }
 }

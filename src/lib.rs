@@ -13,7 +13,7 @@
 //! - [`tokens`]: access-token signing and strict verification, the JWKS.
 //! - [`crypto`]: password hashing, refresh-token secrets, sealing a successor token.
 //! - [`domain`]: ids, timestamps, validated inputs and the clock.
-//! - [`alerts`]: the signed security-alert webhook.
+//! - [`alerts`]: security alerts: the outbox, the signed webhook and its deliverer.
 //! - [`telemetry`]: logging setup.
 //! - [`operator`]: `tessera check`, which validates configuration, database and keys.
 //!

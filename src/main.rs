@@ -36,6 +36,11 @@ enum Command {
     },
     /// The audit trail, newest first (filters: --user, --kind, --since, --limit).
     Audit(cli::AuditArgs),
+    /// Security alerts queued for the webhook: list (--pending: undelivered only).
+    Alerts {
+        #[command(subcommand)]
+        command: cli::AlertsCommand,
+    },
     /// Retire the active signing key and start signing with a new one (of the configured
     /// algorithm). Tokens signed with the old key stay valid until they expire; running
     /// instances switch within a minute.
@@ -92,6 +97,7 @@ async fn run(command: Command, config: Config) -> ExitCode {
         Command::Users { command } => admin_result(cli::users(&config, command).await),
         Command::Sessions { command } => admin_result(cli::sessions(&config, command).await),
         Command::Audit(args) => admin_result(cli::audit(&config, args).await),
+        Command::Alerts { command } => admin_result(cli::alerts(&config, command).await),
         Command::RotateKey => rotate_key(&config).await,
     };
     match result {
@@ -134,9 +140,17 @@ async fn rotate_key(config: &Config) -> Result<(), String> {
     let store = store::connect(&config.database_url, 1)
         .await
         .map_err(|e| e.to_string())?;
-    let kid = service::rotate_signing_key(store.as_ref(), config.signing_alg, SystemClock.now())
-        .await
-        .map_err(|e| e.to_string())?;
+    // Queued for the running servers' deliverers when a webhook is configured.
+    let alerts = tessera::alerts::sink_for(config, &store)?;
+    let kid = service::rotate_signing_key(
+        store.as_ref(),
+        alerts.as_ref(),
+        config.signing_alg,
+        SystemClock.now(),
+        "rotate_key_command",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     println!("new active signing key: {kid}");
     Ok(())
 }

@@ -99,7 +99,7 @@ async fn check_settings(config: &Config) -> Vec<Finding> {
         )),
     }
     if let Some(url) = &config.alert_webhook_url {
-        if let Err(e) = crate::alerts::WebhookAlerts::new(url, config.alert_webhook_secret.as_deref()) {
+        if let Err(e) = crate::alerts::Webhook::new(url, config.alert_webhook_secret.as_deref()) {
             // Its message may quote the URL, whose path can be the webhook's secret.
             let said = e.replace(url.as_str(), &redact_webhook_url(url));
             findings.push(finding(Severity::Problem, format!("alert webhook: {said}")));

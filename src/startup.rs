@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
-use crate::alerts::{AlertSink, NoAlerts, WebhookAlerts};
+use crate::alerts::{AlertSink, Deliverer, DeliverySettings, NoAlerts, OutboxAlerts, Webhook};
 use crate::config::Config;
 use crate::domain::{Clock, SystemClock};
 use crate::http::metrics::Metrics;
@@ -66,6 +66,8 @@ pub struct Application {
     store: Arc<dyn Store>,
     /// Set when "now" is the database's clock, measured through ours; re-measured every minute.
     aligned_clock: Option<Arc<DatabaseAlignedClock>>,
+    /// Delivers queued alerts while the server runs (set when a webhook is configured).
+    deliverer: Option<Arc<Deliverer>>,
     limiters: Vec<Arc<RateLimiter>>,
     /// How long a client may take to send its request headers (and how long a keep-alive
     /// connection may sit idle).
@@ -118,13 +120,38 @@ impl Application {
         clock: Arc<dyn Clock>,
         aligned_clock: Option<Arc<DatabaseAlignedClock>>,
     ) -> Result<Application, StartupError> {
-        let alerts: Arc<dyn AlertSink> = match &config.alert_webhook_url {
-            Some(url) => Arc::new(
-                WebhookAlerts::new(url, config.alert_webhook_secret.as_deref())
-                    .map_err(StartupError::Alerts)?,
-            ),
-            None => Arc::new(NoAlerts),
-        };
+        // With a webhook, alerts go to the outbox and this instance runs a deliverer (every
+        // instance does: whichever claims an alert first delivers it).
+        let (alerts, deliverer): (Arc<dyn AlertSink>, Option<Arc<Deliverer>>) =
+            match &config.alert_webhook_url {
+                Some(url) => {
+                    let webhook = Webhook::new(url, config.alert_webhook_secret.as_deref())
+                        .map_err(StartupError::Alerts)?;
+                    let wake = Arc::new(tokio::sync::Notify::new());
+                    let settings = DeliverySettings {
+                        retry_min: config.alert_retry_min,
+                        retry_max: config.alert_retry_max,
+                        retention: config.alert_retention,
+                    };
+                    let deliverer = Deliverer::new(
+                        Arc::clone(&store),
+                        Arc::clone(&clock),
+                        webhook,
+                        settings,
+                        Arc::clone(&wake),
+                    )
+                    .map_err(StartupError::Alerts)?;
+                    (
+                        Arc::new(OutboxAlerts::new(
+                            Arc::clone(&store),
+                            wake,
+                            config.alert_events.clone(),
+                        )),
+                        Some(Arc::new(deliverer)),
+                    )
+                }
+                None => (Arc::new(NoAlerts), None),
+            };
         let service = Arc::new(
             AuthService::start(
                 Arc::clone(&store),
@@ -186,6 +213,7 @@ impl Application {
             service,
             store,
             aligned_clock,
+            deliverer,
             limiters,
             client_timeout: config.client_timeout,
             connections: ConnectionLimits::new(max_connections, config.max_connections_per_ip),
@@ -225,6 +253,7 @@ impl Application {
         let _maintenance = Maintenance::spawn(
             Arc::clone(&self.service),
             self.limiters.clone(),
+            self.deliverer.clone(),
             self.aligned_clock
                 .clone()
                 .map(|clock| (clock, Arc::clone(&self.store))),
@@ -479,7 +508,7 @@ pub fn raise_open_file_limit() -> Option<u64> {
 }
 
 /// Background upkeep: deleting long-ended sessions, reloading signing keys, dropping idle
-/// clients from the rate limiters and re-measuring the database's clock. The tasks
+/// clients from the rate limiters, delivering alerts and re-measuring the database's clock. The tasks
 /// stop when this is dropped.
 struct Maintenance(Vec<tokio::task::JoinHandle<()>>);
 
@@ -487,6 +516,7 @@ impl Maintenance {
     fn spawn(
         service: Arc<AuthService>,
         limiters: Vec<Arc<RateLimiter>>,
+        deliverer: Option<Arc<Deliverer>>,
         aligned_clock: Option<(Arc<DatabaseAlignedClock>, Arc<dyn Store>)>,
     ) -> Maintenance {
         let sweeper = Arc::clone(&service);
@@ -524,6 +554,9 @@ impl Maintenance {
         let revocations = Arc::clone(&service);
         let follow = tokio::spawn(async move { revocations.follow_revocations().await });
         let mut tasks = vec![sweep, reload, prune, follow];
+        if let Some(deliverer) = deliverer {
+            tasks.push(tokio::spawn(deliverer.run()));
+        }
         if let Some((clock, store)) = aligned_clock {
             tasks.push(tokio::spawn(async move {
                 let mut every = tokio::time::interval(RESYNC_CLOCK_EVERY);

@@ -10,7 +10,7 @@ use ring::rand::SystemRandom;
 use tessera::crypto::{PasswordHashString, RefreshToken, RefreshTokenHash, RefreshTokenKey};
 use tessera::domain::{Email, SessionId, Timestamp, UserId};
 use tessera::store::{
-    self, AuditEvent, AuditFilter, CurrentRotation, LoginFailures, Rotation, SessionRecord, Store,
+    self, AuditEvent, AuditFilter, CurrentRotation, LoginFailures, NewAlert, Rotation, SessionRecord, Store,
     StoreError, UserRecord,
 };
 use tessera::tokens::SigningKeyRecord;
@@ -1086,6 +1086,196 @@ async fn audit_events_are_read_newest_first_by_filter(store: Arc<dyn Store>) {
     assert_eq!(found[0].session_id, Some(s.id));
 }
 
+fn new_alert(key: &str, at: Timestamp) -> NewAlert {
+    let id = uuid::Uuid::now_v7();
+    NewAlert {
+        id,
+        event: "refresh_token_reused".into(),
+        dedup_key: key.into(),
+        payload: format!(r#"{{"id":"{id}"}}"#),
+        created_at: at,
+    }
+}
+
+async fn alerts_are_queued_once_per_dedup_key(store: Arc<dyn Store>) {
+    let first = new_alert("k1", T0);
+    assert!(store.insert_alert(&first).await.expect("insert"));
+    // Same key: coalesced into the first, whatever its id.
+    assert!(!store.insert_alert(&new_alert("k1", T0)).await.expect("insert"));
+    assert!(store.insert_alert(&new_alert("k2", T0)).await.expect("insert"));
+    let all = store.find_alerts(false, 10).await.expect("find");
+    assert_eq!(all.len(), 2);
+    let found = all.iter().find(|a| a.id == first.id).expect("first kept");
+    assert_eq!(found.payload, first.payload);
+    assert_eq!(found.attempts, 0);
+    assert_eq!(found.next_attempt_at, T0);
+    assert_eq!(found.delivered_at, None);
+}
+
+async fn claimed_alerts_are_leased_rescheduled_and_delivered(store: Arc<dyn Store>) {
+    let a = new_alert("a", T0);
+    store.insert_alert(&a).await.expect("insert");
+    // Not due before its time.
+    let early = store
+        .claim_alerts("x", Timestamp(T0.0 - 1), T0, 10)
+        .await
+        .expect("claim");
+    assert!(early.is_empty());
+    let now = Timestamp(T0.0 + 1000);
+    let lease = Timestamp(now.0 + 30_000);
+    let claimed = store.claim_alerts("x", now, lease, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, a.id);
+    assert_eq!(claimed[0].attempts, 1);
+    assert_eq!(claimed[0].claimed_until, Some(lease));
+    // Leased: nobody else gets it until the lease ends.
+    assert!(store
+        .claim_alerts("y", now, lease, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    // Only its claimer reschedules it.
+    let later = Timestamp(now.0 + 5000);
+    assert!(!store
+        .reschedule_alert(a.id, "y", later)
+        .await
+        .expect("reschedule"));
+    assert!(store
+        .reschedule_alert(a.id, "x", later)
+        .await
+        .expect("reschedule"));
+    assert!(store
+        .claim_alerts("y", now, lease, 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    let again = store
+        .claim_alerts("y", later, Timestamp(later.0 + 30_000), 10)
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+    // A claim whose lease ran out is anyone's (the claimer crashed).
+    let expired = Timestamp(later.0 + 30_000);
+    let taken = store
+        .claim_alerts("z", expired, Timestamp(expired.0 + 30_000), 10)
+        .await
+        .expect("claim");
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].attempts, 3);
+    // The old claimer's answer no longer counts; the current one's does.
+    assert!(!store
+        .mark_alert_delivered(a.id, "y", expired)
+        .await
+        .expect("mark"));
+    assert!(store
+        .mark_alert_delivered(a.id, "z", expired)
+        .await
+        .expect("mark"));
+    assert!(!store
+        .mark_alert_delivered(a.id, "z", expired)
+        .await
+        .expect("mark twice"));
+    assert!(store.find_alerts(true, 10).await.expect("find").is_empty());
+    let delivered = store.find_alerts(false, 10).await.expect("find");
+    assert_eq!(delivered[0].delivered_at, Some(expired));
+    // Delivered: never claimed again, and pruned after its retention.
+    let far = Timestamp(expired.0 + DAY);
+    assert!(store
+        .claim_alerts("z", far, Timestamp(far.0 + 1), 10)
+        .await
+        .expect("claim")
+        .is_empty());
+    assert_eq!(
+        store
+            .delete_alerts_delivered_before(expired, 10)
+            .await
+            .expect("prune"),
+        0
+    );
+    assert_eq!(
+        store
+            .delete_alerts_delivered_before(far, 10)
+            .await
+            .expect("prune"),
+        1
+    );
+    assert!(store.find_alerts(false, 10).await.expect("find").is_empty());
+}
+
+async fn concurrent_claimers_never_get_the_same_alert(store: Arc<dyn Store>) {
+    for i in 0..40 {
+        store
+            .insert_alert(&new_alert(&format!("c{i}"), T0))
+            .await
+            .expect("insert");
+    }
+    let now = Timestamp(T0.0 + 1000);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let claimer = format!("claimer-{i}");
+                let mut mine = Vec::new();
+                loop {
+                    let got = store
+                        .claim_alerts(&claimer, now, Timestamp(now.0 + 30_000), 3)
+                        .await
+                        .expect("claim must not error under contention");
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|a| a.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("join"));
+    }
+    let claimed = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), claimed, "an alert was claimed twice");
+    assert_eq!(claimed, 40);
+}
+
+async fn known_devices_come_from_sessions_and_successful_logins(store: Arc<dyn Store>) {
+    let (u, s, _) = seeded(store.as_ref()).await;
+    let (other, _, _) = seeded(store.as_ref()).await;
+    let event = |name: &'static str, user: UserId, agent: &str, ip: &str| AuditEvent {
+        id: uuid::Uuid::now_v7(),
+        event: name,
+        at: T0,
+        user_id: Some(user),
+        session_id: None,
+        ip: Some(ip.into()),
+        user_agent: Some(agent.into()),
+        detail: None,
+    };
+    for e in [
+        event("login_succeeded", u.id, "laptop/1", "198.51.100.4"),
+        event("login_succeeded", u.id, "laptop/1", "198.51.100.4"),
+        // Not a successful login of this user: not a known device.
+        event("login_failed", u.id, "thief/1", "203.0.113.9"),
+        event("login_succeeded", other.id, "theirs/1", "192.0.2.1"),
+    ] {
+        store.insert_audit_event(&e).await.expect("audit");
+    }
+    store.revoke_session(s.id, T0, "logout").await.expect("revoke");
+    let mut known = store.find_known_devices(u.id, 100).await.expect("known devices");
+    known.sort();
+    assert_eq!(
+        known,
+        [
+            (Some("conformance/1.0".to_owned()), Some("127.0.0.1".to_owned())),
+            (Some("laptop/1".to_owned()), Some("198.51.100.4".to_owned())),
+        ]
+    );
+    assert_eq!(store.find_known_devices(u.id, 1).await.expect("limited").len(), 1);
+}
+
 async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
@@ -1148,6 +1338,10 @@ conformance!(
     imported_users_are_inserted_once,
     a_password_hash_is_upgraded_only_if_unchanged,
     audit_events_are_read_newest_first_by_filter,
+    alerts_are_queued_once_per_dedup_key,
+    claimed_alerts_are_leased_rescheduled_and_delivered,
+    concurrent_claimers_never_get_the_same_alert,
+    known_devices_come_from_sessions_and_successful_logins,
 );
 
 /// PostgreSQL's group commit: rotations sent together in one statement are decided exactly

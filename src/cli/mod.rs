@@ -1,4 +1,5 @@
-//! The administrative commands of the `tessera` binary: `users`, `sessions` and `audit`.
+//! The administrative commands of the `tessera` binary: `users`, `sessions`, `audit` and
+//! `alerts`.
 //! They work on the database directly (a server need not run); revocations reach running
 //! servers through the revocation log (and `NOTIFY` on PostgreSQL), like any other.
 //!
@@ -137,6 +138,23 @@ pub struct AuditArgs {
     json: bool,
 }
 
+#[derive(Subcommand)]
+pub enum AlertsCommand {
+    /// The alert outbox, newest first: when each alert was raised, how many delivery attempts
+    /// it took, and when it was delivered (or when the next attempt is due).
+    List {
+        /// Only alerts not delivered yet.
+        #[arg(long)]
+        pending: bool,
+        /// At most this many alerts.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// JSON Lines: one object per alert, with the body the webhook gets.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Accounts listed per database read.
 const LIST_PAGE: u32 = 1000;
 
@@ -151,7 +169,9 @@ fn actor() -> String {
 
 async fn admin(config: &Config) -> Result<AdminService, CliError> {
     let store = store::connect(&config.database_url, 2).await?;
-    Ok(AdminService::new(store, Arc::new(SystemClock), &actor()))
+    // Revocations made here are alerted through the outbox; running servers deliver them.
+    let alerts = crate::alerts::sink_for(config, &store).map_err(CliError::Invalid)?;
+    Ok(AdminService::new(store, Arc::new(SystemClock), &actor()).with_alerts(alerts))
 }
 
 /// Runs `tessera users ...`.
@@ -343,6 +363,36 @@ pub async fn audit(config: &Config, args: AuditArgs) -> Result<(), CliError> {
             })
             .collect();
         Table::new(&["AT", "EVENT", "USER", "SESSION", "IP", "DETAIL"]).print(&mut out, &rows)?;
+    }
+    out.finish()
+}
+
+/// Runs `tessera alerts ...`.
+pub async fn alerts(config: &Config, command: AlertsCommand) -> Result<(), CliError> {
+    let AlertsCommand::List { pending, limit, json } = command;
+    let alerts = admin(config).await?.alerts(pending, limit).await?;
+    let mut out = Out::new();
+    if json {
+        for a in &alerts {
+            out.json(a)?;
+        }
+    } else {
+        let rows: Vec<_> = alerts
+            .iter()
+            .map(|a| {
+                vec![
+                    a.id.to_string(),
+                    a.event.clone(),
+                    a.created_at.to_rfc3339(),
+                    a.attempts.to_string(),
+                    match a.delivered_at {
+                        Some(at) => format!("delivered {}", at.to_rfc3339()),
+                        None => format!("next attempt {}", a.next_attempt_at.to_rfc3339()),
+                    },
+                ]
+            })
+            .collect();
+        Table::new(&["ID", "EVENT", "RAISED", "ATTEMPTS", "STATE"]).print(&mut out, &rows)?;
     }
     out.finish()
 }

@@ -14,10 +14,12 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{write_audit, AuthError};
+use crate::alerts::{Alert, AlertSink, NoAlerts};
 use crate::crypto::PasswordHasher;
 use crate::domain::{Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
 use crate::store::{
-    AuditEvent, AuditFilter, SessionRecord, Store, StoreError, StoredAuditEvent, UserAccount, UserRecord,
+    AuditEvent, AuditFilter, SessionRecord, Store, StoreError, StoredAlert, StoredAuditEvent, UserAccount,
+    UserRecord,
 };
 
 /// The `user_agent` recorded on the audit events of administrative actions.
@@ -104,6 +106,35 @@ impl From<StoredAuditEvent> for AuditView {
     }
 }
 
+/// An alert in the outbox, as `tessera alerts list` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlertView {
+    pub id: uuid::Uuid,
+    pub event: String,
+    pub created_at: Timestamp,
+    pub attempts: u32,
+    /// When the next attempt is due (meaningless once delivered).
+    pub next_attempt_at: Timestamp,
+    pub delivered_at: Option<Timestamp>,
+    /// The body POSTed to the webhook.
+    pub payload: serde_json::Value,
+}
+
+impl From<StoredAlert> for AlertView {
+    fn from(a: StoredAlert) -> Self {
+        AlertView {
+            id: a.id,
+            event: a.event,
+            created_at: a.created_at,
+            attempts: a.attempts,
+            next_attempt_at: a.next_attempt_at,
+            delivered_at: a.delivered_at,
+            // Written by us as JSON; a row that is not (edited by hand) still shows, as text.
+            payload: serde_json::from_str(&a.payload).unwrap_or(serde_json::Value::String(a.payload)),
+        }
+    }
+}
+
 /// What `audit` reads.
 #[derive(Clone, Debug, Default)]
 pub struct AuditQuery {
@@ -127,6 +158,8 @@ pub struct AdminService {
     pub(super) clock: Arc<dyn Clock>,
     /// Who is acting (the operating-system user running the CLI), recorded on audit events.
     pub(super) actor: String,
+    /// Where revocations made here are alerted (`session_revoked`, by an admin).
+    alerts: Arc<dyn AlertSink>,
 }
 
 impl AdminService {
@@ -135,7 +168,35 @@ impl AdminService {
             store,
             clock,
             actor: actor.to_owned(),
+            alerts: Arc::new(NoAlerts),
         }
+    }
+
+    /// Alerts revocations to `alerts` (the outbox, when a webhook is configured: running
+    /// servers deliver them).
+    pub fn with_alerts(self, alerts: Arc<dyn AlertSink>) -> AdminService {
+        AdminService { alerts, ..self }
+    }
+
+    /// A `session_revoked` alert for sessions an administrator revoked (audited already under
+    /// the `admin_*` event).
+    async fn alert_revoked(&self, user: UserId, session: Option<SessionId>, reason: &str, sessions: u64) {
+        if sessions == 0 {
+            return;
+        }
+        let alert = Alert {
+            id: uuid::Uuid::now_v7(),
+            event: "session_revoked",
+            at: self.clock.now(),
+            user_id: Some(user),
+            session_id: session,
+            ip: None,
+            user_agent: Some(ADMIN_USER_AGENT.to_owned()),
+            detail: Some(
+                json!({ "by": "admin", "admin": self.actor, "reason": reason, "sessions": sessions }),
+            ),
+        };
+        self.alerts.raise(alert).await;
     }
 
     /// Creates an account with a password and roles.
@@ -215,6 +276,8 @@ impl AdminService {
                     "was_disabled": account.disabled_at.is_some() }),
         )
         .await;
+        self.alert_revoked(account.user.id, None, "user_disabled", revoked)
+            .await;
         Ok(Some(revoked))
     }
 
@@ -290,6 +353,8 @@ impl AdminService {
             json!({ "session_id": session }),
         )
         .await;
+        self.alert_revoked(found.user_id, Some(session), "revoked_by_admin", 1)
+            .await;
         Ok(SessionRevocation::Revoked)
     }
 
@@ -309,6 +374,8 @@ impl AdminService {
             json!({ "email": account.user.email.as_str(), "sessions_revoked": revoked }),
         )
         .await;
+        self.alert_revoked(account.user.id, None, "revoked_by_admin", revoked)
+            .await;
         Ok(Some(revoked))
     }
 
@@ -329,6 +396,12 @@ impl AdminService {
         };
         let events = self.store.find_audit_events(&filter).await?;
         Ok(Some(events.into_iter().map(AuditView::from).collect()))
+    }
+
+    /// The outbox, newest first: every alert still kept, or only the undelivered ones.
+    pub async fn alerts(&self, pending_only: bool, limit: u32) -> Result<Vec<AlertView>, AuthError> {
+        let alerts = self.store.find_alerts(pending_only, limit).await?;
+        Ok(alerts.into_iter().map(AlertView::from).collect())
     }
 
     async fn account(&self, email: &str) -> Result<Option<UserAccount>, AuthError> {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{token_internal, AuthError, AuthService, Policy};
+use crate::alerts::AlertSink;
 use crate::domain::Timestamp;
-use crate::store::{Store, StoreError};
+use crate::store::{AuditEvent, Store, StoreError};
 use crate::tokens::{AccessClaims, AccessTokens, SigningAlg, SigningKeyRecord, TokenError};
 
 /// An unknown `kid` triggers at most one key reload per this interval, so forged kids
@@ -82,15 +83,31 @@ impl AuthService {
     }
 }
 
-/// Retires the active signing key and makes a new one active (the `rotate-key` command).
-/// Running instances pick the new key up on their next reload or on first sight of its `kid`.
+/// Retires the active signing key and makes a new one active (the `rotate-key` command, and
+/// a start with a new algorithm), audited and alerted as `signing_key_rotated` with `by` saying
+/// which. Running instances pick the new key up on their next reload or on first sight of its
+/// `kid`.
 pub async fn rotate_signing_key(
     store: &dyn Store,
+    alerts: &dyn AlertSink,
     alg: SigningAlg,
     now: Timestamp,
+    by: &str,
 ) -> Result<String, AuthError> {
     let key = SigningKeyRecord::generate(alg, now).map_err(token_internal)?;
     store.rotate_signing_key(&key, now).await?;
+    let detail = serde_json::json!({ "kid": key.kid, "alg": alg.as_str(), "by": by });
+    let event = AuditEvent {
+        id: uuid::Uuid::now_v7(),
+        event: "signing_key_rotated",
+        at: now,
+        user_id: None,
+        session_id: None,
+        ip: None,
+        user_agent: None,
+        detail: Some(detail.to_string()),
+    };
+    super::record_security_event(store, alerts, event).await;
     Ok(key.kid)
 }
 
@@ -159,9 +176,15 @@ mod tests {
             "the same key set, and with it its cache, is kept"
         );
         // A real change of keys is still picked up.
-        rotate_signing_key(service.store.as_ref(), SigningAlg::EdDSA, service.clock.now())
-            .await
-            .unwrap();
+        rotate_signing_key(
+            service.store.as_ref(),
+            &NoAlerts,
+            SigningAlg::EdDSA,
+            service.clock.now(),
+            "test",
+        )
+        .await
+        .unwrap();
         service.reload_keys().await.unwrap();
         assert!(!Arc::ptr_eq(&before, &service.tokens()));
     }

@@ -27,6 +27,15 @@ pub struct LockoutPolicy {
 }
 
 impl LockoutPolicy {
+    /// The failures within one window that make a `login_failed_burst` alert: half the lock
+    /// threshold (rounded up, at least 2), so the owner hears of a guessing run before the
+    /// lock. `None` when that would not come before the lock (thresholds under 3) or
+    /// locking is off.
+    pub fn burst(&self) -> Option<u32> {
+        let burst = self.threshold.div_ceil(2).max(2);
+        (burst < self.threshold).then_some(burst)
+    }
+
     pub fn from_config(c: &Config) -> LockoutPolicy {
         LockoutPolicy {
             threshold: c.lockout_threshold,
@@ -86,6 +95,21 @@ impl LockoutPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_is_half_the_threshold_and_comes_before_the_lock() {
+        let policy = |threshold| LockoutPolicy {
+            threshold,
+            window: Duration::from_secs(60),
+            cooldown: Duration::from_secs(60),
+        };
+        assert_eq!(policy(10).burst(), Some(5));
+        assert_eq!(policy(5).burst(), Some(3));
+        assert_eq!(policy(4).burst(), Some(2));
+        assert_eq!(policy(3).burst(), Some(2));
+        assert_eq!(policy(2).burst(), None);
+        assert_eq!(policy(0).burst(), None);
+    }
 
     const POLICY: LockoutPolicy = LockoutPolicy {
         threshold: 3,

@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::lockout::LockoutPolicy;
-use super::{write_audit, AuthError, AuthService, ClientInfo, TokenGrant, Transport, UserView};
+use super::{
+    record_security_event, write_audit, AuthError, AuthService, ClientInfo, TokenGrant, Transport, UserView,
+};
+use crate::alerts::AlertSink;
 use crate::crypto::{self, RefreshToken};
 use crate::domain::{Email, FieldError, Password, SessionId, Timestamp, UserId};
 use crate::store::{AuditEvent, SessionRecord, Store, StoreError, UserRecord};
@@ -102,6 +105,7 @@ impl AuthService {
         // a permit made no attempt: nothing was checked.)
         let failure = self.audit_event("login_failed", user.as_ref().map(|u| u.id), None, client, None);
         let (store, clock, known) = (Arc::clone(&self.store), Arc::clone(&self.clock), user.is_some());
+        let alerts = Arc::clone(&self.alerts);
         let (lockout, counted) = (
             self.policy.lockout,
             email.clone().filter(|_| self.policy.lockout.enabled()),
@@ -111,7 +115,7 @@ impl AuthService {
             if !(matches && known) {
                 let at = clock.now();
                 if let Some(email) = counted {
-                    count_failure(store.as_ref(), &email, lockout, &failure, at).await;
+                    count_failure(store.as_ref(), alerts.as_ref(), &email, lockout, &failure, at).await;
                 }
                 write_audit(store.as_ref(), AuditEvent { at, ..failure }).await;
             }
@@ -154,6 +158,8 @@ impl AuthService {
             },
         };
         let refresh = RefreshToken::issue(&self.rng, session.id, 0)?;
+        // Read before this login's session exists, which would match itself.
+        let new_device = self.is_new_device(user.id, client).await;
         if !self.store.insert_session(&session, &refresh.hash()).await? {
             // Disabled (`tessera users disable`): the same answer as a wrong password, after
             // the same work, so disabling an account tells nobody anything about it, not even
@@ -190,8 +196,52 @@ impl AuthService {
         }
         self.audit("login_succeeded", Some(user.id), Some(session.id), client, detail)
             .await;
+        if new_device {
+            self.security_event("login_new_device", Some(user.id), Some(session.id), client, None)
+                .await;
+        }
         self.grant(&keys, &user, &session, refresh, now)
     }
+
+    /// Is this login's device new to the account: no session of it (live, or ended and not
+    /// swept yet) and no successful login on record came with the same user agent from the
+    /// same network ([`network`])? An account's very first login is no news (there is no
+    /// device it could be new beside). A failed read says no: the login goes on.
+    async fn is_new_device(&self, user: UserId, client: &ClientInfo) -> bool {
+        let known = match self.store.find_known_devices(user, KNOWN_DEVICES_READ).await {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the account's known devices");
+                return false;
+            }
+        };
+        let this = network(client.ip.as_deref());
+        !known.is_empty()
+            && !known
+                .iter()
+                .any(|(agent, ip)| *agent == client.user_agent && network(ip.as_deref()) == this)
+    }
+}
+
+/// How many known (user agent, IP) pairs a login compares itself with, at most.
+const KNOWN_DEVICES_READ: u32 = 1000;
+
+/// The network an address is in, for telling devices apart: its IPv4 /24 or IPv6 /48 (a
+/// home or office whose address changes within its provider's block is still the same place).
+/// Text that is not an address stands for itself.
+fn network(ip: Option<&str>) -> Option<String> {
+    let ip = ip?;
+    Some(match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+        Err(_) => ip.to_owned(),
+    })
 }
 
 impl AuthService {
@@ -243,9 +293,12 @@ impl AuthService {
 }
 
 /// Counts a failed login against its email; the failure that locks the account is audited
-/// (and logged) as `account_locked`. Errors are logged: the login has failed either way.
+/// (and logged, and alerted) as `account_locked`, and the failure that reaches
+/// [`LockoutPolicy::burst`] within a window as `login_failed_burst` (so at most once per
+/// window). Errors are logged: the login has failed either way.
 pub(super) async fn count_failure(
     store: &dyn Store,
+    alerts: &dyn AlertSink,
     email: &Email,
     lockout: LockoutPolicy,
     failure: &AuditEvent,
@@ -274,9 +327,44 @@ pub(super) async fn count_failure(
                 detail: Some(detail),
                 ..failure.clone()
             };
-            write_audit(store, locked).await;
+            record_security_event(store, alerts, locked).await;
+        }
+        // Only for an existing account: guesses at unknown emails concern no one to alert.
+        Ok(record) if failure.user_id.is_some() && Some(record.failures) == lockout.burst() => {
+            let detail = format!(
+                "{} failed logins within {} s (the account locks at {})",
+                record.failures,
+                lockout.window.as_secs(),
+                lockout.threshold
+            );
+            let burst = AuditEvent {
+                id: uuid::Uuid::now_v7(),
+                event: "login_failed_burst",
+                at,
+                detail: Some(detail),
+                ..failure.clone()
+            };
+            record_security_event(store, alerts, burst).await;
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not count a failed login"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::network;
+
+    #[test]
+    fn a_network_is_an_ipv4_slash_24_or_an_ipv6_slash_48() {
+        assert_eq!(network(Some("203.0.113.7")), network(Some("203.0.113.250")));
+        assert_ne!(network(Some("203.0.113.7")), network(Some("203.0.114.7")));
+        assert_eq!(
+            network(Some("2001:db8:1:2::1")),
+            network(Some("2001:db8:1:ffff::9"))
+        );
+        assert_ne!(network(Some("2001:db8:1::1")), network(Some("2001:db8:2::1")));
+        assert_eq!(network(Some("unknown")), Some("unknown".to_owned()));
+        assert_eq!(network(None), None);
     }
 }

@@ -33,7 +33,7 @@ use ring::rand::SystemRandom;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::alerts::AlertSink;
+use crate::alerts::{Alert, AlertSink};
 use crate::config::{Config, SessionCheck};
 use crate::crypto::{CryptoError, PasswordHashString, PasswordHasher, RefreshToken};
 use crate::domain::{Clock, FieldError, SessionId, Timestamp, UserId};
@@ -269,7 +269,14 @@ impl AuthService {
             // until they expire. (Instances must agree on the algorithm, or each start undoes
             // the last; instances starting together may rotate more than once, harmlessly.)
             Some(alg) if alg != policy.signing_alg.as_str() => {
-                let kid = rotate_signing_key(store.as_ref(), policy.signing_alg, clock.now()).await?;
+                let kid = rotate_signing_key(
+                    store.as_ref(),
+                    alerts.as_ref(),
+                    policy.signing_alg,
+                    clock.now(),
+                    "algorithm_change",
+                )
+                .await?;
                 tracing::info!(from = %alg, to = %policy.signing_alg, %kid, "signing algorithm changed: key rotated");
                 keys = store.find_signing_keys().await?;
             }
@@ -369,6 +376,32 @@ impl AuthService {
         write_audit(self.store.as_ref(), e).await;
     }
 
+    /// [`record_security_event`] for an event of this request.
+    async fn security_event(
+        &self,
+        event: &'static str,
+        user_id: Option<UserId>,
+        session_id: Option<SessionId>,
+        client: &ClientInfo,
+        detail: Option<String>,
+    ) {
+        let e = self.audit_event(event, user_id, session_id, client, detail);
+        record_security_event(self.store.as_ref(), self.alerts.as_ref(), e).await;
+    }
+
+    /// A `session_revoked` alert for revocations already audited under their own event
+    /// (`logout_others`, `password_changed`, ...): the alert only, no second audit row.
+    async fn alert_sessions_revoked(
+        &self,
+        user_id: UserId,
+        session_id: Option<SessionId>,
+        client: &ClientInfo,
+        detail: String,
+    ) {
+        let e = self.audit_event("session_revoked", Some(user_id), session_id, client, Some(detail));
+        self.alerts.raise(Alert::from_audit(&e)).await;
+    }
+
     fn audit_event(
         &self,
         event: &'static str,
@@ -388,6 +421,19 @@ impl AuthService {
             detail,
         }
     }
+}
+
+/// Audits a security event and raises its alert (the sink decides whether it goes to the
+/// webhook); the alert carries the audit event's id.
+pub(super) async fn record_security_event(store: &dyn Store, alerts: &dyn AlertSink, e: AuditEvent) {
+    let alert = Alert::from_audit(&e);
+    write_audit(store, e).await;
+    alerts.raise(alert).await;
+}
+
+/// The `detail` of a `session_revoked` alert: who revoked, and the session's revocation reason.
+fn revoked_by(by: &str, reason: &str, sessions: u64) -> String {
+    serde_json::json!({ "by": by, "reason": reason, "sessions": sessions }).to_string()
 }
 
 async fn write_audit(store: &dyn Store, e: AuditEvent) {

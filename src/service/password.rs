@@ -64,6 +64,7 @@ impl AuthService {
             if self.policy.lockout.enabled() {
                 super::login::count_failure(
                     self.store.as_ref(),
+                    self.alerts.as_ref(),
                     &user.email,
                     self.policy.lockout,
                     &failure,
@@ -123,7 +124,7 @@ impl AuthService {
         rotated.rotated_at = Some(now);
         rotated.refresh_expires_at = refresh_expires_at;
         rotated.sealed_current = None;
-        self.audit(
+        self.security_event(
             "password_changed",
             Some(user.id),
             Some(rotated.id),
@@ -131,6 +132,16 @@ impl AuthService {
             Some(format!("{others} other session(s) revoked")),
         )
         .await;
+        if others > 0 {
+            // The other sessions: the subject is the account, not the one kept.
+            self.alert_sessions_revoked(
+                user.id,
+                None,
+                client,
+                super::revoked_by("password_change", "password_changed", others),
+            )
+            .await;
+        }
         self.grant(&keys, &user, &rotated, next, now)
     }
 }

@@ -2,8 +2,7 @@
 //! replay, and reuse detection, wherever a refresh token is presented (refresh or logout).
 
 use super::rotation::{self, RefreshDecision};
-use super::{check_csrf, AuthError, AuthService, ClientInfo, LogoutOutcome, TokenGrant};
-use crate::alerts::ReuseAlert;
+use super::{check_csrf, revoked_by, AuthError, AuthService, ClientInfo, LogoutOutcome, TokenGrant};
 use crate::crypto::{RefreshToken, RefreshTokenKey};
 use crate::domain::{SessionId, Timestamp};
 use crate::store::{CurrentRotation, FoundRefreshToken, Rotation, SessionRecord};
@@ -141,7 +140,7 @@ impl AuthService {
         if revoked_now {
             tracing::warn!(session = %session.id, user = %session.user_id, ip = ?client.ip,
                 "refresh token reuse detected; session revoked");
-            self.audit(
+            self.security_event(
                 "refresh_token_reused",
                 Some(session.user_id),
                 Some(session.id),
@@ -149,15 +148,15 @@ impl AuthService {
                 None,
             )
             .await;
-            self.alerts.refresh_token_reused(ReuseAlert {
-                id: uuid::Uuid::now_v7(),
-                event: "refresh_token_reused",
-                at: now,
-                user_id: session.user_id,
-                session_id: session.id,
-                ip: client.ip.clone(),
-                user_agent: client.user_agent.clone(),
-            });
+            // Audited above as the reuse itself; the session's end is an alert of its own
+            // for subscribers of `session_revoked`.
+            self.alert_sessions_revoked(
+                session.user_id,
+                Some(session.id),
+                client,
+                revoked_by("reuse_detection", "refresh_token_reused", 1),
+            )
+            .await;
         }
         AuthError::RefreshTokenReused
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::liveness::{Known, SessionSnapshot};
 use super::revocations::REVOCATION_LOG_RETENTION;
-use super::{check_csrf, AuthContext, AuthError, AuthService, ClientInfo, LogoutScope};
+use super::{check_csrf, revoked_by, AuthContext, AuthError, AuthService, ClientInfo, LogoutScope};
 use crate::config::SessionCheck;
 use crate::domain::{SessionId, Timestamp};
 use crate::store::SessionRecord;
@@ -85,6 +85,17 @@ impl AuthService {
                 Some(reason.into()),
             )
             .await;
+            // A logout is the session ending itself: no alert. Revoking a session from
+            // another one (`DELETE /v1/auth/sessions/{id}`) is worth telling the user about.
+            if reason != "logout" {
+                self.alert_sessions_revoked(
+                    session.user_id,
+                    Some(session.id),
+                    client,
+                    revoked_by("user", reason, 1),
+                )
+                .await;
+            }
         }
         Ok(())
     }
@@ -116,6 +127,11 @@ impl AuthService {
             Some(format!("{n} session(s) revoked")),
         )
         .await;
+        if n > 0 {
+            // Other sessions (or all): the subject is the account, not one session.
+            self.alert_sessions_revoked(ctx.user_id(), None, client, revoked_by("user", reason, n))
+                .await;
+        }
         Ok(n)
     }
 

@@ -13,10 +13,12 @@ use crate::domain::{Email, SessionId, Timestamp, UserId};
 use crate::tokens::SigningKeyRecord;
 
 mod accounts;
+mod alerts;
 pub mod postgres;
 pub mod sqlite;
 
 pub use accounts::{AccountStore, AuditFilter, StoredAuditEvent, UserAccount};
+pub use alerts::{AlertStore, NewAlert, StoredAlert};
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
@@ -196,7 +198,7 @@ pub trait RevocationListener: Send {
 }
 
 #[async_trait]
-pub trait Store: AccountStore + Send + Sync + 'static {
+pub trait Store: AccountStore + AlertStore + Send + Sync + 'static {
     /// Is the database answering?
     async fn ping(&self) -> StoreResult<()>;
 

@@ -16,6 +16,7 @@ use sqlx::Row;
 use super::*;
 
 mod accounts;
+mod alerts;
 mod operator;
 mod rotations;
 pub use operator::inspect;

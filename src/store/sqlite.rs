@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_chained_refresh_tokens.sql"),
     include_str!("../../migrations/sqlite/0004_login_failures.sql"),
     include_str!("../../migrations/sqlite/0005_user_admin.sql"),
+    include_str!("../../migrations/sqlite/0006_alert_outbox.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
@@ -82,6 +83,8 @@ macro_rules! sql_now_millis {
 
 // Account administration, import and the audit trail (uses the macros above).
 mod accounts;
+// The alert outbox.
+mod alerts;
 
 pub struct SqliteStore {
     readers: Readers,

@@ -14,9 +14,15 @@ async fn rotate_key(app: &TestApp) -> String {
     let store = tessera::store::connect(&app.config.database_url, 1)
         .await
         .expect("store");
-    tessera::service::rotate_signing_key(store.as_ref(), app.config.signing_alg, SystemClock.now())
-        .await
-        .expect("rotate")
+    tessera::service::rotate_signing_key(
+        store.as_ref(),
+        &tessera::alerts::NoAlerts,
+        app.config.signing_alg,
+        SystemClock.now(),
+        "test",
+    )
+    .await
+    .expect("rotate")
 }
 
 fn kids(jwks: &Value) -> HashSet<String> {
