@@ -77,35 +77,6 @@ impl From<&SessionRecord> for SessionView {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct AuditView {
-    pub id: uuid::Uuid,
-    pub at: Timestamp,
-    pub event: String,
-    pub user_id: Option<UserId>,
-    pub email: Option<String>,
-    pub session_id: Option<SessionId>,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub detail: Option<String>,
-}
-
-impl From<StoredAuditEvent> for AuditView {
-    fn from(e: StoredAuditEvent) -> Self {
-        AuditView {
-            id: e.id,
-            at: e.at,
-            event: e.event,
-            user_id: e.user_id,
-            email: e.email,
-            session_id: e.session_id,
-            ip: e.ip,
-            user_agent: e.user_agent,
-            detail: e.detail,
-        }
-    }
-}
-
 /// An alert in the outbox, as `tessera alerts list` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct AlertView {
@@ -380,7 +351,7 @@ impl AdminService {
     }
 
     /// Audit events, newest first; `None` when the email names no account.
-    pub async fn audit_events(&self, query: &AuditQuery) -> Result<Option<Vec<AuditView>>, AuthError> {
+    pub async fn audit_events(&self, query: &AuditQuery) -> Result<Option<Vec<StoredAuditEvent>>, AuthError> {
         let user = match &query.email {
             Some(email) => match self.account(email).await? {
                 Some(account) => Some(account.user.id),
@@ -395,7 +366,7 @@ impl AdminService {
             limit: query.limit,
         };
         let events = self.store.find_audit_events(&filter).await?;
-        Ok(Some(events.into_iter().map(AuditView::from).collect()))
+        Ok(Some(events))
     }
 
     /// The outbox, newest first: every alert still kept, or only the undelivered ones.

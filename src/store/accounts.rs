@@ -27,12 +27,13 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
-/// An audit event as stored, with the email of its user if the user still exists.
-#[derive(Clone, Debug)]
+/// An audit event as stored, with the email of its user if the user still exists. It is
+/// also what `tessera audit --json` prints, field for field, in this order.
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct StoredAuditEvent {
     pub id: uuid::Uuid,
-    pub event: String,
     pub at: Timestamp,
+    pub event: String,
     pub user_id: Option<UserId>,
     pub email: Option<String>,
     pub session_id: Option<SessionId>,
