@@ -81,6 +81,19 @@ impl AuthService {
             .map_err(|e| AuthError::Internal(e.to_string()))
     }
 
+    /// Waits for a turn, runs `work` on the blocking pool and waits for it: the whole of a
+    /// hash for a request that has nothing else to do meanwhile (login, which must outlive a
+    /// hang-up, uses [`Self::spawn_hash`] itself).
+    pub(super) async fn hash_in_turn<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let permit = self.hashing_permit().await?;
+        self.spawn_hash(permit, work)
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))
+    }
+
     /// Runs password hashing on the blocking pool. The permit moves into the blocking closure
     /// and is released only when the hash is done, so the number of hashes running (threads
     /// busy, buffers in use) never exceeds the permits whatever the clients do.

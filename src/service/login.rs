@@ -28,11 +28,7 @@ impl AuthService {
                 return Err(AuthError::Validation(errors));
             }
         };
-        let permit = self.hashing_permit().await?;
-        let hash = self
-            .spawn_hash(permit, move |hasher| hasher.hash(&password))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))??;
+        let hash = self.hash_in_turn(move |hasher| hasher.hash(&password)).await??;
         let user = UserRecord {
             id: UserId::new(),
             email,

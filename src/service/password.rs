@@ -48,11 +48,9 @@ impl AuthService {
 
         let stored = user.password_hash.clone();
         let current = current.to_owned();
-        let permit = self.hashing_permit().await?;
         let matches = self
-            .spawn_hash(permit, move |hasher| hasher.verify(&current, &stored))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
+            .hash_in_turn(move |hasher| hasher.verify(&current, &stored))
+            .await?;
         if !matches {
             let failure = self.audit_event(
                 "password_change_failed",
@@ -75,11 +73,7 @@ impl AuthService {
             super::write_audit(self.store.as_ref(), failure).await;
             return Err(AuthError::InvalidCredentials);
         }
-        let permit = self.hashing_permit().await?;
-        let hash = self
-            .spawn_hash(permit, move |hasher| hasher.hash(&new))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))??;
+        let hash = self.hash_in_turn(move |hasher| hasher.hash(&new)).await??;
         // Only over the hash just verified: a change racing this one (or an admin's) wins,
         // and this caller is told its current password is no longer right.
         if !self
