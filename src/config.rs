@@ -68,6 +68,9 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Serve the built-in `/login` and `/account` pages (off for API-only deployments).
     pub pages: bool,
+    /// Bearer credentials resource servers present to read the revocation feed
+    /// (`GET /v1/revocations`). Empty: the feed is off.
+    pub revocation_feed_credentials: Vec<String>,
 }
 
 /// The shape of log lines on standard error.
@@ -170,6 +173,10 @@ impl fmt::Debug for Config {
             .field("signing_alg", &self.signing_alg)
             .field("cors_origins", &self.cors_origins)
             .field("pages", &self.pages)
+            .field(
+                "revocation_feed_credentials",
+                &format_args!("<{} redacted>", self.revocation_feed_credentials.len()),
+            )
             .finish()
     }
 }
@@ -211,6 +218,7 @@ impl Default for Config {
             signing_alg: SigningAlg::EdDSA,
             cors_origins: Vec::new(),
             pages: true,
+            revocation_feed_credentials: Vec::new(),
         }
     }
 }
@@ -347,6 +355,15 @@ pub struct ConfigArgs {
     /// Serve the built-in `/login` and `/account` pages (`true`/`false`).
     #[arg(long, env = "TESSERA_PAGES", global = true)]
     pub pages: Option<String>,
+    /// Comma-separated bearer credentials (each at least 32 characters) that resource servers
+    /// present to read the revocation feed, `GET /v1/revocations`; the feed is off without one.
+    #[arg(
+        long,
+        env = "TESSERA_REVOCATION_FEED_CREDENTIALS",
+        global = true,
+        hide_env_values = true
+    )]
+    pub revocation_feed_credentials: Option<String>,
 }
 
 /// The TOML file: the same keys, values as TOML scalars.
@@ -387,6 +404,7 @@ struct FileConfig {
     signing_alg: Option<String>,
     cors_origins: Option<OriginsValue>,
     pages: Option<bool>,
+    revocation_feed_credentials: Option<String>,
 }
 
 /// CORS origins in a TOML file: a list of strings, or one comma-separated string as in the
@@ -570,6 +588,17 @@ impl Config {
                 message,
             })?,
             pages: boolean("pages", &args.pages, file.pages, d.pages)?,
+            revocation_feed_credentials: match non_empty(
+                args.revocation_feed_credentials
+                    .clone()
+                    .or(file.revocation_feed_credentials),
+            ) {
+                Some(text) => parse_feed_credentials(&text).map_err(|message| ConfigError::Invalid {
+                    name: "revocation_feed_credentials",
+                    message,
+                })?,
+                None => d.revocation_feed_credentials,
+            },
             alert_events: match args.alert_events.clone().or(file.alert_events) {
                 Some(text) => crate::alerts::parse_events(&text).map_err(|message| ConfigError::Invalid {
                     name: "alert_events",
@@ -731,6 +760,11 @@ impl Config {
         ] {
             line(name, Some(text(&format_duration(value))));
         }
+        // Not even a placeholder: read back, it would be a (too short) credential.
+        match self.revocation_feed_credentials.len() {
+            0 => out.push_str("# revocation_feed_credentials is not set\n"),
+            n => out.push_str(&format!("# revocation_feed_credentials: {n} set, redacted\n")),
+        }
         out
     }
 }
@@ -801,6 +835,34 @@ pub fn redact_url(url: &str) -> String {
         out.push_str(&params.join("&"));
     }
     out
+}
+
+/// The shortest resource-server credential accepted: guessing one must be out of reach.
+pub const MIN_FEED_CREDENTIAL_LEN: usize = 32;
+
+fn parse_feed_credentials(text: &str) -> Result<Vec<String>, String> {
+    let credentials: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    // Never quote the value: it is a secret.
+    for (i, credential) in credentials.iter().enumerate() {
+        if credential.len() < MIN_FEED_CREDENTIAL_LEN {
+            return Err(format!(
+                "credential {} is shorter than {MIN_FEED_CREDENTIAL_LEN} characters",
+                i + 1
+            ));
+        }
+        if !credential.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(format!(
+                "credential {} has characters other than printable ASCII",
+                i + 1
+            ));
+        }
+    }
+    Ok(credentials)
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -954,6 +1016,26 @@ mod tests {
             ..Config::default()
         };
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn feed_credentials_are_long_never_shown_and_never_quoted_in_errors() {
+        let long = "feedcredential-0123456789abcdef0123456789";
+        let credentials = parse_feed_credentials(&format!(" {long} ,, {long}x ")).unwrap();
+        assert_eq!(credentials, [long.to_owned(), format!("{long}x")]);
+        let err = parse_feed_credentials(&format!("{long},tooshortsecret")).unwrap_err();
+        assert!(err.contains("credential 2") && !err.contains("tooshort"), "{err}");
+        let config = Config {
+            revocation_feed_credentials: credentials,
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("feedcredential"));
+        let printed = config.to_toml_redacted();
+        assert!(!printed.contains("feedcredential"), "{printed}");
+        assert!(
+            printed.contains("# revocation_feed_credentials: 2 set"),
+            "{printed}"
+        );
     }
 
     #[test]

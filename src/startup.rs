@@ -185,7 +185,10 @@ impl Application {
                 None => Metrics::new(),
             }),
             client_timeout: config.client_timeout,
-            discovery: Arc::new(http::discovery::Discovery::new(&config.issuer)),
+            discovery: Arc::new(http::discovery::Discovery::new(
+                &config.issuer,
+                !config.revocation_feed_credentials.is_empty(),
+            )),
         };
         let limiters = vec![
             Arc::clone(&state.login_limit),

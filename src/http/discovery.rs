@@ -28,7 +28,8 @@ pub struct Discovery {
 impl Discovery {
     /// Endpoint URLs are the issuer followed by the route, so an issuer with a path
     /// (`https://example.com/auth`, behind a proxy that strips it) gets URLs under that path.
-    pub fn new(issuer: &str) -> Discovery {
+    /// The revocation feed is listed only where it is on (`feed_enabled`).
+    pub fn new(issuer: &str, feed_enabled: bool) -> Discovery {
         let base = issuer.trim_end_matches('/');
         let url = |path: &str| Value::String(format!("{base}{path}"));
         let fixed = json!({
@@ -48,6 +49,10 @@ impl Discovery {
             },
             "tessera_access_token_typ": crate::tokens::ACCESS_TOKEN_TYP,
         });
+        let mut fixed = fixed;
+        if feed_enabled {
+            fixed["tessera_endpoints"]["revocations"] = url("/v1/revocations");
+        }
         Discovery { fixed }
     }
 
@@ -85,7 +90,7 @@ mod tests {
 
     #[test]
     fn urls_follow_the_issuer_and_algorithms_the_keys() {
-        let d = Discovery::new("https://auth.example.com/tenant/");
+        let d = Discovery::new("https://auth.example.com/tenant/", true);
         let jwks = json!({"keys": [{"alg": "ES256"}, {"alg": "EdDSA"}, {"alg": "ES256"}]});
         let doc = d.document(&jwks);
         assert_eq!(doc["issuer"], "https://auth.example.com/tenant/");
@@ -101,6 +106,12 @@ mod tests {
             doc["tessera_access_token_signing_alg_values_supported"],
             json!(["ES256", "EdDSA"])
         );
+        assert_eq!(
+            doc["tessera_endpoints"]["revocations"],
+            "https://auth.example.com/tenant/v1/revocations"
+        );
+        let without_feed = Discovery::new("https://auth.example.com/", false).document(&jwks);
+        assert!(without_feed["tessera_endpoints"].get("revocations").is_none());
         for absent in ["token_endpoint", "revocation_endpoint", "authorization_endpoint"] {
             assert!(doc.get(absent).is_none(), "{absent}");
         }

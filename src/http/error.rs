@@ -122,6 +122,11 @@ impl ApiError {
                     "rate_limited",
                     "Too many failed sign-ins for this account; try again later.",
                 ),
+                A::FeedDisabled => s(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "The revocation feed is not enabled on this server.",
+                ),
                 A::Store(StoreError::Unavailable(_)) => s(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "service_unavailable",

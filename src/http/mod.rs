@@ -7,6 +7,7 @@ mod cors;
 pub mod discovery;
 pub mod error;
 pub mod extract;
+mod feed;
 pub mod metrics;
 mod pages;
 pub mod rate_limit;
@@ -57,6 +58,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/v1/auth/sessions", get(auth::list_sessions))
         .route("/v1/auth/sessions/{id}", delete(auth::revoke_session))
         .route("/v1/auth/me", get(auth::me))
+        .route("/v1/revocations", get(feed::revocations))
         .route("/.well-known/jwks.json", get(jwks))
         .route(
             "/.well-known/oauth-authorization-server",

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod aligned_clock;
+pub mod feed;
 mod hashing;
 pub mod import;
 mod keys;
@@ -39,6 +40,7 @@ use crate::crypto::{CryptoError, PasswordHashString, PasswordHasher, RefreshToke
 use crate::domain::{Clock, FieldError, SessionId, Timestamp, UserId};
 use crate::store::{AuditEvent, SessionRecord, Store, StoreError, UserRecord};
 use crate::tokens::{AccessClaims, AccessTokens, SigningAlg, SigningKeyRecord, TokenError};
+use feed::FeedCredentials;
 use keys::build_key_set;
 use liveness::{LiveSessions, SessionSnapshot};
 use lockout::LockoutPolicy;
@@ -78,6 +80,9 @@ pub enum AuthError {
     AccountLocked(Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No resource-server credential is configured, so there is no revocation feed.
+    #[error("the revocation feed is not enabled")]
+    FeedDisabled,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -104,6 +109,8 @@ pub struct Policy {
     pub audit_retention: Duration,
     /// The algorithm new keys are made for.
     pub signing_alg: SigningAlg,
+    /// Who may read the revocation feed.
+    pub feed_credentials: FeedCredentials,
 }
 
 impl Policy {
@@ -119,6 +126,7 @@ impl Policy {
             lockout: LockoutPolicy::from_config(c),
             audit_retention: c.audit_retention,
             signing_alg: c.signing_alg,
+            feed_credentials: FeedCredentials::new(&c.revocation_feed_credentials),
         }
     }
 }
@@ -239,6 +247,9 @@ pub struct AuthService {
     /// The database time the revocation log was last read up to. The lock also keeps two
     /// catch-ups from interleaving.
     revocations_read_at: tokio::sync::Mutex<Timestamp>,
+    /// Woken whenever this instance learns of a revocation: revocation-feed readers waiting
+    /// for news.
+    revocations_learnt: tokio::sync::Notify,
 }
 
 impl AuthService {
@@ -312,6 +323,7 @@ impl AuthService {
             alerts,
             live: LiveSessions::new(REMEMBERED_SESSIONS),
             revocations_read_at: tokio::sync::Mutex::new(revocations_read_at),
+            revocations_learnt: tokio::sync::Notify::new(),
         })
     }
 

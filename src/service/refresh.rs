@@ -136,7 +136,7 @@ impl AuthService {
             Ok(revoked_now) => revoked_now,
             Err(e) => return e.into(),
         };
-        self.live.revoked(session.id);
+        self.learnt_revocation(session.id);
         if revoked_now {
             tracing::warn!(session = %session.id, user = %session.user_id, ip = ?client.ip,
                 "refresh token reuse detected; session revoked");

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::{AuthError, AuthService};
+use crate::domain::SessionId;
 use crate::store::RevocationListener;
 
 /// Revocation-log entries are kept this long; an instance whose feed was down for longer
@@ -68,7 +69,7 @@ impl AuthService {
             };
             tokio::select! {
                 notice = notice => match notice {
-                    Ok(id) => self.live.revoked(id),
+                    Ok(id) => self.learnt_revocation(id),
                     Err(e) => return e.into(),
                 },
                 _ = poll.tick() => {
@@ -93,10 +94,17 @@ impl AuthService {
             self.live.clear();
         }
         for id in found.sessions {
-            self.live.revoked(id);
+            self.learnt_revocation(id);
         }
         *read_at = found.asked_at;
         Ok(())
+    }
+
+    /// A session was revoked (here or elsewhere): refuse it from memory, and wake the
+    /// revocation-feed readers waiting for news.
+    pub(super) fn learnt_revocation(&self, id: SessionId) {
+        self.live.revoked(id);
+        self.revocations_learnt.notify_waiters();
     }
 
     /// After revoking sessions by a rule (all of a user's, those over the limit), learn which

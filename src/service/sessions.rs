@@ -75,7 +75,7 @@ impl AuthService {
     ) -> Result<(), AuthError> {
         let now = self.clock.now();
         let revoked = self.store.revoke_session(session.id, now, reason).await?;
-        self.live.revoked(session.id);
+        self.learnt_revocation(session.id);
         if revoked {
             self.audit(
                 "session_revoked",

@@ -189,6 +189,20 @@ pub struct RevocationsSince {
     pub asked_at: Timestamp,
 }
 
+/// One entry of the revocation feed for resource servers: a session revoked before its end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedRevocation {
+    /// Increases in the order entries become visible: a reader that has seen `seq` N never
+    /// later finds an entry at or below N, so "entries after N" is a complete resume point.
+    pub seq: i64,
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    /// When the database logged it (the database's clock).
+    pub at: Timestamp,
+    /// `logout`, `reuse_detected`, `admin`... as the session row records it.
+    pub reason: Option<String>,
+}
+
 /// A live subscription to revocations as they are committed (PostgreSQL `LISTEN`).
 #[async_trait]
 pub trait RevocationListener: Send {
@@ -268,6 +282,8 @@ pub trait Store: AccountStore + AlertStore + Send + Sync + 'static {
     /// Subscribes to revocations as they commit, where the database can push them
     /// (PostgreSQL); `None` where the log must be polled (SQLite).
     async fn listen_revocations(&self) -> StoreResult<Option<Box<dyn RevocationListener>>>;
+    /// Revocation-feed entries numbered above `after`, in order, at most `limit` of them.
+    async fn find_revocations_after(&self, after: i64, limit: u32) -> StoreResult<Vec<FeedRevocation>>;
     /// Deletes revocation-log entries older than `before`.
     async fn delete_revocations_logged_before(&self, before: Timestamp) -> StoreResult<u64>;
 

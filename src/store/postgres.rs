@@ -467,6 +467,36 @@ impl Store for PostgresStore {
         Ok(Some(Box::new(PgRevocationListener(listener))))
     }
 
+    async fn find_revocations_after(&self, after: i64, limit: u32) -> StoreResult<Vec<FeedRevocation>> {
+        // Entries are numbered after they commit (migration 0008): number what has committed
+        // since the last reader did, in a transaction of its own, then read.
+        sqlx::query("SELECT tessera_publish_session_revocations()")
+            .execute(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        let rows = sqlx::query(
+            "SELECT seq, session_id, user_id, logged_at, reason FROM session_revocations \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        rows.iter()
+            .map(|row| {
+                Ok(FeedRevocation {
+                    seq: row.try_get("seq")?,
+                    session_id: SessionId(row.try_get("session_id")?),
+                    user_id: UserId(row.try_get("user_id")?),
+                    at: Timestamp(row.try_get("logged_at")?),
+                    reason: row.try_get("reason")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_pg)
+    }
+
     async fn delete_revocations_logged_before(&self, before: Timestamp) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM session_revocations WHERE logged_at < $1")
             .bind(before.millis())

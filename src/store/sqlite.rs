@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_login_failures.sql"),
     include_str!("../../migrations/sqlite/0005_user_admin.sql"),
     include_str!("../../migrations/sqlite/0006_alert_outbox.sql"),
+    include_str!("../../migrations/sqlite/0007_revocation_feed.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
@@ -777,6 +778,36 @@ impl Store for SqliteStore {
 
     async fn listen_revocations(&self) -> StoreResult<Option<Box<dyn RevocationListener>>> {
         Ok(None)
+    }
+
+    async fn find_revocations_after(&self, after: i64, limit: u32) -> StoreResult<Vec<FeedRevocation>> {
+        // One writer commits at a time, so AUTOINCREMENT numbers are already in commit order.
+        self.readers.read(|c| {
+            c.prepare_cached(
+                "SELECT seq, session_id, user_id, logged_at, reason FROM session_revocations \
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(params![after, limit], |r| {
+                let session: String = r.get(1)?;
+                let user: String = r.get(2)?;
+                Ok((r.get(0)?, session, user, r.get(3)?, r.get(4)?))
+            })?
+            .map(|row| {
+                let (seq, session, user, at, reason) = row?;
+                Ok(match (SessionId::parse(&session), UserId::parse(&user)) {
+                    (Some(session_id), Some(user_id)) => Some(FeedRevocation {
+                        seq,
+                        session_id,
+                        user_id,
+                        at: Timestamp(at),
+                        reason,
+                    }),
+                    _ => None,
+                })
+            })
+            .filter_map(Result::transpose)
+            .collect()
+        })
     }
 
     async fn delete_revocations_logged_before(&self, before: Timestamp) -> StoreResult<u64> {

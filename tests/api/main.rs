@@ -41,6 +41,7 @@ mod refresh;
 mod register;
 mod restart;
 mod reuse;
+mod revocation_feed;
 mod sessions;
 mod signing_algs;
 mod signing_keys_and_expiry;

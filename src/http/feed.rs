@@ -1,0 +1,135 @@
+//! `GET /v1/revocations`: the revocation feed for resource servers (see `service::feed`).
+//! Authenticated by a resource-server credential (`TESSERA_REVOCATION_FEED_CREDENTIALS`) as
+//! a bearer token; off, and answering 404, when none is configured.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::extract::bearer;
+use super::AppState;
+use crate::domain::{FieldError, SessionId, Timestamp, UserId};
+use crate::service::feed::{FeedQuery, FEED_MAX_PAGE, FEED_MAX_WAIT};
+
+/// Entries per answer when the reader does not say.
+const DEFAULT_LIMIT: u32 = 100;
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    seq: i64,
+    session_id: SessionId,
+    user_id: UserId,
+    at: Timestamp,
+    reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Page<'a> {
+    revocations: Vec<Entry<'a>>,
+    next: i64,
+}
+
+/// `?after=SEQ&limit=N&wait=SECONDS`, all optional: from the start, 100 entries, no wait.
+pub async fn revocations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = query.map_err(|_| ApiError::Malformed("The query string is malformed."))?;
+    let query = parse_query(&params)?;
+    let page = state
+        .service
+        .revocations_after(bearer(&headers).token(), query)
+        .await?;
+    let body = Page {
+        revocations: page
+            .revocations
+            .iter()
+            .map(|r| Entry {
+                seq: r.seq,
+                session_id: r.session_id,
+                user_id: r.user_id,
+                at: r.at,
+                reason: r.reason.as_deref(),
+            })
+            .collect(),
+        next: page.next,
+    };
+    // Each answer is for one reader at one moment.
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+fn parse_query(params: &HashMap<String, String>) -> Result<FeedQuery, ApiError> {
+    let mut errors = Vec::new();
+    let mut number = |name: &str, max: u64, message: &str| -> Option<u64> {
+        let raw = params.get(name)?;
+        match raw.parse::<u64>() {
+            Ok(n) if n <= max => Some(n),
+            _ => {
+                errors.push(FieldError::new(name, message));
+                None
+            }
+        }
+    };
+    let after = number("after", i64::MAX as u64, "must be a sequence number (0 or more)");
+    let limit = number(
+        "limit",
+        u64::from(FEED_MAX_PAGE),
+        &format!("must be from 1 to {FEED_MAX_PAGE}"),
+    );
+    let wait = number(
+        "wait",
+        FEED_MAX_WAIT.as_secs(),
+        &format!("must be from 0 to {} seconds", FEED_MAX_WAIT.as_secs()),
+    );
+    if limit == Some(0) {
+        errors.push(FieldError::new(
+            "limit",
+            format!("must be from 1 to {FEED_MAX_PAGE}"),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    Ok(FeedQuery {
+        after: after.map_or(0, |n| n as i64),
+        limit: limit.map_or(DEFAULT_LIMIT, |n| n as u32),
+        wait: Duration::from_secs(wait.unwrap_or(0)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_bounds_and_refusals() {
+        let q = parse_query(&params(&[])).unwrap();
+        assert_eq!((q.after, q.limit, q.wait), (0, DEFAULT_LIMIT, Duration::ZERO));
+        let q = parse_query(&params(&[("after", "41"), ("limit", "1000"), ("wait", "30")])).unwrap();
+        assert_eq!((q.after, q.limit, q.wait), (41, 1000, Duration::from_secs(30)));
+        for bad in [
+            ("after", "-1"),
+            ("after", "x"),
+            ("limit", "0"),
+            ("limit", "1001"),
+            ("wait", "31"),
+            ("wait", "1.5"),
+        ] {
+            assert!(parse_query(&params(&[bad])).is_err(), "{bad:?}");
+        }
+    }
+}
