@@ -42,6 +42,8 @@ pub enum Rejection {
     InvalidToken(&'static str),
     /// 401 `token_expired`.
     TokenExpired,
+    /// 401 `session_revoked`: the revocation feed says the token's session was revoked.
+    SessionRevoked,
     /// 403 `csrf_failed`: a cookie-authenticated unsafe request without the matching header.
     CsrfFailed,
     /// 403 `forbidden`: authenticated, but without the role.
@@ -58,6 +60,11 @@ impl Rejection {
                 StatusCode::UNAUTHORIZED,
                 "token_expired",
                 "access token expired".into(),
+            ),
+            Rejection::SessionRevoked => (
+                StatusCode::UNAUTHORIZED,
+                "session_revoked",
+                "this session was revoked or logged out".into(),
             ),
             Rejection::CsrfFailed => (
                 StatusCode::FORBIDDEN,
@@ -197,6 +204,7 @@ where
                 Error::Invalid => Rejection::InvalidToken("access token not valid"),
                 Error::Expired => Rejection::TokenExpired,
                 Error::KeysUnavailable(_) => Rejection::KeysUnavailable,
+                Error::Revoked => Rejection::SessionRevoked,
             })?;
         let user = AuthUser {
             user_id: claims.user_id,

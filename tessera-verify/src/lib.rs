@@ -24,21 +24,25 @@
 //! token's header are never used, and their presence refuses the token.
 //!
 //! Verification is local: a revoked session's tokens pass here until they expire (at most
-//! Tessera's access-token lifetime, 15 minutes by default).
+//! Tessera's access-token lifetime, 15 minutes by default), unless the verifier follows
+//! Tessera's revocation feed ([`Builder::revocation_feed`]), which refuses them within about
+//! a second of the revocation.
 //!
 //! # Layout
 //! - `jwk`: JWKS documents into ring public keys, each pinned to its algorithm.
 //! - `token`: the pure checks of one compact JWS against a key set and a time.
 //! - `verifier`: [`Verifier`], the fetched and cached key set (refetch on unknown `kid`,
 //!   rate-limited; `Cache-Control: max-age`), discovery from the issuer.
+//! - `revocations`: the opt-in follower of Tessera's revocation feed.
 //! - `extract`: the axum extractors [`AuthUser`] and [`RequireRole`], problem+json rejections.
 
 mod extract;
 mod jwk;
+mod revocations;
 mod token;
 mod verifier;
 
 pub use extract::{AuthUser, Rejection, RequireRole, RoleName, ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER};
 pub use jwk::Alg;
 pub use token::{Claims, ACCESS_TOKEN_TYP, MAX_LEEWAY_SECS};
-pub use verifier::{Builder, Error, Verifier, DEFAULT_REFETCH_INTERVAL};
+pub use verifier::{Builder, Error, Verifier, DEFAULT_REFETCH_INTERVAL, DEFAULT_REVOCATION_MEMORY};

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use crate::jwk::{parse_jwks, Key};
+use crate::revocations::{self, FeedConfig, RevokedSessions};
 use crate::token::{self, Claims, Expected, TokenError};
 
 /// Default minimum time between two fetches of the JWKS.
@@ -38,6 +39,9 @@ pub enum Error {
     /// The token names a key we do not hold and the JWKS could not be fetched: `503`. Not
     /// the client's fault, and it may pass.
     KeysUnavailable(String),
+    /// Authentic, but its session was revoked at Tessera (known through the revocation
+    /// feed, when followed): `401 session_revoked`.
+    Revoked,
 }
 
 impl fmt::Display for Error {
@@ -46,6 +50,7 @@ impl fmt::Display for Error {
             Error::Invalid => f.write_str("invalid access token"),
             Error::Expired => f.write_str("access token expired"),
             Error::KeysUnavailable(why) => write!(f, "signing keys unavailable: {why}"),
+            Error::Revoked => f.write_str("session revoked"),
         }
     }
 }
@@ -68,9 +73,39 @@ pub struct Builder {
     refetch_interval: Duration,
     leeway_secs: u64,
     client: Option<reqwest::Client>,
+    feed_credential: Option<String>,
+    feed_url: Option<String>,
+    revocation_memory: Duration,
 }
 
+/// How long a revoked session is remembered by default: well over Tessera's default
+/// access-token lifetime (15 minutes).
+pub const DEFAULT_REVOCATION_MEMORY: Duration = Duration::from_secs(3600);
+
 impl Builder {
+    /// Follow Tessera's revocation feed with this resource-server credential (one of
+    /// Tessera's `TESSERA_REVOCATION_FEED_CREDENTIALS`): tokens of a revoked session are then
+    /// refused within about a second ([`Error::Revoked`]) rather than verifying until they
+    /// expire. The feed is read at `{issuer}/v1/revocations` unless
+    /// [`Builder::revocation_feed_url`] says otherwise.
+    pub fn revocation_feed(mut self, credential: impl Into<String>) -> Builder {
+        self.feed_credential = Some(credential.into());
+        self
+    }
+
+    /// Where the revocation feed is, when not under the issuer URL.
+    pub fn revocation_feed_url(mut self, url: impl Into<String>) -> Builder {
+        self.feed_url = Some(url.into());
+        self
+    }
+
+    /// How long a revoked session is remembered: must be at least Tessera's access-token
+    /// lifetime (`TESSERA_ACCESS_TTL`); one hour by default.
+    pub fn revocation_memory(mut self, memory: Duration) -> Builder {
+        self.revocation_memory = memory;
+        self
+    }
+
     /// Fetch the keys from this URL (Tessera's `/.well-known/jwks.json`) instead of finding it
     /// through the issuer's metadata.
     pub fn jwks_url(mut self, url: impl Into<String>) -> Builder {
@@ -106,6 +141,13 @@ impl Builder {
             Source::Jwks(url) => Some(url.clone()),
             Source::Discovery => None,
         };
+        let feed = self.feed_credential.map(|credential| FeedConfig {
+            url: self
+                .feed_url
+                .unwrap_or_else(|| format!("{}/v1/revocations", self.issuer.trim_end_matches('/'))),
+            credential,
+            memory: self.revocation_memory,
+        });
         Ok(Verifier {
             inner: Arc::new(Inner {
                 issuer: self.issuer,
@@ -115,6 +157,8 @@ impl Builder {
                 leeway_secs: self.leeway_secs,
                 client,
                 keys: RwLock::new(None),
+                feed,
+                revoked: RevokedSessions::default(),
                 generation: AtomicU64::new(0),
                 fetch: tokio::sync::Mutex::new(FetchState {
                     jwks_url,
@@ -155,14 +199,17 @@ struct FetchState {
     last_error: Option<String>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     issuer: String,
     audience: String,
     source: Source,
     refetch_interval: Duration,
     leeway_secs: u64,
-    client: reqwest::Client,
+    pub(crate) client: reqwest::Client,
     keys: RwLock<Option<Arc<KeySet>>>,
+    /// The revocation feed, when followed.
+    feed: Option<FeedConfig>,
+    pub(crate) revoked: RevokedSessions,
     /// Counts finished fetch attempts, so a caller that waited for the fetch lock can tell
     /// that someone else fetched meanwhile.
     generation: AtomicU64,
@@ -214,18 +261,53 @@ impl Verifier {
             refetch_interval: DEFAULT_REFETCH_INTERVAL,
             leeway_secs: 0,
             client: None,
+            feed_credential: None,
+            feed_url: None,
+            revocation_memory: DEFAULT_REVOCATION_MEMORY,
         }
     }
 
     /// Fetches the key set now, so the first request does not wait for it (and a wrong
     /// configuration shows at start). Verification fetches on its own when needed.
     pub async fn prefetch(&self) -> Result<(), Error> {
+        self.follow_revocations();
         let seen = self.inner.generation.load(Ordering::Acquire);
         self.inner.refresh(seen, true).await.map(drop)
     }
 
+    /// Whether the revocation feed is followed and caught up. `false` while it cannot be
+    /// read (tokens of sessions revoked meanwhile pass until they expire, or until the feed
+    /// is back): a readiness check may want to say so.
+    pub fn revocations_in_sync(&self) -> bool {
+        self.inner.revoked.in_sync()
+    }
+
+    /// Why the revocation feed could not be read last time, while it cannot.
+    pub fn revocation_feed_error(&self) -> Option<String> {
+        self.inner.revoked.last_error()
+    }
+
+    /// Starts following the revocation feed, if configured, the first time it is called;
+    /// the task ends when the last clone of this `Verifier` is dropped.
+    fn follow_revocations(&self) {
+        if let Some(feed) = &self.inner.feed {
+            if self.inner.revoked.start_once() {
+                tokio::spawn(revocations::follow(Arc::downgrade(&self.inner), feed.clone()));
+            }
+        }
+    }
+
     /// Verifies `token` as Tessera would and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<Claims, Error> {
+        self.follow_revocations();
+        let claims = self.verify_signed(token).await?;
+        if self.inner.feed.is_some() && self.inner.revoked.contains(&claims.session_id) {
+            return Err(Error::Revoked);
+        }
+        Ok(claims)
+    }
+
+    async fn verify_signed(&self, token: &str) -> Result<Claims, Error> {
         let inner = &self.inner;
         let seen = inner.generation.load(Ordering::Acquire);
         let keys = match inner.current() {

@@ -168,3 +168,89 @@ async fn unreachable_keys_are_unavailable_not_invalid() {
     );
     assert!(matches!(v.verify(&token).await, Err(Error::KeysUnavailable(_))));
 }
+
+const FEED_CREDENTIAL: &str = "orders-api-feed-credential-0123456789abcdef";
+
+async fn logout(tessera: &Tessera, access_token: &str) {
+    let status = reqwest::Client::new()
+        .post(format!("{}/v1/auth/logout", tessera.base))
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .expect("logout")
+        .status();
+    assert_eq!(status, 204);
+}
+
+/// Polls `verify` until it stops accepting the token; returns how long that took.
+async fn until_refused(verifier: &Verifier, token: &str) -> (Error, Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        match verifier.verify(token).await {
+            Ok(_) if started.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Ok(_) => panic!("still accepted 5 s after the revocation"),
+            Err(e) => return (e, started.elapsed()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn following_the_revocation_feed_refuses_a_revoked_session_within_a_second() {
+    let tessera = Tessera::start(&[("TESSERA_REVOCATION_FEED_CREDENTIALS", FEED_CREDENTIAL)]).await;
+    let revoked_before_start = tessera.login("early@example.com").await;
+    let early_token = revoked_before_start["access_token"].as_str().unwrap().to_string();
+    logout(&tessera, &early_token).await;
+
+    let following = Verifier::builder(ISSUER, AUDIENCE)
+        .jwks_url(tessera.jwks_url())
+        .revocation_feed(FEED_CREDENTIAL)
+        .revocation_feed_url(format!("{}/v1/revocations", tessera.base))
+        .build()
+        .expect("verifier");
+    let local_only = verifier(ISSUER, AUDIENCE, &tessera.jwks_url());
+    following.prefetch().await.expect("keys");
+    // Catching up at start: a session revoked before the verifier existed is refused.
+    let (e, _) = until_refused(&following, &early_token).await;
+    assert_eq!(e, Error::Revoked);
+    assert!(following.revocations_in_sync());
+    assert!(following.revocation_feed_error().is_none());
+
+    let grant = tessera.login("ada@example.com").await;
+    let token = grant["access_token"].as_str().unwrap();
+    following
+        .verify(token)
+        .await
+        .expect("a live session's token verifies");
+    logout(&tessera, token).await;
+    let (e, took) = until_refused(&following, token).await;
+    assert_eq!(e, Error::Revoked);
+    assert!(took < Duration::from_secs(1), "refused {took:?} after the logout");
+    // Without the feed, the same token passes until it expires: the feed made the difference.
+    local_only.verify(token).await.expect("local verification alone");
+}
+
+#[tokio::test]
+async fn a_wrong_feed_credential_shows_as_out_of_sync_and_changes_nothing_else() {
+    let tessera = Tessera::start(&[("TESSERA_REVOCATION_FEED_CREDENTIALS", FEED_CREDENTIAL)]).await;
+    let following = Verifier::builder(ISSUER, AUDIENCE)
+        .jwks_url(tessera.jwks_url())
+        .revocation_feed("not-the-credential-but-long-enough-0123456789")
+        .revocation_feed_url(format!("{}/v1/revocations", tessera.base))
+        .build()
+        .expect("verifier");
+    following.prefetch().await.expect("keys");
+    let grant = tessera.login("ada@example.com").await;
+    following
+        .verify(grant["access_token"].as_str().unwrap())
+        .await
+        .expect("tokens still verify");
+    let started = std::time::Instant::now();
+    while following.revocation_feed_error().is_none() && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!following.revocations_in_sync());
+    let why = following.revocation_feed_error().expect("the feed's error");
+    assert!(why.contains("401"), "{why}");
+}

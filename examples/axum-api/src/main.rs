@@ -8,6 +8,11 @@
 //! (default `tessera`) as Tessera is configured; `TESSERA_JWKS_URL` (default: found through
 //! the issuer's discovery metadata); `LISTEN` (default `127.0.0.1:3000`). Prints
 //! `listening on http://ADDR` once the socket is bound.
+//!
+//! With `TESSERA_REVOCATION_FEED_CREDENTIAL` (one of Tessera's
+//! `TESSERA_REVOCATION_FEED_CREDENTIALS`) it follows Tessera's revocation feed, at
+//! `TESSERA_REVOCATION_FEED_URL` or under the issuer, and refuses a revoked session's tokens
+//! within about a second.
 
 use std::io::Write as _;
 
@@ -49,6 +54,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = Verifier::builder(issuer, audience);
     if let Ok(url) = std::env::var("TESSERA_JWKS_URL") {
         builder = builder.jwks_url(url);
+    }
+    if let Ok(credential) = std::env::var("TESSERA_REVOCATION_FEED_CREDENTIAL") {
+        builder = builder.revocation_feed(credential);
+        if let Ok(url) = std::env::var("TESSERA_REVOCATION_FEED_URL") {
+            builder = builder.revocation_feed_url(url);
+        }
     }
     let verifier = builder.build()?;
     // A wrong URL shows at start rather than as 503s; an unreachable Tessera is retried later.

@@ -17,10 +17,16 @@ use tokio::process::{Child, Command};
 
 /// The example binary, listening on a free port, trusting the keys at `jwks_url`.
 async fn start_example(jwks_url: &str) -> (Child, String) {
+    start_example_with(jwks_url, &[]).await
+}
+
+/// The example with more settings (`env`).
+async fn start_example_with(jwks_url: &str, env: &[(&str, String)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_axum-api"))
         .env("TESSERA_ISSUER", ISSUER)
         .env("TESSERA_AUDIENCE", AUDIENCE)
         .env("TESSERA_JWKS_URL", jwks_url)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stderr(Stdio::null())
         .env("LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
@@ -210,5 +216,97 @@ async fn keys_that_cannot_be_fetched_answer_503_not_401() {
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("jwks_unavailable"))
+    );
+}
+
+const FEED_CREDENTIAL: &str = "orders-api-feed-credential-0123456789abcdef";
+
+/// Calls `GET /orders` with `token` until the example refuses it; returns the refusal and
+/// how long it took.
+async fn until_refused(client: &Client, base: &str, token: &str) -> (StatusCode, Value, Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let response = client
+            .get(format!("{base}/orders"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        if response.status() != StatusCode::OK {
+            let (status, body) = problem(response).await;
+            return (status, body, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still accepted after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The issue's end-to-end check: a session revoked at Tessera (by its user, or by an operator
+/// with the command line) is refused by the example service within a second, with no call to
+/// Tessera per request.
+#[tokio::test]
+async fn a_revoked_session_is_refused_by_the_example_within_a_second() {
+    let tessera = Tessera::start(&[("TESSERA_REVOCATION_FEED_CREDENTIALS", FEED_CREDENTIAL)]).await;
+    let (_example, base) = start_example_with(
+        &tessera.jwks_url(),
+        &[
+            ("TESSERA_REVOCATION_FEED_CREDENTIAL", FEED_CREDENTIAL.into()),
+            (
+                "TESSERA_REVOCATION_FEED_URL",
+                format!("{}/v1/revocations", tessera.base),
+            ),
+        ],
+    )
+    .await;
+    let client = Client::new();
+    let email = "feed@example.com";
+
+    // Logged out by its user.
+    let grant = tessera.login(email).await;
+    let token = grant["access_token"].as_str().unwrap();
+    let orders = client
+        .get(format!("{base}/orders"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(orders.status(), StatusCode::OK);
+    let logout = client
+        .post(format!("{}/v1/auth/logout", tessera.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let (status, body, took) = until_refused(&client, &base, token).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("session_revoked"))
+    );
+    assert!(took < Duration::from_secs(1), "refused {took:?} after the logout");
+
+    // Revoked by an operator, from another process: the command line on the same database.
+    let grant = tessera.login(email).await;
+    let token = grant["access_token"].as_str().unwrap();
+    let orders = client
+        .get(format!("{base}/orders"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(orders.status(), StatusCode::OK);
+    let session = grant["session_id"].as_str().unwrap();
+    tessera.cli(&[], &["sessions", "revoke", session]).await;
+    let (status, body, took) = until_refused(&client, &base, token).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("session_revoked"))
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "refused {took:?} after the command line's revocation"
     );
 }

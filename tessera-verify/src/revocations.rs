@@ -1,0 +1,188 @@
+//! Following Tessera's revocation feed (`GET /v1/revocations`), opt-in: with it, a revoked
+//! session's access tokens are refused here within about a second of the revocation, instead
+//! of verifying until they expire.
+//!
+//! A background task long-polls the feed from where it last stopped and remembers each
+//! revoked session for as long as a token issued before the revocation could still be
+//! valid. It starts with the first verification (or `prefetch`) and ends once every clone of
+//! the `Verifier` is dropped. While the feed cannot be read, tokens are judged by the
+//! revocations already known (the feed is a shortening of the tokens' life, not their only
+//! check); `Verifier::revocations_in_sync` tells a health check whether that is happening.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::verifier::Inner;
+
+/// How long one long-poll waits at Tessera for news (its ceiling is 30 s).
+const POLL_WAIT_SECS: u64 = 25;
+/// Entries asked for at once; a full answer is followed by the next request at once.
+const PAGE: usize = 1000;
+/// Retries of an unreadable feed back off up to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Where the feed is and how to read it.
+#[derive(Clone)]
+pub(crate) struct FeedConfig {
+    pub url: String,
+    pub credential: String,
+    /// How long a revoked session is remembered: at least Tessera's access-token lifetime.
+    pub memory: Duration,
+}
+
+/// The sessions revoked at Tessera that a token may still name.
+#[derive(Default)]
+pub(crate) struct RevokedSessions {
+    /// Session id → when to forget it.
+    sessions: Mutex<HashMap<String, Instant>>,
+    in_sync: AtomicBool,
+    started: AtomicBool,
+    /// Why the feed could not be read last time. The crate logs nothing itself (it imposes
+    /// no logging framework); `Verifier::revocation_feed_error` shows this instead.
+    last_error: Mutex<Option<String>>,
+}
+
+impl RevokedSessions {
+    pub fn contains(&self, session_id: &str) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions
+            .get(session_id)
+            .is_some_and(|forget_at| Instant::now() < *forget_at)
+    }
+
+    pub fn in_sync(&self) -> bool {
+        self.in_sync.load(Ordering::Acquire)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// True the first time only: the caller starts the follower.
+    pub fn start_once(&self) -> bool {
+        !self.started.swap(true, Ordering::AcqRel)
+    }
+
+    fn remember(&self, entries: &[Entry], memory: Duration) {
+        let now = Instant::now();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        // Forgetting happens here, where the map grows, so its size stays bounded by the
+        // revocations of one memory period.
+        sessions.retain(|_, forget_at| now < *forget_at);
+        for entry in entries {
+            sessions.insert(entry.session_id.clone(), now + memory);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    session_id: String,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    revocations: Vec<Entry>,
+    next: i64,
+}
+
+/// Runs until every `Verifier` sharing `inner` is gone.
+pub(crate) async fn follow(inner: Weak<Inner>, feed: FeedConfig) {
+    let mut after = 0;
+    let mut backoff = Duration::from_millis(100);
+    // The first answer reads the whole retained feed without waiting: catching up.
+    let mut wait = 0;
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let result = read_page(&strong, &feed, after, wait).await;
+        match result {
+            Ok(page) => {
+                strong.revoked.remember(&page.revocations, feed.memory);
+                let full = page.revocations.len() >= PAGE;
+                after = page.next;
+                backoff = Duration::from_millis(100);
+                if !full {
+                    // Caught up: from now on, revocations are known as they happen.
+                    strong.revoked.in_sync.store(true, Ordering::Release);
+                    *strong
+                        .revoked
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = None;
+                    wait = POLL_WAIT_SECS;
+                }
+            }
+            Err(why) => {
+                strong.revoked.in_sync.store(false, Ordering::Release);
+                *strong
+                    .revoked
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(why);
+                drop(strong);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn read_page(inner: &Inner, feed: &FeedConfig, after: i64, wait: u64) -> Result<Page, String> {
+    let response = inner
+        .client
+        .get(&feed.url)
+        .query(&[
+            ("after", after.to_string()),
+            ("limit", PAGE.to_string()),
+            ("wait", wait.to_string()),
+        ])
+        .bearer_auth(&feed.credential)
+        .header(http::header::ACCEPT, "application/json")
+        // The client's own timeout is for short fetches; a long poll needs its wait on top.
+        .timeout(Duration::from_secs(wait + 10))
+        .send()
+        .await
+        .map_err(|e| format!("GET {}: {e}", feed.url))?;
+    if !response.status().is_success() {
+        return Err(format!("GET {}: status {}", feed.url, response.status()));
+    }
+    response
+        .json::<Page>()
+        .await
+        .map_err(|e| format!("GET {}: not a revocation page: {e}", feed.url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoked_sessions_are_remembered_for_the_memory_period_only() {
+        let revoked = RevokedSessions::default();
+        let entry = |id: &str| Entry {
+            session_id: id.into(),
+        };
+        revoked.remember(&[entry("a")], Duration::from_secs(60));
+        revoked.remember(&[entry("b")], Duration::ZERO);
+        assert!(revoked.contains("a"));
+        assert!(!revoked.contains("b"), "past its memory period");
+        assert!(!revoked.contains("c"));
+        // The expired entry is dropped when the map next grows.
+        revoked.remember(&[entry("c")], Duration::from_secs(60));
+        let sessions = revoked.sessions.lock().unwrap();
+        assert!(sessions.contains_key("a") && sessions.contains_key("c") && !sessions.contains_key("b"));
+    }
+
+    #[test]
+    fn the_follower_starts_once() {
+        let revoked = RevokedSessions::default();
+        assert!(revoked.start_once());
+        assert!(!revoked.start_once());
+    }
+}
