@@ -622,6 +622,55 @@ async fn ended_sessions_are_deleted_with_their_tokens(store: Arc<dyn Store>) {
     assert!(store.find_session(idle.id).await.expect("find").is_none());
 }
 
+async fn idle_sessions_are_deleted_by_walking_every_session(store: Arc<dyn Store>) {
+    let mut idle = Vec::new();
+    let mut refreshed = Vec::new();
+    for i in 0..5 {
+        let (_, s, first) = seeded(store.as_ref()).await;
+        if i % 2 == 0 {
+            // Never refreshed: its refresh token ends at T0 + 30 d.
+            idle.push((s, first));
+        } else {
+            assert!(store
+                .rotate(&rotation(&s, 0, Timestamp(T0.0 + 29 * DAY)))
+                .await
+                .expect("rotate"));
+            refreshed.push((s, first));
+        }
+    }
+    let before = Timestamp(T0.0 + 31 * DAY);
+    let (mut cursor, mut steps, mut deleted) = (None, 0, 0);
+    loop {
+        let step = store.delete_idle_sessions(cursor, 2, before).await.expect("step");
+        steps += 1;
+        deleted += step.deleted;
+        assert!(step.deleted <= 2, "a step deletes within its stretch only");
+        cursor = step.next;
+        if cursor.is_none() {
+            break;
+        }
+        assert!(steps < 10, "the walk ends");
+    }
+    assert_eq!((steps, deleted), (3, 3), "five sessions, two a step; three idle");
+    for (s, first) in &idle {
+        assert!(store.find_session(s.id).await.expect("find").is_none());
+        assert!(store.find_refresh_token(first).await.expect("find").is_none());
+    }
+    for (s, first) in &refreshed {
+        assert!(store.find_session(s.id).await.expect("find").is_some());
+        assert!(store.find_refresh_token(first).await.expect("find").is_some());
+    }
+    // A new pass finds nothing more to delete.
+    let step = store.delete_idle_sessions(None, 100, before).await.expect("step");
+    assert_eq!(
+        step,
+        tessera::store::IdleSweep {
+            deleted: 0,
+            next: None
+        }
+    );
+}
+
 async fn one_active_signing_key_even_when_racing(store: Arc<dyn Store>) {
     let tasks: Vec<_> = (0..10)
         .map(|_| {
@@ -1326,6 +1375,7 @@ conformance!(
     live_sessions_are_listed_most_recent_first,
     sessions_over_the_limit_are_revoked_least_recent_first,
     ended_sessions_are_deleted_with_their_tokens,
+    idle_sessions_are_deleted_by_walking_every_session,
     one_active_signing_key_even_when_racing,
     rotating_the_signing_key_retires_the_active_one,
     login_failures_are_counted_atomically,

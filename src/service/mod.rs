@@ -250,6 +250,8 @@ pub struct AuthService {
     /// Woken whenever this instance learns of a revocation: revocation-feed readers waiting
     /// for news.
     revocations_learnt: tokio::sync::Notify,
+    /// Where the walk that deletes idle sessions resumes (`sessions::sweep_idle_sessions`).
+    idle_sweep_cursor: tokio::sync::Mutex<Option<SessionId>>,
 }
 
 impl AuthService {
@@ -324,6 +326,7 @@ impl AuthService {
             live: LiveSessions::new(REMEMBERED_SESSIONS),
             revocations_read_at: tokio::sync::Mutex::new(revocations_read_at),
             revocations_learnt: tokio::sync::Notify::new(),
+            idle_sweep_cursor: tokio::sync::Mutex::new(None),
         })
     }
 

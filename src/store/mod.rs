@@ -189,6 +189,15 @@ pub struct RevocationsSince {
     pub asked_at: Timestamp,
 }
 
+/// What one step of the idle-session walk did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdleSweep {
+    pub deleted: u64,
+    /// The last session id the step scanned, where the next step starts; `None` when the
+    /// step reached the last session (the next pass starts over from the first).
+    pub next: Option<SessionId>,
+}
+
 /// One entry of the revocation feed for resource servers: a session revoked before its end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedRevocation {
@@ -266,14 +275,20 @@ pub trait Store: AccountStore + AlertStore + Send + Sync + 'static {
         max_live: u32,
         now: Timestamp,
     ) -> StoreResult<u64>;
-    /// Deletes sessions (and their tokens) whose absolute lifetime ended, or that were
-    /// revoked, before `before`. Sessions that only went idle (refresh token expired) stay
-    /// until their absolute end: finding them sooner would need an index on the sliding
-    /// expiry, which every rotation would have to update.
     /// Deletes at most `limit` sessions (with their tokens) revoked, or past their absolute
     /// end, before `before`; returns how many. Small batches keep each statement short, so
     /// the sweep never holds the writer (SQLite) or many row locks (PostgreSQL) for long.
     async fn delete_sessions_ended_before(&self, before: Timestamp, limit: u32) -> StoreResult<u64>;
+    /// One step of the walk that deletes idle sessions: among the next `scan` sessions in id
+    /// order after `after` (from the first when `None`), deletes, with their tokens, those
+    /// whose sliding expiry (refresh-token expiry) passed before `before`. Walking the primary
+    /// key finds them without an index on the sliding expiry, which every rotation writes.
+    async fn delete_idle_sessions(
+        &self,
+        after: Option<SessionId>,
+        scan: u32,
+        before: Timestamp,
+    ) -> StoreResult<IdleSweep>;
     /// Deletes at most `limit` audit events older than `before`; returns how many.
     async fn delete_audit_events_before(&self, before: Timestamp, limit: u32) -> StoreResult<u64>;
 

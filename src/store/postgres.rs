@@ -402,6 +402,33 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
+    async fn delete_idle_sessions(
+        &self,
+        after: Option<SessionId>,
+        scan: u32,
+        before: Timestamp,
+    ) -> StoreResult<IdleSweep> {
+        // One statement: the end of this step's stretch of the primary key, then the idle
+        // sessions in it. SKIP LOCKED as in the batches above: a row being written is left
+        // for the next pass.
+        let row = sqlx::query(
+            "WITH stretch_end AS (                  SELECT id FROM sessions WHERE id > $1 ORDER BY id OFFSET $2 LIMIT 1),              idle AS (                  SELECT id FROM sessions WHERE id > $1                  AND id <= COALESCE((SELECT id FROM stretch_end), 'ffffffff-ffff-ffff-ffff-ffffffffffff')                  AND refresh_expires_at < $3 FOR UPDATE SKIP LOCKED),              gone AS (DELETE FROM sessions WHERE id IN (SELECT id FROM idle) RETURNING 1)              SELECT (SELECT id FROM stretch_end) AS stretch_end, (SELECT count(*) FROM gone) AS deleted",
+        )
+        .bind(after.map_or(uuid::Uuid::nil(), |id| id.0))
+        .bind(i64::from(scan.saturating_sub(1)))
+        .bind(before.millis())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        Ok(IdleSweep {
+            deleted: row.try_get::<i64, _>("deleted").map_err(map_pg)? as u64,
+            next: row
+                .try_get::<Option<uuid::Uuid>, _>("stretch_end")
+                .map_err(map_pg)?
+                .map(SessionId),
+        })
+    }
+
     async fn delete_sessions_ended_before(&self, before: Timestamp, limit: u32) -> StoreResult<u64> {
         // SKIP LOCKED: a row some request is rotating or revoking right now is left for the
         // next batch rather than waited for.

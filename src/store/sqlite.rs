@@ -748,6 +748,38 @@ impl Store for SqliteStore {
         Ok(done as u64)
     }
 
+    async fn delete_idle_sessions(
+        &self,
+        after: Option<SessionId>,
+        scan: u32,
+        before: Timestamp,
+    ) -> StoreResult<IdleSweep> {
+        // Every UUID's text sorts after the empty string.
+        let after = after.map(|id| id.to_string()).unwrap_or_default();
+        self.write(move |c| {
+            // Both statements walk the primary key's index over `scan` entries at most.
+            let end: Option<String> = c
+                .prepare_cached("SELECT id FROM sessions WHERE id > ?1 ORDER BY id LIMIT 1 OFFSET ?2")?
+                .query_row(params![after, scan.saturating_sub(1)], |r| r.get(0))
+                .optional()?;
+            let deleted = match &end {
+                Some(end) => c
+                    .prepare_cached(
+                        "DELETE FROM sessions WHERE id > ?1 AND id <= ?2 AND refresh_expires_at < ?3",
+                    )?
+                    .execute(params![after, end, before.millis()])?,
+                None => c
+                    .prepare_cached("DELETE FROM sessions WHERE id > ?1 AND refresh_expires_at < ?2")?
+                    .execute(params![after, before.millis()])?,
+            };
+            Ok(IdleSweep {
+                deleted: deleted as u64,
+                next: end.as_deref().and_then(SessionId::parse),
+            })
+        })
+        .await
+    }
+
     async fn delete_audit_events_before(&self, before: Timestamp, limit: u32) -> StoreResult<u64> {
         let done = self
             .write(move |c| {

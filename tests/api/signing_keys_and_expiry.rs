@@ -98,3 +98,71 @@ async fn an_instance_that_cannot_reload_its_keys_stops_issuing_tokens() {
     clock.advance(Duration::from_secs(2));
     app.login_ok(EMAIL).await;
 }
+
+/// Idle sessions end at their sliding expiry: refused from then on, and deleted, with their
+/// tokens, by the sweeper once past the ended-session retention, long before their absolute
+/// end. A session in use stays.
+#[tokio::test]
+async fn the_sweeper_deletes_sessions_that_went_idle() {
+    let start = SystemClock.now();
+    let clock = ManualClock::at(start);
+    let tweak = |c: &mut tessera::config::Config| {
+        c.refresh_ttl = Duration::from_secs(86_400);
+        c.session_ttl = Duration::from_secs(365 * 86_400);
+        // The JWT must outlive the clock jump, so the me calls below test the session.
+        c.access_ttl = Duration::from_secs(30 * 86_400);
+    };
+    let app = spawn_with_clock(clock.clone(), tweak).await;
+    let idle = app.signup_and_login(EMAIL).await;
+    let mut used = app.login_ok(EMAIL).await;
+    // The used session is refreshed every 20 hours; the idle one never. Past its sliding
+    // expiry the idle session is refused, then, past the 7-day retention of ended
+    // sessions, swept.
+    let step = Duration::from_secs(20 * 3600);
+    for i in 0..11 {
+        clock.advance(step);
+        used = app.refresh_ok(&s(&used, "refresh_token")).await;
+        if i == 1 {
+            let r = app.refresh(&s(&idle, "refresh_token")).await;
+            assert_problem(r, 401, "refresh_token_expired").await;
+        }
+    }
+    // The sweeper's first run is when a server starts.
+    let (config, storage) = app.stop().await;
+    let app = Application::build_with_clock(&config, clock.clone())
+        .await
+        .expect("build");
+    let app = serve(app, config.clone(), Arc::clone(&storage));
+    let gone = SessionIdCheck::new(&app).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gone.exists(&s(&idle, "session_id")).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle session was not swept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        gone.exists(&s(&used, "session_id")).await,
+        "a session in use stays"
+    );
+    json_ok(app.me(&s(&used, "access_token")).await).await;
+}
+
+/// Whether a session row exists, read beside the server.
+struct SessionIdCheck(Arc<dyn tessera::store::Store>);
+
+impl SessionIdCheck {
+    async fn new(app: &TestApp) -> SessionIdCheck {
+        SessionIdCheck(
+            tessera::store::connect(&app.config.database_url, 1)
+                .await
+                .expect("open the store"),
+        )
+    }
+
+    async fn exists(&self, id: &str) -> bool {
+        let id = tessera::domain::SessionId::parse(id).expect("session id");
+        self.0.find_session(id).await.expect("find").is_some()
+    }
+}
