@@ -167,6 +167,7 @@ pub fn json() -> &'static Bytes {
         // that the first request (or the router's construction, which calls this) reveals.
         let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
         mark_required_headers(&mut doc);
+        optional_bodies_are_absent_not_null(&mut doc);
         Bytes::from(serde_json::to_vec(&doc).expect("a JSON value serializes"))
     })
 }
@@ -192,6 +193,38 @@ fn mark_required_headers(doc: &mut Value) {
                     header.insert("required".into(), Value::Bool(true));
                 }
             }
+        }
+    }
+}
+
+/// An optional body (`request_body = Option<T>`) comes out of utoipa as "`null` or `T`", but
+/// what the handlers accept is "no body, or `T`": a JSON `null` is `400 malformed_request`.
+/// `required: false` already says the body may be absent, so the schema becomes `T` alone.
+fn optional_bodies_are_absent_not_null(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let media_types = paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("requestBody"))
+        .filter(|body| body.get("required") != Some(&Value::Bool(true)))
+        .filter_map(|body| body.get_mut("content").and_then(Value::as_object_mut))
+        .flat_map(|content| content.values_mut());
+    for media_type in media_types {
+        let Some(schema) = media_type.get_mut("schema") else {
+            continue;
+        };
+        let Some(alternatives) = schema.get("oneOf").and_then(Value::as_array) else {
+            continue;
+        };
+        let not_null: Vec<&Value> = alternatives
+            .iter()
+            .filter(|alternative| alternative.get("type") != Some(&Value::from("null")))
+            .collect();
+        if let [only] = not_null[..] {
+            *schema = only.clone();
         }
     }
 }
@@ -228,5 +261,16 @@ mod tests {
         let schemes = &doc["components"]["securitySchemes"];
         assert_eq!(schemes["access_cookie"]["name"], "tessera_at");
         assert_eq!(schemes["csrf_header"]["in"], "header");
+    }
+
+    #[test]
+    fn an_optional_body_may_be_absent_but_is_never_null() {
+        let doc: Value = serde_json::from_slice(json()).unwrap();
+        let body = &doc["paths"]["/v1/auth/logout"]["post"]["requestBody"];
+        assert_ne!(body["required"], true);
+        assert_eq!(
+            body["content"]["application/json"]["schema"],
+            serde_json::json!({"$ref": "#/components/schemas/LogoutRequest"})
+        );
     }
 }
