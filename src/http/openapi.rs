@@ -17,10 +17,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{OpenApi as Document, RefOr};
+use utoipa::openapi::{OpenApi as Document, RefOr, Required};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::cookies::{ACCESS_COOKIE, REFRESH_COOKIE};
@@ -126,10 +126,26 @@ impl Modify for Conventions {
                 &mut item.trace,
             ];
             for operation in operations.into_iter().flatten() {
+                add_request_id_parameter(operation);
                 add_common_headers(operation);
             }
         }
     }
+}
+
+/// Every request may name its own id (a proxy's, or a caller's that correlates its logs).
+fn add_request_id_parameter(operation: &mut Operation) {
+    let parameter = ParameterBuilder::new()
+        .name("X-Request-Id")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "The id to log this request under and echo back: 1 to 128 letters, digits and \
+             `-_.:/+=@`. Anything else is replaced by an id the server makes.",
+        ))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build();
+    operation.parameters.get_or_insert_with(Vec::new).push(parameter);
 }
 
 fn add_common_headers(operation: &mut Operation) {
