@@ -187,3 +187,76 @@ async fn problems_headers_and_security_schemes_are_described() {
     let me = &doc["paths"]["/v1/auth/me"]["get"];
     assert_eq!(me["security"][0]["bearer"], serde_json::json!([]));
 }
+
+/// The request body schemas describe what the handlers read field by field (they are not the
+/// types the handlers deserialize), so this holds them to it: every documented field is read
+/// (a number where it wants a string is reported by that name), and every field documented as
+/// required is (leaving it out is reported by that name).
+#[tokio::test]
+async fn request_body_schemas_name_the_fields_the_handlers_read() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let Some(reference) =
+                operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str()
+            else {
+                continue;
+            };
+            let name = reference.trim_start_matches("#/components/schemas/");
+            let schema = &schemas[name];
+            assert_eq!(method, "post", "{path}: only POST bodies are expected");
+            // A fresh account per operation: a password change ends the others' sessions.
+            let signed_in = operation["security"]
+                .as_array()
+                .is_some_and(|alternatives| !alternatives.iter().any(|a| a == &serde_json::json!({})));
+            let token = if signed_in {
+                let email = format!("{}@example.com", name.to_lowercase());
+                Some(s(&app.signup_and_login(&email).await, "access_token"))
+            } else {
+                None
+            };
+            let properties = schema["properties"].as_object().expect("an object schema");
+            let required: Vec<&str> = schema["required"]
+                .as_array()
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            // Valid strings everywhere (an enum's first value), so only the field under test
+            // can be wrong.
+            let valid: serde_json::Map<String, Value> = properties
+                .iter()
+                .map(|(field, property)| {
+                    let enumerated = property["$ref"]
+                        .as_str()
+                        .map(|r| &schemas[r.trim_start_matches("#/components/schemas/")]["enum"][0]);
+                    let value = match enumerated {
+                        Some(Value::String(v)) => Value::from(v.as_str()),
+                        _ => Value::from("a valid-looking string"),
+                    };
+                    (field.clone(), value)
+                })
+                .collect();
+            let send = |body: Value| {
+                let mut request = app.client.post(app.url(path)).json(&body);
+                if let Some(token) = &token {
+                    request = request.bearer_auth(token);
+                }
+                async move { request.send().await.unwrap() }
+            };
+            for field in properties.keys() {
+                let mut body = valid.clone();
+                body.insert(field.clone(), Value::from(12345));
+                assert_validation(send(Value::Object(body)).await, &[field]).await;
+                checked += 1;
+            }
+            for field in &required {
+                let mut body = valid.clone();
+                body.remove(*field);
+                assert_validation(send(Value::Object(body)).await, &[field]).await;
+            }
+        }
+    }
+    assert!(checked >= 9, "only {checked} documented body fields were found");
+}
