@@ -72,8 +72,7 @@ pub enum ProblemCode {
 
 /// An RFC 9457 problem document, as every error is answered (`application/problem+json`).
 #[derive(Serialize, ToSchema)]
-#[schema(as = Problem)]
-pub struct Problem<'a> {
+pub(crate) struct Problem<'a> {
     /// Always `about:blank`: `code` says what happened.
     #[serde(rename = "type")]
     #[schema(value_type = String, example = "about:blank")]
@@ -92,11 +91,13 @@ pub struct Problem<'a> {
     errors: Option<&'a [FieldError]>,
 }
 
-/// One invalid field of a `validation_failed` problem (the shape `FieldError` serializes to).
+// The JSON `crate::domain::FieldError` serializes to, described here because the domain type
+// knows nothing of HTTP or OpenAPI.
+/// One invalid field of a `validation_failed` problem.
 #[derive(ToSchema)]
 #[schema(as = FieldError)]
-#[allow(dead_code)] // Describes the JSON of `crate::domain::FieldError`; never built.
-pub struct FieldErrorBody {
+#[allow(dead_code)] // Never built.
+pub(crate) struct FieldErrorBody {
     #[schema(example = "email")]
     field: String,
     #[schema(example = "must be an email address")]
