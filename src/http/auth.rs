@@ -149,6 +149,7 @@ pub(super) struct RegisterResponse<'a> {
     post,
     path = "/v1/auth/register",
     tag = "auth",
+    summary = "Create an account",
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "The account was created.", body = RegisterResponse),
@@ -205,6 +206,7 @@ pub(super) struct LoginRequest {
     post,
     path = "/v1/auth/login",
     tag = "auth",
+    summary = "Sign in: a new session (one per device)",
     request_body = LoginRequest,
     responses(
         (status = 200, description = "A new session. In cookie transport the tokens are cookies and the body has `csrf_token` instead.", body = TokenResponse,
@@ -266,6 +268,7 @@ pub(super) struct RefreshRequest {
     post,
     path = "/v1/auth/refresh",
     tag = "auth",
+    summary = "Rotate a refresh token: new tokens for the same session",
     request_body = Option<RefreshRequest>,
     responses(
         (status = 200, description = "The same session with a new refresh token (rotation).", body = TokenResponse,
@@ -328,6 +331,7 @@ pub(super) struct LogoutRequest {
     post,
     path = "/v1/auth/logout",
     tag = "auth",
+    summary = "End one session (idempotent)",
     request_body = Option<LogoutRequest>,
     responses(
         (status = 204, description = "The session is revoked (also for an unknown or already-revoked token).",
@@ -405,6 +409,7 @@ pub(super) struct LogoutAllRequest {
     post,
     path = "/v1/auth/logout-all",
     tag = "auth",
+    summary = "End every session of the caller, or every other one",
     request_body = Option<LogoutAllRequest>,
     responses(
         (status = 204, description = "The sessions are revoked.",
@@ -460,6 +465,7 @@ pub(super) struct ChangePasswordRequest {
     post,
     path = "/v1/auth/password",
     tag = "auth",
+    summary = "Change the password; every other session ends",
     request_body = ChangePasswordRequest,
     responses(
         (status = 200, description = "Changed; every other session is revoked and this one gets fresh tokens.", body = TokenResponse,
@@ -533,6 +539,7 @@ fn session_view<'a>(s: &'a SessionRecord, ctx: &AuthContext) -> SessionView<'a> 
     get,
     path = "/v1/auth/sessions",
     tag = "auth",
+    summary = "The caller's live sessions, most recently used first",
     responses(
         (status = 200, description = "The caller's live sessions.", body = SessionList),
         (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
@@ -555,6 +562,7 @@ pub async fn list_sessions(
     delete,
     path = "/v1/auth/sessions/{id}",
     tag = "auth",
+    summary = "Revoke one of the caller's sessions",
     params(("id" = String, Path, description = "A session id (anything else is just an unknown session).")),
     responses(
         (status = 204, description = "The session is revoked."),
@@ -591,6 +599,7 @@ pub(super) struct MeResponse<'a> {
     get,
     path = "/v1/auth/me",
     tag = "auth",
+    summary = "Who the caller is",
     responses(
         (status = 200, description = "Who the caller is, and which session.", body = MeResponse),
         (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`", body = Problem, content_type = "application/problem+json"),

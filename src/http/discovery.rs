@@ -76,7 +76,9 @@ impl Discovery {
     }
 }
 
-/// The metadata document (RFC 8414); see the module documentation for what is in it and why.
+/// Authorization server metadata (RFC 8414): what resource servers need under standard names,
+/// Tessera's own endpoints and algorithms under `tessera_` ones. No OAuth 2.0 endpoints: login
+/// and refresh take JSON, not `grant_type` forms.
 #[derive(ToSchema)]
 #[allow(dead_code)] // Describes the JSON `Discovery::document` builds; never built.
 struct Metadata {
@@ -98,6 +100,7 @@ struct Metadata {
     get,
     path = "/.well-known/oauth-authorization-server",
     tag = "discovery",
+    summary = "Authorization server metadata (RFC 8414)",
     responses((status = 200, description = "Authorization server metadata (RFC 8414).", body = Metadata))
 )]
 pub async fn metadata(State(state): State<AppState>) -> Response {
@@ -111,6 +114,7 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
     get,
     path = "/.well-known/openid-configuration",
     tag = "discovery",
+    summary = "The same metadata, where OpenID Connect clients look",
     responses((status = 200, description = "The same document as `/.well-known/oauth-authorization-server`.", body = Metadata))
 )]
 pub async fn openid_configuration(state: State<AppState>) -> Response {

@@ -43,9 +43,11 @@ impl From<Vec<FieldError>> for ApiError {
     }
 }
 
-/// The stable, machine-readable `code` of a problem: every one the contract names
-/// (`../shared/API.md`), plus `request_timeout`, `service_unavailable` and `internal_error`,
-/// which it leaves to the implementation. The OpenAPI document's enum is generated from this.
+// Every code the contract (`../shared/API.md`) names, plus `request_timeout`,
+// `service_unavailable` and `internal_error`, which it leaves to the implementation. The
+// OpenAPI document's enum is generated from this one; `tests/api/openapi.rs` compares it with
+// the contract's.
+/// The stable, machine-readable part of a problem: match on this, not on `title` or `detail`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProblemCode {

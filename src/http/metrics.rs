@@ -301,6 +301,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     get,
     path = "/metrics",
     tag = "operations",
+    summary = "Prometheus metrics (unauthenticated: expose to monitoring only)",
     responses((status = 200, description = "Prometheus metrics (OpenMetrics text): requests and latency per route, logins, refreshes, reuse detections, rate-limit rejections.",
         body = String, content_type = "application/openmetrics-text"))
 )]

@@ -119,6 +119,7 @@ struct JwkSet {
     get,
     path = "/.well-known/jwks.json",
     tag = "discovery",
+    summary = "The public verification keys (JWKS)",
     responses((status = 200, description = "The public keys that verify access tokens; retired keys stay until their tokens have expired.", body = JwkSet))
 )]
 async fn jwks(State(state): State<AppState>) -> Response {
@@ -137,6 +138,7 @@ struct Health {
     get,
     path = "/healthz",
     tag = "operations",
+    summary = "Whether the database answers",
     responses(
         (status = 200, description = "The database answers.", body = Health),
         (status = 503, description = "`service_unavailable`: the database does not answer", body = Problem, content_type = "application/problem+json"),

@@ -257,6 +257,7 @@ struct OpenApiDocument {
     get,
     path = "/openapi.json",
     tag = "operations",
+    summary = "This document",
     responses((status = 200, description = "This document.", body = OpenApiDocument))
 )]
 pub async fn serve() -> Response {
