@@ -8,33 +8,67 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
 use super::cookies::{clear_cookies, set_grant_cookies, RequestCookies};
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::extract::{bearer, Authenticated, Client, Fields, JsonBody};
 use super::rate_limit::RateLimiter;
 use super::AppState;
-use crate::domain::{SessionId, Timestamp};
+use crate::domain::{SessionId, Timestamp, UserId};
 use crate::service::{
     AuthContext, AuthError, ClientInfo, LogoutOutcome, LogoutScope, TokenGrant, Transport, UserView,
 };
 use crate::store::SessionRecord;
 
+/// A user as the API shows one.
+#[derive(Serialize, ToSchema)]
+pub(super) struct User<'a> {
+    #[schema(value_type = String, format = Uuid)]
+    id: UserId,
+    /// Trimmed and lower-cased.
+    #[schema(value_type = String, format = Email)]
+    email: &'a str,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+}
+
+impl<'a> From<&'a UserView> for User<'a> {
+    fn from(u: &'a UserView) -> Self {
+        User {
+            id: u.id,
+            email: &u.email,
+            created_at: u.created_at,
+        }
+    }
+}
+
 /// The token response. A cookie-transport session gets its tokens as cookies instead, and
 /// the CSRF token in the body.
-#[derive(Serialize)]
-struct TokenResponse<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct TokenResponse<'a> {
+    /// The access JWT (absent in cookie transport: it is the `tessera_at` cookie).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     access_token: Option<&'a str>,
+    #[schema(value_type = String, pattern = "^Bearer$")]
     token_type: &'static str,
+    /// Seconds until the access token expires.
     expires_in: i64,
+    /// The new refresh token, `tsr_...` (absent in cookie transport: it is the `tessera_rt`
+    /// cookie).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^tsr_")]
     refresh_token: Option<&'a str>,
+    /// Seconds until the session ends if nothing more happens.
     refresh_token_expires_in: i64,
+    #[schema(value_type = String, format = Uuid)]
     session_id: SessionId,
-    user: &'a UserView,
+    user: User<'a>,
+    /// Cookie transport only: the value of the `tessera_csrf` cookie, to send as
+    /// `X-CSRF-Token` on unsafe requests.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     csrf_token: Option<&'a str>,
 }
 
@@ -47,7 +81,7 @@ fn token_response(grant: &TokenGrant, cookie_secure: bool) -> Response {
         refresh_token: (!is_cookie_session).then_some(grant.refresh_token.expose()),
         refresh_token_expires_in: grant.refresh_expires_in,
         session_id: grant.session_id,
-        user: &grant.user,
+        user: User::from(&grant.user),
         csrf_token: grant.csrf_token.as_deref(),
     };
     // Tokens must never sit in a cache (RFC 6749 §5.1).
@@ -92,6 +126,42 @@ fn rate_limit_key(ip: Option<&str>) -> String {
     }
 }
 
+// The body `register` reads. Handlers read bodies field by field (`Fields`), so that every
+// wrong field is reported at once, in the contract's words; these `*Request` types describe
+// those bodies for the OpenAPI document and are never deserialized.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct RegisterRequest {
+    /// Trimmed, validated, then lower-cased.
+    #[schema(format = Email, max_length = 254)]
+    email: String,
+    /// 8 to 1024 Unicode characters.
+    #[schema(min_length = 8, max_length = 1024)]
+    password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct RegisterResponse<'a> {
+    user: User<'a>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/auth/register",
+    tag = "auth",
+    summary = "Create an account",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The account was created.", body = RegisterResponse),
+        (status = 400, description = "`malformed_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request_timeout`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`email_taken`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited` (per client IP)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`: password hashing or the database is overloaded", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn register(
     State(state): State<AppState>,
     Client(client): Client,
@@ -103,9 +173,54 @@ pub async fn register(
     let password = f.required_str("password");
     f.finish()?;
     let user = state.service.register(email, password, &client).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "user": user }))).into_response())
+    let body = RegisterResponse {
+        user: User::from(&user),
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// How a login's tokens travel.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(super) enum TransportName {
+    /// In the JSON body (the default).
+    Body,
+    /// As `HttpOnly` cookies, with a CSRF token in the body.
+    Cookie,
+}
+
+// The body `login` reads (see `RegisterRequest` for why it is not deserialized).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct LoginRequest {
+    #[schema(min_length = 1, max_length = 254)]
+    email: String,
+    #[schema(min_length = 1, max_length = 1024)]
+    password: String,
+    #[schema(nullable = false)]
+    transport: Option<TransportName>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "auth",
+    summary = "Sign in: a new session (one per device)",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A new session. In cookie transport the tokens are cookies and the body has `csrf_token` instead.", body = TokenResponse,
+            headers(("set-cookie" = String, description = "Cookie transport only: `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
+        (status = 400, description = "`malformed_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_credentials`", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request_timeout`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: per client IP, or the account is locked after repeated failures", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = []), ("access_cookie" = []))
+)]
 pub async fn login(
     State(state): State<AppState>,
     Client(client): Client,
@@ -139,6 +254,36 @@ pub async fn login(
     Ok(token_response(&grant, state.cookie_secure))
 }
 
+// The body `refresh` reads (see `RegisterRequest` for why it is not deserialized).
+/// Empty in cookie transport.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct RefreshRequest {
+    /// Required unless the `tessera_rt` cookie is sent.
+    #[schema(nullable = false, pattern = "^tsr_")]
+    refresh_token: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "auth",
+    summary = "Rotate a refresh token: new tokens for the same session",
+    request_body = Option<RefreshRequest>,
+    responses(
+        (status = 200, description = "The same session with a new refresh token (rotation).", body = TokenResponse,
+            headers(("set-cookie" = String, description = "Cookie transport only: the rotated `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
+        (status = 400, description = "`malformed_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_refresh_token`, `refresh_token_expired`, `refresh_token_reused`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` (cookie transport)", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request_timeout`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited` (per client IP)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("refresh_cookie" = [], "csrf_header" = []))
+)]
 /// Rotates the refresh token from the body, or else from the refresh cookie (which then
 /// needs the CSRF header).
 pub async fn refresh(
@@ -173,6 +318,33 @@ pub async fn refresh(
     Ok(token_response(&grant, state.cookie_secure))
 }
 
+// The body `logout` reads (see `RegisterRequest` for why it is not deserialized).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct LogoutRequest {
+    /// Required when a body is sent without a bearer token or cookies.
+    #[schema(nullable = false)]
+    refresh_token: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "auth",
+    summary = "End one session (idempotent)",
+    request_body = Option<LogoutRequest>,
+    responses(
+        (status = 204, description = "The session is revoked (also for an unknown or already-revoked token).",
+            headers(("set-cookie" = String, description = "When cookies were sent: the three cookies cleared (`Max-Age=0`)."))),
+        (status = 400, description = "`malformed_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` (cookie transport)", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request_timeout`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = []), ("access_cookie" = [], "csrf_header" = []), ("refresh_cookie" = [], "csrf_header" = []))
+)]
 /// Ends the session named by a refresh token (body or cookie) or an access token (bearer or
 /// cookie). Always 204 for a well-formed request: logging out twice is not an error.
 pub async fn logout(
@@ -214,6 +386,44 @@ pub async fn logout(
     Ok(response)
 }
 
+/// Which sessions `logout-all` ends.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(super) enum ScopeName {
+    /// Every session of the caller (the default).
+    All,
+    /// Every one but the current.
+    Others,
+}
+
+// The body `logout-all` reads (see `RegisterRequest` for why it is not deserialized).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct LogoutAllRequest {
+    #[schema(nullable = false)]
+    scope: Option<ScopeName>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout-all",
+    tag = "auth",
+    summary = "End every session of the caller, or every other one",
+    request_body = Option<LogoutAllRequest>,
+    responses(
+        (status = 204, description = "The sessions are revoked.",
+            headers(("set-cookie" = String, description = "Scope `all` with cookies: the three cookies cleared (`Max-Age=0`)."))),
+        (status = 400, description = "`malformed_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` (cookie transport)", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request_timeout`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
+)]
 pub async fn logout_all(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
@@ -240,6 +450,37 @@ pub async fn logout_all(
     Ok(response)
 }
 
+// The body `password` reads (see `RegisterRequest` for why it is not deserialized).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ChangePasswordRequest {
+    #[schema(min_length = 1, max_length = 1024)]
+    current_password: String,
+    /// 8 to 1024 Unicode characters.
+    #[schema(min_length = 8, max_length = 1024)]
+    new_password: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password",
+    tag = "auth",
+    summary = "Change the password; every other session ends",
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 200, description = "Changed; every other session is revoked and this one gets fresh tokens.", body = TokenResponse,
+            headers(("set-cookie" = String, description = "Cookie transport only: fresh `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
+        (status = 400, description = "`malformed_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_credentials` (wrong current password), `invalid_token`, `token_expired`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` (cookie transport)", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`request_timeout`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: the account is locked after repeated failures", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
+)]
 /// Changes the caller's password (it must send the current one); every other session of the
 /// account is revoked, and this one continues with fresh tokens (cookies, for a browser).
 pub async fn change_password(
@@ -256,15 +497,30 @@ pub async fn change_password(
     Ok(token_response(&grant, state.cookie_secure))
 }
 
-#[derive(Serialize)]
-struct SessionView<'a> {
+/// One live session (device).
+#[derive(Serialize, ToSchema)]
+pub(super) struct SessionView<'a> {
+    #[schema(value_type = String, format = Uuid)]
     id: SessionId,
+    #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     last_used_at: Timestamp,
+    /// When it ends if nothing more happens.
+    #[schema(value_type = String, format = DateTime)]
     expires_at: Timestamp,
+    #[schema(value_type = Option<String>)]
     user_agent: Option<&'a str>,
+    #[schema(value_type = Option<String>)]
     ip: Option<&'a str>,
+    /// The session of the token this request was made with.
     current: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct SessionList<'a> {
+    /// Most recently used first.
+    sessions: Vec<SessionView<'a>>,
 }
 
 fn session_view<'a>(s: &'a SessionRecord, ctx: &AuthContext) -> SessionView<'a> {
@@ -279,19 +535,45 @@ fn session_view<'a>(s: &'a SessionRecord, ctx: &AuthContext) -> SessionView<'a> 
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/auth/sessions",
+    tag = "auth",
+    summary = "The caller's live sessions, most recently used first",
+    responses(
+        (status = 200, description = "The caller's live sessions.", body = SessionList),
+        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("access_cookie" = []))
+)]
 pub async fn list_sessions(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
 ) -> Result<Response, ApiError> {
     let sessions = state.service.list_sessions(&ctx).await?;
-    let views: Vec<_> = sessions.iter().map(|s| session_view(s, &ctx)).collect();
-    Ok((
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "sessions": views })),
-    )
-        .into_response())
+    let body = SessionList {
+        sessions: sessions.iter().map(|s| session_view(s, &ctx)).collect(),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/auth/sessions/{id}",
+    tag = "auth",
+    summary = "Revoke one of the caller's sessions",
+    params(("id" = String, Path, description = "A session id (anything else is just an unknown session).")),
+    responses(
+        (status = 204, description = "The session is revoked."),
+        (status = 400, description = "`malformed_request` (an unparsable `X-Forwarded-For` behind a trusted proxy)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`csrf_failed` (cookie transport)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`session_not_found`: unknown, or not the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
+)]
 pub async fn revoke_session(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
@@ -306,8 +588,30 @@ pub async fn revoke_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct MeResponse<'a> {
+    user: User<'a>,
+    #[schema(value_type = String, format = Uuid)]
+    session_id: SessionId,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/auth/me",
+    tag = "auth",
+    summary = "Who the caller is",
+    responses(
+        (status = 200, description = "Who the caller is, and which session.", body = MeResponse),
+        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ("access_cookie" = []))
+)]
 pub async fn me(Authenticated(ctx): Authenticated) -> Response {
-    let body = json!({ "user": &ctx.session.user, "session_id": ctx.session_id() });
+    let body = MeResponse {
+        user: User::from(&ctx.session.user),
+        session_id: ctx.session_id(),
+    };
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 

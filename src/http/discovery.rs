@@ -12,11 +12,14 @@
 //! `jwks_uri`; Tessera's own endpoints and its access-token algorithms, for which no standard
 //! field exists, are under `tessera_`-prefixed extension names.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::AppState;
 
@@ -78,10 +81,49 @@ impl Discovery {
     }
 }
 
+/// Authorization server metadata (RFC 8414): what resource servers need under standard names,
+/// Tessera's own endpoints and algorithms under `tessera_` ones. No OAuth 2.0 endpoints: login
+/// and refresh take JSON, not `grant_type` forms.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the JSON `Discovery::document` builds; never built.
+struct Metadata {
+    issuer: String,
+    jwks_uri: String,
+    /// Always empty: Tessera is not an OAuth 2.0 authorization server.
+    response_types_supported: Vec<String>,
+    /// Always empty, as `response_types_supported`.
+    grant_types_supported: Vec<String>,
+    /// Tessera's own endpoints by name (`login`, `refresh`, ...), as absolute URLs.
+    tessera_endpoints: HashMap<String, String>,
+    #[schema(example = "at+jwt")]
+    tessera_access_token_typ: String,
+    /// The `alg` of every key in the JWKS.
+    tessera_access_token_signing_alg_values_supported: Vec<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server",
+    tag = "discovery",
+    summary = "Authorization server metadata (RFC 8414)",
+    responses((status = 200, description = "Authorization server metadata (RFC 8414).", body = Metadata))
+)]
 pub async fn metadata(State(state): State<AppState>) -> Response {
     let document = state.discovery.document(&state.service.jwks());
     // As short as the JWKS's: the algorithm list changes with a rotation.
     ([(header::CACHE_CONTROL, "public, max-age=60")], Json(document)).into_response()
+}
+
+/// The same document where OpenID Connect clients look for it.
+#[utoipa::path(
+    get,
+    path = "/.well-known/openid-configuration",
+    tag = "discovery",
+    summary = "The same metadata, where OpenID Connect clients look",
+    responses((status = 200, description = "The same document as `/.well-known/oauth-authorization-server`.", body = Metadata))
+)]
+pub async fn openid_configuration(state: State<AppState>) -> Response {
+    metadata(state).await
 }
 
 #[cfg(test)]

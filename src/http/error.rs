@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::FieldError;
 use crate::service::AuthError;
@@ -42,84 +43,136 @@ impl From<Vec<FieldError>> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+// Every code the contract (`../shared/API.md`) names, plus `request_timeout`,
+// `service_unavailable` and `internal_error`, which it leaves to the implementation. The
+// OpenAPI document's enum is generated from this one; `tests/api/openapi.rs` compares it with
+// the contract's.
+/// The stable, machine-readable part of a problem: match on this, not on `title` or `detail`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    ValidationFailed,
+    MalformedRequest,
+    PayloadTooLarge,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidToken,
+    TokenExpired,
+    SessionRevoked,
+    InvalidRefreshToken,
+    RefreshTokenExpired,
+    RefreshTokenReused,
+    CsrfFailed,
+    SessionNotFound,
+    RateLimited,
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    ServiceUnavailable,
+    InternalError,
+}
+
+/// An RFC 9457 problem document, as every error is answered (`application/problem+json`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Problem<'a> {
+    /// Always `about:blank`: `code` says what happened.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "about:blank")]
     kind: &'static str,
+    /// The status's reason phrase.
+    #[schema(value_type = String, example = "Unauthorized")]
     title: &'a str,
+    #[schema(example = 401)]
     status: u16,
-    code: &'static str,
+    code: ProblemCode,
+    /// A human-readable sentence (not for machines: match on `code`).
     detail: String,
+    /// With `validation_failed` only: every field that was wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<FieldErrorBody>>)]
     errors: Option<&'a [FieldError]>,
+}
+
+// The JSON `crate::domain::FieldError` serializes to, described here because the domain type
+// knows nothing of HTTP or OpenAPI.
+/// One invalid field of a `validation_failed` problem.
+#[derive(ToSchema)]
+#[schema(as = FieldError)]
+#[allow(dead_code)] // Never built.
+pub(crate) struct FieldErrorBody {
+    #[schema(example = "email")]
+    field: String,
+    #[schema(example = "must be an email address")]
+    message: String,
 }
 
 impl ApiError {
     /// Status, stable code, human sentence.
-    fn parts(&self) -> (StatusCode, &'static str, String) {
+    fn parts(&self) -> (StatusCode, ProblemCode, String) {
         use AuthError as A;
-        let s = |status, code, detail: &str| (status, code, detail.to_owned());
+        use ProblemCode as C;
+        let s = |status, code: ProblemCode, detail: &str| (status, code, detail.to_owned());
         match self {
             ApiError::Auth(e) => match e {
                 A::Validation(_) => s(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    "validation_failed",
+                    C::ValidationFailed,
                     "The request body has invalid fields.",
                 ),
                 A::EmailTaken => s(
                     StatusCode::CONFLICT,
-                    "email_taken",
+                    C::EmailTaken,
                     "An account with this email already exists.",
                 ),
                 A::InvalidCredentials => s(
                     StatusCode::UNAUTHORIZED,
-                    "invalid_credentials",
+                    C::InvalidCredentials,
                     "The email or password is wrong.",
                 ),
                 A::InvalidToken => s(
                     StatusCode::UNAUTHORIZED,
-                    "invalid_token",
+                    C::InvalidToken,
                     "The access token is missing or invalid.",
                 ),
                 A::TokenExpired => s(
                     StatusCode::UNAUTHORIZED,
-                    "token_expired",
+                    C::TokenExpired,
                     "The access token has expired; refresh it.",
                 ),
                 A::SessionRevoked => s(
                     StatusCode::UNAUTHORIZED,
-                    "session_revoked",
+                    C::SessionRevoked,
                     "This session was revoked or logged out.",
                 ),
                 A::InvalidRefreshToken => s(
                     StatusCode::UNAUTHORIZED,
-                    "invalid_refresh_token",
+                    C::InvalidRefreshToken,
                     "The refresh token is unknown or malformed.",
                 ),
                 A::RefreshTokenExpired => s(
                     StatusCode::UNAUTHORIZED,
-                    "refresh_token_expired",
+                    C::RefreshTokenExpired,
                     "The refresh token or its session has expired.",
                 ),
                 A::RefreshTokenReused => s(
                     StatusCode::UNAUTHORIZED,
-                    "refresh_token_reused",
+                    C::RefreshTokenReused,
                     "This refresh token was already used; the session has been revoked.",
                 ),
-                A::SessionNotFound => s(StatusCode::NOT_FOUND, "session_not_found", "No such session."),
+                A::SessionNotFound => s(StatusCode::NOT_FOUND, C::SessionNotFound, "No such session."),
                 A::CsrfFailed => s(
                     StatusCode::FORBIDDEN,
-                    "csrf_failed",
+                    C::CsrfFailed,
                     "Cookie-authenticated requests need an X-CSRF-Token header equal to the CSRF cookie.",
                 ),
                 A::Overloaded => s(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "service_unavailable",
+                    C::ServiceUnavailable,
                     "The server is busy; try again shortly.",
                 ),
                 A::AccountLocked(_) => s(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
+                    C::RateLimited,
                     "Too many failed sign-ins for this account; try again later.",
                 ),
                 A::FeedDisabled => s(
@@ -129,40 +182,40 @@ impl ApiError {
                 ),
                 A::Store(StoreError::Unavailable(_)) => s(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "service_unavailable",
+                    C::ServiceUnavailable,
                     "The database is unavailable; try again shortly.",
                 ),
                 A::Store(_) | A::Internal(_) => s(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
+                    C::InternalError,
                     "Something went wrong on our side.",
                 ),
             },
-            ApiError::Malformed(why) => (StatusCode::BAD_REQUEST, "malformed_request", (*why).to_owned()),
+            ApiError::Malformed(why) => (StatusCode::BAD_REQUEST, C::MalformedRequest, (*why).to_owned()),
             ApiError::PayloadTooLarge => s(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                C::PayloadTooLarge,
                 "The request body is too large.",
             ),
             ApiError::RequestTimeout => s(
                 StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
+                C::RequestTimeout,
                 "The request body did not arrive in time.",
             ),
-            ApiError::NotFound => s(StatusCode::NOT_FOUND, "not_found", "No such route."),
+            ApiError::NotFound => s(StatusCode::NOT_FOUND, C::NotFound, "No such route."),
             ApiError::MethodNotAllowed => s(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                C::MethodNotAllowed,
                 "This route does not accept that method.",
             ),
             ApiError::RateLimited(secs) => (
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                C::RateLimited,
                 format!("Too many attempts; retry in {secs} s."),
             ),
             ApiError::Panic => s(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
+                C::InternalError,
                 "Something went wrong on our side.",
             ),
         }
@@ -197,7 +250,10 @@ impl IntoResponse for ApiError {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::UNAUTHORIZED
-            && matches!(code, "invalid_token" | "token_expired" | "session_revoked")
+            && matches!(
+                code,
+                ProblemCode::InvalidToken | ProblemCode::TokenExpired | ProblemCode::SessionRevoked
+            )
         {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -297,6 +297,14 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     response
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics (unauthenticated: expose to monitoring only)",
+    responses((status = 200, description = "Prometheus metrics (OpenMetrics text): requests and latency per route, logins, refreshes, reuse detections, rate-limit rejections.",
+        body = String, content_type = "application/openmetrics-text"))
+)]
 pub async fn render(State(state): State<AppState>) -> Response {
     state.metrics.set_hashing(state.service.hashing_stats());
     state.metrics.set_pool(state.service.pool_usage());

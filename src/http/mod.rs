@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 mod feed;
 pub mod metrics;
+pub mod openapi;
 mod pages;
 pub mod rate_limit;
 pub mod request_log;
@@ -20,11 +21,13 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::ToSchema;
 
 use crate::config::Config;
 use crate::service::AuthService;
-use error::ApiError;
+use error::{ApiError, Problem};
 use metrics::Metrics;
 use rate_limit::RateLimiter;
 
@@ -64,9 +67,15 @@ pub fn router(state: AppState, config: &Config) -> Router {
             "/.well-known/oauth-authorization-server",
             get(discovery::metadata),
         )
-        .route("/.well-known/openid-configuration", get(discovery::metadata))
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::openid_configuration),
+        )
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics::render));
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::serve));
+    // Built now, so that a document that cannot be built stops the start, not a request.
+    openapi::json();
     if config.pages {
         routes = routes.merge(pages::router());
     }
@@ -88,13 +97,56 @@ pub fn router(state: AppState, config: &Config) -> Router {
     router.layer(axum::middleware::from_fn(request_log::log_requests))
 }
 
+/// A public verification key (RFC 7517); the key's own parameters (`crv`, `x`, `y`, `n`,
+/// `e`) follow its `kty`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the JSON of `AuthService::jwks`; never built.
+struct Jwk {
+    kty: String,
+    kid: String,
+    #[schema(example = "EdDSA")]
+    alg: String,
+    #[serde(rename = "use")]
+    #[schema(example = "sig")]
+    key_use: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)] // As `Jwk`.
+struct JwkSet {
+    keys: Vec<Jwk>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "discovery",
+    summary = "The public verification keys (JWKS)",
+    responses((status = 200, description = "The public keys that verify access tokens; retired keys stay until their tokens have expired.", body = JwkSet))
+)]
 async fn jwks(State(state): State<AppState>) -> Response {
     let body = Json(state.service.jwks().as_ref().clone());
     // Short, so resource servers notice a key rotation within a minute.
     ([(header::CACHE_CONTROL, "public, max-age=60")], body).into_response()
 }
 
-async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[derive(Serialize, ToSchema)]
+struct Health {
+    #[schema(value_type = String, pattern = "^ok$")]
+    status: &'static str,
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Whether the database answers",
+    responses(
+        (status = 200, description = "The database answers.", body = Health),
+        (status = 503, description = "`service_unavailable`: the database does not answer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     state.service.health().await?;
-    Ok(Json(serde_json::json!({ "status": "ok" })))
+    Ok(Json(Health { status: "ok" }))
 }

@@ -32,6 +32,7 @@ mod logout;
 mod logs;
 mod me;
 mod metrics;
+mod openapi;
 mod operator;
 mod pages;
 mod password;

@@ -1,0 +1,262 @@
+//! `GET /openapi.json`: an OpenAPI 3.1 document that lists every route the router serves (the
+//! built-in pages aside, see `src/http/openapi.rs`) and every problem `code` of the contract.
+//! `scripts/test-openapi.sh` then checks the live server's answers against it (schemathesis).
+
+use std::collections::BTreeSet;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// The router's source: the routes it mounts are read from it, so that a route added there
+/// without an entry in the document fails here.
+const ROUTER_SOURCE: &str = include_str!("../../src/http/mod.rs");
+
+/// Problem codes the server uses beyond those the contract names (the contract leaves timeouts,
+/// overload and internal failures to the implementation).
+const CODES_BEYOND_THE_CONTRACT: [&str; 3] = ["request_timeout", "service_unavailable", "internal_error"];
+
+async fn document(app: &TestApp) -> Value {
+    let r = app.get("/openapi.json").await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"),
+        "{:?}",
+        r.headers()
+    );
+    r.json().await.expect("the document is JSON")
+}
+
+/// Every path given to `.route(` in the router's source.
+fn routed_paths(source: &str) -> BTreeSet<String> {
+    let mut paths = BTreeSet::new();
+    let mut rest = source;
+    while let Some(at) = rest.find(".route(") {
+        rest = rest[at + ".route(".len()..].trim_start();
+        let literal = rest
+            .strip_prefix('"')
+            .and_then(|r| r.split_once('"'))
+            .map(|(path, _)| path)
+            .expect("every .route( in src/http/mod.rs starts with a string literal path");
+        paths.insert(literal.to_owned());
+    }
+    paths
+}
+
+/// The problem codes `../shared/API.md` names in its "Errors" section: the first column of
+/// its table, and those the text names as "code `...`".
+fn contract_codes() -> BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/API.md");
+    let contract = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("the contract {path} must sit beside the repository: {e}"));
+    let errors = contract
+        .split_once("## Errors")
+        .and_then(|(_, after)| after.split_once("\n## "))
+        .map(|(section, _)| section)
+        .expect("API.md has an Errors section followed by another");
+    let mut codes = BTreeSet::new();
+    for line in errors.lines() {
+        if let Some(cell) = line.strip_prefix("| `") {
+            if let Some((code, _)) = cell.split_once('`') {
+                codes.insert(code.to_owned());
+            }
+        }
+    }
+    // Sentences wrap anywhere, "code" and its name included.
+    let text = errors.split_whitespace().collect::<Vec<_>>().join(" ");
+    for (at, marker) in text.match_indices("code `") {
+        if let Some((code, _)) = text[at + marker.len()..].split_once('`') {
+            codes.insert(code.to_owned());
+        }
+    }
+    codes
+}
+
+#[test]
+fn the_route_and_code_readers_find_what_they_look_for() {
+    let routes = routed_paths(ROUTER_SOURCE);
+    assert!(routes.contains("/v1/auth/login"), "{routes:?}");
+    assert!(routes.contains("/.well-known/openid-configuration"), "{routes:?}");
+    let codes = contract_codes();
+    for code in [
+        "validation_failed",
+        "rate_limited",
+        "not_found",
+        "method_not_allowed",
+    ] {
+        assert!(codes.contains(code), "{code} in {codes:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_document_lists_every_route_the_router_serves() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let documented: BTreeSet<String> = doc["paths"].as_object().expect("paths").keys().cloned().collect();
+    let routed = routed_paths(ROUTER_SOURCE);
+    assert_eq!(
+        routed, documented,
+        "src/http/mod.rs routes vs /openapi.json paths (add the handler to src/http/openapi.rs)"
+    );
+
+    // And each documented operation is one the server routes: not a 404 or 405 fallback.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let url_path = path.replace("{id}", "01930000-0000-7000-8000-000000000000");
+        for method in item.as_object().unwrap().keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = app
+                .client
+                .request(method.clone(), app.url(&url_path))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap_or_default();
+            assert!(
+                !body.contains("\"code\":\"not_found\"") && status != 405,
+                "{method} {path}: {status} {body}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_problem_code_enum_is_the_contracts_codes_and_the_documented_extras() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let problem = &doc["components"]["schemas"]["Problem"];
+    assert_eq!(
+        problem["properties"]["code"]["$ref"],
+        "#/components/schemas/ProblemCode"
+    );
+    let enumerated: BTreeSet<String> = doc["components"]["schemas"]["ProblemCode"]["enum"]
+        .as_array()
+        .expect("ProblemCode is an enum")
+        .iter()
+        .map(|c| c.as_str().expect("codes are strings").to_owned())
+        .collect();
+    let mut expected = contract_codes();
+    expected.extend(CODES_BEYOND_THE_CONTRACT.map(str::to_owned));
+    assert_eq!(enumerated, expected);
+}
+
+#[tokio::test]
+async fn problems_headers_and_security_schemes_are_described() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["type"], "http");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["access_cookie"]["in"], "cookie");
+    assert_eq!(schemes["access_cookie"]["name"], "tessera_at");
+    assert_eq!(schemes["refresh_cookie"]["name"], "tessera_rt");
+    assert_eq!(schemes["csrf_header"]["in"], "header");
+    assert_eq!(schemes["csrf_header"]["name"], "X-CSRF-Token");
+
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let at = format!("{method} {path} {status}");
+                let headers = &response["headers"];
+                assert_eq!(headers["x-request-id"]["required"], true, "{at}");
+                if status == "429" || status == "503" {
+                    assert_eq!(headers["retry-after"]["required"], true, "{at}");
+                }
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"]["application/problem+json"]["schema"]["$ref"],
+                        "#/components/schemas/Problem",
+                        "{at}"
+                    );
+                }
+            }
+        }
+    }
+    // The token responses say they may set the cookies, and the rate-limited ones have a 429.
+    for path in ["/v1/auth/login", "/v1/auth/refresh", "/v1/auth/password"] {
+        let responses = &doc["paths"][path]["post"]["responses"];
+        assert!(responses["200"]["headers"]["set-cookie"].is_object(), "{path}");
+        assert!(responses["429"].is_object(), "{path}");
+    }
+    assert!(doc["paths"]["/v1/auth/register"]["post"]["responses"]["429"].is_object());
+    let me = &doc["paths"]["/v1/auth/me"]["get"];
+    assert_eq!(me["security"][0]["bearer"], serde_json::json!([]));
+}
+
+/// The request body schemas describe what the handlers read field by field (they are not the
+/// types the handlers deserialize), so this holds them to it: every documented field is read
+/// (a number where it wants a string is reported by that name), and every field documented as
+/// required is (leaving it out is reported by that name).
+#[tokio::test]
+async fn request_body_schemas_name_the_fields_the_handlers_read() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let Some(reference) =
+                operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str()
+            else {
+                continue;
+            };
+            let name = reference.trim_start_matches("#/components/schemas/");
+            let schema = &schemas[name];
+            assert_eq!(method, "post", "{path}: only POST bodies are expected");
+            // A fresh account per operation: a password change ends the others' sessions.
+            let signed_in = operation["security"]
+                .as_array()
+                .is_some_and(|alternatives| !alternatives.iter().any(|a| a == &serde_json::json!({})));
+            let token = if signed_in {
+                let email = format!("{}@example.com", name.to_lowercase());
+                Some(s(&app.signup_and_login(&email).await, "access_token"))
+            } else {
+                None
+            };
+            let properties = schema["properties"].as_object().expect("an object schema");
+            let required: Vec<&str> = schema["required"]
+                .as_array()
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            // Valid strings everywhere (an enum's first value), so only the field under test
+            // can be wrong.
+            let valid: serde_json::Map<String, Value> = properties
+                .iter()
+                .map(|(field, property)| {
+                    let enumerated = property["$ref"]
+                        .as_str()
+                        .map(|r| &schemas[r.trim_start_matches("#/components/schemas/")]["enum"][0]);
+                    let value = match enumerated {
+                        Some(Value::String(v)) => Value::from(v.as_str()),
+                        _ => Value::from("a valid-looking string"),
+                    };
+                    (field.clone(), value)
+                })
+                .collect();
+            let send = |body: Value| {
+                let mut request = app.client.post(app.url(path)).json(&body);
+                if let Some(token) = &token {
+                    request = request.bearer_auth(token);
+                }
+                async move { request.send().await.unwrap() }
+            };
+            for field in properties.keys() {
+                let mut body = valid.clone();
+                body.insert(field.clone(), Value::from(12345));
+                assert_validation(send(Value::Object(body)).await, &[field]).await;
+                checked += 1;
+            }
+            for field in &required {
+                let mut body = valid.clone();
+                body.remove(*field);
+                assert_validation(send(Value::Object(body)).await, &[field]).await;
+            }
+        }
+    }
+    assert!(checked >= 9, "only {checked} documented body fields were found");
+}
