@@ -48,8 +48,14 @@ base="http://127.0.0.1:$port"
 # cookies without `Secure`, as a development host. A long reuse grace, so that the cookie run's
 # replays of its one refresh cookie keep answering with the successor instead of ending the
 # session as reuse (which run 3's kind of operations are for).
+#
+# The revocation feed is on, and the runs present a user's token to it: they check its 401 and
+# 422 answers against the document. Its 200 is not fuzzed: with a valid credential, a random
+# `wait` of up to 30 s per request would make each example a long poll. Its shape is checked by
+# tests/api/revocation_feed.rs.
 TESSERA_LISTEN="127.0.0.1:$port" TESSERA_ISSUER="$base" \
     TESSERA_DATABASE_URL="sqlite://$work/tessera.db" \
+    TESSERA_REVOCATION_FEED_CREDENTIALS="openapi-feed-credential-$(date +%s%N)-0123456789" \
     TESSERA_LOGIN_RATE=100000 TESSERA_REFRESH_RATE=100000 \
     TESSERA_COOKIE_SECURE=false TESSERA_REUSE_GRACE=1d RUST_LOG=warn \
     "$BIN" serve >"$work/stdout" 2>"$work/stderr" &

@@ -177,7 +177,7 @@ impl ApiError {
                 ),
                 A::FeedDisabled => s(
                     StatusCode::NOT_FOUND,
-                    "not_found",
+                    C::NotFound,
                     "The revocation feed is not enabled on this server.",
                 ),
                 A::Store(StoreError::Unavailable(_)) => s(

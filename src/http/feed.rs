@@ -10,8 +10,9 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::extract::bearer;
 use super::AppState;
 use crate::domain::{FieldError, SessionId, Timestamp, UserId};
@@ -20,22 +21,56 @@ use crate::service::feed::{FeedQuery, FEED_MAX_PAGE, FEED_MAX_WAIT};
 /// Entries per answer when the reader does not say.
 const DEFAULT_LIMIT: u32 = 100;
 
-#[derive(Serialize)]
-struct Entry<'a> {
+/// One revoked session.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Revocation)]
+pub(super) struct Entry<'a> {
+    /// Increases in the order entries appear: resume after the last one seen.
+    #[schema(minimum = 1)]
     seq: i64,
+    #[schema(value_type = String, format = Uuid)]
     session_id: SessionId,
+    #[schema(value_type = String, format = Uuid)]
     user_id: UserId,
+    /// When it was revoked.
+    #[schema(value_type = String, format = DateTime)]
     at: Timestamp,
+    /// Why: `logout`, `refresh_token_reused`, `revoked_by_user`, `logout_all`, `admin`...
+    #[schema(value_type = Option<String>)]
     reason: Option<&'a str>,
 }
 
-#[derive(Serialize)]
-struct Page<'a> {
+/// Revocations after `after`, oldest first.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RevocationPage)]
+pub(super) struct Page<'a> {
     revocations: Vec<Entry<'a>>,
+    /// The `after` of the next request: the last entry's `seq`, or the `after` asked.
+    #[schema(minimum = 0)]
     next: i64,
 }
 
 /// `?after=SEQ&limit=N&wait=SECONDS`, all optional: from the start, 100 entries, no wait.
+#[utoipa::path(
+    get,
+    path = "/v1/revocations",
+    tag = "discovery",
+    summary = "Sessions revoked, in order, for resource servers (long-poll)",
+    params(
+        ("after" = Option<i64>, Query, minimum = 0, description = "List entries after this `seq` (default 0: from the oldest kept, a day's worth)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Entries at most (default 100)."),
+        ("wait" = Option<u32>, Query, minimum = 0, maximum = 30, description = "Seconds to wait for an entry when there is none after `after` yet (default 0)."),
+    ),
+    responses(
+        (status = 200, description = "Entries after `after` (empty if none came within `wait`).", body = Page),
+        (status = 400, description = "`malformed_request`: the query string cannot be read", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_token`: no or a wrong resource-server credential", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no credential is configured, so the feed is off", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: `after`, `limit` or `wait` out of range", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("resource_server_credential" = []))
+)]
 pub async fn revocations(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use super::cookies::{ACCESS_COOKIE, REFRESH_COOKIE};
 use super::error::ProblemCode;
 use super::request_log::REQUEST_ID;
-use super::{auth, discovery, metrics};
+use super::{auth, discovery, feed, metrics};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -46,6 +46,7 @@ use super::{auth, discovery, metrics};
         auth::list_sessions,
         auth::revoke_session,
         auth::me,
+        feed::revocations,
         super::jwks,
         discovery::metadata,
         discovery::openid_configuration,
@@ -69,6 +70,7 @@ const BEARER: &str = "bearer";
 const ACCESS_COOKIE_SCHEME: &str = "access_cookie";
 const REFRESH_COOKIE_SCHEME: &str = "refresh_cookie";
 const CSRF_HEADER_SCHEME: &str = "csrf_header";
+const RESOURCE_SERVER_SCHEME: &str = "resource_server_credential";
 
 /// What every operation shares; see the module documentation.
 struct Conventions;
@@ -108,6 +110,18 @@ impl Modify for Conventions {
                     "Cookie transport: equal to the `tessera_csrf` cookie, on every \
                      cookie-authenticated POST, PUT, PATCH or DELETE (else `403 csrf_failed`).",
                 ))),
+            ),
+            (
+                RESOURCE_SERVER_SCHEME,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(
+                            "`Authorization: Bearer <credential>`: one of \
+                             `TESSERA_REVOCATION_FEED_CREDENTIALS`, for resource servers.",
+                        ))
+                        .build(),
+                ),
             ),
         ];
         for (name, scheme) in schemes {
