@@ -13,6 +13,8 @@ use crate::binary::Served;
 use crate::helpers::{s, EMAIL, PASSWORD};
 
 const WRONG_PASSWORD: &str = "not the password at all, surely";
+/// The resource-server credential the served process accepts for the revocation feed.
+const FEED_CREDENTIAL: &str = "logs-test-feed-credential-0123456789abcdef";
 
 /// Starts `tessera serve` in `dir` logging everything (`RUST_LOG=trace`) as `format`.
 fn serve_logging(dir: &Path, format: &str) -> Served {
@@ -23,6 +25,7 @@ fn serve_logging(dir: &Path, format: &str) -> Served {
             ("RUST_LOG", "trace".to_owned()),
             ("TESSERA_LOG_FORMAT", format.to_owned()),
             ("TESSERA_REUSE_GRACE", "0".to_owned()),
+            ("TESSERA_REVOCATION_FEED_CREDENTIALS", FEED_CREDENTIAL.to_owned()),
         ],
     )
 }
@@ -157,6 +160,12 @@ async fn full_flow(client: &Client, base: &str) -> Vec<String> {
     .await;
     assert_eq!(r.status(), 401);
 
+    // A resource server reading the revocation feed (the logouts above are in it).
+    let r = send(client.get(url("/v1/revocations")).bearer_auth(FEED_CREDENTIAL)).await;
+    let feed = json_of(r, 200).await;
+    assert!(!feed["revocations"].as_array().expect("entries").is_empty(), "{feed}");
+    secrets.push(FEED_CREDENTIAL.to_owned());
+
     secrets.sort();
     secrets.dedup();
     assert!(secrets.len() >= 11, "{secrets:?}");
@@ -212,8 +221,8 @@ async fn a_full_flow_logs_one_json_line_per_request_and_no_secret() {
 
     let lines = access_lines(&log);
     // register; login, refresh, me, reused refresh; login, logout; cookie login, refresh, me,
-    // logout; failed login; healthz; delete session.
-    assert_eq!(lines.len(), 14, "{lines:#?}");
+    // logout; failed login; revocation feed; healthz; delete session.
+    assert_eq!(lines.len(), 15, "{lines:#?}");
     let kept = lines
         .iter()
         .find(|l| l["request_id"] == "trace-4711.a")
