@@ -651,9 +651,11 @@ async fn rotating_the_signing_key_retires_the_active_one(store: Arc<dyn Store>) 
         .insert_signing_key_if_none_active(&first)
         .await
         .expect("insert");
-    let second = SigningKeyRecord::generate_ed25519(Timestamp(T0.0 + 1)).expect("key");
+    let mut second = SigningKeyRecord::generate_ed25519(Timestamp(T0.0 + 1)).expect("key");
     let at = Timestamp(T0.0 + 5000);
-    store.rotate_signing_key(&second, at).await.expect("rotate");
+    // A key in the next stage: the active one retires when it activates.
+    second.activates_at = at;
+    store.rotate_signing_key(&second).await.expect("rotate");
     let keys = store.find_signing_keys().await.expect("keys");
     assert_eq!(keys.len(), 2);
     let old = keys.iter().find(|k| k.kid == first.kid).expect("old key kept");
@@ -662,6 +664,8 @@ async fn rotating_the_signing_key_retires_the_active_one(store: Arc<dyn Store>) 
     let new = keys.iter().find(|k| k.kid == second.kid).expect("new key");
     assert!(new.active);
     assert_eq!(new.retired_at, None);
+    assert_eq!(new.activates_at, at);
+    assert_eq!(old.activates_at, first.created_at);
 }
 
 /// Concurrent failures of one email are applied one after the other: none is lost.

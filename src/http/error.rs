@@ -127,7 +127,7 @@ impl ApiError {
                     "service_unavailable",
                     "The database is unavailable; try again shortly.",
                 ),
-                A::Store(_) | A::Internal(_) => s(
+                A::Store(_) | A::KeyAtRest { .. } | A::Internal(_) => s(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal_error",
                     "Something went wrong on our side.",
