@@ -553,9 +553,9 @@ impl Maintenance {
         });
         let revocations = Arc::clone(&service);
         let follow = tokio::spawn(async move { revocations.follow_revocations().await });
-        let key_revocations = Arc::clone(&service);
-        let follow_keys = tokio::spawn(async move { key_revocations.follow_key_revocations().await });
-        let mut tasks = vec![sweep, reload, prune, follow, follow_keys];
+        let key_watcher = Arc::clone(&service);
+        let watch_keys = tokio::spawn(async move { key_watcher.watch_signing_keys().await });
+        let mut tasks = vec![sweep, reload, prune, follow, watch_keys];
         if let Some(deliverer) = deliverer {
             tasks.push(tokio::spawn(deliverer.run()));
         }

@@ -378,6 +378,9 @@ pub struct AccessTokens {
     fingerprint: Vec<(String, i64, Option<i64>, bool)>,
     /// Kids revoked by an operator: refused as such, without a reload.
     revoked: HashSet<String>,
+    /// Every kid of the records this was built from (expired ones too): a kid missing here
+    /// is a key added since.
+    all_kids: HashSet<String>,
     keys: HashMap<String, LoadedKey>,
     jwks: Arc<serde_json::Value>,
     issuer: String,
@@ -571,6 +574,7 @@ impl AccessTokens {
             .map(|r| r.kid.clone())
             .collect();
         Ok(AccessTokens {
+            all_kids: records.iter().map(|r| r.kid.clone()).collect(),
             schedule,
             fingerprint: fingerprint(records, now, retired_grace),
             revoked,
@@ -608,6 +612,13 @@ impl AccessTokens {
     /// The kids of this key set that were revoked (for following revocations made elsewhere).
     pub fn revoked_kids(&self) -> &HashSet<String> {
         &self.revoked
+    }
+
+    /// Is the key table, as (kid, revoked) pairs, what this key set was built from? A new key
+    /// or a new revocation says no.
+    pub fn knows_kids(&self, kids: &[(String, bool)]) -> bool {
+        kids.iter()
+            .all(|(kid, revoked)| self.all_kids.contains(kid) && *revoked == self.revoked.contains(kid))
     }
 
     /// The public JWK set (`{"keys": [...]}`), never with a private part.

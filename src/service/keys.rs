@@ -48,9 +48,9 @@ pub const JWKS_MAX_AGE: Duration = Duration::from_secs(60);
 pub const MIN_KEY_PUBLISH_AHEAD: Duration =
     Duration::from_secs(KEY_RELOAD_EVERY.as_secs() + JWKS_MAX_AGE.as_secs());
 
-/// How often each instance asks whether a key was revoked: a revocation is an emergency,
-/// so it must not wait for the minute's reload (a read of a few rows).
-const KEY_REVOCATION_POLL_EVERY: Duration = super::REVOCATION_POLL_EVERY;
+/// How often each instance asks whether a key was revoked or added: a revocation is an
+/// emergency, so it must not wait for the minute's reload (a read of a few short rows).
+const KEY_WATCH_EVERY: Duration = super::REVOCATION_POLL_EVERY;
 
 impl AuthService {
     /// Re-reads the signing keys: picks up a rotation and lets retired keys age out. When the
@@ -60,10 +60,12 @@ impl AuthService {
         let now = self.clock.now();
         self.last_key_reload.store(now.millis(), Ordering::Relaxed);
         let keys = self.store.find_signing_keys().await?;
-        if !self
-            .tokens()
-            .same_key_set(&keys, now, retired_grace(&self.policy))
-        {
+        let held = self.tokens();
+        let kids: Vec<(String, bool)> = keys
+            .iter()
+            .map(|k| (k.kid.clone(), k.revoked_at.is_some()))
+            .collect();
+        if !held.same_key_set(&keys, now, retired_grace(&self.policy)) || !held.knows_kids(&kids) {
             let tokens = build_key_set(&keys, &self.issuer, &self.audience, now, &self.policy)?;
             *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
         }
@@ -71,29 +73,33 @@ impl AuthService {
         Ok(())
     }
 
-    /// Reloads the keys whenever a key this instance does not know to be revoked is revoked
-    /// (by `tessera keys revoke` anywhere), for as long as the process runs: its tokens are
-    /// refused, and the key leaves the JWKS, within [`KEY_REVOCATION_POLL_EVERY`].
-    pub async fn follow_key_revocations(&self) {
-        let mut every = tokio::time::interval(KEY_REVOCATION_POLL_EVERY);
+    /// Reloads the keys whenever a key is revoked or added (by `tessera keys` anywhere), for
+    /// as long as the process runs: a revoked key's tokens are refused, and it leaves the
+    /// JWKS, within [`KEY_WATCH_EVERY`]; a key in the next stage is published as soon. Only
+    /// kids are read each time; the minute's reload stays the guarantee when this fails.
+    pub async fn watch_signing_keys(&self) {
+        let mut every = tokio::time::interval(KEY_WATCH_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            let revoked = match self.store.find_revoked_signing_kids().await {
-                Ok(revoked) => revoked,
+            let kids = match self.store.find_signing_kids().await {
+                Ok(kids) => kids,
                 Err(e) => {
-                    tracing::debug!(error = %e, "cannot read signing-key revocations");
+                    tracing::debug!(error = %e, "cannot read the signing kids");
                     continue;
                 }
             };
-            let known = self.tokens();
-            if revoked.iter().any(|kid| !known.revoked_kids().contains(kid)) {
-                match self.reload_keys().await {
-                    Ok(()) => tracing::warn!("a signing key was revoked: keys reloaded"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "a signing key was revoked but the keys could not be reloaded")
-                    }
-                }
+            if self.tokens().knows_kids(&kids) {
+                continue;
+            }
+            let revoked = kids
+                .iter()
+                .filter(|(kid, revoked)| *revoked && !self.tokens().revoked_kids().contains(kid))
+                .count();
+            match self.reload_keys().await {
+                Ok(()) if revoked > 0 => tracing::warn!(revoked, "signing key revoked: keys reloaded"),
+                Ok(()) => tracing::info!("signing keys changed: keys reloaded"),
+                Err(e) => tracing::error!(error = %e, "signing keys changed but could not be reloaded"),
             }
         }
     }

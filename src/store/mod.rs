@@ -317,9 +317,10 @@ pub trait Store: AccountStore + AlertStore + Send + Sync + 'static {
 
     /// Every signing key, in creation order (private keys as stored: maybe sealed).
     async fn find_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
-    /// The kids of revoked keys: polled twice a second by every instance, so a revocation
-    /// reaches running servers at once (a tiny table, an indexless scan of a few rows).
-    async fn find_revoked_signing_kids(&self) -> StoreResult<Vec<String>>;
+    /// Every kid, and whether it is revoked: polled twice a second by every instance, so a
+    /// revocation (or a new key) reaches running servers at once without reading the keys
+    /// themselves (a scan of a table of a few short rows).
+    async fn find_signing_kids(&self) -> StoreResult<Vec<(String, bool)>>;
     /// Inserts `key` as the active key unless an active key exists (then it is a no-op), so
     /// instances starting together on an empty database end up with one active key.
     async fn insert_signing_key_if_none_active(&self, key: &SigningKeyRecord) -> StoreResult<()>;

@@ -623,8 +623,8 @@ impl Store for PostgresStore {
             .map_err(map_pg)
     }
 
-    async fn find_revoked_signing_kids(&self) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar("SELECT kid FROM signing_keys WHERE revoked_at IS NOT NULL")
+    async fn find_signing_kids(&self) -> StoreResult<Vec<(String, bool)>> {
+        sqlx::query_as("SELECT kid, revoked_at IS NOT NULL FROM signing_keys")
             .fetch_all(&self.pool)
             .await
             .map_err(map_pg)

@@ -928,10 +928,10 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn find_revoked_signing_kids(&self) -> StoreResult<Vec<String>> {
+    async fn find_signing_kids(&self) -> StoreResult<Vec<(String, bool)>> {
         self.readers.read(|c| {
-            c.prepare_cached("SELECT kid FROM signing_keys WHERE revoked_at IS NOT NULL")?
-                .query_map([], |r| r.get(0))?
+            c.prepare_cached("SELECT kid, revoked_at IS NOT NULL FROM signing_keys")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect()
         })
     }
