@@ -481,16 +481,24 @@ impl SigningKeyRecord {
         now: Timestamp,
         retired_grace: std::time::Duration,
     ) -> KeyStage {
+        let retired = |now| {
+            if self.in_key_set_at(now, retired_grace) {
+                KeyStage::Retired
+            } else {
+                KeyStage::Expired
+            }
+        };
         if self.revoked_at.is_some() {
             KeyStage::Revoked
+        } else if self.retired_at.is_some_and(|t| t <= now) {
+            // Possibly without ever having signed: a next key overtaken by `rotate --now`.
+            retired(now)
         } else if now < self.activates_at {
             KeyStage::Next
         } else if signing_key_at(records, now).is_some_and(|k| k.kid == self.kid) {
             KeyStage::Active
-        } else if self.in_key_set_at(now, retired_grace) {
-            KeyStage::Retired
         } else {
-            KeyStage::Expired
+            retired(now)
         }
     }
 }

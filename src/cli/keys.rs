@@ -118,6 +118,13 @@ async fn run(config: &Config, command: KeysCommand, by: &str) -> Result<(), CliE
                     .map_err(|e| CliError::Invalid(format!("--alg: {e}")))?,
                 None => config.signing_alg,
             };
+            if alg != config.signing_alg {
+                eprintln!(
+                    "tessera: warning: --alg {alg} differs from TESSERA_SIGNING_ALG ({}): set it to {alg} \
+                     before servers restart, or each start rotates back to {}",
+                    config.signing_alg, config.signing_alg
+                );
+            }
             let ahead = if at_once {
                 std::time::Duration::ZERO
             } else {
