@@ -996,6 +996,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_master_key_is_parsed_checked_and_never_shown() {
+        let key = MasterKey::generate().unwrap().to_base64();
+        let args = ConfigArgs {
+            master_key: Some(key.clone()),
+            key_publish_ahead: Some("90s".into()),
+            ..ConfigArgs::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert!(config.master_key.is_some() && config.master_key_previous.is_none());
+        assert_eq!(config.key_publish_ahead, Duration::from_secs(90));
+        let printed = config.to_toml_redacted();
+        assert!(!printed.contains(&key) && !format!("{config:?}").contains(&key));
+        assert!(printed.contains("# master_key is set"), "{printed}");
+        assert!(printed.contains("# master_key_previous is not set"), "{printed}");
+        assert_eq!(Config::default().key_publish_ahead, Duration::from_secs(900));
+
+        let short = ConfigArgs {
+            master_key: Some("c2hvcnQ=".into()),
+            ..ConfigArgs::default()
+        };
+        let err = Config::load(&short)
+            .expect_err("a 5-byte key is refused")
+            .to_string();
+        assert!(err.contains("master_key") && err.contains("got 5 bytes"), "{err}");
+        assert!(!err.contains("c2hvcnQ"), "{err}");
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));

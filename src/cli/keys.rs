@@ -164,6 +164,13 @@ async fn run(config: &Config, command: KeysCommand, by: &str) -> Result<(), CliE
             }
         }
         KeysCommand::Encrypt => {
+            if master.current.is_none() {
+                return Err(CliError::Invalid(
+                    "TESSERA_MASTER_KEY is not set: there is no key to encrypt with \
+                     (generate one with `openssl rand -base64 32`)"
+                        .into(),
+                ));
+            }
             let done = ops.encrypt(now, by).await?;
             if done.sealed + done.resealed == 0 {
                 out.line(&format!(

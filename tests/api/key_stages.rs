@@ -353,3 +353,89 @@ async fn the_master_key_is_checked_and_never_printed() {
     );
     assert!(!refused.stderr.contains(short));
 }
+
+/// The migrations of `backend` before the one that added key stages, by file name, read at
+/// run time so that migrations added around it keep their order without naming versions here.
+fn migrations_before_key_stages(backend: &str) -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("migrations")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sql"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .take_while(|n| !n.contains("signing_key_stages"))
+        .map(|n| {
+            let sql = std::fs::read_to_string(dir.join(&n)).expect("read migration");
+            (n, sql)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_database_from_before_key_stages_keeps_its_active_key_active() {
+    use sqlx::Connection as _;
+    let storage = test_storage().await;
+    let config = test_config(&storage);
+    let now = tessera::domain::Clock::now(&tessera::domain::SystemClock);
+    let active = tessera::tokens::SigningKeyRecord::generate_ed25519(now).expect("key");
+    let insert = "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active) VALUES ";
+    if let Some(path) = config.database_url.strip_prefix("sqlite://") {
+        let conn = rusqlite::Connection::open(path).expect("open");
+        let before = migrations_before_key_stages("sqlite");
+        for (_, sql) in &before {
+            conn.execute_batch(sql).expect("old schema");
+        }
+        conn.pragma_update(None, "user_version", before.len() as i64)
+            .expect("user_version");
+        conn.execute(
+            &format!("{insert}(?1, ?2, ?3, ?4, ?5, 1)"),
+            rusqlite::params![
+                active.kid,
+                active.alg,
+                active.private_pkcs8,
+                active.public_key,
+                active.created_at.millis()
+            ],
+        )
+        .expect("old key");
+    } else {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, sql) in migrations_before_key_stages("postgres") {
+            std::fs::write(dir.path().join(name), sql).expect("write migration");
+        }
+        let mut conn = sqlx::PgConnection::connect(&config.database_url)
+            .await
+            .expect("connect");
+        sqlx::migrate::Migrator::new(dir.path())
+            .await
+            .expect("migrator")
+            .run(&mut conn)
+            .await
+            .expect("old schema");
+        sqlx::query(&format!("{insert}($1, $2, $3, $4, $5, true)"))
+            .bind(&active.kid)
+            .bind(&active.alg)
+            .bind(&active.private_pkcs8)
+            .bind(&active.public_key)
+            .bind(active.created_at.millis())
+            .execute(&mut conn)
+            .await
+            .expect("old key");
+        conn.close().await.expect("close");
+    }
+
+    let app = start(config, Arc::new(storage)).await;
+    assert_eq!(app.kid().await, active.kid);
+    let tokens = app.signup_and_login(EMAIL).await;
+    assert_eq!(kid_of(&tokens), active.kid);
+    let list = listed(&app, &[]).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(stage_of(&list, &active.kid), "active");
+    assert_eq!(list[0]["activates_at"], list[0]["created_at"]);
+    assert_eq!(list[0]["encrypted"], false);
+}
