@@ -439,3 +439,59 @@ async fn a_database_from_before_key_stages_keeps_its_active_key_active() {
     assert_eq!(list[0]["activates_at"], list[0]["created_at"]);
     assert_eq!(list[0]["encrypted"], false);
 }
+
+#[tokio::test]
+async fn the_real_server_writes_new_keys_sealed_and_will_not_start_without_its_master_key() {
+    let master = MasterKey::generate().expect("master key");
+    let app = spawn_app_with(|c| c.master_key = Some(master.clone())).await;
+    let kid = app.kid().await;
+    let stored = stored_private_keys(&app).await;
+    assert!(
+        stored.len() == 1 && sealed(&stored[0]),
+        "the first key is written sealed"
+    );
+    let dir = app.storage.dir.path().to_owned();
+    let url = app.config.database_url.clone();
+    let master = master.to_base64();
+
+    let outcome = tokio::task::spawn_blocking(move || {
+        use crate::binary::Served;
+        let database = ("TESSERA_DATABASE_URL", url);
+        // Without the master key: `serve` exits at once, naming it.
+        let (mut refused, _) = Served::spawn(&dir, &[], std::slice::from_ref(&database));
+        let status = refused.wait_for_exit();
+        let refused_said = refused.stderr();
+        // With it: `serve` starts, publishes the key and does not warn about keys in clear.
+        let mut served = Served::start_with(&dir, &[], &[database, ("TESSERA_MASTER_KEY", master.clone())]);
+        let (code, jwks) = served.request("GET", "/.well-known/jwks.json", None);
+        served.terminate();
+        let served_said = served.stderr();
+        (status.success(), refused_said, code, jwks, served_said, master)
+    })
+    .await
+    .expect("join");
+    let (refused_ok, refused_said, code, jwks, served_said, master) = outcome;
+    assert!(!refused_ok, "serve started without the master key");
+    assert!(
+        refused_said.contains("TESSERA_MASTER_KEY") && refused_said.contains(&kid),
+        "{refused_said}"
+    );
+    assert_eq!(code, 200);
+    assert!(jwks.contains(&kid), "{jwks}");
+    assert!(!served_said.contains("stored in clear"), "{served_said}");
+    assert!(!served_said.contains(&master) && !refused_said.contains(&master));
+}
+
+#[tokio::test]
+async fn the_real_server_warns_when_keys_are_stored_in_clear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let said = tokio::task::spawn_blocking(move || {
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let mut served = crate::binary::Served::start_with(dir.path(), &[], &[("TESSERA_DATABASE_URL", url)]);
+        served.terminate();
+        served.stderr()
+    })
+    .await
+    .expect("join");
+    assert!(said.contains("TESSERA_MASTER_KEY is not set"), "{said}");
+}
