@@ -372,8 +372,9 @@ impl AccessClaims {
 
 /// Issues and verifies access tokens with the server's key set.
 pub struct AccessTokens {
-    /// The keys loaded, with their activation and retirement times: who signs when.
-    schedule: Vec<Slot>,
+    /// The records of the keys loaded (private parts left out): their activation and
+    /// retirement times say who signs when.
+    schedule: Vec<SigningKeyRecord>,
     /// A reload finding the same fingerprint keeps this key set (and its cache).
     fingerprint: Vec<(String, i64, Option<i64>, bool)>,
     /// Kids revoked by an operator: refused as such, without a reload.
@@ -481,7 +482,7 @@ impl SigningKeyRecord {
         now: Timestamp,
         retired_grace: std::time::Duration,
     ) -> KeyStage {
-        let retired = |now| {
+        let retired = || {
             if self.in_key_set_at(now, retired_grace) {
                 KeyStage::Retired
             } else {
@@ -492,13 +493,13 @@ impl SigningKeyRecord {
             KeyStage::Revoked
         } else if self.retired_at.is_some_and(|t| t <= now) {
             // Possibly without ever having signed: a next key overtaken by `rotate --now`.
-            retired(now)
+            retired()
         } else if now < self.activates_at {
             KeyStage::Next
         } else if signing_key_at(records, now).is_some_and(|k| k.kid == self.kid) {
             KeyStage::Active
         } else {
-            retired(now)
+            retired()
         }
     }
 }
@@ -536,12 +537,6 @@ fn fingerprint(
     print
 }
 
-/// A loaded key's place in the signing schedule.
-struct Slot {
-    kid: String,
-    record: SigningKeyRecord,
-}
-
 impl AccessTokens {
     /// Builds the key set from the key table: keys in the next, active and retired stages
     /// verify and are published; a retired key until `now` is `retired_grace` past its
@@ -565,12 +560,10 @@ impl AccessTokens {
             let (key, jwk) = LoadedKey::load(r, &rng)?;
             keys.insert(r.kid.clone(), key);
             jwks.push(jwk);
-            let mut record = r.clone();
             // The schedule needs only the times: no private key kept twice.
-            record.private_pkcs8 = Vec::new();
-            schedule.push(Slot {
-                kid: r.kid.clone(),
-                record,
+            schedule.push(SigningKeyRecord {
+                private_pkcs8: Vec::new(),
+                ..r.clone()
             });
         }
         if signing_key_at(records, now).is_none_or(|k| !keys.contains_key(&k.kid)) {
@@ -610,11 +603,7 @@ impl AccessTokens {
 
     /// The kid of the key that signs at `now`, if any.
     pub fn signing_kid(&self, now: Timestamp) -> Option<&str> {
-        self.schedule
-            .iter()
-            .filter(|s| s.record.may_sign_at(now))
-            .max_by_key(|s| (s.record.activates_at, s.record.created_at))
-            .map(|s| s.kid.as_str())
+        signing_key_at(&self.schedule, now).map(|r| r.kid.as_str())
     }
 
     /// The kids of this key set that were revoked (for following revocations made elsewhere).
