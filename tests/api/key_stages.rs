@@ -149,12 +149,27 @@ async fn the_jwks_publishes_the_next_key_before_it_signs_and_it_signs_after_its_
 async fn a_revoked_keys_tokens_are_refused_at_once_on_every_server_and_it_leaves_the_jwks() {
     let a = spawn_app().await;
     let b = start(a.config.clone(), Arc::clone(&a.storage)).await;
+    // And a real `tessera serve` process on the same database.
+    let dir = a.storage.dir.path().to_owned();
+    let url = a.config.database_url.clone();
+    let c = tokio::task::spawn_blocking(move || {
+        crate::binary::Served::start_with(&dir, &[], &[("TESSERA_DATABASE_URL", url)])
+    })
+    .await
+    .expect("join");
+    let c_me = |token: &str| {
+        a.client
+            .get(format!("{}/v1/auth/me", c.base()))
+            .bearer_auth(token)
+            .send()
+    };
     let leaked = a.kid().await;
     let tokens = a.signup_and_login(EMAIL).await;
     let access = s(&tokens, "access_token");
-    // Both servers have verified (and remembered) the token.
+    // Every server has verified (and remembered) the token.
     assert_status(a.me(&access).await, 200).await;
     assert_status(b.me(&access).await, 200).await;
+    assert_eq!(c_me(&access).await.expect("c").status(), 200);
 
     let revoked = tessera(&a, &["keys", "revoke", &leaked], None).await;
     let said = revoked.out().to_owned();
@@ -179,12 +194,20 @@ async fn a_revoked_keys_tokens_are_refused_at_once_on_every_server_and_it_leaves
         assert!(published.contains(&replacement), "{name}: {published:?}");
         eprintln!("server {name} refused the revoked key's token after {took:?}");
     }
+    let took = eventually(
+        PROPAGATION,
+        "the process refusing the leaked key's token",
+        || async { c_me(&access).await.expect("c").status() == 401 },
+    )
+    .await;
+    eprintln!("the tessera serve process refused the revoked key's token after {took:?}");
 
     // The service goes on: new tokens are signed with the replacement and accepted everywhere;
     // the session itself was not revoked, so its refresh token still works.
     let fresh = b.login_ok(EMAIL).await;
     assert_eq!(kid_of(&fresh), replacement);
     assert_status(a.me(&s(&fresh, "access_token")).await, 200).await;
+    assert_eq!(c_me(&s(&fresh, "access_token")).await.expect("c").status(), 200);
     let refreshed = a.refresh_ok(&s(&tokens, "refresh_token")).await;
     assert_eq!(kid_of(&refreshed), replacement);
 
