@@ -249,6 +249,17 @@ async fn revoking_the_next_key_keeps_the_active_one_signing() {
     let list = listed(&app, &[]).await;
     assert_eq!(stage_of(&list, &active), "active");
     assert_eq!(stage_of(&list, &next), "revoked");
+    // The table for people: one line per key under a header.
+    let table = tessera(&app, &["keys", "list"], None).await;
+    let lines: Vec<&str> = table.out().lines().collect();
+    assert_eq!(lines.len(), 3, "{}", table.stdout);
+    assert!(lines[0].starts_with("KID") && lines[0].contains("STAGE") && lines[0].contains("ENCRYPTED"));
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with(&next) && l.contains("revoked")));
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with(&active) && l.contains(" active ")));
     assert_eq!(kid_of(&app.login_ok(EMAIL).await), active);
     // Still active after a restart: its retirement was called off with the next key.
     let (config, storage) = app.stop().await;
