@@ -36,7 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_login_failures.sql"),
     include_str!("../../migrations/sqlite/0005_user_admin.sql"),
     include_str!("../../migrations/sqlite/0006_alert_outbox.sql"),
-    include_str!("../../migrations/sqlite/0007_signing_key_stages.sql"),
+    include_str!("../../migrations/sqlite/0008_signing_key_stages.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
