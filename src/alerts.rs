@@ -39,6 +39,7 @@ pub const EVENTS: &[&str] = &[
     "login_new_device",
     "password_changed",
     "signing_key_rotated",
+    "signing_key_revoked",
 ];
 
 /// A comma-separated list of [`EVENTS`] (`all` or nothing: every one, as an empty list).

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::crypto::master_key::{MasterKey, MasterKeys};
 pub use crate::tokens::SigningAlg;
 
 /// Every setting of a running server, resolved.
@@ -63,6 +64,13 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The algorithm new access tokens are signed with; a change rotates the key at start.
     pub signing_alg: SigningAlg,
+    /// Seals private signing keys at rest (`TESSERA_MASTER_KEY`); none: stored in clear.
+    pub master_key: Option<MasterKey>,
+    /// The master key being replaced: it only opens keys, until `tessera keys encrypt`
+    /// re-sealed them under `master_key` (`TESSERA_MASTER_KEY_PREVIOUS`).
+    pub master_key_previous: Option<MasterKey>,
+    /// How long `tessera keys rotate` publishes a new key in the JWKS before it signs.
+    pub key_publish_ahead: Duration,
     /// Origins (`scheme://host[:port]`, lower-cased) whose pages may call the API from a
     /// browser, with credentials (CORS). Empty: no cross-origin access at all.
     pub cors_origins: Vec<String>,
@@ -171,6 +179,12 @@ impl fmt::Debug for Config {
             .field("alert_events", &self.alert_events)
             .field("log_format", &self.log_format)
             .field("signing_alg", &self.signing_alg)
+            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "master_key_previous",
+                &self.master_key_previous.as_ref().map(|_| "<redacted>"),
+            )
+            .field("key_publish_ahead", &self.key_publish_ahead)
             .field("cors_origins", &self.cors_origins)
             .field("pages", &self.pages)
             .field(
@@ -216,6 +230,12 @@ impl Default for Config {
             alert_events: Vec::new(),
             log_format: LogFormat::Text,
             signing_alg: SigningAlg::EdDSA,
+            master_key: None,
+            master_key_previous: None,
+            // Longer than the JWKS max-age plus the key reload interval (two minutes) by a wide
+            // margin: some verifier libraries cache a JWKS for up to ten minutes whatever its
+            // max-age says.
+            key_publish_ahead: Duration::from_secs(15 * 60),
             cors_origins: Vec::new(),
             pages: true,
             revocation_feed_credentials: Vec::new(),
@@ -348,6 +368,22 @@ pub struct ConfigArgs {
     /// Access-token signing algorithm: `EdDSA` (default), `Ed25519`, `ES256` or `RS256`.
     #[arg(long, env = "TESSERA_SIGNING_ALG", global = true)]
     pub signing_alg: Option<String>,
+    /// Seals private signing keys at rest: 32 random bytes in standard base64
+    /// (`openssl rand -base64 32`). Unset: keys are stored in clear (a warning at start).
+    #[arg(long, env = "TESSERA_MASTER_KEY", global = true, hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// The master key being replaced, while `tessera keys encrypt` re-seals under the new one.
+    #[arg(
+        long,
+        env = "TESSERA_MASTER_KEY_PREVIOUS",
+        global = true,
+        hide_env_values = true
+    )]
+    pub master_key_previous: Option<String>,
+    /// How long `tessera keys rotate` publishes a new key before it signs (default 15m; at
+    /// least the JWKS max-age plus the key reload interval, 2m).
+    #[arg(long, env = "TESSERA_KEY_PUBLISH_AHEAD", global = true)]
+    pub key_publish_ahead: Option<String>,
     /// Comma-separated origins allowed to call the API from a browser (CORS), e.g.
     /// `https://app.example.com,http://localhost:5173`; none by default.
     #[arg(long, env = "TESSERA_CORS_ORIGINS", global = true)]
@@ -402,6 +438,9 @@ struct FileConfig {
     hash_concurrency: Option<usize>,
     log_format: Option<String>,
     signing_alg: Option<String>,
+    master_key: Option<String>,
+    master_key_previous: Option<String>,
+    key_publish_ahead: Option<DurationValue>,
     cors_origins: Option<OriginsValue>,
     pages: Option<bool>,
     revocation_feed_credentials: Option<String>,
@@ -575,6 +614,17 @@ impl Config {
                 })?,
                 None => d.signing_alg,
             },
+            master_key: master_key("master_key", args.master_key.clone().or(file.master_key))?,
+            master_key_previous: master_key(
+                "master_key_previous",
+                args.master_key_previous.clone().or(file.master_key_previous),
+            )?,
+            key_publish_ahead: duration(
+                "key_publish_ahead",
+                &args.key_publish_ahead,
+                file.key_publish_ahead,
+                d.key_publish_ahead,
+            )?,
             cors_origins: match args.cors_origins.clone() {
                 Some(text) => parse_origins([text.as_str()]),
                 None => match file.cors_origins {
@@ -658,6 +708,14 @@ impl Config {
         Ok(())
     }
 
+    /// The master keys the service seals and opens private signing keys with.
+    pub fn master_keys(&self) -> MasterKeys {
+        MasterKeys {
+            current: self.master_key.clone(),
+            previous: self.master_key_previous.clone(),
+        }
+    }
+
     /// The listen address with the `:PORT` shorthand expanded (all interfaces, as in Go).
     pub fn listen_addr(&self) -> String {
         if self.listen.starts_with(':') {
@@ -731,6 +789,10 @@ impl Config {
         line("hash_concurrency", Some(self.hash_concurrency.to_string()));
         line("log_format", Some(text(&self.log_format.to_string())));
         line("signing_alg", Some(text(self.signing_alg.as_str())));
+        line(
+            "key_publish_ahead",
+            Some(text(&format_duration(self.key_publish_ahead))),
+        );
         line("lockout_threshold", Some(self.lockout_threshold.to_string()));
         line(
             "lockout_window",
@@ -764,6 +826,20 @@ impl Config {
         match self.revocation_feed_credentials.len() {
             0 => out.push_str("# revocation_feed_credentials is not set\n"),
             n => out.push_str(&format!("# revocation_feed_credentials: {n} set, redacted\n")),
+        }
+        // Not even a placeholder, which would read back as a (wrong) key: whether it is set.
+        for (key, set) in [
+            ("master_key", self.master_key.is_some()),
+            ("master_key_previous", self.master_key_previous.is_some()),
+        ] {
+            out.push_str(&if set {
+                format!(
+                    "# {key} is set ({REDACTED}; give it as TESSERA_{})\n",
+                    key.to_uppercase()
+                )
+            } else {
+                format!("# {key} is not set\n")
+            });
         }
         out
     }
@@ -863,6 +939,17 @@ fn parse_feed_credentials(text: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(credentials)
+}
+
+/// A master key setting: base64 of 32 bytes; empty means unset. The error never quotes it.
+fn master_key(name: &'static str, v: Option<String>) -> Result<Option<MasterKey>, ConfigError> {
+    non_empty(v)
+        .map(|text| MasterKey::parse(&text))
+        .transpose()
+        .map_err(|e| ConfigError::Invalid {
+            name,
+            message: e.to_string(),
+        })
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -969,6 +1056,34 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_master_key_is_parsed_checked_and_never_shown() {
+        let key = MasterKey::generate().unwrap().to_base64();
+        let args = ConfigArgs {
+            master_key: Some(key.clone()),
+            key_publish_ahead: Some("90s".into()),
+            ..ConfigArgs::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert!(config.master_key.is_some() && config.master_key_previous.is_none());
+        assert_eq!(config.key_publish_ahead, Duration::from_secs(90));
+        let printed = config.to_toml_redacted();
+        assert!(!printed.contains(&key) && !format!("{config:?}").contains(&key));
+        assert!(printed.contains("# master_key is set"), "{printed}");
+        assert!(printed.contains("# master_key_previous is not set"), "{printed}");
+        assert_eq!(Config::default().key_publish_ahead, Duration::from_secs(900));
+
+        let short = ConfigArgs {
+            master_key: Some("c2hvcnQ=".into()),
+            ..ConfigArgs::default()
+        };
+        let err = Config::load(&short)
+            .expect_err("a 5-byte key is refused")
+            .to_string();
+        assert!(err.contains("master_key") && err.contains("got 5 bytes"), "{err}");
+        assert!(!err.contains("c2hvcnQ"), "{err}");
+    }
 
     #[test]
     fn durations_parse() {

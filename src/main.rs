@@ -3,10 +3,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tessera::config::{Config, ConfigArgs};
-use tessera::domain::{Clock, SystemClock};
 use tessera::operator::{self, Severity};
 use tessera::startup::{shutdown_signal, Application};
-use tessera::{cli, service, store, telemetry};
+use tessera::{cli, store, telemetry};
 
 /// Tessera: access JWTs, rotating refresh tokens with reuse detection, device sessions.
 #[derive(Parser)]
@@ -41,9 +40,14 @@ enum Command {
         #[command(subcommand)]
         command: cli::AlertsCommand,
     },
-    /// Retire the active signing key and start signing with a new one (of the configured
-    /// algorithm). Tokens signed with the old key stay valid until they expire; running
-    /// instances switch within a minute.
+    /// Signing keys: list, rotate, revoke, encrypt (at rest, with TESSERA_MASTER_KEY).
+    Keys {
+        #[command(subcommand)]
+        command: cli::KeysCommand,
+    },
+    /// Retire the active signing key and sign with a new one (of the configured algorithm)
+    /// at once: `tessera keys rotate --now`. Tokens signed with the old key stay valid until
+    /// they expire. Prefer `tessera keys rotate`, which publishes the new key first.
     RotateKey,
     /// Print the effective configuration (flags, environment and file merged), secrets redacted.
     Config,
@@ -98,7 +102,8 @@ async fn run(command: Command, config: Config) -> ExitCode {
         Command::Sessions { command } => admin_result(cli::sessions(&config, command).await),
         Command::Audit(args) => admin_result(cli::audit(&config, args).await),
         Command::Alerts { command } => admin_result(cli::alerts(&config, command).await),
-        Command::RotateKey => rotate_key(&config).await,
+        Command::Keys { command } => admin_result(cli::keys(&config, command).await),
+        Command::RotateKey => admin_result(cli::rotate_key(&config).await),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,25 +139,6 @@ fn admin_result(result: Result<(), cli::CliError>) -> Result<(), String> {
         Ok(()) | Err(cli::CliError::ReaderGone) => Ok(()),
         Err(e) => Err(e.to_string()),
     }
-}
-
-async fn rotate_key(config: &Config) -> Result<(), String> {
-    let store = store::connect(&config.database_url, 1)
-        .await
-        .map_err(|e| e.to_string())?;
-    // Queued for the running servers' deliverers when a webhook is configured.
-    let alerts = tessera::alerts::sink_for(config, &store)?;
-    let kid = service::rotate_signing_key(
-        store.as_ref(),
-        alerts.as_ref(),
-        config.signing_alg,
-        SystemClock.now(),
-        "rotate_key_command",
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    println!("new active signing key: {kid}");
-    Ok(())
 }
 
 async fn serve(config: &Config) -> Result<(), String> {

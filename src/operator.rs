@@ -5,10 +5,11 @@
 use std::fmt;
 
 use crate::config::{redact_url, redact_webhook_url, Config};
+use crate::crypto::master_key::is_sealed;
 use crate::domain::{Clock, SystemClock};
-use crate::service::{retired_grace, Policy};
+use crate::service::{open_key_set_records, retired_grace, Policy, MIN_KEY_PUBLISH_AHEAD};
 use crate::store;
-use crate::tokens::AccessTokens;
+use crate::tokens::{signing_key_at, AccessTokens, KeyStage, SigningKeyRecord};
 
 /// How much a finding matters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +83,7 @@ pub async fn check(config: &Config) -> Vec<Finding> {
             format!("database {database} reachable, schema up to date (version {applied})"),
         )
     });
-    findings.push(check_keys(config, &inspection.signing_keys));
+    findings.extend(check_keys(config, &inspection.signing_keys));
     findings
 }
 
@@ -127,36 +128,78 @@ async fn check_settings(config: &Config) -> Vec<Finding> {
 }
 
 /// Builds the key set exactly as `serve` would at this moment: a key it would refuse (a
-/// private part that does not match its public one, an unknown algorithm) is a problem.
-fn check_keys(config: &Config, keys: &[crate::tokens::SigningKeyRecord]) -> Finding {
+/// private part that does not match its public one, an unknown algorithm, a sealed one the
+/// master key does not open) is a problem. Keys stored in clear are noted.
+fn check_keys(config: &Config, keys: &[SigningKeyRecord]) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let sealed = keys.iter().filter(|k| is_sealed(&k.private_pkcs8)).count();
+    let in_clear = keys
+        .iter()
+        .filter(|k| k.revoked_at.is_none() && !is_sealed(&k.private_pkcs8))
+        .count();
+    if config.master_key.is_none() {
+        findings.push(finding(
+            Severity::Note,
+            "TESSERA_MASTER_KEY is not set: private signing keys are stored in clear in the database",
+        ));
+    } else if in_clear > 0 {
+        findings.push(finding(
+            Severity::Note,
+            format!("{in_clear} private signing key(s) stored in clear: `tessera keys encrypt` encrypts them with TESSERA_MASTER_KEY"),
+        ));
+    } else if sealed > 0 {
+        findings.push(finding(Severity::Ok, "private signing keys encrypted at rest"));
+    }
+    if config.key_publish_ahead < MIN_KEY_PUBLISH_AHEAD {
+        findings.push(finding(
+            Severity::Note,
+            format!(
+                "key_publish_ahead {} s is shorter than the JWKS max-age plus the key reload interval ({} s): verifiers caching the JWKS may meet a rotated key before they know it",
+                config.key_publish_ahead.as_secs(),
+                MIN_KEY_PUBLISH_AHEAD.as_secs()
+            ),
+        ));
+    }
     if keys.is_empty() {
-        return finding(
+        findings.push(finding(
             Severity::Note,
             "no signing key yet; `tessera serve` creates one at its first start",
-        );
+        ));
+        return findings;
     }
     let now = SystemClock.now();
-    let grace = retired_grace(&Policy::from_config(config));
-    match AccessTokens::new(keys, &config.issuer, &config.audience, now, grace) {
-        Ok(set) => {
-            let published = set.jwks()["keys"].as_array().map_or(0, Vec::len);
-            let active = keys.iter().filter(|k| k.active).max_by_key(|k| k.created_at);
+    let policy = Policy::from_config(config);
+    let grace = retired_grace(&policy);
+    let built = open_key_set_records(keys, now, &policy)
+        .map_err(|e| e.to_string())
+        .and_then(|opened| {
+            AccessTokens::new(&opened, &config.issuer, &config.audience, now, grace)
+                .map_err(|e| e.to_string())
+        });
+    findings.push(match built {
+        Ok(_) => {
+            let count = |stage| {
+                keys.iter()
+                    .filter(|k| k.stage_at(keys, now, grace) == stage)
+                    .count()
+            };
+            let (next, retired) = (count(KeyStage::Next), count(KeyStage::Retired));
+            let active = signing_key_at(keys, now);
+            let newest = keys.iter().filter(|k| k.active).max_by_key(|k| k.created_at);
             let described = active.map_or_else(String::new, |k| format!("{} ({})", k.kid, k.alg));
-            let retired = published.saturating_sub(1);
-            match active {
+            let summary = format!("signing keys: active {described}, {next} next, {retired} retired still verifying");
+            match newest {
                 Some(k) if k.alg != config.signing_alg.as_str() => finding(
                     Severity::Note,
                     format!(
-                        "signing keys: active {described}, {retired} retired still verifying; signing_alg is {}, so `tessera serve` will rotate to a new {} key at start",
+                        "{summary}; signing_alg is {}, so `tessera serve` will rotate to a new {} key at start",
                         config.signing_alg, config.signing_alg
                     ),
                 ),
-                _ => finding(
-                    Severity::Ok,
-                    format!("signing keys: active {described}, {retired} retired still verifying"),
-                ),
+                _ => finding(Severity::Ok, summary),
             }
         }
         Err(e) => finding(Severity::Problem, format!("signing keys: {e}")),
-    }
+    });
+    findings
 }

@@ -34,7 +34,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(9);
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// How often signing keys are re-read, so a rotation by another process is picked up and
 /// retired keys age out of the JWKS.
-const RELOAD_KEYS_EVERY: Duration = Duration::from_secs(60);
+const RELOAD_KEYS_EVERY: Duration = crate::service::KEY_RELOAD_EVERY;
 /// How often the offset to the database's clock is measured again.
 const RESYNC_CLOCK_EVERY: Duration = Duration::from_secs(60);
 /// How often the rate limiters drop clients idle for a whole window.
@@ -556,7 +556,9 @@ impl Maintenance {
         });
         let revocations = Arc::clone(&service);
         let follow = tokio::spawn(async move { revocations.follow_revocations().await });
-        let mut tasks = vec![sweep, reload, prune, follow];
+        let key_watcher = Arc::clone(&service);
+        let watch_keys = tokio::spawn(async move { key_watcher.watch_signing_keys().await });
+        let mut tasks = vec![sweep, reload, prune, follow, watch_keys];
         if let Some(deliverer) = deliverer {
             tasks.push(tokio::spawn(deliverer.run()));
         }

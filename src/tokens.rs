@@ -9,7 +9,7 @@
 //! which the `rsa` crate is used, and only for that (its private-key operations are not
 //! constant-time; generation runs once per key, signing never goes through it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -107,6 +107,9 @@ pub enum TokenError {
     UnknownKey,
     #[error("access token expired")]
     Expired,
+    /// Signed by a key an operator revoked (`tessera keys revoke`): refused without a reload.
+    #[error("signing key revoked")]
+    RevokedKey,
     #[error("signing failed: {0}")]
     Signing(String),
     #[error("bad signing key {kid}: {reason}")]
@@ -123,9 +126,18 @@ pub struct SigningKeyRecord {
     pub private_pkcs8: Vec<u8>,
     pub public_key: Vec<u8>,
     pub created_at: Timestamp,
-    /// The one key new tokens are signed with; others only verify until their tokens expire.
+    /// The newest key: the one signing, or the one that will sign from `activates_at` (at
+    /// most one row is active, which keeps instances starting together from each creating
+    /// a first key). Which key signs at a moment is [`signing_key_at`]'s answer.
     pub active: bool,
+    /// When it stops signing (it may lie ahead: the predecessor of a key in the next stage
+    /// retires when that key activates); it verifies for a grace period after.
     pub retired_at: Option<Timestamp>,
+    /// When it starts signing. Until then it is in the next stage: published in the JWKS, so
+    /// verifiers that cache the JWKS know it before they meet a token it signed.
+    pub activates_at: Timestamp,
+    /// Revoked keys neither sign, verify, nor appear in the JWKS.
+    pub revoked_at: Option<Timestamp>,
 }
 
 impl fmt::Debug for SigningKeyRecord {
@@ -134,6 +146,9 @@ impl fmt::Debug for SigningKeyRecord {
             .field("kid", &self.kid)
             .field("alg", &self.alg)
             .field("active", &self.active)
+            .field("activates_at", &self.activates_at)
+            .field("retired_at", &self.retired_at)
+            .field("revoked_at", &self.revoked_at)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +192,8 @@ impl SigningKeyRecord {
             created_at: now,
             active: true,
             retired_at: None,
+            activates_at: now,
+            revoked_at: None,
         })
     }
 }
@@ -355,9 +372,16 @@ impl AccessClaims {
 
 /// Issues and verifies access tokens with the server's key set.
 pub struct AccessTokens {
-    active_kid: String,
-    /// The kids loaded, sorted: a reload finding the same set keeps this key set (and its cache).
-    kids: Vec<String>,
+    /// The records of the keys loaded (private parts left out): their activation and
+    /// retirement times say who signs when.
+    schedule: Vec<SigningKeyRecord>,
+    /// A reload finding the same fingerprint keeps this key set (and its cache).
+    fingerprint: Vec<(String, i64, Option<i64>, bool)>,
+    /// Kids revoked by an operator: refused as such, without a reload.
+    revoked: HashSet<String>,
+    /// Every kid of the records this was built from (expired ones too): a kid missing here
+    /// is a key added since.
+    all_kids: HashSet<String>,
     keys: HashMap<String, LoadedKey>,
     jwks: Arc<serde_json::Value>,
     issuer: String,
@@ -404,47 +428,123 @@ fn is_expired(exp_seconds: i64, now: Timestamp) -> bool {
     now.millis() >= exp_seconds.saturating_mul(1000)
 }
 
-/// The records that belong in a key set at `now`: the active ones, and retired ones within
-/// `retired_grace` of their retirement.
-fn usable_records(
-    records: &[SigningKeyRecord],
-    now: Timestamp,
-    retired_grace: std::time::Duration,
-) -> impl Iterator<Item = &SigningKeyRecord> {
+/// Where a signing key stands at a moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStage {
+    /// Published in the JWKS, not signing yet (until `activates_at`).
+    Next,
+    /// The key new tokens are signed with.
+    Active,
+    /// No longer signing; still verifying (and published) until its tokens can have expired.
+    Retired,
+    /// Retired for longer than any of its tokens can live: neither verifying nor published.
+    Expired,
+    /// Revoked by an operator: refused at once, gone from the JWKS.
+    Revoked,
+}
+
+impl KeyStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStage::Next => "next",
+            KeyStage::Active => "active",
+            KeyStage::Retired => "retired",
+            KeyStage::Expired => "expired",
+            KeyStage::Revoked => "revoked",
+        }
+    }
+}
+
+impl fmt::Display for KeyStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl SigningKeyRecord {
+    /// Does this key sign at `now` (were it the newest such)? Activated, not yet retired,
+    /// not revoked.
+    fn may_sign_at(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && self.activates_at <= now && self.retired_at.is_none_or(|t| now < t)
+    }
+
+    /// Does this key belong in a key set at `now` (verifying, published)? Not revoked, and
+    /// not retired for longer than `retired_grace`. Keys in the next stage belong too.
+    pub fn in_key_set_at(&self, now: Timestamp, retired_grace: std::time::Duration) -> bool {
+        self.revoked_at.is_none() && self.retired_at.is_none_or(|t| now < t.plus(retired_grace))
+    }
+
+    /// Its stage at `now` among `records` (the whole key table).
+    pub fn stage_at(
+        &self,
+        records: &[SigningKeyRecord],
+        now: Timestamp,
+        retired_grace: std::time::Duration,
+    ) -> KeyStage {
+        let retired = || {
+            if self.in_key_set_at(now, retired_grace) {
+                KeyStage::Retired
+            } else {
+                KeyStage::Expired
+            }
+        };
+        if self.revoked_at.is_some() {
+            KeyStage::Revoked
+        } else if self.retired_at.is_some_and(|t| t <= now) {
+            // Possibly without ever having signed: a next key overtaken by `rotate --now`.
+            retired()
+        } else if now < self.activates_at {
+            KeyStage::Next
+        } else if signing_key_at(records, now).is_some_and(|k| k.kid == self.kid) {
+            KeyStage::Active
+        } else {
+            retired()
+        }
+    }
+}
+
+/// The key that signs at `now`: of the keys activated, not retired and not revoked, the one
+/// activated last. Every instance computes it from the key table alone, so a key in the next
+/// stage starts signing everywhere at its activation time without any coordination.
+pub fn signing_key_at(records: &[SigningKeyRecord], now: Timestamp) -> Option<&SigningKeyRecord> {
     records
         .iter()
-        .filter(move |r| r.active || r.retired_at.is_none_or(|t| now < t.plus(retired_grace)))
+        .filter(|r| r.may_sign_at(now))
+        .max_by_key(|r| (r.activates_at, r.created_at))
 }
 
-/// The newest active record's kid.
-fn active_kid(
+/// What identifies a key set: its keys with their schedules, and the revoked kids. Records
+/// giving the same fingerprint make the same key set (and keep its cache of verified tokens).
+fn fingerprint(
     records: &[SigningKeyRecord],
     now: Timestamp,
     retired_grace: std::time::Duration,
-) -> Option<&str> {
-    usable_records(records, now, retired_grace)
-        .filter(|r| r.active)
-        .max_by_key(|r| r.created_at)
-        .map(|r| r.kid.as_str())
-}
-
-fn sorted_kids(
-    records: &[SigningKeyRecord],
-    now: Timestamp,
-    retired_grace: std::time::Duration,
-) -> Vec<String> {
-    let mut kids: Vec<String> = usable_records(records, now, retired_grace)
-        .map(|r| r.kid.clone())
+) -> Vec<(String, i64, Option<i64>, bool)> {
+    let mut print: Vec<_> = records
+        .iter()
+        .filter(|r| r.revoked_at.is_some() || r.in_key_set_at(now, retired_grace))
+        .map(|r| {
+            (
+                r.kid.clone(),
+                r.activates_at.millis(),
+                r.retired_at.map(Timestamp::millis),
+                r.revoked_at.is_some(),
+            )
+        })
         .collect();
-    kids.sort();
-    kids
+    print.sort();
+    print
 }
 
 impl AccessTokens {
-    /// Builds the key set; exactly one record should be active (the newest active wins).
-    /// A retired key still verifies (and is published) until `now` is `retired_grace` past its
-    /// retirement, which must cover the longest lifetime of the tokens it signed. Keys of
-    /// different algorithms mix freely: changing the algorithm is a rotation.
+    /// Builds the key set from the key table: keys in the next, active and retired stages
+    /// verify and are published; a retired key until `now` is `retired_grace` past its
+    /// retirement, which must cover the longest lifetime of the tokens it signed. Which key
+    /// signs is decided at each issue ([`signing_key_at`]), so a next key takes over at its
+    /// activation time without a reload; one key must sign at `now`. Keys of different
+    /// algorithms mix freely: changing the algorithm is a rotation. Private keys must be
+    /// plain PKCS#8 here (opened by the caller if they were sealed).
     pub fn new(
         records: &[SigningKeyRecord],
         issuer: &str,
@@ -455,21 +555,30 @@ impl AccessTokens {
         let rng = SystemRandom::new();
         let mut keys = HashMap::new();
         let mut jwks = Vec::new();
-        let mut active: Option<&SigningKeyRecord> = None;
-        for r in usable_records(records, now, retired_grace) {
+        let mut schedule = Vec::new();
+        for r in records.iter().filter(|r| r.in_key_set_at(now, retired_grace)) {
             let (key, jwk) = LoadedKey::load(r, &rng)?;
             keys.insert(r.kid.clone(), key);
             jwks.push(jwk);
-            if r.active && active.is_none_or(|a| a.created_at < r.created_at) {
-                active = Some(r);
-            }
+            // The schedule needs only the times: no private key kept twice.
+            schedule.push(SigningKeyRecord {
+                private_pkcs8: Vec::new(),
+                ..r.clone()
+            });
         }
-        let active_kid = active
+        if signing_key_at(records, now).is_none_or(|k| !keys.contains_key(&k.kid)) {
+            return Err(TokenError::Signing("no active signing key".into()));
+        }
+        let revoked = records
+            .iter()
+            .filter(|r| r.revoked_at.is_some())
             .map(|r| r.kid.clone())
-            .ok_or_else(|| TokenError::Signing("no active signing key".into()))?;
+            .collect();
         Ok(AccessTokens {
-            active_kid,
-            kids: sorted_kids(records, now, retired_grace),
+            all_kids: records.iter().map(|r| r.kid.clone()).collect(),
+            schedule,
+            fingerprint: fingerprint(records, now, retired_grace),
+            revoked,
             keys,
             jwks: Arc::new(serde_json::json!({ "keys": jwks })),
             issuer: issuer.to_owned(),
@@ -481,15 +590,32 @@ impl AccessTokens {
         })
     }
 
-    /// Would `records` at `now` make exactly this key set (same keys, same active one)?
+    /// Would `records` at `now` make exactly this key set (same keys, same schedule, same
+    /// revocations)?
     pub fn same_key_set(
         &self,
         records: &[SigningKeyRecord],
         now: Timestamp,
         retired_grace: std::time::Duration,
     ) -> bool {
-        active_kid(records, now, retired_grace) == Some(self.active_kid.as_str())
-            && sorted_kids(records, now, retired_grace) == self.kids
+        fingerprint(records, now, retired_grace) == self.fingerprint
+    }
+
+    /// The kid of the key that signs at `now`, if any.
+    pub fn signing_kid(&self, now: Timestamp) -> Option<&str> {
+        signing_key_at(&self.schedule, now).map(|r| r.kid.as_str())
+    }
+
+    /// The kids of this key set that were revoked (for following revocations made elsewhere).
+    pub fn revoked_kids(&self) -> &HashSet<String> {
+        &self.revoked
+    }
+
+    /// Is the key table, as (kid, revoked) pairs, what this key set was built from? A new key
+    /// or a new revocation says no.
+    pub fn knows_kids(&self, kids: &[(String, bool)]) -> bool {
+        kids.iter()
+            .all(|(kid, revoked)| self.all_kids.contains(kid) && *revoked == self.revoked.contains(kid))
     }
 
     /// The public JWK set (`{"keys": [...]}`), never with a private part.
@@ -506,9 +632,9 @@ impl AccessTokens {
         expires_at: Timestamp,
     ) -> Result<String, TokenError> {
         let key = self
-            .keys
-            .get(&self.active_kid)
-            .ok_or_else(|| TokenError::Signing("active key missing".into()))?;
+            .signing_kid(now)
+            .and_then(|kid| self.keys.get(kid))
+            .ok_or_else(|| TokenError::Signing("no active signing key".into()))?;
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -581,6 +707,9 @@ impl AccessTokens {
         // make us reload the keys.
         let alg = SigningAlg::from_jose(&header.alg).ok_or(TokenError::Invalid)?;
         let kid = header.kid.as_deref().ok_or(TokenError::Invalid)?;
+        if self.revoked.contains(kid) {
+            return Err(TokenError::RevokedKey);
+        }
         let key = self.keys.get(kid).ok_or(TokenError::UnknownKey)?;
         // Pinned: the key's own algorithm, by its exact name (an `EdDSA` key does not accept a
         // header saying `Ed25519`, though the signature would be the same).
@@ -1007,5 +1136,96 @@ mod tests {
             t.verify(&format!("{jwt}.extra"), false, SystemClock.now()),
             Err(TokenError::Invalid)
         ));
+    }
+
+    /// `old` signing, `new` in the next stage from `at`: what `tessera keys rotate` writes.
+    fn staged_rotation(now: Timestamp, at: Timestamp) -> (SigningKeyRecord, SigningKeyRecord) {
+        let mut old = SigningKeyRecord::generate_ed25519(Timestamp(now.0 - 10_000)).unwrap();
+        let mut new = SigningKeyRecord::generate_ed25519(now).unwrap();
+        old.active = false;
+        old.retired_at = Some(at);
+        new.activates_at = at;
+        (old, new)
+    }
+
+    fn kid_of(jwt: &str) -> String {
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jwt.split('.').next().unwrap()).unwrap()).unwrap();
+        header["kid"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_next_key_is_published_at_once_and_signs_from_its_activation_without_a_reload() {
+        let now = SystemClock.now();
+        let at = now.plus(std::time::Duration::from_secs(300));
+        let (old, new) = staged_rotation(now, at);
+        let both = [old.clone(), new.clone()];
+        let t = AccessTokens::new(&both, "i", "a", now, HOUR).unwrap();
+        let published: Vec<_> = t.jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            published,
+            vec![old.kid.clone(), new.kid.clone()],
+            "next key in the JWKS"
+        );
+        let sign_at = |when: Timestamp| {
+            kid_of(
+                &t.issue(UserId::new(), SessionId::new(), &[], when, when.plus(HOUR))
+                    .unwrap(),
+            )
+        };
+        assert_eq!(sign_at(now), old.kid, "the old key signs until the activation");
+        assert_eq!(sign_at(Timestamp(at.0 - 1)), old.kid);
+        assert_eq!(
+            sign_at(at),
+            new.kid,
+            "the same key set switches at the activation"
+        );
+        assert_eq!(old.stage_at(&both, now, HOUR), KeyStage::Active);
+        assert_eq!(new.stage_at(&both, now, HOUR), KeyStage::Next);
+        assert_eq!(new.stage_at(&both, at, HOUR), KeyStage::Active);
+        assert_eq!(old.stage_at(&both, at, HOUR), KeyStage::Retired);
+        assert_eq!(old.stage_at(&both, at.plus(HOUR), HOUR), KeyStage::Expired);
+        // Only the times matter, not the order of the records.
+        assert_eq!(
+            signing_key_at(&[new.clone(), old.clone()], now).map(|k| k.kid.as_str()),
+            Some(old.kid.as_str())
+        );
+    }
+
+    #[test]
+    fn a_key_set_needs_a_key_signing_now() {
+        let now = SystemClock.now();
+        let mut only_next = SigningKeyRecord::generate_ed25519(now).unwrap();
+        only_next.activates_at = now.plus(HOUR);
+        assert!(AccessTokens::new(&[only_next], "i", "a", now, HOUR).is_err());
+    }
+
+    #[test]
+    fn a_revoked_key_is_refused_at_once_and_unpublished() {
+        let now = SystemClock.now();
+        let leaked = SigningKeyRecord::generate_ed25519(Timestamp(now.0 - 10_000)).unwrap();
+        let by_leaked = issue(&key_set(&leaked, "https://iss", "aud"), 60);
+        let mut revoked = leaked.clone();
+        revoked.revoked_at = Some(now);
+        revoked.active = false;
+        let fresh = SigningKeyRecord::generate_ed25519(now).unwrap();
+        let records = [revoked.clone(), fresh.clone()];
+        let t = AccessTokens::new(&records, "https://iss", "aud", now, HOUR).unwrap();
+        assert!(matches!(
+            t.verify(&by_leaked, false, SystemClock.now()),
+            Err(TokenError::RevokedKey)
+        ));
+        assert_eq!(t.jwks()["keys"].as_array().unwrap().len(), 1);
+        assert_eq!(t.jwks()["keys"][0]["kid"], fresh.kid.as_str());
+        assert_eq!(revoked.stage_at(&records, now, HOUR), KeyStage::Revoked);
+        assert!(t.revoked_kids().contains(&leaked.kid));
+        // A revocation changes the key set even if nothing else did.
+        let unrevoked = AccessTokens::new(&[leaked.clone(), fresh.clone()], "https://iss", "aud", now, HOUR);
+        assert!(unrevoked.is_ok_and(|u| !u.same_key_set(&records, now, HOUR)));
     }
 }

@@ -1,11 +1,12 @@
-//! The administrative commands of the `tessera` binary: `users`, `sessions`, `audit` and
-//! `alerts`.
+//! The administrative commands of the `tessera` binary: `users`, `sessions`, `audit`,
+//! `alerts` and `keys`.
 //! They work on the database directly (a server need not run); revocations reach running
 //! servers through the revocation log (and `NOTIFY` on PostgreSQL), like any other.
 //!
 //! Output: an aligned table by default; with `--json`, one JSON object per line (JSON Lines).
 
 mod import;
+mod keys;
 mod output;
 mod password;
 
@@ -19,6 +20,7 @@ use crate::domain::SystemClock;
 use crate::service::admin::{AccountView, AdminService, AuditQuery, SessionRevocation};
 use crate::service::AuthError;
 use crate::store::{self, StoreError};
+pub use keys::{keys, rotate_key, KeysCommand};
 use output::{or_dash, Out, Table};
 
 #[derive(Debug, thiserror::Error)]

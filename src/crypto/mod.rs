@@ -14,6 +14,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use crate::domain::SessionId;
 
 pub mod imported;
+pub mod master_key;
 mod password;
 
 pub use password::{PasswordHashString, PasswordHasher};

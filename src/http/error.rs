@@ -185,7 +185,7 @@ impl ApiError {
                     C::ServiceUnavailable,
                     "The database is unavailable; try again shortly.",
                 ),
-                A::Store(_) | A::Internal(_) => s(
+                A::Store(_) | A::KeyAtRest { .. } | A::Internal(_) => s(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     C::InternalError,
                     "Something went wrong on our side.",

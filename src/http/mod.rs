@@ -126,8 +126,10 @@ struct JwkSet {
 )]
 async fn jwks(State(state): State<AppState>) -> Response {
     let body = Json(state.service.jwks().as_ref().clone());
-    // Short, so resource servers notice a key rotation within a minute.
-    ([(header::CACHE_CONTROL, "public, max-age=60")], body).into_response()
+    // Short, so resource servers notice a key rotation within a minute; `keys rotate`
+    // publishes new keys ahead by more than this plus the instances' reload interval.
+    let cache = format!("public, max-age={}", crate::service::JWKS_MAX_AGE.as_secs());
+    ([(header::CACHE_CONTROL, cache)], body).into_response()
 }
 
 #[derive(Serialize, ToSchema)]

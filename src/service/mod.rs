@@ -22,7 +22,10 @@ pub mod rotation;
 mod sessions;
 
 pub use hashing::HashingStats;
-pub use keys::{retired_grace, rotate_signing_key, KEY_SET_MAX_AGE};
+pub use keys::{
+    open_key_set_records, retired_grace, KeyOps, KeyView, Revoked, JWKS_MAX_AGE, KEY_RELOAD_EVERY,
+    KEY_SET_MAX_AGE, MIN_KEY_PUBLISH_AHEAD,
+};
 pub use revocations::{REVOCATION_LOG_RETENTION, REVOCATION_POLL_EVERY};
 pub use sessions::ENDED_SESSION_RETENTION;
 
@@ -36,10 +39,11 @@ use tokio::sync::Semaphore;
 
 use crate::alerts::{Alert, AlertSink};
 use crate::config::{Config, SessionCheck};
+use crate::crypto::master_key::MasterKeys;
 use crate::crypto::{CryptoError, PasswordHashString, PasswordHasher, RefreshToken};
 use crate::domain::{Clock, FieldError, SessionId, Timestamp, UserId};
 use crate::store::{AuditEvent, SessionRecord, Store, StoreError, UserRecord};
-use crate::tokens::{AccessClaims, AccessTokens, SigningAlg, SigningKeyRecord, TokenError};
+use crate::tokens::{AccessClaims, AccessTokens, SigningAlg, TokenError};
 use feed::FeedCredentials;
 use keys::build_key_set;
 use liveness::{LiveSessions, SessionSnapshot};
@@ -83,6 +87,10 @@ pub enum AuthError {
     /// No resource-server credential is configured, so there is no revocation feed.
     #[error("the revocation feed is not enabled")]
     FeedDisabled,
+    /// A stored signing key that cannot be used as it is: encrypted with no master key, or
+    /// with another one. The message names the key and `TESSERA_MASTER_KEY`.
+    #[error("signing key {kid} {reason}")]
+    KeyAtRest { kid: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -111,6 +119,10 @@ pub struct Policy {
     pub signing_alg: SigningAlg,
     /// Who may read the revocation feed.
     pub feed_credentials: FeedCredentials,
+    /// The master keys that seal private signing keys at rest (none: stored in clear).
+    pub master_keys: MasterKeys,
+    /// How long a key rotated in by `tessera keys rotate` is published before it signs.
+    pub key_publish_ahead: Duration,
 }
 
 impl Policy {
@@ -127,6 +139,8 @@ impl Policy {
             audit_retention: c.audit_retention,
             signing_alg: c.signing_alg,
             feed_credentials: FeedCredentials::new(&c.revocation_feed_credentials),
+            master_keys: c.master_keys(),
+            key_publish_ahead: c.key_publish_ahead,
         }
     }
 }
@@ -265,6 +279,14 @@ impl AuthService {
         audience: &str,
     ) -> Result<AuthService, AuthError> {
         let mut keys = store.find_signing_keys().await?;
+        let ops = KeyOps {
+            store: store.as_ref(),
+            alerts: alerts.as_ref(),
+            master: &policy.master_keys,
+            admin: None,
+        };
+        // The newest key's algorithm: the one signing, or about to (a key in the next stage
+        // already has the configured algorithm when `keys rotate` made it).
         let active_alg = keys
             .iter()
             .filter(|k| k.active)
@@ -272,31 +294,29 @@ impl AuthService {
             .map(|k| k.alg.clone());
         match active_alg {
             None => {
-                let key =
-                    SigningKeyRecord::generate(policy.signing_alg, clock.now()).map_err(token_internal)?;
-                store.insert_signing_key_if_none_active(&key).await?;
+                ops.insert_first_key(policy.signing_alg, clock.now()).await?;
                 // Read back: a concurrently starting instance may have won.
                 keys = store.find_signing_keys().await?;
             }
             // A new algorithm is a rotation: tokens signed with the old key keep verifying
-            // until they expire. (Instances must agree on the algorithm, or each start undoes
-            // the last; instances starting together may rotate more than once, harmlessly.)
+            // until they expire. It takes effect at once, as it always did: a verifier that
+            // caches the JWKS refetches it on the unknown kid (`tessera keys rotate --alg`
+            // publishes the new key ahead instead). Instances must agree on the algorithm,
+            // or each start undoes the last; instances starting together may rotate more
+            // than once, harmlessly.
             Some(alg) if alg != policy.signing_alg.as_str() => {
-                let kid = rotate_signing_key(
-                    store.as_ref(),
-                    alerts.as_ref(),
-                    policy.signing_alg,
-                    clock.now(),
-                    "algorithm_change",
-                )
-                .await?;
-                tracing::info!(from = %alg, to = %policy.signing_alg, %kid, "signing algorithm changed: key rotated");
+                let now = clock.now();
+                let key = ops
+                    .rotate(policy.signing_alg, now, now, "algorithm_change")
+                    .await?;
+                tracing::info!(from = %alg, to = %policy.signing_alg, kid = %key.kid, "signing algorithm changed: key rotated");
                 keys = store.find_signing_keys().await?;
             }
             Some(_) => {}
         }
         let now = clock.now();
         let tokens = build_key_set(&keys, issuer, audience, now, &policy)?;
+        keys::warn_about_keys_at_rest(&keys, &policy);
         let permits = policy.hash_concurrency.max(1);
         // One working buffer per hash that may run at once, never more.
         let passwords = Arc::new(PasswordHasher::with_pool_limit(permits));

@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_user_admin.sql"),
     include_str!("../../migrations/sqlite/0006_alert_outbox.sql"),
     include_str!("../../migrations/sqlite/0007_revocation_feed.sql"),
+    include_str!("../../migrations/sqlite/0008_signing_key_stages.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
@@ -415,15 +416,67 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
 }
 
 fn key_from_row(row: &Row<'_>) -> rusqlite::Result<SigningKeyRecord> {
+    let created_at: i64 = row.get("created_at")?;
     Ok(SigningKeyRecord {
         kid: row.get("kid")?,
         alg: row.get("alg")?,
         private_pkcs8: row.get("private_pkcs8")?,
         public_key: row.get("public_key")?,
-        created_at: Timestamp(row.get("created_at")?),
+        created_at: Timestamp(created_at),
         active: row.get::<_, i64>("active")? == 1,
         retired_at: row.get::<_, Option<i64>>("retired_at")?.map(Timestamp),
+        activates_at: Timestamp(newer_column(row, "activates_at")?.unwrap_or(created_at)),
+        revoked_at: newer_column(row, "revoked_at")?.map(Timestamp),
     })
+}
+
+/// A column a database not migrated yet lacks (`tessera check` reads such databases as they
+/// are): `None` when absent.
+fn newer_column(row: &Row<'_>, name: &str) -> rusqlite::Result<Option<i64>> {
+    match row.get(name) {
+        Err(rusqlite::Error::InvalidColumnName(_)) => Ok(None),
+        other => other,
+    }
+}
+
+/// The columns of a signing key, as `key_from_row` reads them.
+const KEY_COLUMNS: &str =
+    "kid, alg, private_pkcs8, public_key, created_at, active, retired_at, activates_at, revoked_at";
+
+/// Inserts `k` as the active key (the one row with `active` set).
+fn insert_active_key(c: &Connection, k: &SigningKeyRecord) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active, activates_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
+        params![
+            k.kid,
+            k.alg,
+            k.private_pkcs8,
+            k.public_key,
+            k.created_at.millis(),
+            k.activates_at.millis()
+        ],
+    )
+    .map(drop)
+}
+
+/// Runs `f` all-or-nothing inside the writer's batch transaction.
+fn in_savepoint<T>(
+    c: &Connection,
+    name: &str,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.execute_batch(&format!("SAVEPOINT {name}"))?;
+    match f(c) {
+        Ok(value) => {
+            c.execute_batch(&format!("RELEASE {name}"))?;
+            Ok(value)
+        }
+        Err(e) => {
+            c.execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"))?;
+            Err(e)
+        }
+    }
 }
 
 fn find_login_failures(conn: &Connection, email: &str) -> rusqlite::Result<Option<LoginFailures>> {
@@ -930,12 +983,19 @@ impl Store for SqliteStore {
 
     async fn find_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
         self.readers.read(|c| {
-            c.prepare_cached(
-                "SELECT kid, alg, private_pkcs8, public_key, created_at, active, retired_at FROM signing_keys \
-                 ORDER BY created_at",
-            )?
+            c.prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at"
+            ))?
             .query_map([], key_from_row)?
             .collect()
+        })
+    }
+
+    async fn find_signing_kids(&self) -> StoreResult<Vec<(String, bool)>> {
+        self.readers.read(|c| {
+            c.prepare_cached("SELECT kid, revoked_at IS NOT NULL FROM signing_keys")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
         })
     }
 
@@ -945,45 +1005,93 @@ impl Store for SqliteStore {
         // which DO NOTHING swallows: the first writer's key wins.
         self.write(move |c| {
             c.prepare_cached(
-                "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1) ON CONFLICT DO NOTHING",
+                "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active, activates_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 k.kid,
                 k.alg,
                 k.private_pkcs8,
                 k.public_key,
-                k.created_at.millis()
+                k.created_at.millis(),
+                k.activates_at.millis()
             ])
             .map(drop)
         })
         .await
     }
 
-    async fn rotate_signing_key(&self, k: &SigningKeyRecord, now: Timestamp) -> StoreResult<()> {
+    async fn rotate_signing_key(&self, k: &SigningKeyRecord) -> StoreResult<()> {
         let k = k.clone();
-        // Two statements: a savepoint keeps them all-or-nothing inside the batch.
         self.write(move |c| {
-            c.execute_batch("SAVEPOINT rotate_signing_key")?;
-            let done = c
-                .execute(
+            in_savepoint(c, "rotate_signing_key", |c| {
+                c.execute(
                     "UPDATE signing_keys SET active = 0, retired_at = ?1 WHERE active = 1",
-                    [now.millis()],
-                )
-                .and_then(|_| {
-                    c.execute(
-                        "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, 1)",
-                        params![k.kid, k.alg, k.private_pkcs8, k.public_key, k.created_at.millis()],
-                    )
-                });
-            match done {
-                Ok(_) => c.execute_batch("RELEASE rotate_signing_key"),
-                Err(e) => {
-                    c.execute_batch("ROLLBACK TO rotate_signing_key; RELEASE rotate_signing_key")?;
-                    Err(e)
+                    [k.activates_at.millis()],
+                )?;
+                insert_active_key(c, &k)
+            })
+        })
+        .await
+    }
+
+    async fn revoke_signing_key(&self, revocation: &KeyRevocation) -> StoreResult<bool> {
+        let r = revocation.clone();
+        self.write(move |c| {
+            in_savepoint(c, "revoke_signing_key", |c| {
+                let now = r.now.millis();
+                let revoked = c.execute(
+                    "UPDATE signing_keys SET revoked_at = ?2, active = 0 WHERE kid = ?1 AND revoked_at IS NULL",
+                    params![r.kid, now],
+                )?;
+                if revoked == 0 {
+                    return Ok(false);
                 }
-            }
+                let retire_the_rest = |c: &Connection, except: &str| {
+                    c.execute(
+                        "UPDATE signing_keys SET active = 0, retired_at = ?2 WHERE kid <> ?1 \
+                         AND revoked_at IS NULL AND (retired_at IS NULL OR retired_at > ?2)",
+                        params![except, now],
+                    )
+                };
+                match &r.then {
+                    AfterKeyRevocation::Nothing => {}
+                    AfterKeyRevocation::Promote(kid) => {
+                        retire_the_rest(c, kid)?;
+                        c.execute(
+                            "UPDATE signing_keys SET active = 1, activates_at = ?2 WHERE kid = ?1",
+                            params![kid, now],
+                        )?;
+                    }
+                    AfterKeyRevocation::Restore {
+                        kid,
+                        active,
+                        retired_at,
+                    } => {
+                        c.execute(
+                            "UPDATE signing_keys SET active = ?2, retired_at = ?3 WHERE kid = ?1",
+                            params![kid, active, retired_at.map(Timestamp::millis)],
+                        )?;
+                    }
+                    AfterKeyRevocation::Replace(key) => {
+                        retire_the_rest(c, &key.kid)?;
+                        insert_active_key(c, key)?;
+                    }
+                }
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn update_signing_key_private(&self, kid: &str, expected: &[u8], new: &[u8]) -> StoreResult<bool> {
+        let (kid, expected, new) = (kid.to_owned(), expected.to_vec(), new.to_vec());
+        self.write(move |c| {
+            c.execute(
+                "UPDATE signing_keys SET private_pkcs8 = ?3 WHERE kid = ?1 AND private_pkcs8 = ?2",
+                params![kid, expected, new],
+            )
+            .map(|n| n == 1)
         })
         .await
     }

@@ -36,10 +36,21 @@ impl Ran {
 
 /// Runs `tessera ARGS` on `app`'s database with `stdin`, off the test's runtime.
 pub(crate) async fn tessera(app: &TestApp, args: &[&str], stdin: Option<&str>) -> Ran {
+    tessera_with_env(app, args, stdin, &[]).await
+}
+
+/// [`tessera`] with `TESSERA_*` settings of its own in `env`.
+pub(crate) async fn tessera_with_env(
+    app: &TestApp,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Ran {
     let url = app.config.database_url.clone();
     let dir = app.storage.dir.path().to_owned();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let stdin = stdin.map(str::to_owned);
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
         for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("TESSERA_")) {
@@ -49,6 +60,7 @@ pub(crate) async fn tessera(app: &TestApp, args: &[&str], stdin: Option<&str>) -
             .args(&args)
             .current_dir(dir)
             .env("TESSERA_DATABASE_URL", url)
+            .envs(env)
             .env("USER", "test-operator")
             .env_remove("SUDO_USER")
             .stdin(Stdio::piped())

@@ -14,15 +14,21 @@ async fn rotate_key(app: &TestApp) -> String {
     let store = tessera::store::connect(&app.config.database_url, 1)
         .await
         .expect("store");
-    tessera::service::rotate_signing_key(
-        store.as_ref(),
-        &tessera::alerts::NoAlerts,
+    tessera::service::KeyOps {
+        store: store.as_ref(),
+        alerts: &tessera::alerts::NoAlerts,
+        master: &Default::default(),
+        admin: None,
+    }
+    .rotate(
         app.config.signing_alg,
+        SystemClock.now(),
         SystemClock.now(),
         "test",
     )
     .await
     .expect("rotate")
+    .kid
 }
 
 fn kids(jwks: &Value) -> HashSet<String> {

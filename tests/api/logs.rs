@@ -163,7 +163,10 @@ async fn full_flow(client: &Client, base: &str) -> Vec<String> {
     // A resource server reading the revocation feed (the logouts above are in it).
     let r = send(client.get(url("/v1/revocations")).bearer_auth(FEED_CREDENTIAL)).await;
     let feed = json_of(r, 200).await;
-    assert!(!feed["revocations"].as_array().expect("entries").is_empty(), "{feed}");
+    assert!(
+        !feed["revocations"].as_array().expect("entries").is_empty(),
+        "{feed}"
+    );
     secrets.push(FEED_CREDENTIAL.to_owned());
 
     secrets.sort();

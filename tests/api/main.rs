@@ -25,6 +25,7 @@ mod hostile_connections;
 mod import;
 mod jwt_attacks;
 mod key_rotation;
+mod key_stages;
 mod liveness;
 mod lockout;
 mod login;

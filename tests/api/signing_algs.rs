@@ -60,15 +60,16 @@ async fn every_algorithm_signs_publishes_verifies_and_rotates() {
         let store = tessera::store::connect(&app.config.database_url, 1)
             .await
             .expect("store");
-        let new_kid = tessera::service::rotate_signing_key(
-            store.as_ref(),
-            &tessera::alerts::NoAlerts,
-            alg,
-            SystemClock.now(),
-            "test",
-        )
+        let new_kid = tessera::service::KeyOps {
+            store: store.as_ref(),
+            alerts: &tessera::alerts::NoAlerts,
+            master: &Default::default(),
+            admin: None,
+        }
+        .rotate(alg, SystemClock.now(), SystemClock.now(), "test")
         .await
-        .expect("rotate");
+        .expect("rotate")
+        .kid;
         let after = start(app.config.clone(), Arc::clone(&app.storage)).await;
         let keys = published(&after.jwks().await);
         assert_eq!(keys.len(), 2, "{alg}: {keys:?}");

@@ -513,4 +513,12 @@ async fn command_line_revocations_and_rotations_are_delivered_by_the_server() {
     let kid = rotated["detail"]["kid"].as_str().expect("kid");
     assert!(said.contains(kid), "{said}");
     assert_eq!(rotated["detail"]["by"], "rotate_key_command");
+
+    // An emergency revocation of the key just rotated in: alerted, naming its replacement.
+    tessera_with_webhook(&app, &receiver.url, &["keys", "revoke", kid]).await;
+    let bodies = collect(&mut receiver, &["signing_key_revoked"], Duration::from_secs(5)).await;
+    let revoked = the(&bodies, "signing_key_revoked")[0];
+    assert_eq!(revoked["detail"]["kid"], kid);
+    assert_eq!(revoked["detail"]["admin"], "test-operator");
+    assert!(revoked["detail"]["signing"].as_str().is_some_and(|k| k != kid));
 }

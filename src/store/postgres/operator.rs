@@ -33,17 +33,16 @@ pub async fn inspect(url: &str) -> StoreResult<Inspection> {
         0
     };
     let signing_keys = if tables.try_get("keys").map_err(map_pg)? {
-        sqlx::query(
-            "SELECT kid, alg, private_pkcs8, public_key, created_at, active, retired_at FROM signing_keys \
-             ORDER BY created_at",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .map_err(map_pg)?
-        .iter()
-        .map(key_from_row)
-        .collect::<Result<_, _>>()
-        .map_err(map_pg)?
+        // Every column: a database not migrated yet lacks the newer ones (`key_from_row`
+        // reads them as absent).
+        sqlx::query("SELECT * FROM signing_keys ORDER BY created_at")
+            .fetch_all(&mut conn)
+            .await
+            .map_err(map_pg)?
+            .iter()
+            .map(key_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(map_pg)?
     } else {
         Vec::new()
     };

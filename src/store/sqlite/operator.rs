@@ -25,12 +25,11 @@ pub fn inspect(url: &str) -> StoreResult<Inspection> {
     let conn = Connection::open_with_flags(&location.path, flags).map_err(map_sqlite)?;
     let schema_version = schema_version(&conn).map_err(map_sqlite)?;
     let signing_keys = if schema_version >= 1 {
-        conn.prepare(
-            "SELECT kid, alg, private_pkcs8, public_key, created_at, active, retired_at FROM signing_keys \
-             ORDER BY created_at",
-        )
-        .and_then(|mut statement| statement.query_map([], key_from_row)?.collect())
-        .map_err(map_sqlite)?
+        // Every column: a database not migrated yet lacks the newer ones (`key_from_row`
+        // reads them as absent).
+        conn.prepare("SELECT * FROM signing_keys ORDER BY created_at")
+            .and_then(|mut statement| statement.query_map([], key_from_row)?.collect())
+            .map_err(map_sqlite)?
     } else {
         Vec::new()
     };
