@@ -226,7 +226,15 @@ impl KeyOps<'_> {
         activates_at: Timestamp,
         by: &str,
     ) -> Result<SigningKeyRecord, AuthError> {
-        let mut key = self.fresh_key(alg, now, activates_at.max(now))?;
+        // With no key signing yet (a database no server has started on), there is nothing to
+        // publish ahead of: no token and no cached JWKS exists. Waiting would only leave the
+        // servers without a key to sign with until the activation time.
+        let keys = self.store.find_signing_keys().await?;
+        let activates_at = match signing_key_at(&keys, now) {
+            Some(_) => activates_at.max(now),
+            None => now,
+        };
+        let mut key = self.fresh_key(alg, now, activates_at)?;
         self.store.rotate_signing_key(&key).await?;
         let detail = serde_json::json!({
             "kid": key.kid,

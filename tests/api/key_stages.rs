@@ -529,3 +529,40 @@ async fn the_real_server_warns_when_keys_are_stored_in_clear() {
     .expect("join");
     assert!(said.contains("TESSERA_MASTER_KEY is not set"), "{said}");
 }
+
+/// `keys rotate` on a database no server has started on yet: with no key signing, there is
+/// nothing to publish ahead of, so the new key signs at once and the first server starts on it
+/// (it used to wait in the next stage, and `serve` refused to start: "no active signing key").
+#[tokio::test]
+async fn rotating_before_any_server_started_makes_a_key_that_signs_at_once() {
+    let storage = test_storage().await;
+    let config = test_config(&storage);
+    let run = |args: &'static [&'static str]| {
+        let url = config.database_url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+                    .args(args)
+                    .env("TESSERA_DATABASE_URL", url)
+                    .env("TESSERA_KEY_PUBLISH_AHEAD", "15m")
+                    .output()
+                    .expect("run tessera")
+            })
+            .await
+            .expect("join")
+        }
+    };
+    assert!(run(&["migrate"]).await.status.success());
+    let rotated = run(&["keys", "rotate"]).await;
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let app = start(config, Arc::new(storage)).await;
+    let listed = listed(&app, &[]).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(s(&listed[0], "stage"), "active");
+    let tokens = app.signup_and_login(EMAIL).await;
+    assert_eq!(kid_of(&tokens), s(&listed[0], "kid"));
+}
