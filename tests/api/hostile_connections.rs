@@ -162,7 +162,12 @@ async fn a_body_nobody_reads_does_not_hold_the_connection() {
 #[tokio::test]
 async fn a_client_that_never_reads_its_answers_is_cut_off() {
     let app = spawn_with_client_timeout().await;
-    let stream = TcpStream::connect(app.addr).await.expect("connect");
+    // A fixed, small receive buffer: left to autotuning, loopback buffers may grow to tens of
+    // MiB (`tcp_rmem`), enough to hold every answer, and the test would pass or fail with the
+    // machine's load instead of with the server.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    let stream = socket.connect(app.addr).await.expect("connect");
     let (mut reader, mut writer) = stream.into_split();
     // Far more pipelined requests than socket buffers hold answers for; nothing is read.
     const REQUESTS: usize = 100_000;
