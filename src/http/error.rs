@@ -117,7 +117,7 @@ impl ApiError {
                 A::Validation(_) => s(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     C::ValidationFailed,
-                    "The request body has invalid fields.",
+                    "The request has invalid fields (see errors).",
                 ),
                 A::EmailTaken => s(
                     StatusCode::CONFLICT,

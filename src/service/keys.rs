@@ -556,14 +556,19 @@ mod tests {
         SigningKeyRecord::generate_ed25519(Timestamp(created)).unwrap()
     }
 
-    #[test]
-    fn revoking_the_signing_key_promotes_the_next_one_or_makes_a_fresh_one() {
-        let now = Timestamp(1_000_000);
+    /// At `now`, `old` signs and is to retire when `next`, already published, activates.
+    fn signing_and_next() -> (Timestamp, SigningKeyRecord, SigningKeyRecord) {
         let mut old = key(1_000);
         let mut next = key(900_000);
         old.active = false;
         old.retired_at = Some(Timestamp(2_000_000));
         next.activates_at = Timestamp(2_000_000);
+        (Timestamp(1_000_000), old, next)
+    }
+
+    #[test]
+    fn revoking_the_signing_key_promotes_the_next_one_or_makes_a_fresh_one() {
+        let (now, old, next) = signing_and_next();
         let keys = [old.clone(), next.clone()];
         assert!(matches!(
             plan_revocation(&keys, &old, now),
@@ -579,12 +584,7 @@ mod tests {
 
     #[test]
     fn revoking_a_next_key_hands_its_schedule_back_to_the_key_it_was_to_replace() {
-        let now = Timestamp(1_000_000);
-        let mut old = key(1_000);
-        let mut next = key(900_000);
-        old.active = false;
-        old.retired_at = Some(Timestamp(2_000_000));
-        next.activates_at = Timestamp(2_000_000);
+        let (now, old, next) = signing_and_next();
         let keys = [old.clone(), next.clone()];
         assert!(matches!(
             plan_revocation(&keys, &next, now),

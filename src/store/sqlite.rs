@@ -443,21 +443,32 @@ fn newer_column(row: &Row<'_>, name: &str) -> rusqlite::Result<Option<i64>> {
 const KEY_COLUMNS: &str =
     "kid, alg, private_pkcs8, public_key, created_at, active, retired_at, activates_at, revoked_at";
 
-/// Inserts `k` as the active key (the one row with `active` set).
-fn insert_active_key(c: &Connection, k: &SigningKeyRecord) -> rusqlite::Result<()> {
-    c.execute(
+macro_rules! insert_active_key_sql {
+    () => {
         "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active, activates_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
-        params![
+         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)"
+    };
+}
+
+/// Inserts `k` as the active key (the one row with `active` set). With `unless_one_is`, an
+/// existing active key wins: the partial unique index on `active` makes the insert a conflict,
+/// which DO NOTHING swallows (instances starting together on an empty database).
+fn insert_active_key(c: &Connection, k: &SigningKeyRecord, unless_one_is: bool) -> rusqlite::Result<()> {
+    let sql = if unless_one_is {
+        concat!(insert_active_key_sql!(), " ON CONFLICT DO NOTHING")
+    } else {
+        insert_active_key_sql!()
+    };
+    c.prepare_cached(sql)?
+        .execute(params![
             k.kid,
             k.alg,
             k.private_pkcs8,
             k.public_key,
             k.created_at.millis(),
             k.activates_at.millis()
-        ],
-    )
-    .map(drop)
+        ])
+        .map(drop)
 }
 
 /// Runs `f` all-or-nothing inside the writer's batch transaction.
@@ -1001,24 +1012,7 @@ impl Store for SqliteStore {
 
     async fn insert_signing_key_if_none_active(&self, k: &SigningKeyRecord) -> StoreResult<()> {
         let k = k.clone();
-        // The partial unique index on `active` turns a second active key into a conflict,
-        // which DO NOTHING swallows: the first writer's key wins.
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_key, created_at, active, activates_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6) ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![
-                k.kid,
-                k.alg,
-                k.private_pkcs8,
-                k.public_key,
-                k.created_at.millis(),
-                k.activates_at.millis()
-            ])
-            .map(drop)
-        })
-        .await
+        self.write(move |c| insert_active_key(c, &k, true)).await
     }
 
     async fn rotate_signing_key(&self, k: &SigningKeyRecord) -> StoreResult<()> {
@@ -1029,7 +1023,7 @@ impl Store for SqliteStore {
                     "UPDATE signing_keys SET active = 0, retired_at = ?1 WHERE active = 1",
                     [k.activates_at.millis()],
                 )?;
-                insert_active_key(c, &k)
+                insert_active_key(c, &k, false)
             })
         })
         .await
@@ -1075,7 +1069,7 @@ impl Store for SqliteStore {
                     }
                     AfterKeyRevocation::Replace(key) => {
                         retire_the_rest(c, &key.kid)?;
-                        insert_active_key(c, key)?;
+                        insert_active_key(c, key, false)?;
                     }
                 }
                 Ok(true)
