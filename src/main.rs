@@ -143,10 +143,12 @@ fn admin_result(result: Result<(), cli::CliError>) -> Result<(), String> {
 
 async fn serve(config: &Config) -> Result<(), String> {
     let app = Application::build(config).await.map_err(|e| e.to_string())?;
-    // The ready line scripts and tests wait for; printed only once the socket is bound.
+    let stop = shutdown_signal().map_err(|e| format!("cannot handle shutdown signals: {e}"))?;
+    // The ready line scripts and tests wait for; printed only once the socket is bound and a
+    // SIGTERM would be a graceful shutdown.
     println!("listening on http://{}", app.local_addr());
     let _ = std::io::stdout().flush();
-    app.run_until_stopped(shutdown_signal())
+    app.run_until_stopped(stop)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
