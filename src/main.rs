@@ -148,9 +148,7 @@ async fn serve(config: &Config) -> Result<(), String> {
     // SIGTERM would be a graceful shutdown.
     println!("listening on http://{}", app.local_addr());
     let _ = std::io::stdout().flush();
-    app.run_until_stopped(stop)
-        .await
-        .map_err(|e| e.to_string())?;
+    app.run_until_stopped(stop).await.map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
 }
