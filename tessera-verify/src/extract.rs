@@ -50,6 +50,9 @@ pub enum Rejection {
     Forbidden(&'static str),
     /// 503 `jwks_unavailable`: Tessera's keys could not be fetched for an unknown `kid`.
     KeysUnavailable,
+    /// 503 `revocations_unavailable`: the revocation feed is out of step for longer than the
+    /// verifier's `revocation_feed_max_lag`.
+    RevocationsUnavailable,
 }
 
 impl Rejection {
@@ -80,6 +83,11 @@ impl Rejection {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "jwks_unavailable",
                 "the signing keys could not be fetched".into(),
+            ),
+            Rejection::RevocationsUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "revocations_unavailable",
+                "revoked sessions cannot be told apart right now".into(),
             ),
         }
     }
@@ -205,6 +213,7 @@ where
                 Error::Expired => Rejection::TokenExpired,
                 Error::KeysUnavailable(_) => Rejection::KeysUnavailable,
                 Error::Revoked => Rejection::SessionRevoked,
+                Error::RevocationsUnavailable(_) => Rejection::RevocationsUnavailable,
             })?;
         let user = AuthUser {
             user_id: claims.user_id,

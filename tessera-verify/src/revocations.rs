@@ -32,6 +32,9 @@ pub(crate) struct FeedConfig {
     pub credential: String,
     /// How long a revoked session is remembered: at least Tessera's access-token lifetime.
     pub memory: Duration,
+    /// Refuse every token (503) once the feed has been out of step this long; `None`: go on
+    /// with the revocations already known.
+    pub max_lag: Option<Duration>,
 }
 
 /// The sessions revoked at Tessera that a token may still name.
@@ -41,6 +44,8 @@ pub(crate) struct RevokedSessions {
     sessions: Mutex<HashMap<String, Instant>>,
     in_sync: AtomicBool,
     started: AtomicBool,
+    /// Since when the feed has been out of step (from the start until the first catch-up).
+    out_of_step_since: Mutex<Option<Instant>>,
     /// Why the feed could not be read last time. The crate logs nothing itself (it imposes
     /// no logging framework); `Verifier::revocation_feed_error` shows this instead.
     last_error: Mutex<Option<String>>,
@@ -56,6 +61,26 @@ impl RevokedSessions {
 
     pub fn in_sync(&self) -> bool {
         self.in_sync.load(Ordering::Acquire)
+    }
+
+    /// How long the feed has been out of step, if it is.
+    pub fn lag(&self) -> Option<Duration> {
+        if self.in_sync() {
+            return None;
+        }
+        let mut since = self.out_of_step_since.lock().unwrap_or_else(|p| p.into_inner());
+        Some(since.get_or_insert_with(Instant::now).elapsed())
+    }
+
+    fn set_in_sync(&self, in_sync: bool) {
+        self.in_sync.store(in_sync, Ordering::Release);
+        let mut since = self.out_of_step_since.lock().unwrap_or_else(|p| p.into_inner());
+        match in_sync {
+            true => *since = None,
+            false => {
+                since.get_or_insert_with(Instant::now);
+            }
+        }
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -109,7 +134,7 @@ pub(crate) async fn follow(inner: Weak<Inner>, feed: FeedConfig) {
                 backoff = Duration::from_millis(100);
                 if !full {
                     // Caught up: from now on, revocations are known as they happen.
-                    strong.revoked.in_sync.store(true, Ordering::Release);
+                    strong.revoked.set_in_sync(true);
                     *strong
                         .revoked
                         .last_error
@@ -119,7 +144,7 @@ pub(crate) async fn follow(inner: Weak<Inner>, feed: FeedConfig) {
                 }
             }
             Err(why) => {
-                strong.revoked.in_sync.store(false, Ordering::Release);
+                strong.revoked.set_in_sync(false);
                 *strong
                     .revoked
                     .last_error
@@ -177,6 +202,19 @@ mod tests {
         revoked.remember(&[entry("c")], Duration::from_secs(60));
         let sessions = revoked.sessions.lock().unwrap();
         assert!(sessions.contains_key("a") && sessions.contains_key("c") && !sessions.contains_key("b"));
+    }
+
+    #[test]
+    fn the_lag_counts_from_falling_out_of_step_until_back_in_step() {
+        let revoked = RevokedSessions::default();
+        revoked.set_in_sync(false);
+        let first = revoked.lag().expect("out of step");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(revoked.lag().expect("still out of step") >= first + Duration::from_millis(20));
+        revoked.set_in_sync(true);
+        assert_eq!(revoked.lag(), None);
+        revoked.set_in_sync(false);
+        assert!(revoked.lag().expect("out of step again") < Duration::from_millis(20));
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub enum Error {
     /// Authentic, but its session was revoked at Tessera (known through the revocation
     /// feed, when followed): `401 session_revoked`.
     Revoked,
+    /// The revocation feed has been out of step for longer than
+    /// [`Builder::revocation_feed_max_lag`] allows: `503`, whatever the token.
+    RevocationsUnavailable(String),
 }
 
 impl fmt::Display for Error {
@@ -51,6 +54,7 @@ impl fmt::Display for Error {
             Error::Expired => f.write_str("access token expired"),
             Error::KeysUnavailable(why) => write!(f, "signing keys unavailable: {why}"),
             Error::Revoked => f.write_str("session revoked"),
+            Error::RevocationsUnavailable(why) => write!(f, "revocation feed out of step: {why}"),
         }
     }
 }
@@ -76,6 +80,7 @@ pub struct Builder {
     feed_credential: Option<String>,
     feed_url: Option<String>,
     revocation_memory: Duration,
+    feed_max_lag: Option<Duration>,
 }
 
 /// How long a revoked session is remembered by default: well over Tessera's default
@@ -96,6 +101,16 @@ impl Builder {
     /// Where the revocation feed is, when not under the issuer URL.
     pub fn revocation_feed_url(mut self, url: impl Into<String>) -> Builder {
         self.feed_url = Some(url.into());
+        self
+    }
+
+    /// Fail closed: once the revocation feed has been out of step for longer than `lag`
+    /// (unreadable, or not yet caught up after start), refuse every token with
+    /// [`Error::RevocationsUnavailable`] (`503 revocations_unavailable`) rather than accept
+    /// tokens of sessions that may have been revoked meanwhile. By default the verifier goes
+    /// on with the revocations it knows, and [`Verifier::revocations_in_sync`] tells.
+    pub fn revocation_feed_max_lag(mut self, lag: Duration) -> Builder {
+        self.feed_max_lag = Some(lag);
         self
     }
 
@@ -147,6 +162,7 @@ impl Builder {
                 .unwrap_or_else(|| format!("{}/v1/revocations", self.issuer.trim_end_matches('/'))),
             credential,
             memory: self.revocation_memory,
+            max_lag: self.feed_max_lag,
         });
         Ok(Verifier {
             inner: Arc::new(Inner {
@@ -264,6 +280,7 @@ impl Verifier {
             feed_credential: None,
             feed_url: None,
             revocation_memory: DEFAULT_REVOCATION_MEMORY,
+            feed_max_lag: None,
         }
     }
 
@@ -301,8 +318,20 @@ impl Verifier {
     pub async fn verify(&self, token: &str) -> Result<Claims, Error> {
         self.follow_revocations();
         let claims = self.verify_signed(token).await?;
-        if self.inner.feed.is_some() && self.inner.revoked.contains(&claims.session_id) {
-            return Err(Error::Revoked);
+        if let Some(feed) = &self.inner.feed {
+            if let (Some(max), Some(lag)) = (feed.max_lag, self.inner.revoked.lag()) {
+                if lag > max {
+                    let why = self
+                        .inner
+                        .revoked
+                        .last_error()
+                        .unwrap_or_else(|| "not caught up yet".into());
+                    return Err(Error::RevocationsUnavailable(why));
+                }
+            }
+            if self.inner.revoked.contains(&claims.session_id) {
+                return Err(Error::Revoked);
+            }
         }
         Ok(claims)
     }

@@ -254,3 +254,33 @@ async fn a_wrong_feed_credential_shows_as_out_of_sync_and_changes_nothing_else()
     let why = following.revocation_feed_error().expect("the feed's error");
     assert!(why.contains("401"), "{why}");
 }
+
+#[tokio::test]
+async fn failing_closed_refuses_every_token_once_the_feed_lags_too_long() {
+    let tessera = Tessera::start(&[("TESSERA_REVOCATION_FEED_CREDENTIALS", FEED_CREDENTIAL)]).await;
+    let feed_url = format!("{}/v1/revocations", tessera.base);
+    let closed = |credential: &str| {
+        Verifier::builder(ISSUER, AUDIENCE)
+            .jwks_url(tessera.jwks_url())
+            .revocation_feed(credential)
+            .revocation_feed_url(feed_url.clone())
+            .revocation_feed_max_lag(Duration::from_millis(300))
+            .build()
+            .expect("verifier")
+    };
+    let following = closed(FEED_CREDENTIAL);
+    let locked_out = closed("not-the-credential-but-long-enough-0123456789");
+    following.prefetch().await.expect("keys");
+    locked_out.prefetch().await.expect("keys");
+    let grant = tessera.login("ada@example.com").await;
+    let token = grant["access_token"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    following
+        .verify(token)
+        .await
+        .expect("a feed in step changes nothing");
+    match locked_out.verify(token).await {
+        Err(Error::RevocationsUnavailable(why)) => assert!(why.contains("401"), "{why}"),
+        other => panic!("expected RevocationsUnavailable, got {other:?}"),
+    }
+}
