@@ -16,7 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=target/debug/tessera
+. scripts/lib/live-server.sh
+
 VENV="$PWD/target/openapi-venv"
 # Test cases per operation and run: enough to reach every documented status of every operation
 # on this data, few enough for the whole script to stay around a minute on two shared cores.
@@ -24,22 +25,7 @@ MAX_EXAMPLES="${OPENAPI_MAX_EXAMPLES:-40}"
 
 echo "== openapi: dependencies"
 cargo build --locked --quiet --bin tessera
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/openapi/requirements.txt
-
-work=$(mktemp -d)
-server=""
-cleanup() {
-    if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+python_venv "$VENV" tests/openapi/requirements.txt
 
 port=$(free_port)
 base="http://127.0.0.1:$port"
@@ -58,18 +44,7 @@ TESSERA_LISTEN="127.0.0.1:$port" TESSERA_ISSUER="$base" \
     TESSERA_REVOCATION_FEED_CREDENTIALS="openapi-feed-credential-$(date +%s%N)-0123456789" \
     TESSERA_LOGIN_RATE=100000 TESSERA_REFRESH_RATE=100000 \
     TESSERA_COOKIE_SECURE=false TESSERA_REUSE_GRACE=1d RUST_LOG=warn \
-    "$BIN" serve >"$work/stdout" 2>"$work/stderr" &
-server=$!
-for _ in $(seq 1 300); do
-    grep -q '^listening on' "$work/stdout" 2>/dev/null && break
-    kill -0 "$server" 2>/dev/null || break
-    sleep 0.1
-done
-if ! grep -q '^listening on' "$work/stdout"; then
-    echo "FAIL: tessera did not start" >&2
-    cat "$work/stderr" >&2
-    exit 1
-fi
+    start_tessera "openapi"
 
 # One account, three sessions, all signed in before any run. The account lock stays on: the
 # runs' password changes (which cannot know the current password, so answer 401) lock the
@@ -118,9 +93,7 @@ run "bearer" "${NOT_ENDING[@]}" -H "Authorization: Bearer $bearer_token" || fail
 run "cookie" "${NOT_ENDING[@]}" -H "Cookie: $cookies" -H "X-CSRF-Token: $csrf" || failed=1
 run "ending" "${ENDING[@]}" -H "Authorization: Bearer $ending_token" || failed=1
 
-kill "$server"
-wait "$server" || { echo "FAIL: tessera did not exit cleanly" >&2; failed=1; }
-server=""
+stop_tessera "openapi" || failed=1
 if grep -q 'panicked' "$work/stderr"; then
     echo "FAIL: tessera panicked" >&2
     grep -A5 'panicked' "$work/stderr" >&2
