@@ -83,6 +83,17 @@ async fn seeded(store: &dyn Store) -> (UserRecord, SessionRecord, RefreshTokenKe
     (u, s, first)
 }
 
+/// `n` sessions of `user`, last used at `T0`, each with its first token.
+async fn insert_sessions(store: &dyn Store, user: &UserRecord, n: usize) -> Vec<SessionRecord> {
+    let mut sessions = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = session(user, T0);
+        store.insert_session(&s, &hash()).await.expect("session");
+        sessions.push(s);
+    }
+    sessions
+}
+
 /// The ids of a user's live sessions, in the store's order (most recently used first).
 async fn live_ids(store: &dyn Store, user: UserId, now: Timestamp) -> Vec<SessionId> {
     let live = store.find_live_sessions(user, now).await.expect("list");
@@ -426,12 +437,11 @@ async fn revocations_are_logged_however_they_are_made(store: Arc<dyn Store>) {
         .sessions
         .is_empty());
     store.revoke_session(one.id, T0, "logout").await.expect("revoke");
-    let mut others = Vec::new();
-    for _ in 0..3 {
-        let s = session(&u, T0);
-        store.insert_session(&s, &hash()).await.expect("session");
-        others.push(s.id);
-    }
+    let others: Vec<SessionId> = insert_sessions(store.as_ref(), &u, 3)
+        .await
+        .iter()
+        .map(|s| s.id)
+        .collect();
     store
         .revoke_sessions_over_limit(u.id, 2, T0)
         .await
@@ -917,12 +927,11 @@ async fn login_failures_are_counted_atomically(store: Arc<dyn Store>) {
 async fn sweeping_in_batches_leaves_rotations_alone(store: Arc<dyn Store>) {
     let u = user("sweep@example.com");
     store.insert_user(&u).await.expect("user");
-    let mut ended = Vec::new();
-    for _ in 0..250 {
-        let s = session(&u, T0);
-        store.insert_session(&s, &hash()).await.expect("session");
-        ended.push(s.id);
-    }
+    let ended: Vec<SessionId> = insert_sessions(store.as_ref(), &u, 250)
+        .await
+        .iter()
+        .map(|s| s.id)
+        .collect();
     // Revoked long ago (the sweep's cut-off is after it), in one statement.
     store
         .revoke_user_sessions(u.id, None, T0, "logout_all")
@@ -930,12 +939,7 @@ async fn sweeping_in_batches_leaves_rotations_alone(store: Arc<dyn Store>) {
         .expect("revoke");
     let other = user("live@example.com");
     store.insert_user(&other).await.expect("user");
-    let mut live = Vec::new();
-    for _ in 0..4 {
-        let s = session(&other, T0);
-        store.insert_session(&s, &hash()).await.expect("session");
-        live.push(s);
-    }
+    let live = insert_sessions(store.as_ref(), &other, 4).await;
     let rotating: Vec<_> = live
         .iter()
         .map(|s| {

@@ -89,12 +89,13 @@ impl AuthService {
                     continue;
                 }
             };
-            if self.tokens().knows_kids(&kids) {
+            let held = self.tokens();
+            if held.knows_kids(&kids) {
                 continue;
             }
             let revoked = kids
                 .iter()
-                .filter(|(kid, revoked)| *revoked && !self.tokens().revoked_kids().contains(kid))
+                .filter(|(kid, revoked)| *revoked && !held.revoked_kids().contains(kid))
                 .count();
             match self.reload_keys().await {
                 Ok(()) if revoked > 0 => tracing::warn!(revoked, "signing key revoked: keys reloaded"),
