@@ -28,6 +28,7 @@ async fn store_and_user(db: &TestDatabase) -> (Arc<dyn Store>, UserRecord) {
         password_hash: PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
         roles: Vec::new(),
         created_at: T0,
+        credential_epoch: 0,
     };
     store.insert_user(&user).await.expect("user");
     (store, user)
@@ -57,7 +58,7 @@ async fn sessions(store: &dyn Store, user: &UserRecord, n: i64) -> Vec<SessionId
         let hash = RefreshToken::issue(&ring::rand::SystemRandom::new(), s.id, 0)
             .expect("rng")
             .hash();
-        store.insert_session(&s, &hash).await.expect("session");
+        store.insert_session(&s, &hash, 0).await.expect("session");
         ids.push(s.id);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

@@ -10,8 +10,8 @@ use ring::rand::SystemRandom;
 use tessera::crypto::{PasswordHashString, RefreshToken, RefreshTokenHash, RefreshTokenKey};
 use tessera::domain::{Email, SessionId, Timestamp, UserId};
 use tessera::store::{
-    self, AfterKeyRevocation, AuditEvent, AuditFilter, CurrentRotation, KeyRevocation, LoginFailures,
-    NewAlert, Rotation, SessionRecord, Store, StoreError, UserRecord,
+    self, AfterKeyRevocation, AuditEvent, AuditFilter, CurrentRotation, FailureKey, KeyRevocation,
+    LoginFailures, NewAlert, Rotation, SessionRecord, Store, StoreError, UserRecord,
 };
 use tessera::tokens::SigningKeyRecord;
 
@@ -50,6 +50,7 @@ fn user(email: &str) -> UserRecord {
         password_hash: PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
         roles: vec!["reader".into()],
         created_at: T0,
+        credential_epoch: 0,
     }
 }
 
@@ -78,7 +79,7 @@ async fn seeded(store: &dyn Store) -> (UserRecord, SessionRecord, RefreshTokenKe
     store.insert_user(&u).await.expect("insert user");
     let s = session(&u, T0);
     let h = hash();
-    store.insert_session(&s, &h).await.expect("insert session");
+    store.insert_session(&s, &h, 0).await.expect("insert session");
     let first = key(s.id, 0, h);
     (u, s, first)
 }
@@ -88,7 +89,7 @@ async fn insert_sessions(store: &dyn Store, user: &UserRecord, n: usize) -> Vec<
     let mut sessions = Vec::with_capacity(n);
     for _ in 0..n {
         let s = session(user, T0);
-        store.insert_session(&s, &hash()).await.expect("session");
+        store.insert_session(&s, &hash(), 0).await.expect("session");
         sessions.push(s);
     }
     sessions
@@ -324,7 +325,7 @@ async fn one_step_rotation_leaves_every_other_case_to_the_slow_path(store: Arc<d
     let mut cookie = session(&u, T0);
     cookie.csrf_token = Some("csrf-right".into());
     let h = hash();
-    store.insert_session(&cookie, &h).await.expect("session");
+    store.insert_session(&cookie, &h, 0).await.expect("session");
     let h = key(cookie.id, 0, h);
     assert!(store
         .rotate_current(&one_step(h, T0, Some("csrf-wrong")))
@@ -496,7 +497,7 @@ async fn revocation_clears_the_sealed_successor(store: Arc<dyn Store>) {
 async fn user_sessions_revoke_all_or_others(store: Arc<dyn Store>) {
     let (u, keep, _) = seeded(store.as_ref()).await;
     let other = session(&u, T0);
-    store.insert_session(&other, &hash()).await.expect("insert");
+    store.insert_session(&other, &hash(), 0).await.expect("insert");
     let (_, stranger, _) = seeded(store.as_ref()).await;
 
     assert_eq!(
@@ -531,7 +532,7 @@ async fn live_sessions_are_listed_most_recent_first(store: Arc<dyn Store>) {
     ended.refresh_expires_at = Timestamp(T0.0 + 5000);
     let revoked = session(&u, Timestamp(T0.0 + 4000));
     for s in [&newest, &middle, &ended, &revoked] {
-        store.insert_session(s, &hash()).await.expect("insert");
+        store.insert_session(s, &hash(), 0).await.expect("insert");
     }
     store
         .revoke_session(revoked.id, T0, "logout")
@@ -547,7 +548,7 @@ async fn sessions_over_the_limit_are_revoked_least_recent_first(store: Arc<dyn S
     let mut all = vec![first];
     for i in 1..5 {
         let s = session(&u, Timestamp(T0.0 + i * 1000));
-        store.insert_session(&s, &hash()).await.expect("insert");
+        store.insert_session(&s, &hash(), 0).await.expect("insert");
         all.push(s);
     }
     let now = Timestamp(T0.0 + 10_000);
@@ -582,7 +583,7 @@ async fn ended_sessions_are_deleted_with_their_tokens(store: Arc<dyn Store>) {
     let mut old = session(&u, T0);
     old.absolute_expires_at = Timestamp(T0.0 + DAY);
     let old_hash = hash();
-    store.insert_session(&old, &old_hash).await.expect("insert");
+    store.insert_session(&old, &old_hash, 0).await.expect("insert");
     let old_hash = key(old.id, 0, old_hash);
     store
         .revoke_session(revoked.id, T0, "logout")
@@ -857,49 +858,64 @@ async fn a_private_key_is_replaced_only_if_unchanged(store: Arc<dyn Store>) {
     assert_eq!(stored[0].private_pkcs8, sealed);
 }
 
-/// Concurrent failures of one email are applied one after the other: none is lost.
+/// Concurrent changes of one key's record are applied one after the other: none is lost.
 async fn login_failures_are_counted_atomically(store: Arc<dyn Store>) {
     let email = Email::parse("counted@example.com").expect("email");
+    let key = FailureKey::account(&email);
     let count = |previous: Option<LoginFailures>| LoginFailures {
         failures: previous.map_or(0, |p| p.failures) + 1,
         window_started_at: T0,
         locked_until: previous.and_then(|p| p.locked_until),
         locks: 0,
+        pending: previous.map_or(0, |p| p.pending) + 2,
+        pending_until: Some(Timestamp(T0.0 + 1_000)),
     };
-    assert!(store.find_login_failures(&email).await.expect("find").is_none());
+    assert!(store.find_login_failures(&key).await.expect("find").is_none());
     let tasks: Vec<_> = (0..20)
         .map(|_| {
-            let (store, email) = (Arc::clone(&store), email.clone());
-            tokio::spawn(async move { store.record_login_failure(&email, Box::new(count)).await })
+            let (store, key) = (Arc::clone(&store), key.clone());
+            tokio::spawn(async move { store.change_login_failures(&key, Box::new(count)).await })
         })
         .collect();
+    let mut firsts = 0;
     for t in tasks {
-        t.await.expect("join").expect("record");
+        let change = t.await.expect("join").expect("record");
+        firsts += usize::from(change.before.is_none());
+        assert_eq!(change.after.failures, change.before.map_or(0, |b| b.failures) + 1);
     }
+    assert_eq!(firsts, 1, "exactly one change found nothing recorded");
     let record = store
-        .find_login_failures(&email)
+        .find_login_failures(&key)
         .await
         .expect("find")
         .expect("recorded");
-    assert_eq!(record.failures, 20);
-    let locked = store
-        .record_login_failure(
-            &email,
-            Box::new(|_| LoginFailures {
-                failures: 0,
-                window_started_at: T0,
-                locked_until: Some(Timestamp(T0.0 + 5_000)),
-                locks: 1,
-            }),
-        )
+    assert_eq!((record.failures, record.pending), (20, 40));
+    assert_eq!(record.pending_until, Some(Timestamp(T0.0 + 1_000)));
+    // A session's key is a record of its own.
+    let session_key = FailureKey::session(SessionId::new());
+    assert_ne!(session_key.as_str(), key.as_str());
+    assert!(store
+        .find_login_failures(&session_key)
+        .await
+        .expect("find")
+        .is_none());
+    let locked = LoginFailures {
+        failures: 0,
+        window_started_at: T0,
+        locked_until: Some(Timestamp(T0.0 + 5_000)),
+        locks: 1,
+        pending: 0,
+        pending_until: Some(Timestamp(T0.0 + 4_000)),
+    };
+    let change = store
+        .change_login_failures(&key, Box::new(move |_| locked))
         .await
         .expect("record");
-    assert!(locked.just_locked());
-    assert_eq!(
-        store.find_login_failures(&email).await.expect("find"),
-        Some(locked)
-    );
-    // Swept only once both the window and the lock ended before the cut-off.
+    assert_eq!(change.before, Some(record));
+    assert_eq!(change.after, locked);
+    assert_eq!(store.find_login_failures(&key).await.expect("find"), Some(locked));
+    // Swept only once the window, the lock and the pending attempts all ended before the
+    // cut-off.
     assert_eq!(
         store
             .delete_login_failures_ended_before(Timestamp(T0.0 + 5_000))
@@ -907,19 +923,31 @@ async fn login_failures_are_counted_atomically(store: Arc<dyn Store>) {
             .expect("sweep"),
         0
     );
+    let pending_later = LoginFailures {
+        pending: 1,
+        pending_until: Some(Timestamp(T0.0 + 9_000)),
+        ..locked
+    };
+    store
+        .change_login_failures(&key, Box::new(move |_| pending_later))
+        .await
+        .expect("record");
     assert_eq!(
         store
             .delete_login_failures_ended_before(Timestamp(T0.0 + 5_001))
             .await
             .expect("sweep"),
+        0,
+        "an attempt still pending keeps its record"
+    );
+    assert_eq!(
+        store
+            .delete_login_failures_ended_before(Timestamp(T0.0 + 9_001))
+            .await
+            .expect("sweep"),
         1
     );
-    store
-        .record_login_failure(&email, Box::new(count))
-        .await
-        .expect("record");
-    store.delete_login_failures(&email).await.expect("delete");
-    assert!(store.find_login_failures(&email).await.expect("find").is_none());
+    assert!(store.find_login_failures(&key).await.expect("find").is_none());
 }
 
 /// The sweep goes in batches while sessions keep rotating: every rotation succeeds, every
@@ -1096,7 +1124,7 @@ async fn a_disabled_user_gets_no_session_until_enabled(store: Arc<dyn Store>) {
     assert_eq!(account.disabled_at, Some(T0));
 
     let refused = session(&u, T0);
-    assert!(!store.insert_session(&refused, &hash()).await.expect("insert"));
+    assert!(!store.insert_session(&refused, &hash(), 0).await.expect("insert"));
     assert!(store.find_session(refused.id).await.expect("find").is_none());
     // Disabling again keeps the first time; enabling lets sessions in again.
     assert_eq!(
@@ -1114,8 +1142,16 @@ async fn a_disabled_user_gets_no_session_until_enabled(store: Arc<dyn Store>) {
     assert_eq!(account.disabled_at, Some(T0));
     assert!(store.enable_user(u.id).await.expect("enable"));
     assert!(!store.enable_user(u.id).await.expect("enable"));
+    // Under the credential epoch as it is now: a login that read the user before the disable
+    // does not get in after the enable.
+    assert!(!store
+        .insert_session(&session(&u, T0), &hash(), 0)
+        .await
+        .expect("insert"));
+    let epoch = epoch_of(store.as_ref(), &u).await;
+    assert!(epoch > 0, "a disable moves the credential epoch");
     assert!(store
-        .insert_session(&session(&u, T0), &hash())
+        .insert_session(&session(&u, T0), &hash(), epoch)
         .await
         .expect("insert"));
 }
@@ -1128,7 +1164,7 @@ async fn a_session_insert_racing_a_disable_never_outlives_it(store: Arc<dyn Stor
             .map(|_| {
                 let (store, s) = (Arc::clone(&store), session(&u, T0));
                 tokio::spawn(async move {
-                    let inserted = store.insert_session(&s, &hash()).await.expect("insert");
+                    let inserted = store.insert_session(&s, &hash(), 0).await.expect("insert");
                     (s.id, inserted)
                 })
             })
@@ -1205,6 +1241,108 @@ async fn a_password_hash_is_upgraded_only_if_unchanged(store: Arc<dyn Store>) {
         .expect("find")
         .expect("present");
     assert_eq!(found.password_hash, new);
+}
+
+async fn epoch_of(store: &dyn Store, u: &UserRecord) -> i64 {
+    store
+        .find_user_by_email(&u.email)
+        .await
+        .expect("find")
+        .expect("present")
+        .credential_epoch
+}
+
+async fn a_password_change_moves_the_epoch_and_ends_the_other_sessions(store: Arc<dyn Store>) {
+    let u = user("change@example.com");
+    store.insert_user(&u).await.expect("insert");
+    let sessions = insert_sessions(store.as_ref(), &u, 3).await;
+    let new = PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3".into());
+    // An upgrade of an imported hash keeps the password, and the epoch.
+    let upgraded = PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$dXA$dXA".into());
+    assert!(store
+        .upgrade_password_hash(u.id, &u.password_hash, &upgraded)
+        .await
+        .expect("upgrade"));
+    assert_eq!(epoch_of(store.as_ref(), &u).await, 0);
+    // From a hash that is no longer the user's: nothing changes.
+    assert_eq!(
+        store
+            .change_password_hash(u.id, &u.password_hash, &new, None, T0, "password_changed")
+            .await
+            .expect("change"),
+        None
+    );
+    assert_eq!(epoch_of(store.as_ref(), &u).await, 0);
+    assert_eq!(
+        store
+            .change_password_hash(
+                u.id,
+                &upgraded,
+                &new,
+                Some(sessions[0].id),
+                Timestamp(T0.0 + 1),
+                "password_changed"
+            )
+            .await
+            .expect("change"),
+        Some(2)
+    );
+    assert_eq!(epoch_of(store.as_ref(), &u).await, 1);
+    assert_eq!(live_ids(store.as_ref(), u.id, T0).await, vec![sessions[0].id]);
+    let ended = store
+        .find_session(sessions[1].id)
+        .await
+        .expect("find")
+        .expect("kept");
+    assert_eq!(ended.revoked_reason.as_deref(), Some("password_changed"));
+    // A login that read the user before the change writes no session after it.
+    assert!(!store
+        .insert_session(&session(&u, T0), &hash(), 0)
+        .await
+        .expect("insert"));
+    assert!(store
+        .insert_session(&session(&u, T0), &hash(), 1)
+        .await
+        .expect("insert"));
+}
+
+async fn a_session_insert_racing_a_password_change_never_outlives_it(store: Arc<dyn Store>) {
+    let new = PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3".into());
+    for _ in 0..10 {
+        let u = user(&format!("{}@example.com", uuid::Uuid::new_v4().simple()));
+        store.insert_user(&u).await.expect("insert user");
+        // Logins that verified the old password (epoch 0) write their sessions while the
+        // password changes.
+        let inserting: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, s) = (Arc::clone(&store), session(&u, T0));
+                tokio::spawn(async move {
+                    let inserted = store.insert_session(&s, &hash(), 0).await.expect("insert");
+                    (s.id, inserted)
+                })
+            })
+            .collect();
+        let changing = {
+            let (store, old, new) = (Arc::clone(&store), u.password_hash.clone(), new.clone());
+            tokio::spawn(async move {
+                store
+                    .change_password_hash(u.id, &old, &new, None, Timestamp(T0.0 + 1), "password_changed")
+                    .await
+            })
+        };
+        assert!(changing.await.expect("join").expect("change").is_some());
+        for task in inserting {
+            let (id, inserted) = task.await.expect("join");
+            match store.find_session(id).await.expect("find") {
+                Some(s) => {
+                    assert!(inserted);
+                    assert!(s.revoked_at.is_some(), "a session outlived the password change");
+                }
+                None => assert!(!inserted),
+            }
+        }
+        assert!(live_ids(store.as_ref(), u.id, T0).await.is_empty());
+    }
 }
 
 async fn audit_events_are_read_newest_first_by_filter(store: Arc<dyn Store>) {
@@ -1520,6 +1658,8 @@ conformance!(
     revoking_a_next_key_restores_the_key_it_was_to_replace,
     a_private_key_is_replaced_only_if_unchanged,
     login_failures_are_counted_atomically,
+    a_password_change_moves_the_epoch_and_ends_the_other_sessions,
+    a_session_insert_racing_a_password_change_never_outlives_it,
     audit_events_are_swept_by_age,
     sweeping_in_batches_leaves_rotations_alone,
     audit_events_and_ping,

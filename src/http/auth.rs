@@ -200,6 +200,11 @@ pub(super) struct LoginRequest {
     password: String,
     #[schema(nullable = false)]
     transport: Option<TransportName>,
+    /// The refresh token of a session this device already holds for the account, if any (in
+    /// cookie transport the refresh cookie does this). It lets the owner sign in through a
+    /// lock that others' guesses caused, with a small budget of failures of its own.
+    #[schema(nullable = false)]
+    refresh_token: Option<String>,
 }
 
 #[utoipa::path(
@@ -219,7 +224,7 @@ pub(super) struct LoginRequest {
         (status = 429, description = "`rate_limited`: per client IP, or the account is locked after repeated failures", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
     ),
-    security((), ("bearer" = []), ("access_cookie" = []))
+    security((), ("refresh_cookie" = []))
 )]
 pub async fn login(
     State(state): State<AppState>,
@@ -239,10 +244,11 @@ pub async fn login(
             Transport::Body
         }
     };
+    let held_in_body = f.optional_str("refresh_token");
     f.finish()?;
-    // An access token the device already holds (it only matters when the account is locked).
+    // A refresh token the device already holds (it matters only to the per-account lock).
     let cookies = RequestCookies::from_headers(&headers);
-    let held = bearer(&headers).token().or(cookies.access.as_deref());
+    let held = held_in_body.or(cookies.refresh.as_deref());
     let result = state
         .service
         .login(email, password, transport, held, &client)

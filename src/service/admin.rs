@@ -189,6 +189,7 @@ impl AdminService {
             password_hash: hash,
             roles,
             created_at: self.clock.now(),
+            credential_epoch: 0,
         };
         match self.store.insert_user(&user).await {
             Ok(()) => {}

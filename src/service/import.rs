@@ -76,6 +76,7 @@ pub fn parse_import_line(line: &str, now: Timestamp) -> Result<UserRecord, Strin
         password_hash: PasswordHashString(line.password_hash),
         roles,
         created_at,
+        credential_epoch: 0,
     })
 }
 

@@ -201,6 +201,7 @@ mod tests {
             password_hash: PasswordHashString(String::new()),
             roles: vec![],
             created_at: Timestamp(0),
+            credential_epoch: 0,
         };
         let session = SessionRecord {
             id: SessionId::new(),

@@ -1,16 +1,12 @@
 //! Registration and login: the two flows that check or set a password.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::lockout::LockoutPolicy;
-use super::{
-    record_security_event, write_audit, AuthError, AuthService, ClientInfo, TokenGrant, Transport, UserView,
-};
-use crate::alerts::AlertSink;
+use super::attempt::Attempt;
+use super::{write_audit, AuthError, AuthService, ClientInfo, TokenGrant, Transport, UserView};
 use crate::crypto::{self, RefreshToken};
-use crate::domain::{Email, FieldError, Password, SessionId, Timestamp, UserId};
-use crate::store::{AuditEvent, SessionRecord, Store, StoreError, UserRecord};
+use crate::domain::{Email, FieldError, Password, SessionId, UserId};
+use crate::store::{AuditEvent, FailureKey, SessionRecord, StoreError, UserRecord};
 
 impl AuthService {
     pub async fn register(
@@ -35,6 +31,7 @@ impl AuthService {
             password_hash: hash,
             roles: Vec::new(),
             created_at: self.clock.now(),
+            credential_epoch: 0,
         };
         match self.store.insert_user(&user).await {
             Ok(()) => {}
@@ -46,15 +43,16 @@ impl AuthService {
         Ok(UserView::from(&user))
     }
 
-    /// Checks a password and opens a session. `held_access_token` is an access token the
-    /// request carried (bearer header or access cookie), if any: a device that holds a live
-    /// session of the account is let through a lock (see `lockout`).
+    /// Checks a password and opens a session. `held_refresh_token` is a refresh token the
+    /// request carried (body or refresh cookie), if any: a device that proves it holds a live
+    /// session of the account is counted on that session's own budget, through a lock (see
+    /// `lockout`).
     pub async fn login(
         &self,
         email: &str,
         password: &str,
         transport: Transport,
-        held_access_token: Option<&str>,
+        held_refresh_token: Option<&str>,
         client: &ClientInfo,
     ) -> Result<TokenGrant, AuthError> {
         let mut errors = Vec::new();
@@ -76,9 +74,10 @@ impl AuthService {
             Some(e) => self.store.find_user_by_email(e).await?,
             None => None,
         };
-        let had_failures = match &email {
-            Some(e) => self.check_lockout(e, user.as_ref(), held_access_token).await?,
-            None => false,
+        // Reserved before hashing, so that concurrent guesses cannot all pass the lock.
+        let attempt = match &email {
+            Some(e) => self.reserve_attempt(e, user.as_ref(), held_refresh_token).await?,
+            None => None,
         };
         let stored = user
             .as_ref()
@@ -95,23 +94,23 @@ impl AuthService {
                 .flatten();
             (matches, upgrade)
         });
-        // Once the hash has started, it and the audit record of a failure run to the end on a
+        // Once the hash has started, it and the record of its outcome run to the end on a
         // task of their own, even if this request is dropped because the client hung up: the
         // attempt was made and must be on record. (A client that leaves while still queued for
-        // a permit made no attempt: nothing was checked.)
+        // a permit made no attempt: nothing was checked, and its reservation is handed back.)
         let failure = self.audit_event("login_failed", user.as_ref().map(|u| u.id), None, client, None);
         let (store, clock, known) = (Arc::clone(&self.store), Arc::clone(&self.clock), user.is_some());
         let alerts = Arc::clone(&self.alerts);
-        let (lockout, counted) = (
-            self.policy.lockout,
-            email.clone().filter(|_| self.policy.lockout.enabled()),
-        );
         let (matches, upgrade) = tokio::spawn(async move {
             let (matches, upgrade) = hashing.await.map_err(|e| AuthError::Internal(e.to_string()))?;
-            if !(matches && known) {
+            if matches && known {
+                if let Some(attempt) = attempt {
+                    attempt.succeeded().await;
+                }
+            } else {
                 let at = clock.now();
-                if let Some(email) = counted {
-                    count_failure(store.as_ref(), alerts.as_ref(), &email, lockout, &failure, at).await;
+                if let Some(attempt) = attempt {
+                    attempt.failed(alerts.as_ref(), &failure, at).await;
                 }
                 write_audit(store.as_ref(), AuditEvent { at, ..failure }).await;
             }
@@ -123,12 +122,6 @@ impl AuthService {
             Some(u) if matches => u,
             _ => return Err(AuthError::InvalidCredentials),
         };
-        if let (true, Some(email)) = (had_failures, &email) {
-            // The owner got in: earlier guesses no longer count against the account.
-            if let Err(e) = self.store.delete_login_failures(email).await {
-                tracing::warn!(error = %e, "could not clear failed logins");
-            }
-        }
 
         // Checked before anything is written: no session is created that gets no tokens.
         let keys = self.signing_keys().await?;
@@ -156,18 +149,26 @@ impl AuthService {
         let refresh = RefreshToken::issue(&self.rng, session.id, 0)?;
         // Read before this login's session exists, which would match itself.
         let new_device = self.is_new_device(user.id, client).await;
-        if !self.store.insert_session(&session, &refresh.hash()).await? {
-            // Disabled (`tessera users disable`): the same answer as a wrong password, after
-            // the same work, so disabling an account tells nobody anything about it, not even
-            // someone who holds its password.
-            self.audit(
-                "login_failed",
-                Some(user.id),
-                None,
-                client,
-                Some("account disabled".into()),
-            )
-            .await;
+        // Only under the credential just verified: a password changed (or the account
+        // disabled) since it was read leaves no session behind for the old password.
+        if !self
+            .store
+            .insert_session(&session, &refresh.hash(), user.credential_epoch)
+            .await?
+        {
+            // The same answer as a wrong password, after the same work, so disabling an
+            // account tells nobody anything about it, not even someone who holds its password.
+            let disabled = match self.store.find_account(&user.email).await {
+                Ok(Some(account)) => account.disabled_at.is_some(),
+                _ => false,
+            };
+            let detail = if disabled {
+                "account disabled"
+            } else {
+                "password changed during the login"
+            };
+            self.audit("login_failed", Some(user.id), None, client, Some(detail.into()))
+                .await;
             return Err(AuthError::InvalidCredentials);
         }
         let mut detail = None;
@@ -241,109 +242,47 @@ fn network(ip: Option<&str>) -> Option<String> {
 }
 
 impl AuthService {
-    /// Refuses a login to a locked account, unless the request comes from a device holding a
-    /// live session of it. Returns whether failures are on record (to clear on success).
-    pub(super) async fn check_lockout(
+    /// Reserves a password check under the per-account lock (`None` when locking is off): on
+    /// the account's email, or, for a device proving it holds a live session of the account,
+    /// on that session's own budget, which the account's lock does not stop.
+    pub(super) async fn reserve_attempt(
         &self,
         email: &Email,
         user: Option<&UserRecord>,
-        held_access_token: Option<&str>,
-    ) -> Result<bool, AuthError> {
-        if !self.policy.lockout.enabled() {
-            return Ok(false);
+        held_refresh_token: Option<&str>,
+    ) -> Result<Option<Attempt>, AuthError> {
+        let lockout = self.policy.lockout;
+        if !lockout.enabled() {
+            return Ok(None);
         }
-        let Some(record) = self.store.find_login_failures(email).await? else {
-            return Ok(false);
+        let (key, policy, on_account) = match self.proven_session(held_refresh_token, user).await {
+            Some(session) => (FailureKey::session(session), lockout.for_session(), false),
+            None => (FailureKey::account(email), lockout, true),
         };
-        let now = self.clock.now();
-        if let Some(until) = self.policy.lockout.locked_until(&record, now) {
-            if !self.holds_live_session(held_access_token, user, now).await {
-                let wait = Duration::from_millis(u64::try_from(until.0 - now.0).unwrap_or(0));
-                return Err(AuthError::AccountLocked(wait));
-            }
-        }
-        Ok(true)
+        Attempt::reserve(&self.store, &self.clock, key, policy, on_account)
+            .await
+            .map(Some)
     }
 
-    /// Is `access_token` (expired or not) one of `user`'s, for a session still live?
-    async fn holds_live_session(
+    /// The live session of `user` whose current refresh token is `refresh_token`, if any.
+    /// Only the refresh token proves a device: access tokens are shown to every resource
+    /// server, proxy and log, and an old one names a session for as long as it lives.
+    async fn proven_session(
         &self,
-        access_token: Option<&str>,
+        refresh_token: Option<&str>,
         user: Option<&UserRecord>,
-        now: Timestamp,
-    ) -> bool {
-        let (Some(token), Some(user)) = (access_token, user) else {
-            return false;
+    ) -> Option<SessionId> {
+        let (token, user) = (RefreshToken::parse(refresh_token?)?, user?);
+        let found = match self.store.find_refresh_token(&token.key()).await {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read a refresh token held at login");
+                return None;
+            }
         };
-        let Ok(claims) = self.verify_access_token(token, true).await else {
-            return false;
-        };
-        if claims.user_id() != user.id {
-            return false;
-        }
-        matches!(
-            self.store.find_session(claims.session_id()).await,
-            Ok(Some(s)) if s.user_id == user.id && s.revoked_at.is_none() && now < s.expires_at()
-        )
-    }
-}
-
-/// Counts a failed login against its email; the failure that locks the account is audited
-/// (and logged, and alerted) as `account_locked`, and the failure that reaches
-/// [`LockoutPolicy::burst`] within a window as `login_failed_burst` (so at most once per
-/// window). Errors are logged: the login has failed either way.
-pub(super) async fn count_failure(
-    store: &dyn Store,
-    alerts: &dyn AlertSink,
-    email: &Email,
-    lockout: LockoutPolicy,
-    failure: &AuditEvent,
-    at: Timestamp,
-) {
-    match store
-        .record_login_failure(
-            email,
-            Box::new(move |previous| lockout.after_failure(previous, at)),
-        )
-        .await
-    {
-        Ok(record) if record.just_locked() => {
-            let until = record.locked_until.unwrap_or(at);
-            tracing::warn!(user = ?failure.user_id, ip = ?failure.ip, locked_for_ms = until.0 - at.0,
-                "too many failed logins; account locked");
-            let detail = format!(
-                "locked for {} s after {} failed logins",
-                (until.0 - at.0 + 999) / 1000,
-                lockout.threshold
-            );
-            let locked = AuditEvent {
-                id: uuid::Uuid::now_v7(),
-                event: "account_locked",
-                at,
-                detail: Some(detail),
-                ..failure.clone()
-            };
-            record_security_event(store, alerts, locked).await;
-        }
-        // Only for an existing account: guesses at unknown emails concern no one to alert.
-        Ok(record) if failure.user_id.is_some() && Some(record.failures) == lockout.burst() => {
-            let detail = format!(
-                "{} failed logins within {} s (the account locks at {})",
-                record.failures,
-                lockout.window.as_secs(),
-                lockout.threshold
-            );
-            let burst = AuditEvent {
-                id: uuid::Uuid::now_v7(),
-                event: "login_failed_burst",
-                at,
-                detail: Some(detail),
-                ..failure.clone()
-            };
-            record_security_event(store, alerts, burst).await;
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not count a failed login"),
+        let session = found.session;
+        let live = session.revoked_at.is_none() && self.clock.now() < session.expires_at();
+        (session.user_id == user.id && found.generation == session.generation && live).then_some(session.id)
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod aligned_clock;
+mod attempt;
 pub mod feed;
 mod hashing;
 pub mod import;

@@ -42,9 +42,9 @@ impl AuthService {
             .ok_or(AuthError::SessionRevoked)?;
         // Guessing through this endpoint (with a stolen access token) counts against the
         // account like guessing at login, and a locked account refuses it too. The caller
-        // holds a live session, which passes a lock at login; here the session itself is what
-        // may be stolen, so it does not.
-        self.check_lockout(&user.email, None, None).await?;
+        // holds a live session, but here the session itself is what may be stolen, so it
+        // gets no budget of its own.
+        let attempt = self.reserve_attempt(&user.email, None, None).await?;
 
         let stored = user.password_hash.clone();
         let current = current.to_owned();
@@ -59,36 +59,35 @@ impl AuthService {
                 client,
                 None,
             );
-            if self.policy.lockout.enabled() {
-                super::login::count_failure(
-                    self.store.as_ref(),
-                    self.alerts.as_ref(),
-                    &user.email,
-                    self.policy.lockout,
-                    &failure,
-                    failure.at,
-                )
-                .await;
+            if let Some(attempt) = attempt {
+                attempt.failed(self.alerts.as_ref(), &failure, failure.at).await;
             }
             super::write_audit(self.store.as_ref(), failure).await;
             return Err(AuthError::InvalidCredentials);
         }
-        let hash = self.hash_in_turn(move |hasher| hasher.hash(&new)).await??;
-        // Only over the hash just verified: a change racing this one (or an admin's) wins,
-        // and this caller is told its current password is no longer right.
-        if !self
-            .store
-            .upgrade_password_hash(user.id, &user.password_hash, &hash)
-            .await?
-        {
-            return Err(AuthError::InvalidCredentials);
+        if let Some(attempt) = attempt {
+            attempt.succeeded().await;
         }
-
+        let hash = self.hash_in_turn(move |hasher| hasher.hash(&new)).await??;
         let now = self.clock.now();
-        let others = self
+        // Only over the hash just verified: a change racing this one (or an admin's) wins,
+        // and this caller is told its current password is no longer right. The same step
+        // moves the credential epoch and ends every other session, so a login that verified
+        // the old password leaves no session behind, whenever it finishes.
+        let Some(others) = self
             .store
-            .revoke_user_sessions(user.id, Some(session.id), now, "password_changed")
-            .await?;
+            .change_password_hash(
+                user.id,
+                &user.password_hash,
+                &hash,
+                Some(session.id),
+                now,
+                "password_changed",
+            )
+            .await?
+        else {
+            return Err(AuthError::InvalidCredentials);
+        };
         self.learn_own_revocations().await;
         // A fresh refresh token for this session, with nothing sealed: the token it replaces
         // is not forgiven as a retry, so whoever else holds it gets `refresh_token_reused`

@@ -47,10 +47,11 @@ pub trait AccountStore: Send + Sync {
     async fn find_account(&self, email: &Email) -> StoreResult<Option<UserAccount>>;
     /// Up to `limit` accounts in email order, after `after` (keyset paging).
     async fn find_accounts(&self, after: Option<&Email>, limit: u32) -> StoreResult<Vec<UserAccount>>;
-    /// Marks the user disabled (keeping the first time it was) and revokes every live session
-    /// of it, reason `user_disabled`, all in one transaction; returns how many sessions it
-    /// revoked. A session insert racing it either commits first (and is revoked here) or
-    /// sees the user disabled and inserts nothing (see `Store::insert_session`).
+    /// Marks the user disabled (keeping the first time it was), bumps its credential epoch
+    /// and revokes every live session of it, reason `user_disabled`, all in one transaction;
+    /// returns how many sessions it revoked. A session insert racing it either commits first
+    /// (and is revoked here) or sees the user disabled and inserts nothing (see
+    /// `Store::insert_session`).
     async fn disable_user(&self, user: UserId, now: Timestamp) -> StoreResult<u64>;
     /// Clears the disabled mark; returns whether the user was disabled.
     async fn enable_user(&self, user: UserId) -> StoreResult<bool>;
@@ -65,6 +66,20 @@ pub trait AccountStore: Send + Sync {
         old: &PasswordHashString,
         new: &PasswordHashString,
     ) -> StoreResult<bool>;
+    /// Sets a new password: replaces the hash with `new` only if it is still `old`, bumps the
+    /// credential epoch and revokes every live session of the user but `keep`, with
+    /// `reason`, in one transaction. `None` when the hash was no longer `old`; otherwise how
+    /// many sessions it revoked. A login that verified the old password either wrote its
+    /// session first (revoked here) or finds the epoch moved and writes nothing.
+    async fn change_password_hash(
+        &self,
+        user: UserId,
+        old: &PasswordHashString,
+        new: &PasswordHashString,
+        keep: Option<SessionId>,
+        now: Timestamp,
+        reason: &str,
+    ) -> StoreResult<Option<u64>>;
     /// Inserts every user whose email is not taken yet, in one transaction; returns how many
     /// it inserted (the others were already present).
     async fn insert_users_if_absent(&self, users: &[UserRecord]) -> StoreResult<u64>;

@@ -45,6 +45,9 @@ pub struct UserRecord {
     pub password_hash: PasswordHashString,
     pub roles: Vec<String>,
     pub created_at: Timestamp,
+    /// Bumped whenever the account's credential stops being what it was (password changed or
+    /// set, account disabled); a login's session is written only under the epoch it read.
+    pub credential_epoch: i64,
 }
 
 /// One device session and the head of its refresh-token chain. Its `Debug` leaves out the
@@ -145,7 +148,27 @@ pub struct CurrentRotation {
     pub csrf: Option<String>,
 }
 
-/// Failed logins counted for one (normalised) email; see `service::lockout`.
+/// What failed logins are counted against: an account's (normalised) email, or one session
+/// whose holder signs in through the account's lock (see `service::lockout`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailureKey(String);
+
+impl FailureKey {
+    pub fn account(email: &Email) -> FailureKey {
+        FailureKey(email.as_str().to_owned())
+    }
+
+    /// An email never contains whitespace, so no session's key is ever an account's.
+    pub fn session(id: SessionId) -> FailureKey {
+        FailureKey(format!("session {id}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Failed and pending logins counted for one [`FailureKey`]; see `service::lockout`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoginFailures {
     /// Failures in the window that started at `window_started_at`.
@@ -156,18 +179,21 @@ pub struct LoginFailures {
     pub locked_until: Option<Timestamp>,
     /// Locks in a row.
     pub locks: u32,
+    /// Attempts admitted whose password is still being checked.
+    pub pending: u32,
+    /// When the pending attempts stop counting (an instance that died mid-attempt).
+    pub pending_until: Option<Timestamp>,
 }
 
-impl LoginFailures {
-    /// Did the failure that produced this record lock the account? (Only a locking failure
-    /// leaves the count at 0.)
-    pub fn just_locked(&self) -> bool {
-        self.failures == 0 && self.locked_until.is_some()
-    }
-}
-
-/// The next failure record from the current one (`None`: no failures recorded yet).
+/// The next record from the current one (`None`: nothing recorded yet).
 pub type NextLoginFailures = Box<dyn FnOnce(Option<LoginFailures>) -> LoginFailures + Send>;
+
+/// A record as it was before a change and as the change left it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoginFailuresChange {
+    pub before: Option<LoginFailures>,
+    pub after: LoginFailures,
+}
 
 #[derive(Clone, Debug)]
 pub struct AuditEvent {
@@ -258,9 +284,16 @@ pub trait Store: AccountStore + AlertStore + Send + Sync + 'static {
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>>;
 
     /// Creates a session together with its first refresh token (generation 0), unless its
-    /// user is disabled: then nothing is written and the answer is `false`. The check is part
-    /// of the insert, so a login racing `disable_user` cannot leave a live session behind.
-    async fn insert_session(&self, session: &SessionRecord, first: &RefreshTokenHash) -> StoreResult<bool>;
+    /// user is disabled or its `credential_epoch` is no longer `credential_epoch` (the
+    /// password the login verified was changed meanwhile): then nothing is written and the
+    /// answer is `false`. The check is part of the insert, so a login racing a password
+    /// change or `disable_user` cannot leave a live session behind.
+    async fn insert_session(
+        &self,
+        session: &SessionRecord,
+        first: &RefreshTokenHash,
+        credential_epoch: i64,
+    ) -> StoreResult<bool>;
     async fn find_session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>>;
     /// The session and its user in one read: the access-token liveness check.
     async fn find_session_with_user(&self, id: SessionId)
@@ -330,18 +363,16 @@ pub trait Store: AccountStore + AlertStore + Send + Sync + 'static {
     /// Deletes revocation-log entries older than `before`.
     async fn delete_revocations_logged_before(&self, before: Timestamp) -> StoreResult<u64>;
 
-    /// The failed-login record of an email, if any failures are remembered.
-    async fn find_login_failures(&self, email: &Email) -> StoreResult<Option<LoginFailures>>;
-    /// Replaces an email's failed-login record by `next(current)`, atomically across every
-    /// instance (concurrent failures are applied one after the other), and returns it.
-    async fn record_login_failure(
+    /// The failed-login record of a key, if one is remembered.
+    async fn find_login_failures(&self, key: &FailureKey) -> StoreResult<Option<LoginFailures>>;
+    /// Replaces a key's failed-login record by `next(current)`, atomically across every
+    /// instance (concurrent changes are applied one after the other).
+    async fn change_login_failures(
         &self,
-        email: &Email,
+        key: &FailureKey,
         next: NextLoginFailures,
-    ) -> StoreResult<LoginFailures>;
-    /// Forgets an email's failures (after a successful login).
-    async fn delete_login_failures(&self, email: &Email) -> StoreResult<()>;
-    /// Forgets records whose window and lock both ended before `before`.
+    ) -> StoreResult<LoginFailuresChange>;
+    /// Forgets records whose window, lock and pending attempts all ended before `before`.
     async fn delete_login_failures_ended_before(&self, before: Timestamp) -> StoreResult<u64>;
 
     async fn insert_audit_event(&self, event: &AuditEvent) -> StoreResult<()>;

@@ -39,7 +39,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.absolute_expires_at, \
      s.refresh_expires_at, s.revoked_at, s.revoked_reason, s.user_agent, s.ip, s.generation, \
      s.rotated_at, s.sealed_current, s.csrf_token";
-const USER_COLUMNS: &str = "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at";
+const USER_COLUMNS: &str =
+    "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at, u.credential_epoch";
 
 /// A chained token: one primary-key read among its session's own tokens.
 static FIND_CHAINED_TOKEN: LazyLock<String> = LazyLock::new(|| {
@@ -138,6 +139,7 @@ fn user_from_row(row: &PgRow) -> Result<UserRecord, sqlx::Error> {
         password_hash: PasswordHashString(row.try_get("password_hash")?),
         roles: parse_roles(row.try_get("roles")?),
         created_at: Timestamp(row.try_get("u_created_at")?),
+        credential_epoch: row.try_get("credential_epoch")?,
     })
 }
 
@@ -150,6 +152,8 @@ fn login_failures_from_row(row: &PgRow) -> Result<LoginFailures, sqlx::Error> {
         window_started_at: Timestamp(row.try_get("window_started_at")?),
         locked_until: row.try_get::<Option<i64>, _>("locked_until")?.map(Timestamp),
         locks: count("locks")?,
+        pending: count("pending")?,
+        pending_until: row.try_get::<Option<i64>, _>("pending_until")?.map(Timestamp),
     })
 }
 
@@ -240,14 +244,21 @@ impl Store for PostgresStore {
         row.as_ref().map(user_from_row).transpose().map_err(map_pg)
     }
 
-    async fn insert_session(&self, s: &SessionRecord, first: &RefreshTokenHash) -> StoreResult<bool> {
+    async fn insert_session(
+        &self,
+        s: &SessionRecord,
+        first: &RefreshTokenHash,
+        credential_epoch: i64,
+    ) -> StoreResult<bool> {
         // One statement, so no transaction round trips: the CTE inserts both rows atomically.
-        // It share-locks the user row, and only if the user is not disabled: a `disable_user`
-        // holding the row makes it wait and then re-check (and find it disabled: nothing is
-        // inserted); one arriving after it waits for this commit, and its revocation, a later
-        // statement, then sees this session. No session outlives a disable.
+        // It share-locks the user row, and only if the user is not disabled and its credential
+        // epoch is the one the login read: a `disable_user` or `change_password_hash` holding
+        // the row makes it wait and then re-check (and find it changed: nothing is inserted);
+        // one arriving after it waits for this commit, and its revocation, a later statement,
+        // then sees this session. No session outlives a disable or a password change.
         let inserted = sqlx::query(
-            "WITH u AS (SELECT id FROM users WHERE id = $2 AND disabled_at IS NULL FOR SHARE), \
+            "WITH u AS (SELECT id FROM users WHERE id = $2 AND disabled_at IS NULL \
+               AND credential_epoch = $12 FOR SHARE), \
              s AS (INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
              refresh_expires_at, user_agent, ip, generation, csrf_token, current_hash) \
              SELECT $1, u.id, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM u RETURNING id) \
@@ -264,6 +275,7 @@ impl Store for PostgresStore {
         .bind(s.generation)
         .bind(&s.csrf_token)
         .bind(&first.0[..])
+        .bind(credential_epoch)
         .execute(&self.pool)
         .await
         .map_err(map_pg)?
@@ -570,76 +582,77 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    async fn find_login_failures(&self, email: &Email) -> StoreResult<Option<LoginFailures>> {
-        let row = sqlx::query(
-            "SELECT failures, window_started_at, locked_until, locks FROM login_failures WHERE email = $1",
+    async fn find_login_failures(&self, key: &FailureKey) -> StoreResult<Option<LoginFailures>> {
+        sqlx::query(
+            "SELECT failures, window_started_at, locked_until, locks, pending, pending_until \
+             FROM login_failures WHERE email = $1",
         )
-        .bind(email.as_str())
+        .bind(key.as_str())
         .fetch_optional(&self.pool)
         .await
-        .map_err(map_pg)?;
-        row.as_ref()
-            .map(login_failures_from_row)
-            .transpose()
-            .map_err(map_pg)
+        .map_err(map_pg)?
+        .as_ref()
+        .map(login_failures_from_row)
+        .transpose()
+        .map_err(map_pg)
     }
 
-    async fn record_login_failure(
+    async fn change_login_failures(
         &self,
-        email: &Email,
+        key: &FailureKey,
         next: NextLoginFailures,
-    ) -> StoreResult<LoginFailures> {
-        // The row is locked from read to write, so concurrent failures on any instance are
-        // applied one after the other. A first failure inserts an empty row to lock: `next`
-        // sees no failures either way.
+    ) -> StoreResult<LoginFailuresChange> {
+        // The row is locked from read to write, so concurrent changes on any instance are
+        // applied one after the other. A first change inserts an empty row to lock (`next`
+        // sees nothing recorded either way).
         let mut tx = self.pool.begin().await.map_err(map_pg)?;
-        sqlx::query(
+        let fresh = sqlx::query(
             "INSERT INTO login_failures (email, failures, window_started_at, locks) VALUES ($1, 0, 0, 0) \
              ON CONFLICT (email) DO NOTHING",
         )
-        .bind(email.as_str())
+        .bind(key.as_str())
         .execute(&mut *tx)
         .await
-        .map_err(map_pg)?;
+        .map_err(map_pg)?
+        .rows_affected()
+            == 1;
         let current = sqlx::query(
-            "SELECT failures, window_started_at, locked_until, locks FROM login_failures \
-             WHERE email = $1 FOR UPDATE",
+            "SELECT failures, window_started_at, locked_until, locks, pending, pending_until \
+             FROM login_failures WHERE email = $1 FOR UPDATE",
         )
-        .bind(email.as_str())
+        .bind(key.as_str())
         .fetch_one(&mut *tx)
         .await
         .map_err(map_pg)?;
-        let current = login_failures_from_row(&current).map_err(map_pg)?;
-        let record = next((current.failures > 0 || current.locked_until.is_some()).then_some(current));
+        let before = (!fresh)
+            .then(|| login_failures_from_row(&current))
+            .transpose()
+            .map_err(map_pg)?;
+        let after = next(before);
+        let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
         sqlx::query(
-            "UPDATE login_failures SET failures = $2, window_started_at = $3, locked_until = $4, locks = $5 \
-             WHERE email = $1",
+            "UPDATE login_failures SET failures = $2, window_started_at = $3, locked_until = $4, locks = $5, \
+             pending = $6, pending_until = $7 WHERE email = $1",
         )
-        .bind(email.as_str())
-        .bind(i32::try_from(record.failures).unwrap_or(i32::MAX))
-        .bind(record.window_started_at.millis())
-        .bind(record.locked_until.map(Timestamp::millis))
-        .bind(i32::try_from(record.locks).unwrap_or(i32::MAX))
+        .bind(key.as_str())
+        .bind(count(after.failures))
+        .bind(after.window_started_at.millis())
+        .bind(after.locked_until.map(Timestamp::millis))
+        .bind(count(after.locks))
+        .bind(count(after.pending))
+        .bind(after.pending_until.map(Timestamp::millis))
         .execute(&mut *tx)
         .await
         .map_err(map_pg)?;
         tx.commit().await.map_err(map_pg)?;
-        Ok(record)
-    }
-
-    async fn delete_login_failures(&self, email: &Email) -> StoreResult<()> {
-        sqlx::query("DELETE FROM login_failures WHERE email = $1")
-            .bind(email.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(map_pg)?;
-        Ok(())
+        Ok(LoginFailuresChange { before, after })
     }
 
     async fn delete_login_failures_ended_before(&self, before: Timestamp) -> StoreResult<u64> {
         let done = sqlx::query(
             "DELETE FROM login_failures WHERE window_started_at < $1 \
-             AND (locked_until IS NULL OR locked_until < $1)",
+             AND (locked_until IS NULL OR locked_until < $1) \
+             AND (pending_until IS NULL OR pending_until < $1)",
         )
         .bind(before.millis())
         .execute(&self.pool)

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_alert_outbox.sql"),
     include_str!("../../migrations/sqlite/0007_revocation_feed.sql"),
     include_str!("../../migrations/sqlite/0008_signing_key_stages.sql"),
+    include_str!("../../migrations/sqlite/0009_credentials.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
@@ -73,7 +74,7 @@ macro_rules! returned_session_columns {
 }
 macro_rules! user_columns {
     () => {
-        "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at"
+        "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at, u.credential_epoch"
     };
 }
 /// The system clock as SQLite sees it, in milliseconds (the revocation log's clock).
@@ -412,6 +413,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
         password_hash: PasswordHashString(row.get("password_hash")?),
         roles: parse_roles(&row.get::<_, String>("roles")?),
         created_at: Timestamp(row.get("u_created_at")?),
+        credential_epoch: row.get("credential_epoch")?,
     })
 }
 
@@ -490,16 +492,19 @@ fn in_savepoint<T>(
     }
 }
 
-fn find_login_failures(conn: &Connection, email: &str) -> rusqlite::Result<Option<LoginFailures>> {
+fn find_login_failures(conn: &Connection, key: &str) -> rusqlite::Result<Option<LoginFailures>> {
     conn.prepare_cached(
-        "SELECT failures, window_started_at, locked_until, locks FROM login_failures WHERE email = ?1",
+        "SELECT failures, window_started_at, locked_until, locks, pending, pending_until \
+         FROM login_failures WHERE email = ?1",
     )?
-    .query_row([email], |r| {
+    .query_row([key], |r| {
         Ok(LoginFailures {
             failures: r.get(0)?,
             window_started_at: Timestamp(r.get(1)?),
             locked_until: r.get::<_, Option<i64>>(2)?.map(Timestamp),
             locks: r.get(3)?,
+            pending: r.get(4)?,
+            pending_until: r.get::<_, Option<i64>>(5)?.map(Timestamp),
         })
     })
     .optional()
@@ -563,18 +568,25 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn insert_session(&self, s: &SessionRecord, first: &RefreshTokenHash) -> StoreResult<bool> {
+    async fn insert_session(
+        &self,
+        s: &SessionRecord,
+        first: &RefreshTokenHash,
+        credential_epoch: i64,
+    ) -> StoreResult<bool> {
         let s = s.clone();
         let first = *first;
         // The trigger `sessions_record_first_token` records `first` in refresh_tokens. The
-        // user's disabled mark is checked by the insert itself: with one writer (and SQLite's
-        // lock for other processes) a disable is wholly before or after it.
+        // user's disabled mark and credential epoch are checked by the insert itself: with one
+        // writer (and SQLite's lock for other processes) a disable or password change is
+        // wholly before or after it.
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
                  refresh_expires_at, user_agent, ip, generation, csrf_token, current_hash) \
                  SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 \
-                 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled_at IS NULL)",
+                 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled_at IS NULL \
+                   AND credential_epoch = ?12)",
             )?
             .execute(params![
                 s.id.to_string(),
@@ -588,6 +600,7 @@ impl Store for SqliteStore {
                 s.generation,
                 s.csrf_token,
                 &first.0[..],
+                credential_epoch,
             ])
             .map(|inserted| inserted == 1)
         })
@@ -916,43 +929,37 @@ impl Store for SqliteStore {
         Ok(done as u64)
     }
 
-    async fn find_login_failures(&self, email: &Email) -> StoreResult<Option<LoginFailures>> {
-        self.readers.read(|c| find_login_failures(c, email.as_str()))
+    async fn find_login_failures(&self, key: &FailureKey) -> StoreResult<Option<LoginFailures>> {
+        self.readers.read(|c| find_login_failures(c, key.as_str()))
     }
 
-    async fn record_login_failure(
+    async fn change_login_failures(
         &self,
-        email: &Email,
+        key: &FailureKey,
         next: NextLoginFailures,
-    ) -> StoreResult<LoginFailures> {
-        let email = email.as_str().to_owned();
+    ) -> StoreResult<LoginFailuresChange> {
+        let key = key.as_str().to_owned();
         // Read and write in the writer's transaction: SQLite has one writer, so nothing
         // (no other instance either) changes the row in between.
         self.write(move |c| {
-            let record = next(find_login_failures(c, &email)?);
+            let before = find_login_failures(c, &key)?;
+            let after = next(before);
             c.prepare_cached(
-                "INSERT INTO login_failures (email, failures, window_started_at, locked_until, locks) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (email) DO UPDATE SET failures = ?2, \
-                 window_started_at = ?3, locked_until = ?4, locks = ?5",
+                "INSERT INTO login_failures (email, failures, window_started_at, locked_until, locks, \
+                 pending, pending_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (email) DO UPDATE \
+                 SET failures = ?2, window_started_at = ?3, locked_until = ?4, locks = ?5, pending = ?6, \
+                 pending_until = ?7",
             )?
             .execute(params![
-                email,
-                record.failures,
-                record.window_started_at.millis(),
-                record.locked_until.map(Timestamp::millis),
-                record.locks,
+                key,
+                after.failures,
+                after.window_started_at.millis(),
+                after.locked_until.map(Timestamp::millis),
+                after.locks,
+                after.pending,
+                after.pending_until.map(Timestamp::millis),
             ])?;
-            Ok(record)
-        })
-        .await
-    }
-
-    async fn delete_login_failures(&self, email: &Email) -> StoreResult<()> {
-        let email = email.as_str().to_owned();
-        self.write(move |c| {
-            c.prepare_cached("DELETE FROM login_failures WHERE email = ?1")?
-                .execute([email])
-                .map(drop)
+            Ok(LoginFailuresChange { before, after })
         })
         .await
     }
@@ -962,7 +969,8 @@ impl Store for SqliteStore {
             .write(move |c| {
                 c.prepare_cached(
                     "DELETE FROM login_failures WHERE window_started_at < ?1 \
-                     AND (locked_until IS NULL OR locked_until < ?1)",
+                     AND (locked_until IS NULL OR locked_until < ?1) \
+                     AND (pending_until IS NULL OR pending_until < ?1)",
                 )?
                 .execute([before.millis()])
             })

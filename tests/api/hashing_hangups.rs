@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::binary::{credentials_body, Served};
+use crate::binary::Served;
 
 const PERMITS: usize = 4;
 const CLIENTS: usize = 400;
@@ -47,16 +47,21 @@ async fn logins_that_hang_up_leave_hashing_bounded_and_audited() {
         ],
     );
     assert_eq!(gauge(&served, "tessera_password_hash_permits"), PERMITS as u64);
-    let body = credentials_body(); // an unknown email: the dummy hash, a failed login
-    let request = format!(
-        "POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    // Unknown emails, one per client: the dummy hash, a failed login. (One email for all
+    // would be held to its lock's threshold of attempts at once, before any hashing.)
+    let request = |i: usize| {
+        let body =
+            serde_json::json!({ "email": format!("hangup{i}@example.com"), "password": "pw" }).to_string();
+        format!(
+            "POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
     let addr = served.addr();
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let request = request.clone();
+        .map(|i| {
+            let request = request(i);
             tokio::spawn(async move {
                 let Ok(mut stream) = TcpStream::connect(addr).await else {
                     return;

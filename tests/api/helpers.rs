@@ -132,6 +132,25 @@ pub fn serve(app: Application, config: Config, storage: Arc<TestStorage>) -> Tes
 }
 
 impl TestApp {
+    /// The audit events of the account with `email`, newest first, read from its database.
+    pub async fn audit_events(&self, email: &str) -> Vec<tessera::store::StoredAuditEvent> {
+        let store = tessera::store::connect(&self.config.database_url, 1)
+            .await
+            .expect("connect to the test database");
+        let email = tessera::domain::Email::parse(email).expect("email");
+        let user = store
+            .find_user_by_email(&email)
+            .await
+            .expect("find user")
+            .expect("the account exists");
+        let filter = tessera::store::AuditFilter {
+            user: Some(user.id),
+            limit: 1000,
+            ..Default::default()
+        };
+        store.find_audit_events(&filter).await.expect("audit events")
+    }
+
     /// Stops the server and waits for it to finish.
     pub async fn stop(mut self) -> (Config, Arc<TestStorage>) {
         if let Some(tx) = self.stop.take() {

@@ -172,3 +172,73 @@ async fn a_browser_changes_its_password_with_the_csrf_header_and_gets_new_cookie
     assert!(set.iter().any(|c| c.starts_with("tessera_at=")), "{set:?}");
     json_ok(app.login_with(EMAIL, NEW_PASSWORD).await).await;
 }
+
+/// Logins with the old password that are still in flight while the password changes: each
+/// either finished before the change (its session is ended by it) or is refused. None leaves a
+/// live session behind, whenever it answers. Several trials, six logins at a time.
+#[tokio::test]
+async fn logins_racing_a_password_change_leave_no_session_for_the_old_password() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    // Every login is a session: room for them all, so none is ended by the session cap.
+    let app = spawn_app_with(|c| c.max_sessions = 10_000).await;
+    let mut granted = 0;
+    for trial in 0..6 {
+        let email = format!("race{trial}@example.com");
+        let here = app.signup_and_login(&email).await;
+        let changed = Arc::new(AtomicBool::new(false));
+        let logins: Vec<_> = (0..6)
+            .map(|_| {
+                let (client, url, email, changed) = (
+                    app.client.clone(),
+                    app.url("/v1/auth/login"),
+                    email.clone(),
+                    Arc::clone(&changed),
+                );
+                tokio::spawn(async move {
+                    let mut refresh_tokens = Vec::new();
+                    // Until a login starts after the change was acknowledged.
+                    loop {
+                        let after_change = changed.load(Ordering::SeqCst);
+                        let r = client
+                            .post(&url)
+                            .json(&json!({"email": email, "password": PASSWORD}))
+                            .send()
+                            .await
+                            .expect("request");
+                        match r.status().as_u16() {
+                            200 => {
+                                let t: Value = r.json().await.expect("json");
+                                refresh_tokens.push(s(&t, "refresh_token"));
+                            }
+                            401 => {}
+                            other => panic!("unexpected status {other}"),
+                        }
+                        if after_change {
+                            return refresh_tokens;
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20 * trial)).await;
+        json_ok(change(&app, &s(&here, "access_token"), PASSWORD, NEW_PASSWORD).await).await;
+        changed.store(true, Ordering::SeqCst);
+        for login in logins {
+            for refresh_token in login.await.expect("join") {
+                granted += 1;
+                let r = app.refresh(&refresh_token).await;
+                assert_ne!(
+                    r.status().as_u16(),
+                    200,
+                    "trial {trial}: a session of the old password outlived the change"
+                );
+            }
+        }
+    }
+    assert!(
+        granted > 0,
+        "no login with the old password got in before a change"
+    );
+}

@@ -65,12 +65,15 @@ impl AccountStore for PostgresStore {
         // commit and then finds the user disabled. Inserts that took the row before us have
         // committed by the time we have it, so the revocation below (a later statement, a
         // newer snapshot) sees their sessions.
-        sqlx::query("UPDATE users SET disabled_at = coalesce(disabled_at, $2) WHERE id = $1")
-            .bind(user.0)
-            .bind(now.millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_pg)?;
+        sqlx::query(
+            "UPDATE users SET disabled_at = coalesce(disabled_at, $2), \
+             credential_epoch = credential_epoch + 1 WHERE id = $1",
+        )
+        .bind(user.0)
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_pg)?;
         // Rows locked in id order, as `revoke_user_sessions` and the session cap lock them.
         let revoked = sqlx::query(
             "WITH locked AS (SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL \
@@ -122,6 +125,52 @@ impl AccountStore for PostgresStore {
             .await
             .map_err(map_pg)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn change_password_hash(
+        &self,
+        user: UserId,
+        old: &PasswordHashString,
+        new: &PasswordHashString,
+        keep: Option<SessionId>,
+        now: Timestamp,
+        reason: &str,
+    ) -> StoreResult<Option<u64>> {
+        let mut tx = self.pool.begin().await.map_err(map_pg)?;
+        // As in `disable_user`: once the user row is ours, a login's session insert waits for
+        // our commit and then finds the epoch moved; inserts that locked the row before us have
+        // committed, and the revocation below (a newer snapshot) sees their sessions.
+        let changed = sqlx::query(
+            "UPDATE users SET password_hash = $3, credential_epoch = credential_epoch + 1 \
+             WHERE id = $1 AND password_hash = $2",
+        )
+        .bind(user.0)
+        .bind(&old.0)
+        .bind(&new.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_pg)?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(None);
+        }
+        // Rows locked in id order, as `revoke_user_sessions` and the session cap lock them.
+        let revoked = sqlx::query(
+            "WITH locked AS (SELECT id FROM sessions WHERE user_id = $3 AND revoked_at IS NULL \
+               AND id IS DISTINCT FROM $4 ORDER BY id FOR UPDATE) \
+             UPDATE sessions s SET revoked_at = $1, revoked_reason = $2, sealed_current = NULL \
+             FROM locked WHERE s.id = locked.id AND s.revoked_at IS NULL",
+        )
+        .bind(now.millis())
+        .bind(reason)
+        .bind(user.0)
+        .bind(keep.map(|k| k.0))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_pg)?
+        .rows_affected();
+        tx.commit().await.map_err(map_pg)?;
+        Ok(Some(revoked))
     }
 
     async fn insert_users_if_absent(&self, users: &[UserRecord]) -> StoreResult<u64> {

@@ -67,8 +67,11 @@ impl AccountStore for SqliteStore {
     async fn disable_user(&self, user: UserId, now: Timestamp) -> StoreResult<u64> {
         self.write(move |c| {
             in_savepoint(c, |c| {
-                c.prepare_cached("UPDATE users SET disabled_at = coalesce(disabled_at, ?2) WHERE id = ?1")?
-                    .execute(params![user.to_string(), now.millis()])?;
+                c.prepare_cached(
+                    "UPDATE users SET disabled_at = coalesce(disabled_at, ?2), \
+                     credential_epoch = credential_epoch + 1 WHERE id = ?1",
+                )?
+                .execute(params![user.to_string(), now.millis()])?;
                 let revoked = c
                     .prepare_cached(
                         "UPDATE sessions SET revoked_at = ?2, revoked_reason = 'user_disabled', \
@@ -118,6 +121,46 @@ impl AccountStore for SqliteStore {
             })
             .await?;
         Ok(done == 1)
+    }
+
+    async fn change_password_hash(
+        &self,
+        user: UserId,
+        old: &PasswordHashString,
+        new: &PasswordHashString,
+        keep: Option<SessionId>,
+        now: Timestamp,
+        reason: &str,
+    ) -> StoreResult<Option<u64>> {
+        let (old, new, reason) = (old.0.clone(), new.0.clone(), reason.to_owned());
+        // One writer: a session insert is wholly before this (and revoked by it) or after it
+        // (and finds the epoch moved).
+        self.write(move |c| {
+            in_savepoint(c, |c| {
+                let changed = c
+                    .prepare_cached(
+                        "UPDATE users SET password_hash = ?3, credential_epoch = credential_epoch + 1 \
+                         WHERE id = ?1 AND password_hash = ?2",
+                    )?
+                    .execute(params![user.to_string(), old, new])?;
+                if changed == 0 {
+                    return Ok(None);
+                }
+                let revoked = c
+                    .prepare_cached(
+                        "UPDATE sessions SET revoked_at = ?1, revoked_reason = ?2, sealed_current = NULL \
+                         WHERE user_id = ?3 AND revoked_at IS NULL AND id IS NOT ?4",
+                    )?
+                    .execute(params![
+                        now.millis(),
+                        reason,
+                        user.to_string(),
+                        keep.map(|k| k.to_string())
+                    ])?;
+                Ok(Some(revoked as u64))
+            })
+        })
+        .await
     }
 
     async fn insert_users_if_absent(&self, users: &[UserRecord]) -> StoreResult<u64> {
