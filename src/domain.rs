@@ -1,6 +1,7 @@
 //! Domain vocabulary shared by every layer: ids, timestamps, validated inputs, the clock.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -117,6 +118,40 @@ impl Clock for SystemClock {
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         Timestamp(ms)
+    }
+}
+
+/// Whom a per-client limit counts (rate limits, open connections): an IPv4 address, or an
+/// IPv6 /64. One subscriber usually holds a whole /64, so counting single IPv6 addresses would
+/// limit nothing. IPv4-mapped IPv6 addresses count as their IPv4 address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientNetwork {
+    V4(Ipv4Addr),
+    /// The first four segments of the address.
+    V6Prefix([u16; 4]),
+}
+
+impl ClientNetwork {
+    pub fn of(ip: IpAddr) -> ClientNetwork {
+        match ip {
+            IpAddr::V4(v4) => ClientNetwork::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => ClientNetwork::V4(v4),
+                None => {
+                    let s = v6.segments();
+                    ClientNetwork::V6Prefix([s[0], s[1], s[2], s[3]])
+                }
+            },
+        }
+    }
+}
+
+impl fmt::Display for ClientNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientNetwork::V4(v4) => v4.fmt(f),
+            ClientNetwork::V6Prefix([a, b, c, d]) => write!(f, "{a:x}:{b:x}:{c:x}:{d:x}::/64"),
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use tower::ServiceExt as _;
 
 use crate::alerts::{AlertSink, Deliverer, DeliverySettings, NoAlerts, OutboxAlerts, Webhook};
 use crate::config::Config;
-use crate::domain::{Clock, SystemClock};
+use crate::domain::{ClientNetwork, Clock, SystemClock};
 use crate::http::metrics::Metrics;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{self, AppState};
@@ -31,6 +31,10 @@ use crate::store::{self, Store, StoreError};
 /// How long in-flight requests may take to finish after a shutdown signal (the contract
 /// promises an exit within 10 s).
 const DRAIN_DEADLINE: Duration = Duration::from_secs(9);
+/// What a connection may buffer of a request's head (hyper's default is ~400 KiB). The
+/// contract refuses Authorization headers over 8 KiB; a bigger head is answered `431` and the
+/// connection closed, so a slow client cannot park that much memory per connection.
+const MAX_HEADER_BUFFER: usize = 64 * 1024;
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// How often signing keys are re-read, so a rotation by another process is picked up and
 /// retired keys age out of the JWKS.
@@ -265,6 +269,7 @@ impl Application {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(self.client_timeout)
+            .max_buf_size(MAX_HEADER_BUFFER)
             .keep_alive(true);
         let connections = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -313,8 +318,8 @@ impl Application {
     }
 }
 
-/// Open connections per client address.
-type OpenPerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+/// Open connections per client network (an IPv4 address or an IPv6 /64).
+type OpenPerIp = Arc<Mutex<HashMap<ClientNetwork, usize>>>;
 
 /// A connection whose writes fail once they have made no progress for `timeout`: a client
 /// that stops reading its answers (its receive window closed) is cut off instead of holding
@@ -415,7 +420,7 @@ struct ConnectionLimits {
 /// One admitted connection; dropping it frees its place under both caps.
 struct ConnectionSlot {
     _total: OwnedSemaphorePermit,
-    per_ip: Option<(IpAddr, OpenPerIp)>,
+    per_ip: Option<(ClientNetwork, OpenPerIp)>,
 }
 
 impl ConnectionLimits {
@@ -437,7 +442,7 @@ impl ConnectionLimits {
                 per_ip: None,
             });
         }
-        let ip = normalise_ip(ip);
+        let ip = ClientNetwork::of(ip);
         {
             // Held for one hash-map operation; a poisoned lock still holds consistent counts.
             let mut open = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
@@ -465,14 +470,6 @@ impl Drop for ConnectionSlot {
                 }
             }
         }
-    }
-}
-
-/// IPv4-mapped IPv6 peers count as their IPv4 address.
-fn normalise_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
     }
 }
 
@@ -642,5 +639,23 @@ mod tests {
         let total = ConnectionLimits::new(1, 0);
         let _only = total.admit(a).unwrap();
         assert!(total.admit(b).is_none(), "total cap");
+    }
+
+    #[test]
+    fn per_address_cap_counts_an_ipv6_slash_64_as_one_client() {
+        let limits = ConnectionLimits::new(10, 2);
+        let in_one_64: Vec<IpAddr> = [
+            "2001:db8:1:2::1",
+            "2001:db8:1:2:aaaa::9",
+            "2001:db8:1:2:ffff:ffff:ffff:ffff",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let _first = limits.admit(in_one_64[0]).unwrap();
+        let _second = limits.admit(in_one_64[1]).unwrap();
+        assert!(limits.admit(in_one_64[2]).is_none(), "a third from the same /64");
+        let next_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limits.admit(next_64).is_some(), "another /64 is another client");
     }
 }

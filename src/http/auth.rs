@@ -15,7 +15,7 @@ use super::error::{ApiError, Problem};
 use super::extract::{bearer, Authenticated, Client, Fields, JsonBody};
 use super::rate_limit::RateLimiter;
 use super::AppState;
-use crate::domain::{SessionId, Timestamp, UserId};
+use crate::domain::{ClientNetwork, SessionId, Timestamp, UserId};
 use crate::service::{
     AuthContext, AuthError, ClientInfo, LogoutOutcome, LogoutScope, TokenGrant, Transport, UserView,
 };
@@ -110,18 +110,11 @@ fn rate_limit(
         })
 }
 
-/// Whom a rate limit counts: an IPv4 address, or an IPv6 /64 (one subscriber usually holds a
-/// whole /64, so counting single IPv6 addresses would limit nothing).
+/// Whom a rate limit counts: the client's [`ClientNetwork`] (text that is not an address
+/// stands for itself).
 fn rate_limit_key(ip: Option<&str>) -> String {
     match ip.and_then(|ip| ip.parse::<IpAddr>().ok()) {
-        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(ip) => ClientNetwork::of(ip).to_string(),
         None => ip.unwrap_or("unknown").to_owned(),
     }
 }

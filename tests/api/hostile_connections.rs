@@ -194,3 +194,37 @@ async fn a_client_that_never_reads_its_answers_is_cut_off() {
         "the server waited for a client that would not read ({received} answers)"
     );
 }
+
+/// A request head that never ends is not buffered past 64 KiB: the server answers `431` as
+/// soon as the buffer is full, instead of holding hundreds of KiB per connection until the
+/// client timeout.
+#[tokio::test]
+async fn an_endless_request_head_is_refused_at_64_kib() {
+    let app = spawn_app_with(|c| c.client_timeout = Duration::from_secs(30)).await;
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let line = format!("X-Filler: {}\r\n", "a".repeat(1000));
+    // 100 KiB of header lines, no blank line: the head is never finished. A write may fail
+    // once the server has answered and closed; that is the point.
+    for _ in 0..100 {
+        if stream.write_all(line.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer well before the 30 s client timeout")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "answered {:?} after {:?}",
+        answer.lines().next(),
+        started.elapsed()
+    );
+}
