@@ -26,7 +26,10 @@
 //! Verification is local: a revoked session's tokens pass here until they expire (at most
 //! Tessera's access-token lifetime, 15 minutes by default), unless the verifier follows
 //! Tessera's revocation feed ([`Builder::revocation_feed`]), which refuses them within about
-//! a second of the revocation.
+//! a second of the revocation. A follower fails closed by default: while the feed has been out
+//! of step for over [`DEFAULT_REVOCATION_FEED_MAX_LAG`] (10 s), or before its first catch-up
+//! once that long has passed since the start, every token is refused with `503
+//! revocations_unavailable`; [`Builder::revocation_feed_fail_open`] chooses the opposite.
 //!
 //! # Layout
 //! - `jwk`: JWKS documents into ring public keys, each pinned to its algorithm.
@@ -45,4 +48,7 @@ mod verifier;
 pub use extract::{AuthUser, Rejection, RequireRole, RoleName, ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER};
 pub use jwk::Alg;
 pub use token::{Claims, ACCESS_TOKEN_TYP, MAX_LEEWAY_SECS};
-pub use verifier::{Builder, Error, Verifier, DEFAULT_REFETCH_INTERVAL, DEFAULT_REVOCATION_MEMORY};
+pub use verifier::{
+    Builder, Error, Verifier, DEFAULT_REFETCH_INTERVAL, DEFAULT_REVOCATION_FEED_MAX_LAG,
+    DEFAULT_REVOCATION_MEMORY,
+};

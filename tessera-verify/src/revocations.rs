@@ -32,8 +32,9 @@ pub(crate) struct FeedConfig {
     pub credential: String,
     /// How long a revoked session is remembered: at least Tessera's access-token lifetime.
     pub memory: Duration,
-    /// Refuse every token (503) once the feed has been out of step this long; `None`: go on
-    /// with the revocations already known.
+    /// Refuse every token (503) once the feed has been out of step this long, and wait at
+    /// most this long from the start for the first catch-up; `None` (fail open): go on with
+    /// the revocations already known.
     pub max_lag: Option<Duration>,
 }
 
@@ -46,6 +47,8 @@ pub(crate) struct RevokedSessions {
     started: AtomicBool,
     /// Since when the feed has been out of step (from the start until the first catch-up).
     out_of_step_since: Mutex<Option<Instant>>,
+    /// Becomes true at the first catch-up: before it, no revocation is known at all.
+    caught_up: tokio::sync::watch::Sender<bool>,
     /// Why the feed could not be read last time. The crate logs nothing itself (it imposes
     /// no logging framework); `Verifier::revocation_feed_error` shows this instead.
     last_error: Mutex<Option<String>>,
@@ -87,9 +90,27 @@ impl RevokedSessions {
         self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// True the first time only: the caller starts the follower.
+    /// True the first time only: the caller starts the follower. The feed counts as out of
+    /// step from here until the first catch-up.
     pub fn start_once(&self) -> bool {
-        !self.started.swap(true, Ordering::AcqRel)
+        let first = !self.started.swap(true, Ordering::AcqRel);
+        if first {
+            self.set_in_sync(false);
+        }
+        first
+    }
+
+    /// Has the follower ever caught up with the feed?
+    pub fn caught_up_once(&self) -> bool {
+        *self.caught_up.borrow()
+    }
+
+    /// Waits for the first catch-up, at most `limit`; returns whether it has happened.
+    pub async fn wait_caught_up(&self, limit: Duration) -> bool {
+        let mut caught_up = self.caught_up.subscribe();
+        tokio::time::timeout(limit, caught_up.wait_for(|done| *done))
+            .await
+            .is_ok_and(|done| done.is_ok())
     }
 
     fn remember(&self, entries: &[Entry], memory: Duration) {
@@ -135,6 +156,7 @@ pub(crate) async fn follow(inner: Weak<Inner>, feed: FeedConfig) {
                 if !full {
                     // Caught up: from now on, revocations are known as they happen.
                     strong.revoked.set_in_sync(true);
+                    strong.revoked.caught_up.send_replace(true);
                     *strong
                         .revoked
                         .last_error
@@ -218,9 +240,25 @@ mod tests {
     }
 
     #[test]
-    fn the_follower_starts_once() {
+    fn the_follower_starts_once_and_out_of_step() {
         let revoked = RevokedSessions::default();
         assert!(revoked.start_once());
         assert!(!revoked.start_once());
+        assert!(revoked.lag().is_some(), "out of step until the first catch-up");
+        assert!(!revoked.caught_up_once());
+    }
+
+    #[tokio::test]
+    async fn waiting_for_the_first_catch_up_ends_with_it_or_at_the_limit() {
+        let revoked = std::sync::Arc::new(RevokedSessions::default());
+        assert!(!revoked.wait_caught_up(Duration::from_millis(20)).await);
+        let waiter = {
+            let revoked = std::sync::Arc::clone(&revoked);
+            tokio::spawn(async move { revoked.wait_caught_up(Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        revoked.caught_up.send_replace(true);
+        assert!(waiter.await.unwrap());
+        assert!(revoked.caught_up_once());
     }
 }

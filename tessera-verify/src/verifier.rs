@@ -87,6 +87,11 @@ pub struct Builder {
 /// access-token lifetime (15 minutes).
 pub const DEFAULT_REVOCATION_MEMORY: Duration = Duration::from_secs(3600);
 
+/// How long the revocation feed may be out of step (unreadable, or not caught up since the
+/// start) before a verifier that follows it refuses every token: the bound on how late a
+/// revocation can be noticed. [`Builder::revocation_feed_fail_open`] turns the refusal off.
+pub const DEFAULT_REVOCATION_FEED_MAX_LAG: Duration = Duration::from_secs(10);
+
 impl Builder {
     /// Follow Tessera's revocation feed with this resource-server credential (one of
     /// Tessera's `TESSERA_REVOCATION_FEED_CREDENTIALS`): tokens of a revoked session are then
@@ -104,13 +109,21 @@ impl Builder {
         self
     }
 
-    /// Fail closed: once the revocation feed has been out of step for longer than `lag`
-    /// (unreadable, or not yet caught up after start), refuse every token with
-    /// [`Error::RevocationsUnavailable`] (`503 revocations_unavailable`) rather than accept
-    /// tokens of sessions that may have been revoked meanwhile. By default the verifier goes
-    /// on with the revocations it knows, and [`Verifier::revocations_in_sync`] tells.
+    /// How long the feed may be out of step before every token is refused with
+    /// [`Error::RevocationsUnavailable`] (`503 revocations_unavailable`), rather than accept
+    /// tokens of sessions that may have been revoked meanwhile: unreadable, or not yet caught
+    /// up after start (verifications before the first catch-up wait for it, at most this long
+    /// from the start). [`DEFAULT_REVOCATION_FEED_MAX_LAG`] (10 s) unless set.
     pub fn revocation_feed_max_lag(mut self, lag: Duration) -> Builder {
         self.feed_max_lag = Some(lag);
+        self
+    }
+
+    /// Fail open: while the feed is out of step, go on judging tokens by the revocations
+    /// already known (none before the first catch-up), however long that lasts.
+    /// [`Verifier::revocations_in_sync`] still tells a readiness check.
+    pub fn revocation_feed_fail_open(mut self) -> Builder {
+        self.feed_max_lag = None;
         self
     }
 
@@ -280,7 +293,7 @@ impl Verifier {
             feed_credential: None,
             feed_url: None,
             revocation_memory: DEFAULT_REVOCATION_MEMORY,
-            feed_max_lag: None,
+            feed_max_lag: Some(DEFAULT_REVOCATION_FEED_MAX_LAG),
         }
     }
 
@@ -319,21 +332,31 @@ impl Verifier {
         self.follow_revocations();
         let claims = self.verify_signed(token).await?;
         if let Some(feed) = &self.inner.feed {
-            if let (Some(max), Some(lag)) = (feed.max_lag, self.inner.revoked.lag()) {
-                if lag > max {
-                    let why = self
-                        .inner
-                        .revoked
-                        .last_error()
-                        .unwrap_or_else(|| "not caught up yet".into());
-                    return Err(Error::RevocationsUnavailable(why));
-                }
+            if let Some(max) = feed.max_lag {
+                self.revocations_current_within(max).await?;
             }
             if self.inner.revoked.contains(&claims.session_id) {
                 return Err(Error::Revoked);
             }
         }
         Ok(claims)
+    }
+
+    /// Fails closed: `Err` unless the feed has caught up since the start and is out of step
+    /// for no longer than `max`. Before the first catch-up this waits for it, until `max`
+    /// from the follower's start at most.
+    async fn revocations_current_within(&self, max: Duration) -> Result<(), Error> {
+        let revoked = &self.inner.revoked;
+        if !revoked.caught_up_once() {
+            let waited = revoked.lag().unwrap_or_default();
+            revoked.wait_caught_up(max.saturating_sub(waited)).await;
+        }
+        let lagging = revoked.lag().is_some_and(|lag| lag > max);
+        if revoked.caught_up_once() && !lagging {
+            return Ok(());
+        }
+        let why = revoked.last_error().unwrap_or_else(|| "not caught up yet".into());
+        Err(Error::RevocationsUnavailable(why))
     }
 
     async fn verify_signed(&self, token: &str) -> Result<Claims, Error> {

@@ -232,12 +232,67 @@ async fn following_the_revocation_feed_refuses_a_revoked_session_within_a_second
 }
 
 #[tokio::test]
-async fn a_wrong_feed_credential_shows_as_out_of_sync_and_changes_nothing_else() {
+async fn a_verifier_just_started_refuses_what_was_revoked_before_it_from_its_first_call() {
+    let tessera = Tessera::start(&[("TESSERA_REVOCATION_FEED_CREDENTIALS", FEED_CREDENTIAL)]).await;
+    let revoked_before_start = tessera.login("early@example.com").await;
+    let early_token = revoked_before_start["access_token"].as_str().unwrap().to_string();
+    logout(&tessera, &early_token).await;
+    let live = tessera.login("live@example.com").await;
+    for _ in 0..5 {
+        // A verifier (a restarted service) whose very first call is the revoked token: it
+        // waits for its first catch-up instead of judging by the nothing it knows yet.
+        let following = Verifier::builder(ISSUER, AUDIENCE)
+            .jwks_url(tessera.jwks_url())
+            .revocation_feed(FEED_CREDENTIAL)
+            .revocation_feed_url(format!("{}/v1/revocations", tessera.base))
+            .build()
+            .expect("verifier");
+        assert_eq!(following.verify(&early_token).await.unwrap_err(), Error::Revoked);
+        following
+            .verify(live["access_token"].as_str().unwrap())
+            .await
+            .expect("a live session's token verifies");
+    }
+}
+
+#[tokio::test]
+async fn by_default_an_unreadable_feed_refuses_every_token_after_ten_seconds() {
     let tessera = Tessera::start(&[("TESSERA_REVOCATION_FEED_CREDENTIALS", FEED_CREDENTIAL)]).await;
     let following = Verifier::builder(ISSUER, AUDIENCE)
         .jwks_url(tessera.jwks_url())
         .revocation_feed("not-the-credential-but-long-enough-0123456789")
         .revocation_feed_url(format!("{}/v1/revocations", tessera.base))
+        .build()
+        .expect("verifier");
+    following.prefetch().await.expect("keys");
+    let grant = tessera.login("ada@example.com").await;
+    let started = std::time::Instant::now();
+    match following.verify(grant["access_token"].as_str().unwrap()).await {
+        Err(Error::RevocationsUnavailable(why)) => assert!(why.contains("401"), "{why}"),
+        other => panic!("expected RevocationsUnavailable, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(12),
+        "refused after {took:?}: the default bound is 10 s from the start"
+    );
+    // Past the bound, refused at once.
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        following.verify(grant["access_token"].as_str().unwrap()).await,
+        Err(Error::RevocationsUnavailable(_))
+    ));
+    assert!(started.elapsed() < Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn failing_open_on_a_wrong_feed_credential_shows_as_out_of_sync_and_changes_nothing_else() {
+    let tessera = Tessera::start(&[("TESSERA_REVOCATION_FEED_CREDENTIALS", FEED_CREDENTIAL)]).await;
+    let following = Verifier::builder(ISSUER, AUDIENCE)
+        .jwks_url(tessera.jwks_url())
+        .revocation_feed("not-the-credential-but-long-enough-0123456789")
+        .revocation_feed_url(format!("{}/v1/revocations", tessera.base))
+        .revocation_feed_fail_open()
         .build()
         .expect("verifier");
     following.prefetch().await.expect("keys");
