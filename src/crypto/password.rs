@@ -105,7 +105,17 @@ impl PasswordHasher {
 
     /// Recomputes the hash with the stored algorithm, parameters and salt and compares in
     /// constant time (`Output`'s equality). Anything unparsable simply does not match.
+    /// A stored hash costlier than the import bounds allow ([`super::imported::check_cost`],
+    /// e.g. imported by an older version) is not verified: it does not match, and a warning
+    /// says which bound it broke, so an operator can reset that password.
     pub fn verify(&self, password: &str, stored: &PasswordHashString) -> bool {
+        if let Err(why) = super::imported::check_cost(&stored.0) {
+            tracing::warn!(
+                reason = why,
+                "a stored password hash is too costly to verify; reset that password"
+            );
+            return false;
+        }
         if super::imported::is_bcrypt(&stored.0) {
             return super::imported::verify_bcrypt(password, &stored.0);
         }
@@ -130,6 +140,16 @@ impl PasswordHasher {
         let argon2 = Argon2::new(algorithm, version, params);
         let computed = self.compute(&argon2, password.as_bytes(), salt_bytes, expected.len())?;
         Ok(computed == expected)
+    }
+
+    /// How many of the hashing budget's units (one unit: the memory of one of our own hashes,
+    /// 19 MiB) verifying `stored` takes: an imported argon2 hash with more memory takes more.
+    pub fn memory_units(&self, stored: &PasswordHashString) -> u32 {
+        let ours = self.argon2.params().m_cost();
+        PasswordHash::new(&stored.0)
+            .ok()
+            .and_then(|p| Params::try_from(&p).ok())
+            .map_or(1, |p| p.m_cost().div_ceil(ours).max(1))
     }
 
     /// A hash with the same parameters as real ones, checked when the email is unknown so
@@ -274,5 +294,36 @@ mod tests {
             t.join().unwrap();
         }
         assert!(hasher.memory.lock().unwrap().len() <= 2);
+    }
+
+    #[test]
+    fn an_imported_hash_takes_budget_units_by_its_memory() {
+        let hasher = PasswordHasher::new();
+        let ours = hasher.hash(&Password::parse("correct horse").unwrap()).unwrap();
+        assert_eq!(hasher.memory_units(&ours), 1);
+        let argon2 = |m: u32| {
+            PasswordHashString(format!(
+                "$argon2id$v=19$m={m},t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2g"
+            ))
+        };
+        assert_eq!(hasher.memory_units(&argon2(4096)), 1);
+        assert_eq!(hasher.memory_units(&argon2(19457)), 2);
+        assert_eq!(hasher.memory_units(&argon2(65536)), 4);
+        let bcrypt = PasswordHashString(bcrypt::hash("hunter2", 4).unwrap());
+        assert_eq!(hasher.memory_units(&bcrypt), 1);
+    }
+
+    #[test]
+    fn a_stored_hash_beyond_the_import_bounds_is_never_verified() {
+        let hasher = PasswordHasher::new();
+        // 256 MiB: computing it would take that much memory. It is refused before.
+        let huge = PasswordHashString(
+            "$argon2id$v=19$m=262144,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2g".into(),
+        );
+        let started = std::time::Instant::now();
+        assert!(!hasher.verify("anything", &huge));
+        assert!(started.elapsed() < std::time::Duration::from_millis(50));
+        let slow = bcrypt::hash("hunter2", 4).unwrap().replacen("$04$", "$20$", 1);
+        assert!(!hasher.verify("hunter2", &PasswordHashString(slow)));
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{AuthError, AuthService};
-use crate::crypto::PasswordHasher;
+use crate::crypto::{PasswordHashString, PasswordHasher};
 
 /// The longest a login or registration waits for a turn at password hashing before it is
 /// answered 503: a flood of hashing requests then costs its senders, not every other user.
@@ -75,9 +75,36 @@ impl AuthService {
 
     /// A turn at password hashing, waited for at most [`HASH_QUEUE_TIMEOUT`].
     pub(super) async fn hashing_permit(&self) -> Result<OwnedSemaphorePermit, AuthError> {
-        tokio::time::timeout(HASH_QUEUE_TIMEOUT, Arc::clone(&self.hashing).acquire_owned())
+        self.hashing_permits(1).await
+    }
+
+    /// A turn at password hashing worth `units` of the memory budget (an imported hash with
+    /// more memory than ours, see `PasswordHasher::memory_units`), at most the whole budget.
+    pub(super) async fn hashing_permits(&self, units: u32) -> Result<OwnedSemaphorePermit, AuthError> {
+        let units = units.clamp(
+            1,
+            u32::try_from(self.hashing_stats.permits())
+                .unwrap_or(u32::MAX)
+                .max(1),
+        );
+        tokio::time::timeout(
+            HASH_QUEUE_TIMEOUT,
+            Arc::clone(&self.hashing).acquire_many_owned(units),
+        )
+        .await
+        .map_err(|_| AuthError::Overloaded)?
+        .map_err(|e| AuthError::Internal(e.to_string()))
+    }
+
+    /// Verifies `password` against `stored` in turn, charged for `stored`'s memory.
+    pub(super) async fn verify_in_turn(
+        &self,
+        password: String,
+        stored: PasswordHashString,
+    ) -> Result<bool, AuthError> {
+        let permit = self.hashing_permits(self.passwords.memory_units(&stored)).await?;
+        self.spawn_hash(permit, move |hasher| hasher.verify(&password, &stored))
             .await
-            .map_err(|_| AuthError::Overloaded)?
             .map_err(|e| AuthError::Internal(e.to_string()))
     }
 

@@ -46,10 +46,8 @@ impl AuthService {
         // gets no budget of its own.
         let attempt = self.reserve_attempt(&user.email, None, None).await?;
 
-        let stored = user.password_hash.clone();
-        let current = current.to_owned();
         let matches = self
-            .hash_in_turn(move |hasher| hasher.verify(&current, &stored))
+            .verify_in_turn(current.to_owned(), user.password_hash.clone())
             .await?;
         if !matches {
             let failure = self.audit_event(

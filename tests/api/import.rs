@@ -170,3 +170,121 @@ async fn an_unreadable_import_file_fails_without_importing() {
         .json_lines()
         .is_empty());
 }
+
+/// Hashes too costly to verify at every login are refused line by line, and a stored one
+/// (imported by an older version) is never computed: the login fails at once.
+#[tokio::test]
+async fn hashes_too_costly_to_verify_are_refused_and_never_computed() {
+    let app = spawn_app().await;
+    let argon2 = |m: u32, t: u32, p: u32| {
+        format!("$argon2id$v=19$m={m},t={t},p={p}$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2g")
+    };
+    let bcrypt_15 = bcrypt::hash_with_result(OLD_PASSWORD, 4)
+        .expect("bcrypt")
+        .to_string()
+        .replacen("$04$", "$15$", 1);
+    let lines = [
+        json!({ "email": "m@example.com", "password_hash": argon2(262_144, 2, 1) }).to_string(),
+        json!({ "email": "t@example.com", "password_hash": argon2(19_456, 11, 1) }).to_string(),
+        json!({ "email": "p@example.com", "password_hash": argon2(19_456, 2, 5) }).to_string(),
+        json!({ "email": "b@example.com", "password_hash": bcrypt_15 }).to_string(),
+        json!({ "email": "ok@example.com", "password_hash": argon2(65_536, 10, 4) }).to_string(),
+    ];
+    let file = import_file(&lines);
+    let run = tessera(
+        &app,
+        &["users", "import", file.path().to_str().expect("path")],
+        None,
+    )
+    .await;
+    assert_eq!(run.out().trim(), "imported 1, already present 0, bad 4");
+    for (line, why) in [(1, "64 MiB"), (2, "passes"), (3, "lanes"), (4, "cost over 14")] {
+        let reported = run
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("line {line}: ")))
+            .unwrap_or_else(|| panic!("line {line} not reported: {}", run.stderr));
+        assert!(reported.contains(why), "{reported}");
+    }
+
+    // One that got in before the bounds: stored as it is, it is never computed.
+    let store = tessera::store::connect(&app.config.database_url, 1)
+        .await
+        .expect("store");
+    store
+        .insert_user(&tessera::store::UserRecord {
+            id: tessera::domain::UserId::new(),
+            email: tessera::domain::Email::parse("huge@example.com").expect("email"),
+            password_hash: tessera::crypto::PasswordHashString(argon2(4_194_304, 2, 1)),
+            roles: Vec::new(),
+            created_at: tessera::domain::Timestamp(0),
+            credential_epoch: 0,
+        })
+        .await
+        .expect("insert");
+    let started = std::time::Instant::now();
+    assert_problem(
+        app.login_with("huge@example.com", "anything").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "a 4 GiB argon2 hash was computed"
+    );
+}
+
+/// An imported argon2 hash with more memory than ours is charged for it against the hashing
+/// budget: with 4 units (4 × 19 MiB) and a 64 MiB hash, its verifications run one at a time.
+#[tokio::test]
+async fn an_imported_hash_is_charged_its_memory_against_the_hashing_budget() {
+    let app = spawn_app_with(|c| c.hash_concurrency = 4).await;
+    let big = Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(65_536, 1, 1, None).expect("params"),
+    )
+    .hash_password(
+        OLD_PASSWORD.as_bytes(),
+        &SaltString::generate(&mut argon2::password_hash::rand_core::OsRng),
+    )
+    .expect("argon2id")
+    .to_string();
+    let file = import_file(&[json!({ "email": "big@example.com", "password_hash": big }).to_string()]);
+    let run = tessera(
+        &app,
+        &["users", "import", file.path().to_str().expect("path")],
+        None,
+    )
+    .await;
+    assert_eq!(run.out().trim(), "imported 1, already present 0, bad 0");
+    let logins: Vec<_> = (0..6)
+        .map(|i| {
+            let (client, url) = (app.client.clone(), app.url("/v1/auth/login"));
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .json(&json!({ "email": "big@example.com", "password": format!("wrong {i}") }))
+                    .send()
+                    .await
+                    .expect("request")
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    for login in logins {
+        assert_eq!(login.await.expect("join"), 401);
+    }
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    let peak = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tessera_password_hashes_peak "))
+        .expect("the peak gauge");
+    assert_eq!(
+        peak.trim(),
+        "1",
+        "64 MiB hashes verified {peak} at once on a 4 × 19 MiB budget"
+    );
+}
