@@ -1,11 +1,15 @@
 //! Following revocations made by other instances and processes, so that session liveness
 //! can be answered from memory (see `liveness`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::{AuthError, AuthService};
 use crate::domain::SessionId;
-use crate::store::RevocationListener;
+use crate::store::{RevocationListener, RevocationNotice, StoreResult};
 
 /// Revocation-log entries are kept this long; an instance whose feed was down for longer
 /// forgets every session it remembered rather than trust them.
@@ -18,6 +22,25 @@ const REVOCATION_LOG_OVERLAP: Duration = Duration::from_secs(2);
 /// How often the revocation log is polled (the only feed on SQLite; a safety net beside
 /// PostgreSQL's notices).
 pub const REVOCATION_POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// A poll of the revocation log that takes longer than this means the database link is
+/// stalled: memory is not trusted until one completes in time.
+pub const REVOCATION_POLL_DEADLINE: Duration = Duration::from_millis(500);
+
+/// How often a heartbeat goes through the revocation subscription (PostgreSQL), and how soon
+/// it must come back. Their sum bounds how long a stalled subscription or database link can
+/// go unnoticed: within the 100 ms in which revocations reach other instances.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(50);
+pub const HEARTBEAT_DEADLINE: Duration = Duration::from_millis(50);
+
+/// What woke the follower.
+enum Event {
+    Notice(StoreResult<RevocationNotice>),
+    Sent(StoreResult<()>),
+    Overdue,
+    Beat,
+    Poll,
+}
 
 impl AuthService {
     /// Follows revocations made elsewhere for as long as the process runs: subscribes where
@@ -49,35 +72,115 @@ impl AuthService {
         &self,
     ) -> Result<Option<Box<dyn RevocationListener>>, AuthError> {
         let listener = self.store.listen_revocations().await?;
-        self.catch_up_revocations().await?;
+        self.catch_up_in_time().await?;
         Ok(listener)
     }
 
-    /// Applies notices as they come and polls the log, until either fails.
+    /// Applies notices as they come and polls the log, until either fails. Where there is a
+    /// subscription, a heartbeat goes round it every [`HEARTBEAT_EVERY`]: one not back within
+    /// [`HEARTBEAT_DEADLINE`] (a frozen listener, a stalled database link) stops memory being
+    /// trusted until it is back, and the log has been read again. A poll that does not
+    /// complete within [`REVOCATION_POLL_DEADLINE`] does the same.
     pub(super) async fn apply_revocations(
         &self,
         mut listener: Option<Box<dyn RevocationListener>>,
     ) -> AuthError {
         let mut poll = tokio::time::interval(REVOCATION_POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let subscribed = listener.is_some();
+        let mut sent = 0u64;
+        // The heartbeat awaited (payload, due back by), and its send while in progress.
+        let mut awaited: Option<(String, Instant)> = None;
+        let mut sending: Option<Pin<Box<dyn Future<Output = StoreResult<()>> + Send>>> = None;
         loop {
-            let notice = async {
-                match listener.as_mut() {
-                    Some(listener) => listener.next().await,
-                    None => std::future::pending().await,
-                }
+            let due = awaited
+                .as_ref()
+                .map(|(_, due)| *due)
+                .filter(|_| self.live.in_sync());
+            let event = tokio::select! {
+                // Whatever has arrived is taken before a deadline is judged.
+                biased;
+                notice = async {
+                    match listener.as_mut() {
+                        Some(listener) => listener.next().await,
+                        None => std::future::pending().await,
+                    }
+                } => Event::Notice(notice),
+                done = async {
+                    match sending.as_mut() {
+                        Some(sending) => sending.await,
+                        None => std::future::pending().await,
+                    }
+                } => Event::Sent(done),
+                () = async {
+                    match due {
+                        Some(due) => tokio::time::sleep_until(due).await,
+                        None => std::future::pending().await,
+                    }
+                } => Event::Overdue,
+                _ = beat.tick(), if subscribed && awaited.is_none() => Event::Beat,
+                _ = poll.tick() => Event::Poll,
             };
-            tokio::select! {
-                notice = notice => match notice {
-                    Ok(id) => self.learnt_revocation(id),
-                    Err(e) => return e.into(),
-                },
-                _ = poll.tick() => {
-                    if let Err(e) = self.catch_up_revocations().await {
+            match event {
+                Event::Notice(Ok(RevocationNotice::Revoked(id))) => self.learnt_revocation(id),
+                Event::Notice(Ok(RevocationNotice::Heartbeat(payload))) => {
+                    if awaited.as_ref().is_some_and(|(ours, _)| *ours == payload) {
+                        awaited = None;
+                        if !self.live.in_sync() {
+                            // Back: what was delivered late is applied; read the log for the
+                            // rest before trusting memory again.
+                            if let Err(e) = self.catch_up_in_time().await {
+                                return e;
+                            }
+                            self.live.set_in_sync(true);
+                        }
+                    }
+                }
+                Event::Notice(Err(e)) => return e.into(),
+                Event::Sent(done) => {
+                    sending = None;
+                    if let Err(e) = done {
+                        return e.into();
+                    }
+                }
+                Event::Overdue => {
+                    tracing::warn!(
+                        "a revocation heartbeat is late: the subscription or the database link is stalled"
+                    );
+                    self.live.set_in_sync(false);
+                }
+                Event::Beat => {
+                    sent += 1;
+                    let payload = format!("{instance}:{sent}");
+                    let (store, body) = (std::sync::Arc::clone(&self.store), payload.clone());
+                    sending = Some(Box::pin(
+                        async move { store.send_revocation_heartbeat(&body).await },
+                    ));
+                    awaited = Some((payload, Instant::now() + HEARTBEAT_DEADLINE));
+                }
+                Event::Poll => {
+                    if let Err(e) = self.catch_up_in_time().await {
                         return e;
                     }
                 }
             }
+        }
+    }
+
+    /// Reads the log within [`REVOCATION_POLL_DEADLINE`], or says the link is stalled.
+    async fn catch_up_in_time(&self) -> Result<(), AuthError> {
+        let started = Instant::now();
+        let read = tokio::time::timeout(REVOCATION_POLL_DEADLINE, self.catch_up_revocations()).await;
+        // A read that blocked its thread (SQLite) cannot be cut short; judge it afterwards.
+        match read {
+            Ok(Ok(())) if started.elapsed() <= REVOCATION_POLL_DEADLINE => Ok(()),
+            Ok(Err(e)) => Err(e),
+            _ => Err(AuthError::Store(crate::store::StoreError::Unavailable(
+                "the revocation log did not answer in time".into(),
+            ))),
         }
     }
 

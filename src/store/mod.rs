@@ -266,12 +266,23 @@ pub struct FeedRevocation {
     pub reason: Option<String>,
 }
 
+/// What a revocation subscription delivers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevocationNotice {
+    /// A session was revoked.
+    Revoked(SessionId),
+    /// A heartbeat sent with [`Store::send_revocation_heartbeat`] (by this instance or
+    /// another), come back through the subscription: everything committed before it was
+    /// sent has been delivered.
+    Heartbeat(String),
+}
+
 /// A live subscription to revocations as they are committed (PostgreSQL `LISTEN`).
 #[async_trait]
 pub trait RevocationListener: Send {
-    /// The next revoked session. An error means the subscription is gone and notices may
-    /// have been lost: the caller must stop trusting memory until it has caught up.
-    async fn next(&mut self) -> StoreResult<SessionId>;
+    /// The next notice. An error means the subscription is gone and notices may have been
+    /// lost: the caller must stop trusting memory until it has caught up.
+    async fn next(&mut self) -> StoreResult<RevocationNotice>;
 }
 
 #[async_trait]
@@ -358,6 +369,9 @@ pub trait Store: AccountStore + AlertStore + Send + Sync + 'static {
     /// Subscribes to revocations as they commit, where the database can push them
     /// (PostgreSQL); `None` where the log must be polled (SQLite).
     async fn listen_revocations(&self) -> StoreResult<Option<Box<dyn RevocationListener>>>;
+    /// Sends `payload` to every revocation subscription, through the database, after every
+    /// revocation committed so far (a no-op where there are no subscriptions).
+    async fn send_revocation_heartbeat(&self, payload: &str) -> StoreResult<()>;
     /// Revocation-feed entries numbered above `after`, in order, at most `limit` of them.
     async fn find_revocations_after(&self, after: i64, limit: u32) -> StoreResult<Vec<FeedRevocation>>;
     /// Deletes revocation-log entries older than `before`.

@@ -31,6 +31,8 @@ pub struct PostgresStore {
 
 /// The channel the revocation trigger notifies (migration 0002).
 const REVOCATION_CHANNEL: &str = "tessera_session_revoked";
+/// The channel of the revocation subscriptions' heartbeats (`send_revocation_heartbeat`).
+const HEARTBEAT_CHANNEL: &str = "tessera_revocations_heartbeat";
 /// `application_name` of the connection that listens for revocations.
 pub const LISTENER_APPLICATION_NAME: &str = "tessera-revocations";
 
@@ -539,8 +541,21 @@ impl Store for PostgresStore {
         )
         .await
         .map_err(map_pg)?;
-        listener.listen(REVOCATION_CHANNEL).await.map_err(map_pg)?;
+        listener
+            .listen_all([REVOCATION_CHANNEL, HEARTBEAT_CHANNEL])
+            .await
+            .map_err(map_pg)?;
         Ok(Some(Box::new(PgRevocationListener(listener))))
+    }
+
+    async fn send_revocation_heartbeat(&self, payload: &str) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(HEARTBEAT_CHANNEL)
+            .bind(payload)
+            .execute(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        Ok(())
     }
 
     async fn find_revocations_after(&self, after: i64, limit: u32) -> StoreResult<Vec<FeedRevocation>> {
@@ -820,18 +835,22 @@ impl Store for PostgresStore {
     }
 }
 
-/// Revocation notices from the trigger of migration 0002; the payload is the session id.
+/// Revocation notices from the trigger of migration 0002 (the payload is the session id), and
+/// heartbeats.
 struct PgRevocationListener(PgListener);
 
 #[async_trait]
 impl RevocationListener for PgRevocationListener {
-    async fn next(&mut self) -> StoreResult<SessionId> {
+    async fn next(&mut self) -> StoreResult<RevocationNotice> {
         loop {
             // `try_recv` (unlike `recv`) reports a lost connection instead of silently
             // reconnecting, because notices sent meanwhile are gone and the caller must know.
             match self.0.try_recv().await.map_err(map_pg)? {
+                Some(notice) if notice.channel() == HEARTBEAT_CHANNEL => {
+                    return Ok(RevocationNotice::Heartbeat(notice.payload().to_owned()))
+                }
                 Some(notice) => match SessionId::parse(notice.payload()) {
-                    Some(id) => return Ok(id),
+                    Some(id) => return Ok(RevocationNotice::Revoked(id)),
                     None => tracing::warn!(payload = notice.payload(), "unexpected revocation notice"),
                 },
                 None => return Err(StoreError::Unavailable("revocation listener disconnected".into())),

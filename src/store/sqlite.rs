@@ -889,6 +889,10 @@ impl Store for SqliteStore {
         Ok(None)
     }
 
+    async fn send_revocation_heartbeat(&self, _payload: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
     async fn find_revocations_after(&self, after: i64, limit: u32) -> StoreResult<Vec<FeedRevocation>> {
         // One writer commits at a time, so AUTOINCREMENT numbers are already in commit order.
         self.readers.read(|c| {

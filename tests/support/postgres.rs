@@ -87,6 +87,20 @@ impl TestDatabase {
         rows.len()
     }
 
+    /// Runs a query as the administrator that answers one integer column (e.g. backend pids).
+    #[allow(dead_code)]
+    pub async fn admin_ints(&self, sql: &str) -> Vec<i32> {
+        let mut admin = PgConnection::connect(&self.admin_url)
+            .await
+            .expect("admin connection");
+        let ints = sqlx::query_scalar(sql)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = admin.close().await;
+        ints
+    }
+
     /// Drops the database, disconnecting whoever is still connected.
     pub async fn drop_database(self) {
         self.admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
