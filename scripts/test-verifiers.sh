@@ -3,7 +3,7 @@
 # verify Tessera's access tokens through its discovery document and JWKS, for every signing
 # algorithm, and refuse a wrong audience, a wrong issuer and a token from an unknown key.
 # Where a library does not support an algorithm, its script says so and checks that it
-# refuses the token (README's table of libraries and algorithms says the same).
+# refuses the token (the table of libraries and algorithms in docs/KEYS.md says the same).
 #
 # Installs its own pinned dependencies: `npm ci` from the committed lock file, and a venv under
 # target/verifiers-venv from tests/verifiers/python/requirements.txt. Needs Node 20+ and

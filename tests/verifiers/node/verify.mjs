@@ -4,12 +4,12 @@
 // by a key the JWKS does not have.
 //
 // Usage: node verify.mjs BASE_URL ALG   (run by scripts/test-verifiers.sh against a live server)
-// Exit 0 when jose behaves as README's table says for ALG; 1 otherwise.
+// Exit 0 when jose behaves as the table in docs/KEYS.md says for ALG; 1 otherwise.
 
 import { readFileSync } from 'node:fs';
 import { createRemoteJWKSet, errors, generateKeyPair, jwtVerify, SignJWT } from 'jose';
 
-// README's table: the algorithms this jose version cannot verify. Checked both ways: a
+// the table in docs/KEYS.md: the algorithms this jose version cannot verify. Checked both ways: a
 // supported algorithm must verify, an unsupported one must be refused as unsupported.
 const UNSUPPORTED = new Set([]);
 
@@ -57,7 +57,7 @@ const options = { issuer: metadata.issuer, audience: 'tessera', typ: 'at+jwt', a
 
 if (UNSUPPORTED.has(alg)) {
   await refused('an algorithm jose does not support', jwtVerify(token, jwks, options), errors.JOSENotSupported);
-  console.log(`ok ${label}: not supported, refused as such (README says so)`);
+  console.log(`ok ${label}: not supported, refused as such (docs/KEYS.md says so)`);
   process.exit(0);
 }
 

@@ -4,7 +4,7 @@ checked, the algorithm pinned. Then the refusals: a wrong audience, a wrong issu
 token signed by a key the JWKS does not have.
 
 Usage: python verify.py BASE_URL ALG   (run by scripts/test-verifiers.sh against a live server)
-Exit 0 when PyJWT behaves as README's table says for ALG; 1 otherwise.
+Exit 0 when PyJWT behaves as the table in docs/KEYS.md says for ALG; 1 otherwise.
 """
 
 import json
@@ -14,7 +14,7 @@ import urllib.request
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-# README's table: the algorithms this PyJWT version cannot verify. Checked both ways: a
+# the table in docs/KEYS.md: the algorithms this PyJWT version cannot verify. Checked both ways: a
 # supported algorithm must verify, an unsupported one must be refused.
 # PyJWT 2.15 has no `Ed25519` (RFC 9864): its JWK parser finds no usable key in a set whose
 # only key says `"alg": "Ed25519"`.
@@ -84,13 +84,13 @@ def verify(token, audience="tessera", issuer=metadata["issuer"], typ="at+jwt"):
 if alg in UNSUPPORTED:
     # The cause must be the algorithm itself, not any refusal (a wrong key would do too).
     if alg in jwt.algorithms.get_default_algorithms():
-        fail("PyJWT now knows this algorithm: update README's table and UNSUPPORTED")
+        fail("PyJWT now knows this algorithm: update the table in docs/KEYS.md and UNSUPPORTED")
     try:
         verify(token)
     except jwt.PyJWTError as e:
-        print(f"ok {label}: not supported, refused as such (README says so): {type(e).__name__}: {e}")
+        print(f"ok {label}: not supported, refused as such (docs/KEYS.md says so): {type(e).__name__}: {e}")
         sys.exit(0)
-    fail("README says PyJWT does not support this algorithm, but it verified: update the table")
+    fail("docs/KEYS.md says PyJWT does not support this algorithm, but it verified: update the table")
     sys.exit(0)
 
 try:
