@@ -30,35 +30,6 @@ pub const TIMESTAMP_HEADER: &str = "x-tessera-timestamp";
 /// later than the receiver's tolerance for old timestamps.
 pub const TIMESTAMP_SIGNATURE_HEADER: &str = "x-tessera-timestamp-signature";
 
-/// Every security event that can reach the webhook (`TESSERA_ALERT_EVENTS` picks among them).
-pub const EVENTS: &[&str] = &[
-    "refresh_token_reused",
-    "session_revoked",
-    "account_locked",
-    "login_failed_burst",
-    "login_new_device",
-    "password_changed",
-    "signing_key_rotated",
-    "signing_key_revoked",
-];
-
-/// A comma-separated list of [`EVENTS`] (`all` or nothing: every one, as an empty list).
-pub fn parse_events(text: &str) -> Result<Vec<String>, String> {
-    let mut events = Vec::new();
-    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        if name == "all" {
-            return Ok(Vec::new());
-        }
-        if !EVENTS.contains(&name) {
-            return Err(format!("unknown event {name:?} (known: {})", EVENTS.join(", ")));
-        }
-        if !events.iter().any(|e| e == name) {
-            events.push(name.to_owned());
-        }
-    }
-    Ok(events)
-}
-
 /// One POST may take this long; the lease a claim takes outlasts it.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claimed alert stays out of other claimers' reach: longer than an attempt, so two
@@ -141,25 +112,6 @@ pub struct OutboxAlerts {
 impl OutboxAlerts {
     pub fn new(store: Arc<dyn Store>, wake: Arc<Notify>, events: Vec<String>) -> OutboxAlerts {
         OutboxAlerts { store, wake, events }
-    }
-}
-
-/// Where a command-line process (no deliverer of its own) reports security events: the
-/// outbox when a webhook is configured, so that running servers deliver them.
-pub fn sink_for(
-    config: &crate::config::Config,
-    store: &Arc<dyn Store>,
-) -> Result<Arc<dyn AlertSink>, String> {
-    match &config.alert_webhook_url {
-        Some(url) => {
-            Webhook::new(url, config.alert_webhook_secret.as_deref())?;
-            Ok(Arc::new(OutboxAlerts::new(
-                Arc::clone(store),
-                Arc::new(Notify::new()),
-                config.alert_events.clone(),
-            )))
-        }
-        None => Ok(Arc::new(NoAlerts)),
     }
 }
 
@@ -521,17 +473,6 @@ mod tests {
             timestamp_signature(&key, 1_700_000_000, b"{}"),
             timestamp_signature(&key, 1_700_000_001, b"{}")
         );
-    }
-
-    #[test]
-    fn alert_events_are_a_list_of_known_names() {
-        assert_eq!(
-            parse_events(" password_changed, account_locked ,password_changed").unwrap(),
-            ["password_changed", "account_locked"]
-        );
-        assert!(parse_events("all").unwrap().is_empty());
-        assert!(parse_events("").unwrap().is_empty());
-        assert!(parse_events("password_changed,login_failed").is_err());
     }
 
     #[test]

@@ -650,10 +650,12 @@ impl Config {
                 None => d.revocation_feed_credentials,
             },
             alert_events: match args.alert_events.clone().or(file.alert_events) {
-                Some(text) => crate::alerts::parse_events(&text).map_err(|message| ConfigError::Invalid {
-                    name: "alert_events",
-                    message,
-                })?,
+                Some(text) => {
+                    crate::domain::parse_security_events(&text).map_err(|message| ConfigError::Invalid {
+                        name: "alert_events",
+                        message,
+                    })?
+                }
                 None => d.alert_events,
             },
         };

@@ -155,6 +155,40 @@ impl fmt::Display for ClientNetwork {
     }
 }
 
+/// Every security event that can reach the alert webhook (`TESSERA_ALERT_EVENTS` picks among
+/// them).
+pub const SECURITY_EVENTS: &[&str] = &[
+    "refresh_token_reused",
+    "session_revoked",
+    "account_locked",
+    "login_failed_burst",
+    "login_new_device",
+    "password_changed",
+    "signing_key_rotated",
+    "signing_key_revoked",
+];
+
+/// A comma-separated list of [`SECURITY_EVENTS`] (`all` or nothing: every one, as an empty
+/// list).
+pub fn parse_security_events(text: &str) -> Result<Vec<String>, String> {
+    let mut events = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if name == "all" {
+            return Ok(Vec::new());
+        }
+        if !SECURITY_EVENTS.contains(&name) {
+            return Err(format!(
+                "unknown event {name:?} (known: {})",
+                SECURITY_EVENTS.join(", ")
+            ));
+        }
+        if !events.iter().any(|e| e == name) {
+            events.push(name.to_owned());
+        }
+    }
+    Ok(events)
+}
+
 /// A validation problem with one input field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FieldError {
@@ -287,5 +321,16 @@ mod tests {
             Timestamp(1_700_000_000_123).to_rfc3339(),
             "2023-11-14T22:13:20.123Z"
         );
+    }
+
+    #[test]
+    fn alert_events_are_a_list_of_known_names() {
+        assert_eq!(
+            parse_security_events(" password_changed, account_locked ,password_changed").unwrap(),
+            ["password_changed", "account_locked"]
+        );
+        assert!(parse_security_events("all").unwrap().is_empty());
+        assert!(parse_security_events("").unwrap().is_empty());
+        assert!(parse_security_events("password_changed,login_failed").is_err());
     }
 }

@@ -65,7 +65,7 @@ pub async fn rotate_key(config: &Config) -> Result<(), CliError> {
 async fn run(config: &Config, command: KeysCommand, by: &str) -> Result<(), CliError> {
     let store = store::connect(&config.database_url, 1).await?;
     // Rotations and revocations are alerted through the outbox; running servers deliver them.
-    let alerts = crate::alerts::sink_for(config, &store).map_err(CliError::Invalid)?;
+    let alerts = super::alert_sink(config, &store)?;
     let master = config.master_keys();
     let ops = KeyOps {
         store: store.as_ref(),

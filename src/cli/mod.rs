@@ -15,11 +15,14 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
+use tokio::sync::Notify;
+
+use crate::alerts::{AlertSink, NoAlerts, OutboxAlerts, Webhook};
 use crate::config::{parse_duration, Config};
 use crate::domain::SystemClock;
 use crate::service::admin::{AccountView, AdminService, AuditQuery, SessionRevocation};
 use crate::service::AuthError;
-use crate::store::{self, StoreError};
+use crate::store::{self, Store, StoreError};
 pub use keys::{keys, rotate_key, KeysCommand};
 use output::{or_dash, Out, Table};
 
@@ -169,10 +172,26 @@ fn actor() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Where a command-line process (no deliverer of its own) reports security events: the
+/// outbox when a webhook is configured, so that running servers deliver them.
+fn alert_sink(config: &Config, store: &Arc<dyn Store>) -> Result<Arc<dyn AlertSink>, CliError> {
+    match &config.alert_webhook_url {
+        Some(url) => {
+            Webhook::new(url, config.alert_webhook_secret.as_deref()).map_err(CliError::Invalid)?;
+            Ok(Arc::new(OutboxAlerts::new(
+                Arc::clone(store),
+                Arc::new(Notify::new()),
+                config.alert_events.clone(),
+            )))
+        }
+        None => Ok(Arc::new(NoAlerts)),
+    }
+}
+
 async fn admin(config: &Config) -> Result<AdminService, CliError> {
     let store = store::connect(&config.database_url, 2).await?;
     // Revocations made here are alerted through the outbox; running servers deliver them.
-    let alerts = crate::alerts::sink_for(config, &store).map_err(CliError::Invalid)?;
+    let alerts = alert_sink(config, &store)?;
     Ok(AdminService::new(store, Arc::new(SystemClock), &actor()).with_alerts(alerts))
 }
 

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::verifier::Inner;
-
 /// How long one long-poll waits at Tessera for news (its ceiling is 30 s).
 const POLL_WAIT_SECS: u64 = 25;
 /// Entries asked for at once; a full answer is followed by the next request at once.
@@ -136,42 +134,35 @@ struct Page {
     next: i64,
 }
 
-/// Runs until every `Verifier` sharing `inner` is gone.
-pub(crate) async fn follow(inner: Weak<Inner>, feed: FeedConfig) {
+/// Runs until every `Verifier` sharing `revoked` is gone (they hold the only strong
+/// references).
+pub(crate) async fn follow(revoked: Weak<RevokedSessions>, client: reqwest::Client, feed: FeedConfig) {
     let mut after = 0;
     let mut backoff = Duration::from_millis(100);
     // The first answer reads the whole retained feed without waiting: catching up.
     let mut wait = 0;
     loop {
-        let Some(strong) = inner.upgrade() else {
+        let Some(strong) = revoked.upgrade() else {
             return;
         };
-        let result = read_page(&strong, &feed, after, wait).await;
+        let result = read_page(&client, &feed, after, wait).await;
         match result {
             Ok(page) => {
-                strong.revoked.remember(&page.revocations, feed.memory);
+                strong.remember(&page.revocations, feed.memory);
                 let full = page.revocations.len() >= PAGE;
                 after = page.next;
                 backoff = Duration::from_millis(100);
                 if !full {
                     // Caught up: from now on, revocations are known as they happen.
-                    strong.revoked.set_in_sync(true);
-                    strong.revoked.caught_up.send_replace(true);
-                    *strong
-                        .revoked
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = None;
+                    strong.set_in_sync(true);
+                    strong.caught_up.send_replace(true);
+                    *strong.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     wait = POLL_WAIT_SECS;
                 }
             }
             Err(why) => {
-                strong.revoked.set_in_sync(false);
-                *strong
-                    .revoked
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(why);
+                strong.set_in_sync(false);
+                *strong.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
                 drop(strong);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -180,9 +171,13 @@ pub(crate) async fn follow(inner: Weak<Inner>, feed: FeedConfig) {
     }
 }
 
-async fn read_page(inner: &Inner, feed: &FeedConfig, after: i64, wait: u64) -> Result<Page, String> {
-    let response = inner
-        .client
+async fn read_page(
+    client: &reqwest::Client,
+    feed: &FeedConfig,
+    after: i64,
+    wait: u64,
+) -> Result<Page, String> {
+    let response = client
         .get(&feed.url)
         .query(&[
             ("after", after.to_string()),

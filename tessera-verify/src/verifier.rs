@@ -187,7 +187,7 @@ impl Builder {
                 client,
                 keys: RwLock::new(None),
                 feed,
-                revoked: RevokedSessions::default(),
+                revoked: Arc::new(RevokedSessions::default()),
                 generation: AtomicU64::new(0),
                 fetch: tokio::sync::Mutex::new(FetchState {
                     jwks_url,
@@ -238,7 +238,7 @@ pub(crate) struct Inner {
     keys: RwLock<Option<Arc<KeySet>>>,
     /// The revocation feed, when followed.
     feed: Option<FeedConfig>,
-    pub(crate) revoked: RevokedSessions,
+    pub(crate) revoked: Arc<RevokedSessions>,
     /// Counts finished fetch attempts, so a caller that waited for the fetch lock can tell
     /// that someone else fetched meanwhile.
     generation: AtomicU64,
@@ -322,7 +322,11 @@ impl Verifier {
     fn follow_revocations(&self) {
         if let Some(feed) = &self.inner.feed {
             if self.inner.revoked.start_once() {
-                tokio::spawn(revocations::follow(Arc::downgrade(&self.inner), feed.clone()));
+                tokio::spawn(revocations::follow(
+                    Arc::downgrade(&self.inner.revoked),
+                    self.inner.client.clone(),
+                    feed.clone(),
+                ));
             }
         }
     }
