@@ -3,11 +3,13 @@
 //! Verification is strict: only our own `kid`, only the algorithm that key is for, never a key
 //! or URL taken from the token's header.
 //!
-//! Signing and verification are ring's for every algorithm. The JWS compact format around them
-//! is ours (a few lines each way): jsonwebtoken parses `alg` into an enum that has no
-//! `Ed25519` (RFC 9864), and ring can sign and verify RS256 but not generate an RSA key, for
-//! which the `rsa` crate is used, and only for that (its private-key operations are not
-//! constant-time; generation runs once per key, signing never goes through it).
+//! Signing and verification are ring's for every algorithm. The JOSE wire rules (algorithm
+//! names, the compact JWS and its header, pinned verification keys) are the workspace crate
+//! `tessera-jws`, which `tessera-verify` uses too; signing, the key set and its schedule are
+//! here. (jsonwebtoken parses `alg` into an enum that has no `Ed25519`, RFC 9864.) ring can
+//! sign and verify RS256 but not generate an RSA key, for which the `rsa` crate is used, and
+//! only for that (its private-key operations are not constant-time; generation runs once per
+//! key, signing never goes through it).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -17,85 +19,22 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::rand::SystemRandom;
 use ring::signature::{
-    EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, UnparsedPublicKey, VerificationAlgorithm,
-    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, RSA_PKCS1_2048_8192_SHA256,
-    RSA_PKCS1_SHA256,
+    EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
 };
 use serde::{Deserialize, Serialize};
+use tessera_jws::{CompactJws, PublicKey};
 
 use crate::domain::{SessionId, Timestamp, UserId};
 
-/// The `typ` header of every access token (RFC 9068).
-pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// The algorithms access tokens can be signed with (`TESSERA_SIGNING_ALG`), by their JOSE
+/// names.
+pub use tessera_jws::Alg as SigningAlg;
+/// The `typ` header of every access token (RFC 9068); the wire rules are `tessera-jws`'s.
+pub use tessera_jws::ACCESS_TOKEN_TYP;
 
 /// The size of the RSA keys we generate (RS256): 2048 bits is the floor of RFC 7518 §3.3 and
 /// what gateways expect; verification accepts 2048 to 8192.
 const RSA_BITS: usize = 2048;
-
-/// The algorithms access tokens can be signed with (`TESSERA_SIGNING_ALG`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum SigningAlg {
-    /// EdDSA over Ed25519, under the name RFC 8037 gave it (the widest support).
-    #[default]
-    EdDSA,
-    /// The same signature under its fully-specified name (RFC 9864, which deprecates
-    /// `EdDSA`); fewer libraries know it yet.
-    Ed25519,
-    /// ECDSA over P-256 with SHA-256.
-    ES256,
-    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
-    RS256,
-}
-
-impl SigningAlg {
-    pub const ALL: [SigningAlg; 4] = [
-        SigningAlg::EdDSA,
-        SigningAlg::Ed25519,
-        SigningAlg::ES256,
-        SigningAlg::RS256,
-    ];
-
-    /// The JOSE `alg` name, as it appears in token headers, the JWKS and the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SigningAlg::EdDSA => "EdDSA",
-            SigningAlg::Ed25519 => "Ed25519",
-            SigningAlg::ES256 => "ES256",
-            SigningAlg::RS256 => "RS256",
-        }
-    }
-
-    /// The algorithm of an exact JOSE `alg` name (case matters, as in JOSE).
-    pub fn from_jose(name: &str) -> Option<SigningAlg> {
-        SigningAlg::ALL.into_iter().find(|alg| alg.as_str() == name)
-    }
-
-    fn verification(self) -> &'static dyn VerificationAlgorithm {
-        match self {
-            SigningAlg::EdDSA | SigningAlg::Ed25519 => &ED25519,
-            SigningAlg::ES256 => &ECDSA_P256_SHA256_FIXED,
-            SigningAlg::RS256 => &RSA_PKCS1_2048_8192_SHA256,
-        }
-    }
-}
-
-impl fmt::Display for SigningAlg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Configuration is forgiving about case (`es256`); what is stored and sent is the exact name.
-impl std::str::FromStr for SigningAlg {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SigningAlg::ALL
-            .into_iter()
-            .find(|alg| alg.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("{s:?} is not one of EdDSA, Ed25519, ES256, RS256"))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -243,9 +182,8 @@ struct LoadedKey {
     signer: Signer,
     /// The JOSE header of every token this key signs, already base64url-encoded.
     encoded_header: String,
-    /// The one `alg` a token naming this key may carry.
-    alg: SigningAlg,
-    verifier: UnparsedPublicKey<Vec<u8>>,
+    /// Verifies under the one `alg` a token naming this key may carry.
+    verifier: PublicKey,
 }
 
 impl LoadedKey {
@@ -314,33 +252,12 @@ impl LoadedKey {
         let key = LoadedKey {
             signer,
             encoded_header,
-            alg,
-            verifier: UnparsedPublicKey::new(alg.verification(), public),
+            verifier: PublicKey::from_ring_bytes(alg, public),
         };
         Ok((key, jwk))
     }
 }
 
-/// The JOSE header fields verification looks at. Presence is all that matters for the ones
-/// that could carry a key or its location: any of them refuses the token.
-#[derive(Deserialize)]
-struct JoseHeader {
-    alg: String,
-    typ: Option<String>,
-    kid: Option<String>,
-    jwk: Option<serde::de::IgnoredAny>,
-    jku: Option<serde::de::IgnoredAny>,
-    x5u: Option<serde::de::IgnoredAny>,
-    x5c: Option<serde::de::IgnoredAny>,
-    /// Extensions the signer says must be understood (RFC 7515 §4.1.11): we understand none.
-    crit: Option<serde::de::IgnoredAny>,
-}
-
-/// A base64url (no padding, canonical) JSON segment; anything else is an invalid token.
-fn decode_segment<T: serde::de::DeserializeOwned>(segment: &str) -> Result<T, TokenError> {
-    let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|_| TokenError::Invalid)?;
-    serde_json::from_slice(&bytes).map_err(|_| TokenError::Invalid)
-}
 /// The claims of an access token.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessClaims {
@@ -683,57 +600,20 @@ impl AccessTokens {
     /// Everything but `exp`, which [`AccessTokens::verify`] compares on the service's clock
     /// (expired from `exp` on, RFC 7519 §4.1.4), cached or not.
     fn verify_uncached(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        let mut segments = token.split('.');
-        let (Some(header), Some(claims), Some(signature), None) =
-            (segments.next(), segments.next(), segments.next(), segments.next())
-        else {
-            return Err(TokenError::Invalid);
-        };
-        let header: JoseHeader = decode_segment(header)?;
-        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
-            return Err(TokenError::Invalid);
-        }
-        // Keys or key locations supplied by the token are an attack vector; we never use them
-        // and refuse tokens that carry them, or that demand extensions we do not implement.
-        if header.jwk.is_some()
-            || header.jku.is_some()
-            || header.x5u.is_some()
-            || header.x5c.is_some()
-            || header.crit.is_some()
-        {
-            return Err(TokenError::Invalid);
-        }
-        // An algorithm we never sign with is refused before the kid is looked up, so it cannot
-        // make us reload the keys.
-        let alg = SigningAlg::from_jose(&header.alg).ok_or(TokenError::Invalid)?;
-        let kid = header.kid.as_deref().ok_or(TokenError::Invalid)?;
-        if self.revoked.contains(kid) {
+        // The wire rules (shape, `typ`, no key or key location, no `crit`, a known `alg`
+        // before the kid is looked up) are tessera-jws's, shared with tessera-verify.
+        let jws = CompactJws::parse(token).map_err(|_| TokenError::Invalid)?;
+        if self.revoked.contains(jws.kid()) {
             return Err(TokenError::RevokedKey);
         }
-        let key = self.keys.get(kid).ok_or(TokenError::UnknownKey)?;
-        // Pinned: the key's own algorithm, by its exact name (an `EdDSA` key does not accept a
-        // header saying `Ed25519`, though the signature would be the same).
-        if alg != key.alg {
-            return Err(TokenError::Invalid);
-        }
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| TokenError::Invalid)?;
-        let signed = &token.as_bytes()[..token.len() - signature_len(token)];
-        key.verifier
-            .verify(signed, &signature)
-            .map_err(|_| TokenError::Invalid)?;
-        let claims: AccessClaims = decode_segment(claims)?;
+        let key = self.keys.get(jws.kid()).ok_or(TokenError::UnknownKey)?;
+        // Pinned: the key's own algorithm, by its exact name, then the signature.
+        let claims: AccessClaims = jws.verify(&key.verifier).map_err(|_| TokenError::Invalid)?;
         if claims.iss != self.issuer || claims.aud != self.audience {
             return Err(TokenError::Invalid);
         }
         Ok(claims)
     }
-}
-
-/// The length of a compact JWS's last segment plus its dot: what is not signing input.
-fn signature_len(token: &str) -> usize {
-    token.rfind('.').map_or(token.len(), |dot| token.len() - dot)
 }
 
 #[cfg(test)]
@@ -979,7 +859,7 @@ mod tests {
         let input = format!("{}.{}", b64(&header), b64(claims));
         let alg = SigningAlg::from_jose(&key.alg).unwrap();
         let (loaded, _) = LoadedKey::load(key, &SystemRandom::new()).unwrap();
-        assert_eq!(loaded.alg, alg);
+        assert_eq!(loaded.verifier.alg(), alg);
         let signature = loaded
             .signer
             .sign(&SystemRandom::new(), input.as_bytes())

@@ -32,21 +32,21 @@
 //! revocations_unavailable`; [`Builder::revocation_feed_fail_open`] chooses the opposite.
 //!
 //! # Layout
-//! - `jwk`: JWKS documents into ring public keys, each pinned to its algorithm.
-//! - `token`: the pure checks of one compact JWS against a key set and a time.
+//! - `token`: the pure checks of one access token against a key set and a time: the JOSE
+//!   wire rules are `tessera-jws`'s (the same crate the server verifies its own tokens
+//!   with), the claims, issuer, audience and expiry are checked here.
 //! - `verifier`: [`Verifier`], the fetched and cached key set (refetch on unknown `kid`,
 //!   rate-limited; `Cache-Control: max-age`), discovery from the issuer.
 //! - `revocations`: the opt-in follower of Tessera's revocation feed.
 //! - `extract`: the axum extractors [`AuthUser`] and [`RequireRole`], problem+json rejections.
 
 mod extract;
-mod jwk;
 mod revocations;
 mod token;
 mod verifier;
 
 pub use extract::{AuthUser, Rejection, RequireRole, RoleName, ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER};
-pub use jwk::Alg;
+pub use tessera_jws::Alg;
 pub use token::{Claims, ACCESS_TOKEN_TYP, MAX_LEEWAY_SECS};
 pub use verifier::{
     Builder, Error, Verifier, DEFAULT_REFETCH_INTERVAL, DEFAULT_REVOCATION_FEED_MAX_LAG,

@@ -4,14 +4,11 @@
 
 use std::collections::HashMap;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use serde::Deserialize;
-
-use crate::jwk::{Alg, Key};
+use tessera_jws::{CompactJws, PublicKey as Key};
 
 /// The `typ` of every Tessera access token (RFC 9068).
-pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+pub const ACCESS_TOKEN_TYP: &str = tessera_jws::ACCESS_TOKEN_TYP;
 
 /// Tessera's ceiling on verifier leeway: a longer one would keep tokens alive that the
 /// server itself already refuses.
@@ -45,20 +42,6 @@ pub enum TokenError {
     Expired,
 }
 
-/// The header fields that matter. Fields that could carry a key or its location are refused
-/// by their mere presence, as are extensions (`crit`) we would have to understand.
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-    typ: Option<String>,
-    kid: Option<String>,
-    jwk: Option<serde::de::IgnoredAny>,
-    jku: Option<serde::de::IgnoredAny>,
-    x5u: Option<serde::de::IgnoredAny>,
-    x5c: Option<serde::de::IgnoredAny>,
-    crit: Option<serde::de::IgnoredAny>,
-}
-
 /// The claims as they travel. `aud` is a single string: an array is refused, as by Tessera.
 #[derive(Deserialize)]
 struct Payload {
@@ -70,11 +53,6 @@ struct Payload {
     exp: i64,
     jti: String,
     roles: Vec<String>,
-}
-
-fn decode<T: serde::de::DeserializeOwned>(segment: &str) -> Result<T, TokenError> {
-    let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|_| TokenError::Invalid)?;
-    serde_json::from_slice(&bytes).map_err(|_| TokenError::Invalid)
 }
 
 /// The expectations a token is checked against.
@@ -94,41 +72,9 @@ pub fn verify(
     expected: &Expected<'_>,
     now_millis: i64,
 ) -> Result<Claims, TokenError> {
-    let mut segments = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (segments.next(), segments.next(), segments.next(), segments.next())
-    else {
-        return Err(TokenError::Invalid);
-    };
-    let parsed: Header = decode(header)?;
-    if parsed.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
-        return Err(TokenError::Invalid);
-    }
-    if parsed.jwk.is_some()
-        || parsed.jku.is_some()
-        || parsed.x5u.is_some()
-        || parsed.x5c.is_some()
-        || parsed.crit.is_some()
-    {
-        return Err(TokenError::Invalid);
-    }
-    // Checked before the kid is looked up: `none`, `HS256` and other names must not be able
-    // to trigger a JWKS refetch.
-    let alg = Alg::from_jose(&parsed.alg).ok_or(TokenError::Invalid)?;
-    let kid = parsed.kid.as_deref().ok_or(TokenError::Invalid)?;
-    let key = keys.get(kid).ok_or(TokenError::UnknownKey)?;
-    // Pinned by exact name: an `EdDSA` key refuses a header saying `Ed25519`, as Tessera does.
-    if key.alg != alg {
-        return Err(TokenError::Invalid);
-    }
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature)
-        .map_err(|_| TokenError::Invalid)?;
-    let signed = &token[..header.len() + 1 + payload.len()];
-    if !key.verifies(signed.as_bytes(), &signature) {
-        return Err(TokenError::Invalid);
-    }
-    let claims: Payload = decode(payload)?;
+    let jws = CompactJws::parse(token).map_err(|_| TokenError::Invalid)?;
+    let key = keys.get(jws.kid()).ok_or(TokenError::UnknownKey)?;
+    let claims: Payload = jws.verify(key).map_err(|_| TokenError::Invalid)?;
     if claims.iss != expected.issuer || claims.aud != expected.audience {
         return Err(TokenError::Invalid);
     }
@@ -150,10 +96,12 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwk::parse_jwks;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
     use ring::rand::SystemRandom;
     use ring::signature::{Ed25519KeyPair, KeyPair};
     use serde_json::{json, Value};
+    use tessera_jws::parse_jwks;
 
     const NOW_MS: i64 = 1_800_000_000_000;
 

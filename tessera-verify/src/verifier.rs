@@ -14,9 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::jwk::{parse_jwks, Key};
 use crate::revocations::{self, FeedConfig, RevokedSessions};
 use crate::token::{self, Claims, Expected, TokenError};
+use tessera_jws::{parse_jwks, PublicKey as Key};
 
 /// Default minimum time between two fetches of the JWKS.
 pub const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(30);

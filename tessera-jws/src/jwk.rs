@@ -1,4 +1,4 @@
-//! JWKS documents into ring public keys. A key is usable only with the one algorithm its
+//! JWKS documents into verification keys. A key is usable only with the one algorithm its
 //! `alg` names, and only if its type and curve are what that algorithm needs: a JWK whose
 //! fields disagree is dropped, never guessed at.
 
@@ -6,62 +6,14 @@ use std::collections::HashMap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ring::signature::{
-    RsaPublicKeyComponents, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256,
-};
+use ring::signature::{RsaPublicKeyComponents, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519};
 use serde::Deserialize;
 
-/// The algorithms Tessera signs access tokens with, by their exact JOSE names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Alg {
-    /// EdDSA over Ed25519 (RFC 8037's name).
-    EdDSA,
-    /// The same signature under RFC 9864's fully-specified name.
-    Ed25519,
-    ES256,
-    RS256,
-}
-
-impl Alg {
-    /// Case-sensitive, as JOSE names are: `es256` is no algorithm.
-    pub fn from_jose(name: &str) -> Option<Alg> {
-        match name {
-            "EdDSA" => Some(Alg::EdDSA),
-            "Ed25519" => Some(Alg::Ed25519),
-            "ES256" => Some(Alg::ES256),
-            "RS256" => Some(Alg::RS256),
-            _ => None,
-        }
-    }
-}
+use crate::{Alg, PublicKey, Verification};
 
 /// RFC 7518 §3.3: RSA keys below 2048 bits are not acceptable (ring's verification algorithm
 /// enforces the same floor; refusing at parse time keeps such a key out of the set).
 const RSA_MIN_MODULUS_BYTES: usize = 256;
-
-enum PublicKey {
-    /// Ed25519 (raw 32 bytes) and P-256 (uncompressed point), which ring takes as bytes.
-    Unparsed(UnparsedPublicKey<Vec<u8>>),
-    Rsa(RsaPublicKeyComponents<Vec<u8>>),
-}
-
-/// One verification key, pinned to its algorithm.
-pub struct Key {
-    pub alg: Alg,
-    public: PublicKey,
-}
-
-impl Key {
-    /// Does `signature` sign `message` under this key?
-    pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
-        match &self.public {
-            PublicKey::Unparsed(key) => key.verify(message, signature).is_ok(),
-            PublicKey::Rsa(key) => key
-                .verify(&RSA_PKCS1_2048_8192_SHA256, message, signature)
-                .is_ok(),
-        }
-    }
-}
 
 /// The JWK members we read. Private members (`d`, ...) are ignored, not refused: a published
 /// key set never carries them, and they play no part in verification.
@@ -92,8 +44,8 @@ fn b64(field: Option<&String>) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(field?).ok()
 }
 
-/// One JWK as a `(kid, Key)`, or `None` when it is not a signing key Tessera could have made.
-fn parse_key(jwk: &Jwk) -> Option<(String, Key)> {
+/// One JWK as a `(kid, key)`, or `None` when it is not a signing key Tessera could have made.
+fn parse_key(jwk: &Jwk) -> Option<(String, PublicKey)> {
     let kid = jwk.kid.clone().filter(|k| !k.is_empty())?;
     if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
         return None;
@@ -101,10 +53,10 @@ fn parse_key(jwk: &Jwk) -> Option<(String, Key)> {
     // Tessera always publishes `alg`; without it the key could be tried with any algorithm,
     // which is exactly the confusion pinning exists to prevent.
     let alg = Alg::from_jose(jwk.alg.as_deref()?)?;
-    let public = match (alg, jwk.kty.as_deref(), jwk.crv.as_deref()) {
+    let key = match (alg, jwk.kty.as_deref(), jwk.crv.as_deref()) {
         (Alg::EdDSA | Alg::Ed25519, Some("OKP"), Some("Ed25519")) => {
             let x = b64(jwk.x.as_ref()).filter(|x| x.len() == 32)?;
-            PublicKey::Unparsed(UnparsedPublicKey::new(&ED25519, x))
+            Verification::Unparsed(UnparsedPublicKey::new(&ED25519, x))
         }
         (Alg::ES256, Some("EC"), Some("P-256")) => {
             let x = b64(jwk.x.as_ref()).filter(|x| x.len() == 32)?;
@@ -114,7 +66,7 @@ fn parse_key(jwk: &Jwk) -> Option<(String, Key)> {
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            PublicKey::Unparsed(UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point))
+            Verification::Unparsed(UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point))
         }
         (Alg::RS256, Some("RSA"), None) => {
             let n = b64(jwk.n.as_ref())?;
@@ -124,16 +76,16 @@ fn parse_key(jwk: &Jwk) -> Option<(String, Key)> {
             if significant < RSA_MIN_MODULUS_BYTES {
                 return None;
             }
-            PublicKey::Rsa(RsaPublicKeyComponents { n, e })
+            Verification::Rsa(RsaPublicKeyComponents { n, e })
         }
         _ => return None,
     };
-    Some((kid, Key { alg, public }))
+    Some((kid, PublicKey { alg, key }))
 }
 
 /// A JWKS document (`{"keys": [...]}`) as usable keys by `kid`. Keys that are malformed, of
 /// another type or for another algorithm are left out, so one odd key does not cost the rest.
-pub fn parse_jwks(document: &[u8]) -> Result<HashMap<String, Key>, BadJwks> {
+pub fn parse_jwks(document: &[u8]) -> Result<HashMap<String, PublicKey>, BadJwks> {
     let set: JwkSet = serde_json::from_slice(document).map_err(|_| BadJwks)?;
     Ok(set
         .keys
@@ -155,7 +107,7 @@ mod tests {
         Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
     }
 
-    fn parse(keys: serde_json::Value) -> HashMap<String, Key> {
+    fn parse(keys: serde_json::Value) -> HashMap<String, PublicKey> {
         parse_jwks(&serde_json::to_vec(&json!({ "keys": keys })).unwrap()).unwrap()
     }
 
@@ -167,8 +119,8 @@ mod tests {
             {"kid": "a", "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "x": x},
             {"kid": "b", "kty": "OKP", "crv": "Ed25519", "alg": "Ed25519", "x": x},
         ]));
-        assert_eq!(keys["a"].alg, Alg::EdDSA);
-        assert_eq!(keys["b"].alg, Alg::Ed25519);
+        assert_eq!(keys["a"].alg(), Alg::EdDSA);
+        assert_eq!(keys["b"].alg(), Alg::Ed25519);
         let signature = pair.sign(b"message");
         assert!(keys["a"].verifies(b"message", signature.as_ref()));
         assert!(!keys["a"].verifies(b"massage", signature.as_ref()));
@@ -213,7 +165,7 @@ mod tests {
     fn rsa_keys_of_2048_bits_are_kept() {
         let n = URL_SAFE_NO_PAD.encode([0xc3u8; 256]);
         let keys = parse(json!([{"kid": "r", "kty": "RSA", "alg": "RS256", "n": n, "e": "AQAB"}]));
-        assert_eq!(keys["r"].alg, Alg::RS256);
+        assert_eq!(keys["r"].alg(), Alg::RS256);
     }
 
     #[test]
