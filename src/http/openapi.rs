@@ -33,7 +33,7 @@ use super::{auth, discovery, feed, metrics};
     info(
         title = "Tessera",
         description = "An authentication token server: access JWTs, rotating refresh tokens with \
-                       reuse detection, device sessions. The contract is `shared/API.md`; errors \
+                       reuse detection, device sessions. The reference is `docs/API.md` in its repository; errors \
                        are RFC 9457 problem documents whose `code` is the stable part."
     ),
     paths(

@@ -124,6 +124,30 @@ fn the_copy_of_the_contracts_codes_is_the_contracts() {
     }
 }
 
+/// The repository's API reference holds the contract word for word (before its own
+/// "Beyond the contract" part), and names every code of it.
+#[test]
+fn the_api_reference_holds_the_contract() {
+    let reference = include_str!("../../docs/API.md");
+    let contract_part = reference
+        .split("\n# Beyond the contract")
+        .next()
+        .expect("the reference");
+    assert_eq!(codes_named_in(contract_part), contract_codes());
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/API.md");
+    match std::fs::read_to_string(path) {
+        Ok(contract) => {
+            // Everything after the contract's title line, as it is.
+            let body = contract.split_once('\n').map_or("", |(_, rest)| rest).trim();
+            assert!(
+                contract_part.contains(body),
+                "docs/API.md no longer holds {path} word for word"
+            );
+        }
+        Err(e) => eprintln!("note: {path} not readable ({e}); docs/API.md is not compared with it"),
+    }
+}
+
 #[tokio::test]
 async fn the_document_lists_every_route_the_router_serves() {
     // With the revocation feed on: off, its route answers 404 like an unknown one.
