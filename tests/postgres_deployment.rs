@@ -420,6 +420,40 @@ async fn a_frozen_revocation_listener_is_noticed_within_100_ms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_frozen_for_good_is_replaced_by_a_new_subscription() {
+    let Some(db) = TestDatabase::create("listener_replaced").await else {
+        return;
+    };
+    let a = Server::start(&db.url, &[("TESSERA_MAX_SESSIONS", "100")]);
+    let b = Server::start(&db.url, &[]);
+    let c = client();
+    login(&c, &a, "replaced@example.com").await;
+    let frozen_pids = backends_of(&db, &b, true).await;
+    let frozen = Frozen::freeze(frozen_pids.clone());
+    // Given up about a second after its heartbeat was due: b subscribes on a new connection.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            backends_of(&db, &b, true)
+                .await
+                .iter()
+                .any(|pid| !frozen_pids.contains(pid))
+        })
+        .await,
+        "b never subscribed again"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In step again while the old backend is still frozen: revocations by notice, from memory.
+    for _ in 0..3 {
+        let tokens = login_again(&c, &a, "replaced@example.com").await;
+        assert!(time_until_refused(&c, &a, &b, &tokens).await < Duration::from_millis(100));
+    }
+    // Thawed before the database is dropped: a stopped backend cannot be terminated.
+    drop(frozen);
+    drop((a, b));
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_whose_database_links_all_freeze_stops_answering_from_memory() {
     let Some(db) = TestDatabase::create("links_frozen").await else {
         return;

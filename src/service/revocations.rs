@@ -32,6 +32,8 @@ pub const REVOCATION_POLL_DEADLINE: Duration = Duration::from_millis(500);
 /// go unnoticed: within the 100 ms in which revocations reach other instances.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(50);
 pub const HEARTBEAT_DEADLINE: Duration = Duration::from_millis(50);
+/// A heartbeat this much later than its deadline gives the subscription up for a new one.
+const HEARTBEAT_GIVE_UP: Duration = Duration::from_secs(1);
 
 /// What woke the follower.
 enum Event {
@@ -96,10 +98,12 @@ impl AuthService {
         let mut awaited: Option<(String, Instant)> = None;
         let mut sending: Option<Pin<Box<dyn Future<Output = StoreResult<()>> + Send>>> = None;
         loop {
-            let due = awaited
-                .as_ref()
-                .map(|(_, due)| *due)
-                .filter(|_| self.live.in_sync());
+            // In step: the heartbeat is due back by its deadline. Out of step already: by the
+            // time after which this subscription is given up for a fresh one.
+            let due = awaited.as_ref().map(|(_, due)| match self.live.in_sync() {
+                true => *due,
+                false => *due + HEARTBEAT_GIVE_UP,
+            });
             let event = tokio::select! {
                 // Whatever has arrived is taken before a deadline is judged.
                 biased;
@@ -146,11 +150,18 @@ impl AuthService {
                         return e.into();
                     }
                 }
-                Event::Overdue => {
+                Event::Overdue if self.live.in_sync() => {
                     tracing::warn!(
                         "a revocation heartbeat is late: the subscription or the database link is stalled"
                     );
                     self.live.set_in_sync(false);
+                }
+                // Still not back: a subscription stalled for good would keep every request on
+                // the database forever. Subscribe afresh (the caller does, from the log).
+                Event::Overdue => {
+                    return AuthError::Store(crate::store::StoreError::Unavailable(
+                        "a revocation heartbeat did not come back: subscribing again".into(),
+                    ))
                 }
                 Event::Beat => {
                     sent += 1;
