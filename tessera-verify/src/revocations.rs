@@ -5,9 +5,12 @@
 //! A background task long-polls the feed from where it last stopped and remembers each
 //! revoked session for as long as a token issued before the revocation could still be
 //! valid. It starts with the first verification (or `prefetch`) and ends once every clone of
-//! the `Verifier` is dropped. While the feed cannot be read, tokens are judged by the
-//! revocations already known (the feed is a shortening of the tokens' life, not their only
-//! check); `Verifier::revocations_in_sync` tells a health check whether that is happening.
+//! the `Verifier` is dropped. What the follower knows is current as of the send of the last
+//! request whose answer found it caught up; an unreadable feed and a stalled one (no answer,
+//! no error) both let that age. By default a verifier refuses every token once it is older
+//! than its bound (`revocation_feed_max_lag`, 10 s), and long-polls for at most half the
+//! bound so that a healthy feed never comes near it; failing open, tokens are judged by the
+//! revocations already known. `Verifier::revocations_in_sync` tells a health check.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,10 +44,16 @@ pub(crate) struct FeedConfig {
 pub(crate) struct RevokedSessions {
     /// Session id → when to forget it.
     sessions: Mutex<HashMap<String, Instant>>,
+    /// The last read of the feed succeeded.
     in_sync: AtomicBool,
     started: AtomicBool,
-    /// Since when the feed has been out of step (from the start until the first catch-up).
-    out_of_step_since: Mutex<Option<Instant>>,
+    /// When the follower started: before the first catch-up, revocations are known as of then
+    /// (that is, not at all).
+    started_at: Mutex<Option<Instant>>,
+    /// When the last request was sent whose answer found the follower caught up: every
+    /// revocation before that instant is known. A stalled feed (no answer, no error) leaves it
+    /// where it was, so staleness grows as it does when reads fail.
+    current_as_of: Mutex<Option<Instant>>,
     /// Becomes true at the first catch-up: before it, no revocation is known at all.
     caught_up: tokio::sync::watch::Sender<bool>,
     /// Why the feed could not be read last time. The crate logs nothing itself (it imposes
@@ -64,36 +73,40 @@ impl RevokedSessions {
         self.in_sync.load(Ordering::Acquire)
     }
 
-    /// How long the feed has been out of step, if it is.
-    pub fn lag(&self) -> Option<Duration> {
-        if self.in_sync() {
-            return None;
-        }
-        let mut since = self.out_of_step_since.lock().unwrap_or_else(|p| p.into_inner());
-        Some(since.get_or_insert_with(Instant::now).elapsed())
+    /// How old the knowledge of revocations is: since the send of the last answer that found
+    /// the follower caught up (since the start, before the first).
+    pub fn staleness(&self) -> Duration {
+        let current = *self.current_as_of.lock().unwrap_or_else(|p| p.into_inner());
+        let since = current.or(*self.started_at.lock().unwrap_or_else(|p| p.into_inner()));
+        since.map_or(Duration::ZERO, |since| since.elapsed())
     }
 
     fn set_in_sync(&self, in_sync: bool) {
         self.in_sync.store(in_sync, Ordering::Release);
-        let mut since = self.out_of_step_since.lock().unwrap_or_else(|p| p.into_inner());
-        match in_sync {
-            true => *since = None,
-            false => {
-                since.get_or_insert_with(Instant::now);
-            }
+    }
+
+    /// An answer to a request sent at `sent_at` found the follower caught up.
+    fn caught_up_at(&self, sent_at: Instant) {
+        let mut current = self.current_as_of.lock().unwrap_or_else(|p| p.into_inner());
+        if current.is_none_or(|c| c < sent_at) {
+            *current = Some(sent_at);
         }
+        drop(current);
+        self.set_in_sync(true);
+        self.caught_up.send_replace(true);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// True the first time only: the caller starts the follower. The feed counts as out of
-    /// step from here until the first catch-up.
+    /// True the first time only: the caller starts the follower. Staleness counts from here
+    /// until the first catch-up.
     pub fn start_once(&self) -> bool {
         let first = !self.started.swap(true, Ordering::AcqRel);
         if first {
-            self.set_in_sync(false);
+            *self.started_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         }
         first
     }
@@ -139,12 +152,23 @@ struct Page {
 pub(crate) async fn follow(revoked: Weak<RevokedSessions>, client: reqwest::Client, feed: FeedConfig) {
     let mut after = 0;
     let mut backoff = Duration::from_millis(100);
+    // A long poll waits at most half the staleness bound, so an answer (and with it fresh
+    // knowledge) comes well within it; under 2 s, `wait` (whole seconds) is 0 and the pace is
+    // set by sleeping half the bound between polls.
+    let (poll_wait, pace) = match feed.max_lag {
+        None => (POLL_WAIT_SECS, Duration::ZERO),
+        Some(max) => {
+            let wait = (max / 2).as_secs().min(POLL_WAIT_SECS);
+            (wait, if wait == 0 { max / 2 } else { Duration::ZERO })
+        }
+    };
     // The first answer reads the whole retained feed without waiting: catching up.
     let mut wait = 0;
     loop {
         let Some(strong) = revoked.upgrade() else {
             return;
         };
+        let sent_at = Instant::now();
         let result = read_page(&client, &feed, after, wait).await;
         match result {
             Ok(page) => {
@@ -152,12 +176,20 @@ pub(crate) async fn follow(revoked: Weak<RevokedSessions>, client: reqwest::Clie
                 let full = page.revocations.len() >= PAGE;
                 after = page.next;
                 backoff = Duration::from_millis(100);
+                wait = poll_wait;
                 if !full {
-                    // Caught up: from now on, revocations are known as they happen.
-                    strong.set_in_sync(true);
-                    strong.caught_up.send_replace(true);
-                    *strong.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                    wait = POLL_WAIT_SECS;
+                    // Caught up: revocations are known as of when this request was sent.
+                    strong.caught_up_at(sent_at);
+                    // An answer far later than asked for (a stalled link, a frozen server):
+                    // ask again at once rather than wait, to be current again sooner.
+                    if sent_at.elapsed() > Duration::from_secs(wait + 1) {
+                        wait = 0;
+                    } else if !pace.is_zero() {
+                        drop(strong);
+                        tokio::time::sleep(pace).await;
+                    }
+                } else {
+                    wait = 0;
                 }
             }
             Err(why) => {
@@ -222,24 +254,37 @@ mod tests {
     }
 
     #[test]
-    fn the_lag_counts_from_falling_out_of_step_until_back_in_step() {
+    fn staleness_counts_from_the_last_request_answered_caught_up() {
         let revoked = RevokedSessions::default();
-        revoked.set_in_sync(false);
-        let first = revoked.lag().expect("out of step");
+        assert_eq!(revoked.staleness(), Duration::ZERO, "not started");
+        assert!(revoked.start_once());
         std::thread::sleep(Duration::from_millis(20));
-        assert!(revoked.lag().expect("still out of step") >= first + Duration::from_millis(20));
-        revoked.set_in_sync(true);
-        assert_eq!(revoked.lag(), None);
+        assert!(
+            revoked.staleness() >= Duration::from_millis(20),
+            "since the start"
+        );
+        let sent = Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        revoked.caught_up_at(sent);
+        assert!(
+            revoked.staleness() >= Duration::from_millis(20),
+            "since the send, not the answer"
+        );
+        assert!(revoked.in_sync() && revoked.caught_up_once());
+        // An older answer arriving late does not move knowledge back.
+        revoked.caught_up_at(sent - Duration::from_secs(5));
+        assert!(revoked.staleness() < Duration::from_secs(1));
+        // A failed read says so, and staleness goes on growing from the last answer.
         revoked.set_in_sync(false);
-        assert!(revoked.lag().expect("out of step again") < Duration::from_millis(20));
+        assert!(!revoked.in_sync());
+        assert!(revoked.staleness() >= Duration::from_millis(20));
     }
 
     #[test]
-    fn the_follower_starts_once_and_out_of_step() {
+    fn the_follower_starts_once() {
         let revoked = RevokedSessions::default();
         assert!(revoked.start_once());
         assert!(!revoked.start_once());
-        assert!(revoked.lag().is_some(), "out of step until the first catch-up");
         assert!(!revoked.caught_up_once());
     }
 

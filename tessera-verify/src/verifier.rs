@@ -305,11 +305,17 @@ impl Verifier {
         self.inner.refresh(seen, true).await.map(drop)
     }
 
-    /// Whether the revocation feed is followed and caught up. `false` while it cannot be
-    /// read (tokens of sessions revoked meanwhile pass until they expire, or until the feed
-    /// is back): a readiness check may want to say so.
+    /// Whether the revocation feed is followed and current: its last read succeeded and, for
+    /// a verifier that fails closed, what it knows is no older than the bound. `false` means
+    /// tokens are refused (failing closed) or judged by revocations that may be out of date
+    /// (failing open): a readiness check may want to say so.
     pub fn revocations_in_sync(&self) -> bool {
-        self.inner.revoked.in_sync()
+        let revoked = &self.inner.revoked;
+        let current = match self.inner.feed.as_ref().and_then(|feed| feed.max_lag) {
+            Some(max) => revoked.caught_up_once() && revoked.staleness() <= max,
+            None => true,
+        };
+        revoked.in_sync() && current
     }
 
     /// Why the revocation feed could not be read last time, while it cannot.
@@ -352,14 +358,20 @@ impl Verifier {
     async fn revocations_current_within(&self, max: Duration) -> Result<(), Error> {
         let revoked = &self.inner.revoked;
         if !revoked.caught_up_once() {
-            let waited = revoked.lag().unwrap_or_default();
-            revoked.wait_caught_up(max.saturating_sub(waited)).await;
+            revoked
+                .wait_caught_up(max.saturating_sub(revoked.staleness()))
+                .await;
         }
-        let lagging = revoked.lag().is_some_and(|lag| lag > max);
-        if revoked.caught_up_once() && !lagging {
+        if revoked.caught_up_once() && revoked.staleness() <= max {
             return Ok(());
         }
-        let why = revoked.last_error().unwrap_or_else(|| "not caught up yet".into());
+        let why = revoked.last_error().unwrap_or_else(|| {
+            match revoked.caught_up_once() {
+                true => "no answer from the feed",
+                false => "not caught up yet",
+            }
+            .into()
+        });
         Err(Error::RevocationsUnavailable(why))
     }
 

@@ -285,6 +285,70 @@ async fn by_default_an_unreadable_feed_refuses_every_token_after_ten_seconds() {
     assert!(started.elapsed() < Duration::from_millis(100));
 }
 
+/// A feed that stops answering without an error (a frozen server, a link dropping packets)
+/// ages what the verifier knows just as an unreadable one does: refused past the bound,
+/// accepted again soon after it answers.
+#[tokio::test]
+async fn a_stalled_feed_is_refused_past_the_bound_and_recovers() {
+    let tessera = Tessera::start(&[("TESSERA_REVOCATION_FEED_CREDENTIALS", FEED_CREDENTIAL)]).await;
+    let bound = Duration::from_secs(2);
+    let following = Verifier::builder(ISSUER, AUDIENCE)
+        .jwks_url(tessera.jwks_url())
+        .revocation_feed(FEED_CREDENTIAL)
+        .revocation_feed_url(format!("{}/v1/revocations", tessera.base))
+        .revocation_feed_max_lag(bound)
+        .build()
+        .expect("verifier");
+    following.prefetch().await.expect("keys");
+    let grant = tessera.login("ada@example.com").await;
+    let token = grant["access_token"].as_str().unwrap().to_string();
+    following
+        .verify(&token)
+        .await
+        .expect("a live session's token verifies");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let signal = |sig: &str| {
+        let done = std::process::Command::new("kill")
+            .args([sig, &tessera.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(done.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let stalled = std::time::Instant::now();
+    let refused_after = loop {
+        match following.verify(&token).await {
+            Err(Error::RevocationsUnavailable(_)) => break stalled.elapsed(),
+            Ok(_) => {}
+            Err(other) => {
+                signal("-CONT");
+                panic!("unexpected {other:?}");
+            }
+        }
+        if stalled.elapsed() > Duration::from_secs(6) {
+            signal("-CONT");
+            panic!(
+                "still accepted {:?} into the stall (bound {bound:?})",
+                stalled.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!following.revocations_in_sync());
+    signal("-CONT");
+    assert!(
+        refused_after <= bound + Duration::from_millis(600),
+        "refused after {refused_after:?}"
+    );
+    let resumed = std::time::Instant::now();
+    while following.verify(&token).await.is_err() {
+        assert!(resumed.elapsed() < Duration::from_secs(5), "never current again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(following.revocations_in_sync());
+}
+
 #[tokio::test]
 async fn failing_open_on_a_wrong_feed_credential_shows_as_out_of_sync_and_changes_nothing_else() {
     let tessera = Tessera::start(&[("TESSERA_REVOCATION_FEED_CREDENTIALS", FEED_CREDENTIAL)]).await;

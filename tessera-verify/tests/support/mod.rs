@@ -97,6 +97,12 @@ impl Tessera {
         }
     }
 
+    /// The server's process id (to stop and continue it as a stalled host would be).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self._child.id().expect("the server is running")
+    }
+
     pub fn jwks_url(&self) -> String {
         format!("{}/.well-known/jwks.json", self.base)
     }
