@@ -11,7 +11,7 @@ use tessera::crypto::{PasswordHashString, RefreshToken, RefreshTokenHash, Refres
 use tessera::domain::{Email, SessionId, Timestamp, UserId};
 use tessera::store::{
     self, AfterKeyRevocation, AuditEvent, AuditFilter, CurrentRotation, FailureKey, KeyRevocation,
-    LoginFailures, NewAlert, Rotation, SessionRecord, Store, StoreError, UserRecord,
+    LoginFailures, NewAlert, Rotation, SessionRecord, SessionStore, Store, StoreError, UserRecord,
 };
 use tessera::tokens::SigningKeyRecord;
 

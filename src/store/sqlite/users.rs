@@ -1,0 +1,49 @@
+//! Users as the auth flows read and create them on SQLite: [`UserStore`].
+
+use async_trait::async_trait;
+
+use super::*;
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn insert_user(&self, user: &UserRecord) -> StoreResult<()> {
+        let user = user.clone();
+        let inserted = self
+            .write(move |c| {
+                let done = c
+                    .prepare_cached(
+                        "INSERT INTO users (id, email, password_hash, roles, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        user.id.to_string(),
+                        user.email.as_str(),
+                        user.password_hash.0,
+                        roles_json(&user.roles),
+                        user.created_at.millis()
+                    ]);
+                match done {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_unique_violation(&e) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if inserted {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("email"))
+        }
+    }
+
+    async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>> {
+        self.readers.read(|c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users u WHERE u.email = ?1"
+            ))?
+            .query_row([email.as_str()], user_from_row)
+            .optional()
+        })
+    }
+}

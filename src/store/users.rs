@@ -1,0 +1,26 @@
+//! Accounts as the auth flows read and create them.
+
+use async_trait::async_trait;
+
+use super::StoreResult;
+use crate::crypto::PasswordHashString;
+use crate::domain::{Email, Timestamp, UserId};
+
+#[derive(Clone, Debug)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub email: Email,
+    pub password_hash: PasswordHashString,
+    pub roles: Vec<String>,
+    pub created_at: Timestamp,
+    /// Bumped whenever the account's credential stops being what it was (password changed or
+    /// set, account disabled); a login's session is written only under the epoch it read.
+    pub credential_epoch: i64,
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Inserts a user; `Conflict` when the (normalised) email exists.
+    async fn insert_user(&self, user: &UserRecord) -> StoreResult<()>;
+    async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>>;
+}
