@@ -19,7 +19,6 @@ use crate::domain::{ClientNetwork, SessionId, Timestamp, UserId};
 use crate::service::{
     AuthContext, AuthError, ClientInfo, LogoutOutcome, LogoutScope, TokenGrant, Transport, UserView,
 };
-use crate::store::SessionRecord;
 
 /// A user as the API shows one.
 #[derive(Serialize, ToSchema)]
@@ -522,12 +521,12 @@ pub(super) struct SessionList<'a> {
     sessions: Vec<SessionView<'a>>,
 }
 
-fn session_view<'a>(s: &'a SessionRecord, ctx: &AuthContext) -> SessionView<'a> {
+fn session_view<'a>(s: &'a crate::service::SessionView, ctx: &AuthContext) -> SessionView<'a> {
     SessionView {
         id: s.id,
         created_at: s.created_at,
         last_used_at: s.last_used_at,
-        expires_at: s.expires_at(),
+        expires_at: s.expires_at,
         user_agent: s.user_agent.as_deref(),
         ip: s.ip.as_deref(),
         current: s.id == ctx.session_id(),

@@ -8,7 +8,6 @@ use utoipa::ToSchema;
 
 use crate::domain::FieldError;
 use crate::service::AuthError;
-use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -29,12 +28,6 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("internal error")]
     Panic,
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::Auth(AuthError::Store(e))
-    }
 }
 
 impl From<Vec<FieldError>> for ApiError {
@@ -180,7 +173,7 @@ impl ApiError {
                     C::NotFound,
                     "The revocation feed is not enabled on this server.",
                 ),
-                A::Store(StoreError::Unavailable(_)) => s(
+                e @ A::Store(_) if e.is_unavailable() => s(
                     StatusCode::SERVICE_UNAVAILABLE,
                     C::ServiceUnavailable,
                     "The database is unavailable; try again shortly.",

@@ -233,7 +233,7 @@ impl Metrics {
         *counted = Some(Instant::now());
     }
 
-    fn set_pool(&self, usage: Option<crate::store::PoolUsage>) {
+    fn set_pool(&self, usage: Option<crate::service::PoolUsage>) {
         if let (Some(gauges), Some(usage)) = (&self.pool, usage) {
             gauges.open.set(i64::from(usage.open));
             gauges.in_use.set(i64::from(usage.in_use));

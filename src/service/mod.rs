@@ -22,6 +22,7 @@ mod revocations;
 pub mod rotation;
 mod sessions;
 
+pub use crate::store::PoolUsage;
 pub use hashing::HashingStats;
 pub use keys::{
     open_key_set_records, retired_grace, KeyOps, KeyView, Revoked, JWKS_MAX_AGE, KEY_RELOAD_EVERY,
@@ -96,6 +97,13 @@ pub enum AuthError {
     Internal(String),
 }
 
+impl AuthError {
+    /// The database could not be reached or timed out: a `503`, not a fault of ours.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, AuthError::Store(StoreError::Unavailable(_)))
+    }
+}
+
 impl From<CryptoError> for AuthError {
     fn from(e: CryptoError) -> Self {
         AuthError::Internal(e.to_string())
@@ -166,6 +174,31 @@ impl From<&UserRecord> for UserView {
             id: u.id,
             email: u.email.as_str().to_owned(),
             created_at: u.created_at,
+        }
+    }
+}
+
+/// A live session as its owner sees it (never the store's row: no token hashes, no CSRF).
+#[derive(Clone, Debug)]
+pub struct SessionView {
+    pub id: SessionId,
+    pub created_at: Timestamp,
+    pub last_used_at: Timestamp,
+    /// When it ends if nothing more happens.
+    pub expires_at: Timestamp,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+impl From<SessionRecord> for SessionView {
+    fn from(s: SessionRecord) -> Self {
+        SessionView {
+            id: s.id,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            expires_at: s.expires_at(),
+            user_agent: s.user_agent,
+            ip: s.ip,
         }
     }
 }
@@ -367,7 +400,7 @@ impl AuthService {
     }
 
     /// The database connection pool's usage, where the backend has a pool.
-    pub fn pool_usage(&self) -> Option<crate::store::PoolUsage> {
+    pub fn pool_usage(&self) -> Option<PoolUsage> {
         self.store.pool_usage()
     }
 

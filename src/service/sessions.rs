@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::liveness::{Known, SessionSnapshot};
 use super::revocations::REVOCATION_LOG_RETENTION;
-use super::{check_csrf, revoked_by, AuthContext, AuthError, AuthService, ClientInfo, LogoutScope};
+use super::{
+    check_csrf, revoked_by, AuthContext, AuthError, AuthService, ClientInfo, LogoutScope, SessionView,
+};
 use crate::config::SessionCheck;
 use crate::domain::{SessionId, Timestamp};
 use crate::store::SessionRecord;
@@ -136,11 +138,12 @@ impl AuthService {
     }
 
     /// The caller's live sessions, most recently used first.
-    pub async fn list_sessions(&self, ctx: &AuthContext) -> Result<Vec<SessionRecord>, AuthError> {
-        Ok(self
+    pub async fn list_sessions(&self, ctx: &AuthContext) -> Result<Vec<SessionView>, AuthError> {
+        let sessions = self
             .store
             .find_live_sessions(ctx.user_id(), self.clock.now())
-            .await?)
+            .await?;
+        Ok(sessions.into_iter().map(SessionView::from).collect())
     }
 
     /// Revokes one of the caller's own sessions; anyone else's (or no such id) is "not found".
