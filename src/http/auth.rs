@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::cookies::{clear_cookies, set_grant_cookies, RequestCookies};
-use super::error::{ApiError, Problem};
+use super::error::ApiError;
 use super::extract::{bearer, Authenticated, Client, Fields, JsonBody};
 use super::rate_limit::RateLimiter;
 use super::AppState;
@@ -145,13 +145,13 @@ pub(super) struct RegisterResponse<'a> {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "The account was created.", body = RegisterResponse),
-        (status = 400, description = "`malformed_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "`request_timeout`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`email_taken`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited` (per client IP)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`service_unavailable`: password hashing or the database is overloaded", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_request`"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 409, description = "`email_taken`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 429, description = "`rate_limited` (per client IP)"),
+        (status = 503, description = "`service_unavailable`: password hashing or the database is overloaded"),
     )
 )]
 pub async fn register(
@@ -208,13 +208,13 @@ pub(super) struct LoginRequest {
     responses(
         (status = 200, description = "A new session. In cookie transport the tokens are cookies and the body has `csrf_token` instead.", body = TokenResponse,
             headers(("set-cookie" = String, description = "Cookie transport only: `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
-        (status = 400, description = "`malformed_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`invalid_credentials`", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "`request_timeout`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`: per client IP, or the account is locked after repeated failures", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_request`"),
+        (status = 401, description = "`invalid_credentials`"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 429, description = "`rate_limited`: per client IP, or the account is locked after repeated failures"),
+        (status = 503, description = "`service_unavailable`"),
     ),
     security((), ("refresh_cookie" = []))
 )]
@@ -271,14 +271,14 @@ pub(super) struct RefreshRequest {
     responses(
         (status = 200, description = "The same session with a new refresh token (rotation).", body = TokenResponse,
             headers(("set-cookie" = String, description = "Cookie transport only: the rotated `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
-        (status = 400, description = "`malformed_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`invalid_refresh_token`, `refresh_token_expired`, `refresh_token_reused`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` (cookie transport)", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "`request_timeout`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited` (per client IP)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_request`"),
+        (status = 401, description = "`invalid_refresh_token`, `refresh_token_expired`, `refresh_token_reused`, `session_revoked`"),
+        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 429, description = "`rate_limited` (per client IP)"),
+        (status = 503, description = "`service_unavailable`"),
     ),
     security((), ("refresh_cookie" = [], "csrf_header" = []))
 )]
@@ -334,12 +334,12 @@ pub(super) struct LogoutRequest {
     responses(
         (status = 204, description = "The session is revoked (also for an unknown or already-revoked token).",
             headers(("set-cookie" = String, description = "When cookies were sent: the three cookies cleared (`Max-Age=0`)."))),
-        (status = 400, description = "`malformed_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` (cookie transport)", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "`request_timeout`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_request`"),
+        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 503, description = "`service_unavailable`"),
     ),
     security((), ("bearer" = []), ("access_cookie" = [], "csrf_header" = []), ("refresh_cookie" = [], "csrf_header" = []))
 )]
@@ -412,13 +412,13 @@ pub(super) struct LogoutAllRequest {
     responses(
         (status = 204, description = "The sessions are revoked.",
             headers(("set-cookie" = String, description = "Scope `all` with cookies: the three cookies cleared (`Max-Age=0`)."))),
-        (status = 400, description = "`malformed_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` (cookie transport)", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "`request_timeout`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_request`"),
+        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 503, description = "`service_unavailable`"),
     ),
     security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
 )]
@@ -468,14 +468,14 @@ pub(super) struct ChangePasswordRequest {
     responses(
         (status = 200, description = "Changed; every other session is revoked and this one gets fresh tokens.", body = TokenResponse,
             headers(("set-cookie" = String, description = "Cookie transport only: fresh `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
-        (status = 400, description = "`malformed_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`invalid_credentials` (wrong current password), `invalid_token`, `token_expired`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` (cookie transport)", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "`request_timeout`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`: the account is locked after repeated failures", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_request`"),
+        (status = 401, description = "`invalid_credentials` (wrong current password), `invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 429, description = "`rate_limited`: the account is locked after repeated failures"),
+        (status = 503, description = "`service_unavailable`"),
     ),
     security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
 )]
@@ -540,8 +540,8 @@ fn session_view<'a>(s: &'a crate::service::SessionView, ctx: &AuthContext) -> Se
     summary = "The caller's live sessions, most recently used first",
     responses(
         (status = 200, description = "The caller's live sessions.", body = SessionList),
-        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 503, description = "`service_unavailable`"),
     ),
     security(("bearer" = []), ("access_cookie" = []))
 )]
@@ -564,11 +564,11 @@ pub async fn list_sessions(
     params(("id" = String, Path, description = "A session id (anything else is just an unknown session).")),
     responses(
         (status = 204, description = "The session is revoked."),
-        (status = 400, description = "`malformed_request` (an unparsable `X-Forwarded-For` behind a trusted proxy)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`csrf_failed` (cookie transport)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`session_not_found`: unknown, or not the caller's", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_request` (an unparsable `X-Forwarded-For` behind a trusted proxy)"),
+        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 404, description = "`session_not_found`: unknown, or not the caller's"),
+        (status = 503, description = "`service_unavailable`"),
     ),
     security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
 )]
@@ -600,8 +600,8 @@ pub(super) struct MeResponse<'a> {
     summary = "Who the caller is",
     responses(
         (status = 200, description = "Who the caller is, and which session.", body = MeResponse),
-        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 503, description = "`service_unavailable`"),
     ),
     security(("bearer" = []), ("access_cookie" = []))
 )]

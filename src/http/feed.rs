@@ -12,7 +12,7 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, Problem};
+use super::error::ApiError;
 use super::extract::bearer;
 use super::AppState;
 use crate::domain::{FieldError, SessionId, Timestamp, UserId};
@@ -63,11 +63,11 @@ pub(super) struct Page<'a> {
     ),
     responses(
         (status = 200, description = "Entries after `after` (empty if none came within `wait`).", body = Page),
-        (status = 400, description = "`malformed_request`: the query string cannot be read", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`invalid_token`: no or a wrong resource-server credential", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`: no credential is configured, so the feed is off", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`: `after`, `limit` or `wait` out of range", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`service_unavailable`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_request`: the query string cannot be read"),
+        (status = 401, description = "`invalid_token`: no or a wrong resource-server credential"),
+        (status = 404, description = "`not_found`: no credential is configured, so the feed is off"),
+        (status = 422, description = "`validation_failed`: `after`, `limit` or `wait` out of range"),
+        (status = 503, description = "`service_unavailable`"),
     ),
     security(("resource_server_credential" = []))
 )]

@@ -27,7 +27,7 @@ use utoipa::ToSchema;
 
 use crate::config::Config;
 use crate::service::AuthService;
-use error::{ApiError, Problem};
+use error::ApiError;
 use metrics::Metrics;
 use rate_limit::RateLimiter;
 
@@ -145,7 +145,7 @@ struct Health {
     summary = "Whether the database answers",
     responses(
         (status = 200, description = "The database answers.", body = Health),
-        (status = 503, description = "`service_unavailable`: the database does not answer", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`service_unavailable`: the database does not answer"),
     )
 )]
 async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {

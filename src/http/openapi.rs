@@ -7,8 +7,9 @@
 //! listing them would make the document wrong for API-only deployments.
 //!
 //! What every operation shares is added by `Conventions` rather than repeated on each handler:
-//! the security schemes, `X-Request-Id` on every response, and `Retry-After` on every 429 and
-//! 503.
+//! the security schemes, the problem document as the body of every error response (4xx and
+//! 5xx, `application/problem+json`), `X-Request-Id` on every response, and `Retry-After` on
+//! every 429 and 503. A handler's annotation states only each error's status and codes.
 
 use std::sync::OnceLock;
 
@@ -20,11 +21,11 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{OpenApi as Document, RefOr, Required};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::cookies::{ACCESS_COOKIE, REFRESH_COOKIE};
-use super::error::ProblemCode;
+use super::error::{Problem, ProblemCode};
 use super::request_log::REQUEST_ID;
 use super::{auth, discovery, feed, metrics};
 
@@ -55,7 +56,7 @@ use super::{auth, discovery, feed, metrics};
         serve,
     ),
     // Listed so the enum is in the document even where no response names it directly.
-    components(schemas(ProblemCode)),
+    components(schemas(ProblemCode, Problem)),
     modifiers(&Conventions),
     tags(
         (name = "auth", description = "Accounts, sign-in, token refresh and sessions."),
@@ -141,8 +142,25 @@ impl Modify for Conventions {
             ];
             for operation in operations.into_iter().flatten() {
                 add_request_id_parameter(operation);
+                add_problem_bodies(operation);
                 add_common_headers(operation);
             }
+        }
+    }
+}
+
+/// Every error response's body is a problem document (RFC 9457), whatever its status.
+fn add_problem_bodies(operation: &mut Operation) {
+    for (status, response) in operation.responses.responses.iter_mut() {
+        let RefOr::T(response) = response else { continue };
+        let is_error = status.starts_with('4') || status.starts_with('5');
+        if is_error && response.content.is_empty() {
+            let problem = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build();
+            response
+                .content
+                .insert("application/problem+json".to_owned(), problem);
         }
     }
 }
