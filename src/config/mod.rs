@@ -231,8 +231,11 @@ fn read_file(path: &Path) -> Result<Layer, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|e: toml::de::Error| ConfigError::Parse {
         path: path.to_owned(),
+        // One more than the newlines before the error: counting `lines()` instead was one
+        // short when the error starts a line (an unknown key).
         line: e.span().map_or(0, |span| {
-            text[..span.start.min(text.len())].lines().count().max(1)
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            before.iter().filter(|&&b| b == b'\n').count() + 1
         }),
         message: e.message().to_owned(),
     })

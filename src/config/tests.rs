@@ -466,6 +466,9 @@ fn file_errors_are_parse_errors_with_the_line() {
     for (text, line) in [
         ("no_such_thing = 1\n", 1),
         ("config = \"other.toml\"\n", 1),
+        ("listen = \"x\"\nconfig = \"other.toml\"\n", 2),
+        ("\n\n# three\nno_such_thing = 1\n", 4),
+        ("listen = \"x\"\npages = 1\n", 2),
         ("cookie_secure = \"yes\"\n", 1),
         ("pages = 1\n", 1),
         ("access_ttl = true\n", 1),
