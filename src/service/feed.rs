@@ -26,8 +26,8 @@ pub const FEED_MAX_PAGE: u32 = 1000;
 pub struct FeedCredentials(Vec<[u8; 32]>);
 
 impl FeedCredentials {
-    pub fn new(credentials: &[String]) -> FeedCredentials {
-        FeedCredentials(credentials.iter().map(|c| sha256(c)).collect())
+    pub fn new<S: AsRef<str>>(credentials: &[S]) -> FeedCredentials {
+        FeedCredentials(credentials.iter().map(|c| sha256(c.as_ref())).collect())
     }
 
     /// Without any credential the feed is off.

@@ -151,7 +151,7 @@ fn the_api_reference_holds_the_contract() {
 #[tokio::test]
 async fn the_document_lists_every_route_the_router_serves() {
     // With the revocation feed on: off, its route answers 404 like an unknown one.
-    let app = spawn_app_with(|c| c.revocation_feed_credentials = vec!["c".repeat(32)]).await;
+    let app = spawn_app_with(|c| c.revocation_feed_credentials = vec!["c".repeat(32).into()]).await;
     let doc = document(&app).await;
     assert_eq!(doc["openapi"], "3.1.0");
     let documented: BTreeSet<String> = doc["paths"].as_object().expect("paths").keys().cloned().collect();

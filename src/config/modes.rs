@@ -1,0 +1,67 @@
+//! The settings that pick one of a few ways: the log format, the session check.
+
+use std::fmt;
+
+/// The shape of log lines on standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event, for people reading a terminal or a journal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?} is neither \"text\" nor \"json\"")),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// How an access token's session is checked on this server's authenticated endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionCheck {
+    /// From memory: revocations made by this instance apply at once, those of other
+    /// instances (PostgreSQL `NOTIFY`) or processes (a revocation log, polled) within
+    /// moments; whenever that feed is down, every request reads the database.
+    #[default]
+    Cached,
+    /// A database read on every authenticated request.
+    Strict,
+}
+
+impl std::str::FromStr for SessionCheck {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cached" => Ok(SessionCheck::Cached),
+            "strict" => Ok(SessionCheck::Strict),
+            other => Err(format!("{other:?} is neither \"cached\" nor \"strict\"")),
+        }
+    }
+}
+
+impl fmt::Display for SessionCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SessionCheck::Cached => "cached",
+            SessionCheck::Strict => "strict",
+        })
+    }
+}
