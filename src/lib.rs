@@ -4,13 +4,17 @@
 //! # Layout
 //!
 //! - [`config`]: settings from flags, `TESSERA_*` variables and an optional TOML file.
-//! - [`cli`]: the administrative commands (`users`, `sessions`, `audit`).
-//! - [`startup`]: builds the application (store, service, router) and runs it until shutdown.
+//! - [`cli`]: the administrative commands (`users`, `sessions`, `audit`, `alerts`, `keys`,
+//!   `config`, `check`, `migrate`).
+//! - [`startup`]: builds the application (store, service, router) and runs it until shutdown:
+//!   the accept loop and its connection limits, the maintenance tasks, the signals.
 //! - [`http`]: routes, extractors and the one mapping of errors to problem+json.
 //! - [`service`]: the auth flows; [`service::rotation`] is the refresh-token state machine,
 //!   [`service::liveness`] the in-memory view of which sessions are live.
-//! - [`store`]: the storage trait and its SQLite (rusqlite) and PostgreSQL (sqlx) implementations.
-//! - [`tokens`]: access-token signing and strict verification, the JWKS.
+//! - [`store`]: one storage trait per aggregate, composed into `Store`, each with its SQLite
+//!   (rusqlite) and PostgreSQL (sqlx) implementation side by side.
+//! - [`tokens`]: signing keys and the key set that signs and strictly verifies access tokens
+//!   (the JOSE wire rules are the `tessera-jws` crate's), the JWKS.
 //! - [`crypto`]: password hashing, refresh-token secrets, sealing a successor token.
 //! - [`domain`]: ids, timestamps, validated inputs and the clock.
 //! - [`alerts`]: security alerts: the outbox, the signed webhook and its deliverer.
