@@ -51,7 +51,7 @@ pub trait AccountStore: Send + Sync {
     /// and revokes every live session of it, reason `user_disabled`, all in one transaction;
     /// returns how many sessions it revoked. A session insert racing it either commits first
     /// (and is revoked here) or sees the user disabled and inserts nothing (see
-    /// `Store::insert_session`).
+    /// `SessionStore::insert_session`).
     async fn disable_user(&self, user: UserId, now: Timestamp) -> StoreResult<u64>;
     /// Clears the disabled mark; returns whether the user was disabled.
     async fn enable_user(&self, user: UserId) -> StoreResult<bool>;

@@ -89,7 +89,7 @@ impl PostgresStore {
 
 impl PostgresStore {
     /// Rotates several tokens in one statement and one commit, each decided exactly as by
-    /// [`Store::rotate_current`] (which batches concurrent calls through this). Answers in
+    /// [`SessionStore::rotate_current`](crate::store::SessionStore::rotate_current) (which batches concurrent calls through this). Answers in
     /// order; when two rotate the same session, at most one wins.
     pub async fn rotate_together(
         &self,

@@ -32,7 +32,7 @@ pub struct FeedRevocation {
 pub enum RevocationNotice {
     /// A session was revoked.
     Revoked(SessionId),
-    /// A heartbeat sent with [`Store::send_revocation_heartbeat`] (by this instance or
+    /// A heartbeat sent with [`RevocationStore::send_revocation_heartbeat`] (by this instance or
     /// another), come back through the subscription: everything committed before it was
     /// sent has been delivered.
     Heartbeat(String),
