@@ -18,8 +18,7 @@ use crate::alerts::{Alert, AlertSink, NoAlerts};
 use crate::crypto::PasswordHasher;
 use crate::domain::{Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
 use crate::store::{
-    AuditEvent, AuditFilter, SessionRecord, Store, StoreError, StoredAlert, StoredAuditEvent, UserAccount,
-    UserRecord,
+    AuditEvent, AuditFilter, Store, StoreError, StoredAlert, StoredAuditEvent, UserAccount, UserRecord,
 };
 
 /// The `user_agent` recorded on the audit events of administrative actions.
@@ -54,28 +53,7 @@ impl AccountView {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct SessionView {
-    pub id: SessionId,
-    pub created_at: Timestamp,
-    pub last_used_at: Timestamp,
-    pub expires_at: Timestamp,
-    pub user_agent: Option<String>,
-    pub ip: Option<String>,
-}
-
-impl From<&SessionRecord> for SessionView {
-    fn from(s: &SessionRecord) -> Self {
-        SessionView {
-            id: s.id,
-            created_at: s.created_at,
-            last_used_at: s.last_used_at,
-            expires_at: s.expires_at(),
-            user_agent: s.user_agent.clone(),
-            ip: s.ip.clone(),
-        }
-    }
-}
+pub use super::SessionView;
 
 /// An alert in the outbox, as `tessera alerts list` shows it.
 #[derive(Clone, Debug, Serialize)]

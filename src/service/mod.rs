@@ -178,8 +178,9 @@ impl From<&UserRecord> for UserView {
     }
 }
 
-/// A live session as its owner sees it (never the store's row: no token hashes, no CSRF).
-#[derive(Clone, Debug)]
+/// A session as its owner (or an administrator) sees it: never the store's row, so no token
+/// hashes and no CSRF token.
+#[derive(Clone, Debug, Serialize)]
 pub struct SessionView {
     pub id: SessionId,
     pub created_at: Timestamp,
@@ -190,15 +191,15 @@ pub struct SessionView {
     pub ip: Option<String>,
 }
 
-impl From<SessionRecord> for SessionView {
-    fn from(s: SessionRecord) -> Self {
+impl From<&SessionRecord> for SessionView {
+    fn from(s: &SessionRecord) -> Self {
         SessionView {
             id: s.id,
             created_at: s.created_at,
             last_used_at: s.last_used_at,
             expires_at: s.expires_at(),
-            user_agent: s.user_agent,
-            ip: s.ip,
+            user_agent: s.user_agent.clone(),
+            ip: s.ip.clone(),
         }
     }
 }

@@ -143,7 +143,7 @@ impl AuthService {
             .store
             .find_live_sessions(ctx.user_id(), self.clock.now())
             .await?;
-        Ok(sessions.into_iter().map(SessionView::from).collect())
+        Ok(sessions.iter().map(SessionView::from).collect())
     }
 
     /// Revokes one of the caller's own sessions; anyone else's (or no such id) is "not found".

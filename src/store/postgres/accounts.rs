@@ -154,21 +154,7 @@ impl AccountStore for PostgresStore {
         if changed == 0 {
             return Ok(None);
         }
-        // Rows locked in id order, as `revoke_user_sessions` and the session cap lock them.
-        let revoked = sqlx::query(
-            "WITH locked AS (SELECT id FROM sessions WHERE user_id = $3 AND revoked_at IS NULL \
-               AND id IS DISTINCT FROM $4 ORDER BY id FOR UPDATE) \
-             UPDATE sessions s SET revoked_at = $1, revoked_reason = $2, sealed_current = NULL \
-             FROM locked WHERE s.id = locked.id AND s.revoked_at IS NULL",
-        )
-        .bind(now.millis())
-        .bind(reason)
-        .bind(user.0)
-        .bind(keep.map(|k| k.0))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_pg)?
-        .rows_affected();
+        let revoked = super::sessions::revoke_user_sessions_with(&mut *tx, user, keep, now, reason).await?;
         tx.commit().await.map_err(map_pg)?;
         Ok(Some(revoked))
     }

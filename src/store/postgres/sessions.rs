@@ -168,22 +168,7 @@ impl SessionStore for PostgresStore {
         now: Timestamp,
         reason: &str,
     ) -> StoreResult<u64> {
-        // Rows are locked in id order, as `revoke_sessions_over_limit` locks them, so the two
-        // running together for one user wait for each other instead of deadlocking.
-        let done = sqlx::query(
-            "WITH locked AS (SELECT id FROM sessions WHERE user_id = $3 AND revoked_at IS NULL \
-               AND id IS DISTINCT FROM $4 ORDER BY id FOR UPDATE) \
-             UPDATE sessions s SET revoked_at = $1, revoked_reason = $2, sealed_current = NULL \
-             FROM locked WHERE s.id = locked.id AND s.revoked_at IS NULL",
-        )
-        .bind(now.millis())
-        .bind(reason)
-        .bind(user.0)
-        .bind(keep.map(|k| k.0))
-        .execute(&self.pool)
-        .await
-        .map_err(map_pg)?;
-        Ok(done.rows_affected())
+        revoke_user_sessions_with(&self.pool, user, keep, now, reason).await
     }
 
     async fn revoke_sessions_over_limit(
@@ -258,4 +243,31 @@ impl SessionStore for PostgresStore {
     async fn count_live_sessions(&self, now: Timestamp) -> StoreResult<u64> {
         self.count_live(now).await
     }
+}
+
+/// Revokes every live session of `user` but `keep` (also inside a password change's
+/// transaction); returns how many. Rows are locked in id order, as
+/// `revoke_sessions_over_limit` and `disable_user` lock them, so they queue for one user
+/// instead of deadlocking.
+pub(super) async fn revoke_user_sessions_with<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    user: UserId,
+    keep: Option<SessionId>,
+    now: Timestamp,
+    reason: &str,
+) -> StoreResult<u64> {
+    let done = sqlx::query(
+        "WITH locked AS (SELECT id FROM sessions WHERE user_id = $3 AND revoked_at IS NULL \
+           AND id IS DISTINCT FROM $4 ORDER BY id FOR UPDATE) \
+         UPDATE sessions s SET revoked_at = $1, revoked_reason = $2, sealed_current = NULL \
+         FROM locked WHERE s.id = locked.id AND s.revoked_at IS NULL",
+    )
+    .bind(now.millis())
+    .bind(reason)
+    .bind(user.0)
+    .bind(keep.map(|k| k.0))
+    .execute(executor)
+    .await
+    .map_err(map_pg)?;
+    Ok(done.rows_affected())
 }

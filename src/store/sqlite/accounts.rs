@@ -146,18 +146,8 @@ impl AccountStore for SqliteStore {
                 if changed == 0 {
                     return Ok(None);
                 }
-                let revoked = c
-                    .prepare_cached(
-                        "UPDATE sessions SET revoked_at = ?1, revoked_reason = ?2, sealed_current = NULL \
-                         WHERE user_id = ?3 AND revoked_at IS NULL AND id IS NOT ?4",
-                    )?
-                    .execute(params![
-                        now.millis(),
-                        reason,
-                        user.to_string(),
-                        keep.map(|k| k.to_string())
-                    ])?;
-                Ok(Some(revoked as u64))
+                let revoked = super::sessions::revoke_user_sessions_in(c, user, keep, now, &reason)?;
+                Ok(Some(revoked))
             })
         })
         .await

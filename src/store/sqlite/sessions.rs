@@ -213,21 +213,8 @@ impl SessionStore for SqliteStore {
         reason: &str,
     ) -> StoreResult<u64> {
         let reason = reason.to_owned();
-        let done = self
-            .write(move |c| {
-                c.prepare_cached(
-                    "UPDATE sessions SET revoked_at = ?1, revoked_reason = ?2, sealed_current = NULL \
-                     WHERE user_id = ?3 AND revoked_at IS NULL AND id IS NOT ?4",
-                )?
-                .execute(params![
-                    now.millis(),
-                    reason,
-                    user.to_string(),
-                    keep.map(|k| k.to_string())
-                ])
-            })
-            .await?;
-        Ok(done as u64)
+        self.write(move |c| revoke_user_sessions_in(c, user, keep, now, &reason))
+            .await
     }
 
     async fn revoke_sessions_over_limit(
@@ -298,4 +285,26 @@ impl SessionStore for SqliteStore {
     async fn count_live_sessions(&self, now: Timestamp) -> StoreResult<u64> {
         self.count_live(now).await
     }
+}
+
+/// Revokes every live session of `user` but `keep`, on the writer's connection (also inside a
+/// password change's transaction); returns how many.
+pub(super) fn revoke_user_sessions_in(
+    c: &Connection,
+    user: UserId,
+    keep: Option<SessionId>,
+    now: Timestamp,
+    reason: &str,
+) -> rusqlite::Result<u64> {
+    c.prepare_cached(
+        "UPDATE sessions SET revoked_at = ?1, revoked_reason = ?2, sealed_current = NULL \
+         WHERE user_id = ?3 AND revoked_at IS NULL AND id IS NOT ?4",
+    )?
+    .execute(params![
+        now.millis(),
+        reason,
+        user.to_string(),
+        keep.map(|k| k.to_string())
+    ])
+    .map(|n| n as u64)
 }
