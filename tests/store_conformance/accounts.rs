@@ -115,37 +115,51 @@ pub(crate) async fn a_disabled_user_gets_no_session_until_enabled(store: Arc<dyn
         .expect("insert"));
 }
 
-pub(crate) async fn a_session_insert_racing_a_disable_never_outlives_it(store: Arc<dyn Store>) {
+/// Ten times on a fresh user: eight session inserts under the credential epoch read before
+/// (0) race `change`, which revokes and moves the epoch. Each insert either lands first and is
+/// revoked by it, or finds the user changed and writes nothing: no session outlives it.
+async fn no_session_insert_outlives<F, Fut>(store: &Arc<dyn Store>, what: &str, change: F)
+where
+    F: Fn(Arc<dyn Store>, UserRecord) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     for _ in 0..10 {
         let u = user(&format!("{}@example.com", uuid::Uuid::new_v4().simple()));
         store.insert_user(&u).await.expect("insert user");
         let inserting: Vec<_> = (0..8)
             .map(|_| {
-                let (store, s) = (Arc::clone(&store), session(&u, T0));
+                let (store, s) = (Arc::clone(store), session(&u, T0));
                 tokio::spawn(async move {
                     let inserted = store.insert_session(&s, &hash(), 0).await.expect("insert");
                     (s.id, inserted)
                 })
             })
             .collect();
-        let disabling = {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move { store.disable_user(u.id, Timestamp(T0.0 + 1)).await })
-        };
-        disabling.await.expect("join").expect("disable");
+        tokio::spawn(change(Arc::clone(store), u.clone()))
+            .await
+            .expect("join");
         for task in inserting {
             let (id, inserted) = task.await.expect("join");
-            let found = store.find_session(id).await.expect("find");
-            match found {
+            match store.find_session(id).await.expect("find") {
                 Some(s) => {
                     assert!(inserted);
-                    assert!(s.revoked_at.is_some(), "a session outlived the disable");
+                    assert!(s.revoked_at.is_some(), "a session outlived the {what}");
                 }
                 None => assert!(!inserted),
             }
         }
         assert!(live_ids(store.as_ref(), u.id, T0).await.is_empty());
     }
+}
+
+pub(crate) async fn a_session_insert_racing_a_disable_never_outlives_it(store: Arc<dyn Store>) {
+    no_session_insert_outlives(&store, "disable", |store, u| async move {
+        store
+            .disable_user(u.id, Timestamp(T0.0 + 1))
+            .await
+            .expect("disable");
+    })
+    .await;
 }
 
 pub(crate) async fn imported_users_are_inserted_once(store: Arc<dyn Store>) {
@@ -266,40 +280,21 @@ pub(crate) async fn a_password_change_moves_the_epoch_and_ends_the_other_session
 }
 
 pub(crate) async fn a_session_insert_racing_a_password_change_never_outlives_it(store: Arc<dyn Store>) {
-    let new = PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3".into());
-    for _ in 0..10 {
-        let u = user(&format!("{}@example.com", uuid::Uuid::new_v4().simple()));
-        store.insert_user(&u).await.expect("insert user");
-        // Logins that verified the old password (epoch 0) write their sessions while the
-        // password changes.
-        let inserting: Vec<_> = (0..8)
-            .map(|_| {
-                let (store, s) = (Arc::clone(&store), session(&u, T0));
-                tokio::spawn(async move {
-                    let inserted = store.insert_session(&s, &hash(), 0).await.expect("insert");
-                    (s.id, inserted)
-                })
-            })
-            .collect();
-        let changing = {
-            let (store, old, new) = (Arc::clone(&store), u.password_hash.clone(), new.clone());
-            tokio::spawn(async move {
-                store
-                    .change_password_hash(u.id, &old, &new, None, Timestamp(T0.0 + 1), "password_changed")
-                    .await
-            })
-        };
-        assert!(changing.await.expect("join").expect("change").is_some());
-        for task in inserting {
-            let (id, inserted) = task.await.expect("join");
-            match store.find_session(id).await.expect("find") {
-                Some(s) => {
-                    assert!(inserted);
-                    assert!(s.revoked_at.is_some(), "a session outlived the password change");
-                }
-                None => assert!(!inserted),
-            }
-        }
-        assert!(live_ids(store.as_ref(), u.id, T0).await.is_empty());
-    }
+    // Logins that verified the old password write their sessions while the password changes.
+    no_session_insert_outlives(&store, "password change", |store, u| async move {
+        let new = PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3".into());
+        let changed = store
+            .change_password_hash(
+                u.id,
+                &u.password_hash,
+                &new,
+                None,
+                Timestamp(T0.0 + 1),
+                "password_changed",
+            )
+            .await
+            .expect("change");
+        assert!(changed.is_some());
+    })
+    .await;
 }
