@@ -10,7 +10,7 @@ use super::output::{or_dash, Out, Table};
 use super::{actor, CliError};
 use crate::config::Config;
 use crate::domain::{Clock, SystemClock, Timestamp};
-use crate::service::{KeyOps, Policy, Revoked, MIN_KEY_PUBLISH_AHEAD};
+use crate::service::{KeyOps, Revoked, MIN_KEY_PUBLISH_AHEAD};
 use crate::store::{self, Store};
 use crate::tokens::SigningAlg;
 
@@ -77,7 +77,7 @@ async fn run(config: &Config, command: KeysCommand, by: &str) -> Result<(), CliE
     let mut out = Out::new();
     match command {
         KeysCommand::List { json } => {
-            let keys = ops.list(now, &Policy::from_config(config)).await?;
+            let keys = ops.list(now, &crate::startup::policy(config)).await?;
             if json {
                 for k in &keys {
                     out.json(k)?;

@@ -33,35 +33,5 @@ impl fmt::Display for LogFormat {
     }
 }
 
-/// How an access token's session is checked on this server's authenticated endpoints.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SessionCheck {
-    /// From memory: revocations made by this instance apply at once, those of other
-    /// instances (PostgreSQL `NOTIFY`) or processes (a revocation log, polled) within
-    /// moments; whenever that feed is down, every request reads the database.
-    #[default]
-    Cached,
-    /// A database read on every authenticated request.
-    Strict,
-}
-
-impl std::str::FromStr for SessionCheck {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "cached" => Ok(SessionCheck::Cached),
-            "strict" => Ok(SessionCheck::Strict),
-            other => Err(format!("{other:?} is neither \"cached\" nor \"strict\"")),
-        }
-    }
-}
-
-impl fmt::Display for SessionCheck {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SessionCheck::Cached => "cached",
-            SessionCheck::Strict => "strict",
-        })
-    }
-}
+/// How sessions are checked: vocabulary shared with the service, so it lives in `domain`.
+pub use crate::domain::SessionCheck;

@@ -502,7 +502,7 @@ mod tests {
     pub(super) async fn service(dir: &tempfile::TempDir) -> AuthService {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = crate::store::connect(&url, 2).await.unwrap();
-        let policy = Policy::from_config(&Config::default());
+        let policy = crate::startup::policy(&Config::default());
         AuthService::start(
             store,
             Arc::new(SystemClock),

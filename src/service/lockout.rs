@@ -17,7 +17,6 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
 use crate::domain::Timestamp;
 use crate::store::{LoginFailures, LoginFailuresChange};
 
@@ -70,14 +69,6 @@ impl LockoutPolicy {
     pub fn burst(&self) -> Option<u32> {
         let burst = self.threshold.div_ceil(2).max(2);
         (burst < self.threshold).then_some(burst)
-    }
-
-    pub fn from_config(c: &Config) -> LockoutPolicy {
-        LockoutPolicy {
-            threshold: c.lockout_threshold,
-            window: c.lockout_window,
-            cooldown: c.lockout_cooldown,
-        }
     }
 
     /// The policy of one session's own budget: the account's, with a smaller threshold.

@@ -40,10 +40,9 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::alerts::{Alert, AlertSink};
-use crate::config::{Config, SessionCheck};
 use crate::crypto::master_key::MasterKeys;
 use crate::crypto::{CryptoError, PasswordHashString, PasswordHasher, RefreshToken};
-use crate::domain::{Clock, FieldError, SessionId, Timestamp, UserId};
+use crate::domain::{Clock, FieldError, SessionCheck, SessionId, Timestamp, UserId};
 use crate::store::{AuditEvent, SessionRecord, Store, StoreError, UserRecord};
 use crate::tokens::{AccessClaims, AccessTokens, SigningAlg, TokenError};
 use feed::FeedCredentials;
@@ -132,26 +131,6 @@ pub struct Policy {
     pub master_keys: MasterKeys,
     /// How long a key rotated in by `tessera keys rotate` is published before it signs.
     pub key_publish_ahead: Duration,
-}
-
-impl Policy {
-    pub fn from_config(c: &Config) -> Policy {
-        Policy {
-            access_ttl: c.access_ttl,
-            refresh_ttl: c.refresh_ttl,
-            session_ttl: c.session_ttl,
-            reuse_grace: c.reuse_grace,
-            max_sessions: c.max_sessions,
-            session_check: c.session_check,
-            hash_concurrency: c.hash_concurrency,
-            lockout: LockoutPolicy::from_config(c),
-            audit_retention: c.audit_retention,
-            signing_alg: c.signing_alg,
-            feed_credentials: FeedCredentials::new(&c.revocation_feed_credentials),
-            master_keys: c.master_keys(),
-            key_publish_ahead: c.key_publish_ahead,
-        }
-    }
 }
 
 /// Who is asking, as far as we can tell; recorded on sessions and audit events.

@@ -9,8 +9,7 @@ use super::revocations::REVOCATION_LOG_RETENTION;
 use super::{
     check_csrf, revoked_by, AuthContext, AuthError, AuthService, ClientInfo, LogoutScope, SessionView,
 };
-use crate::config::SessionCheck;
-use crate::domain::{SessionId, Timestamp};
+use crate::domain::{SessionCheck, SessionId, Timestamp};
 use crate::store::SessionRecord;
 use crate::tokens::{AccessClaims, TokenError};
 

@@ -29,6 +29,8 @@ use crate::http::metrics::Metrics;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{self, AppState};
 use crate::service::aligned_clock::DatabaseAlignedClock;
+use crate::service::feed::FeedCredentials;
+use crate::service::lockout::LockoutPolicy;
 use crate::service::{AuthError, AuthService, Policy};
 use crate::store::{self, Store, StoreError};
 
@@ -154,7 +156,7 @@ impl Application {
                 Arc::clone(&store),
                 clock,
                 alerts,
-                Policy::from_config(config),
+                policy(config),
                 &config.issuer,
                 &config.audience,
             )
@@ -313,3 +315,27 @@ impl Application {
 
 use connections::{effective_connection_cap, ConnectionLimits, WriteDeadline};
 use maintenance::Maintenance;
+
+/// The service's policy from the configuration: the service defines what it needs, and this
+/// is the one place a setting becomes part of it.
+pub fn policy(c: &Config) -> Policy {
+    Policy {
+        access_ttl: c.access_ttl,
+        refresh_ttl: c.refresh_ttl,
+        session_ttl: c.session_ttl,
+        reuse_grace: c.reuse_grace,
+        max_sessions: c.max_sessions,
+        session_check: c.session_check,
+        hash_concurrency: c.hash_concurrency,
+        lockout: LockoutPolicy {
+            threshold: c.lockout_threshold,
+            window: c.lockout_window,
+            cooldown: c.lockout_cooldown,
+        },
+        audit_retention: c.audit_retention,
+        signing_alg: c.signing_alg,
+        feed_credentials: FeedCredentials::new(&c.revocation_feed_credentials),
+        master_keys: c.master_keys(),
+        key_publish_ahead: c.key_publish_ahead,
+    }
+}
