@@ -204,10 +204,15 @@ export class TesseraClient {
   }
 
   async login(email: string, password: string): Promise<LoginResult> {
+    // A session this device already holds proves it to Tessera's per-account lock, so the
+    // owner gets through a lock that others' guesses caused (cookie transport sends the
+    // refresh cookie by itself).
+    const held = this.transport === 'bearer' ? this.readState().refreshToken : undefined;
     const grant = await this.call<TokenResponse>('POST', '/v1/auth/login', {
       email,
       password,
       transport: this.transport === 'cookie' ? 'cookie' : 'body',
+      ...(held ? { refresh_token: held } : {}),
     });
     this.writeState({ epoch: this.readState().epoch + 1, ...this.tokensOf(grant) });
     return { user: grant.user, sessionId: grant.session_id, expiresIn: grant.expires_in };

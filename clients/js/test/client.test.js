@@ -116,6 +116,16 @@ test('concurrent calls that all see an expired token share one refresh', async (
   assert.equal(retried.length, 10, 'every call retried with the new token');
 });
 
+test('signing in again presents the session this device holds, for the account lock', async () => {
+  const server = fakeServer();
+  const client = tab(server, memoryStorage());
+  await client.login('a@b.c', 'password1');
+  await client.login('a@b.c', 'password1');
+  const logins = server.requests.filter((r) => r.path === '/v1/auth/login');
+  assert.equal(logins[0].body.refresh_token, undefined, 'nothing held at the first sign-in');
+  assert.equal(logins[1].body.refresh_token, 'rt1', 'the held refresh token at the second');
+});
+
 test('two tabs expiring together refresh once under the shared lock', async () => {
   const server = fakeServer({ refreshDelay: 40 });
   const storage = memoryStorage();
