@@ -19,11 +19,12 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::service::AuthService;
@@ -49,31 +50,32 @@ pub struct AppState {
     pub discovery: Arc<discovery::Discovery>,
 }
 
+/// Every route with its OpenAPI entry, from the handler's `#[utoipa::path]`: one list, so a
+/// route cannot be served undocumented, nor documented unserved (`/openapi.json` is built
+/// from the same list).
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::logout_all))
+        .routes(routes!(auth::change_password))
+        .routes(routes!(auth::list_sessions))
+        .routes(routes!(auth::revoke_session))
+        .routes(routes!(auth::me))
+        .routes(routes!(feed::revocations))
+        .routes(routes!(jwks))
+        .routes(routes!(discovery::metadata))
+        .routes(routes!(discovery::openid_configuration))
+        .routes(routes!(healthz))
+        .routes(routes!(metrics::render))
+        .routes(routes!(openapi::serve))
+}
+
 pub fn router(state: AppState, config: &Config) -> Router {
     let metrics = Arc::clone(&state.metrics);
-    let mut routes = Router::new()
-        .route("/v1/auth/register", post(auth::register))
-        .route("/v1/auth/login", post(auth::login))
-        .route("/v1/auth/refresh", post(auth::refresh))
-        .route("/v1/auth/logout", post(auth::logout))
-        .route("/v1/auth/logout-all", post(auth::logout_all))
-        .route("/v1/auth/password", post(auth::change_password))
-        .route("/v1/auth/sessions", get(auth::list_sessions))
-        .route("/v1/auth/sessions/{id}", delete(auth::revoke_session))
-        .route("/v1/auth/me", get(auth::me))
-        .route("/v1/revocations", get(feed::revocations))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(discovery::metadata),
-        )
-        .route(
-            "/.well-known/openid-configuration",
-            get(discovery::openid_configuration),
-        )
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(openapi::serve));
+    let (mut routes, _) = api_routes().split_for_parts();
     // Built now, so that a document that cannot be built stops the start, not a request.
     openapi::json();
     if config.pages {

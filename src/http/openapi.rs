@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document, served at `GET /openapi.json`, generated from the handlers'
 //! `#[utoipa::path]` annotations and the `ToSchema` types they answer with, so that it changes
-//! with the code. One place lists what it covers: add a route's handler to `paths(...)` below.
+//! with the code. The router (`http::router`) registers each handler with its entry
+//! (`utoipa_axum::routes!`): a route is served if and only if it is documented.
 //!
 //! Left out on purpose: the built-in pages (`/login`, `/account` and their script and style
 //! sheet). They are HTML for people, not an API, and `pages = false` unmounts them, so
@@ -27,7 +28,6 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use super::cookies::{ACCESS_COOKIE, REFRESH_COOKIE};
 use super::error::{Problem, ProblemCode};
 use super::request_log::REQUEST_ID;
-use super::{auth, discovery, feed, metrics};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,27 +37,8 @@ use super::{auth, discovery, feed, metrics};
                        reuse detection, device sessions. The reference is `docs/API.md` in its repository; errors \
                        are RFC 9457 problem documents whose `code` is the stable part."
     ),
-    paths(
-        auth::register,
-        auth::login,
-        auth::refresh,
-        auth::logout,
-        auth::logout_all,
-        auth::change_password,
-        auth::list_sessions,
-        auth::revoke_session,
-        auth::me,
-        feed::revocations,
-        super::jwks,
-        discovery::metadata,
-        discovery::openid_configuration,
-        super::healthz,
-        metrics::render,
-        serve,
-    ),
     // Listed so the enum is in the document even where no response names it directly.
     components(schemas(ProblemCode, Problem)),
-    modifiers(&Conventions),
     tags(
         (name = "auth", description = "Accounts, sign-in, token refresh and sessions."),
         (name = "discovery", description = "What resource servers need to verify access tokens."),
@@ -207,13 +188,22 @@ fn add_common_headers(operation: &mut Operation) {
 /// Headers every response of its status carries (utoipa's `Header` cannot say `required`).
 const REQUIRED_HEADERS: [&str; 2] = ["x-request-id", "retry-after"];
 
-/// The document as served, built once.
+/// The document's parts that are no route's: title, description, shared schemas, tags. The
+/// router adds the paths.
+pub(super) fn base() -> Document {
+    ApiDoc::openapi()
+}
+
+/// The document as served, built once from the router's list of routes: what every
+/// operation shares, then the JSON touches utoipa cannot express.
 pub fn json() -> &'static Bytes {
     static DOCUMENT: OnceLock<Bytes> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
+        let (_, mut doc) = super::api_routes().split_for_parts();
+        Conventions.modify(&mut doc);
         // Our own static description, never anything a client sent: failing here is a bug
-        // that the first request (or the router's construction, which calls this) reveals.
-        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+        // that the router's construction (which calls this) reveals at start.
+        let mut doc = serde_json::to_value(doc).expect("the OpenAPI document serializes");
         mark_required_headers(&mut doc);
         optional_bodies_are_absent_not_null(&mut doc);
         Bytes::from(serde_json::to_vec(&doc).expect("a JSON value serializes"))
