@@ -2,8 +2,7 @@
 
 use std::net::IpAddr;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,9 +15,7 @@ use super::extract::{bearer, Authenticated, Client, Fields, JsonBody};
 use super::rate_limit::RateLimiter;
 use super::AppState;
 use crate::domain::{ClientNetwork, SessionId, Timestamp, UserId};
-use crate::service::{
-    AuthContext, AuthError, ClientInfo, LogoutOutcome, LogoutScope, TokenGrant, Transport, UserView,
-};
+use crate::service::{AuthError, ClientInfo, LogoutOutcome, LogoutScope, TokenGrant, Transport, UserView};
 
 /// A user as the API shows one.
 #[derive(Serialize, ToSchema)]
@@ -71,7 +68,7 @@ pub(super) struct TokenResponse<'a> {
     csrf_token: Option<&'a str>,
 }
 
-fn token_response(grant: &TokenGrant, cookie_secure: bool) -> Response {
+pub(super) fn token_response(grant: &TokenGrant, cookie_secure: bool) -> Response {
     let is_cookie_session = grant.csrf_token.is_some();
     let body = TokenResponse {
         access_token: (!is_cookie_session).then_some(grant.access_token.as_str()),
@@ -446,171 +443,6 @@ pub async fn logout_all(
         clear_cookies(response.headers_mut(), state.cookie_secure);
     }
     Ok(response)
-}
-
-// The body `password` reads (see `RegisterRequest` for why it is not deserialized).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct ChangePasswordRequest {
-    #[schema(min_length = 1, max_length = 1024)]
-    current_password: String,
-    /// 8 to 1024 Unicode characters.
-    #[schema(min_length = 8, max_length = 1024)]
-    new_password: String,
-}
-
-#[utoipa::path(
-    post,
-    path = "/v1/auth/password",
-    tag = "auth",
-    summary = "Change the password; every other session ends",
-    request_body = ChangePasswordRequest,
-    responses(
-        (status = 200, description = "Changed; every other session is revoked and this one gets fresh tokens.", body = TokenResponse,
-            headers(("set-cookie" = String, description = "Cookie transport only: fresh `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
-        (status = 400, description = "`malformed_request`"),
-        (status = 401, description = "`invalid_credentials` (wrong current password), `invalid_token`, `token_expired`, `session_revoked`"),
-        (status = 403, description = "`csrf_failed` (cookie transport)"),
-        (status = 408, description = "`request_timeout`"),
-        (status = 413, description = "`payload_too_large`"),
-        (status = 422, description = "`validation_failed`"),
-        (status = 429, description = "`rate_limited`: the account is locked after repeated failures"),
-        (status = 503, description = "`service_unavailable`"),
-    ),
-    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
-)]
-/// Changes the caller's password (it must send the current one); every other session of the
-/// account is revoked, and this one continues with fresh tokens (cookies, for a browser).
-pub async fn change_password(
-    State(state): State<AppState>,
-    Authenticated(ctx): Authenticated,
-    Client(client): Client,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    let mut f = Fields::new(&body);
-    let current = f.required_str("current_password");
-    let new = f.required_str("new_password");
-    f.finish()?;
-    let grant = state.service.change_password(&ctx, current, new, &client).await?;
-    Ok(token_response(&grant, state.cookie_secure))
-}
-
-/// One live session (device).
-#[derive(Serialize, ToSchema)]
-pub(super) struct SessionView<'a> {
-    #[schema(value_type = String, format = Uuid)]
-    id: SessionId,
-    #[schema(value_type = String, format = DateTime)]
-    created_at: Timestamp,
-    #[schema(value_type = String, format = DateTime)]
-    last_used_at: Timestamp,
-    /// When it ends if nothing more happens.
-    #[schema(value_type = String, format = DateTime)]
-    expires_at: Timestamp,
-    #[schema(value_type = Option<String>)]
-    user_agent: Option<&'a str>,
-    #[schema(value_type = Option<String>)]
-    ip: Option<&'a str>,
-    /// The session of the token this request was made with.
-    current: bool,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(super) struct SessionList<'a> {
-    /// Most recently used first.
-    sessions: Vec<SessionView<'a>>,
-}
-
-fn session_view<'a>(s: &'a crate::service::SessionView, ctx: &AuthContext) -> SessionView<'a> {
-    SessionView {
-        id: s.id,
-        created_at: s.created_at,
-        last_used_at: s.last_used_at,
-        expires_at: s.expires_at,
-        user_agent: s.user_agent.as_deref(),
-        ip: s.ip.as_deref(),
-        current: s.id == ctx.session_id(),
-    }
-}
-
-#[utoipa::path(
-    get,
-    path = "/v1/auth/sessions",
-    tag = "auth",
-    summary = "The caller's live sessions, most recently used first",
-    responses(
-        (status = 200, description = "The caller's live sessions.", body = SessionList),
-        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`"),
-        (status = 503, description = "`service_unavailable`"),
-    ),
-    security(("bearer" = []), ("access_cookie" = []))
-)]
-pub async fn list_sessions(
-    State(state): State<AppState>,
-    Authenticated(ctx): Authenticated,
-) -> Result<Response, ApiError> {
-    let sessions = state.service.list_sessions(&ctx).await?;
-    let body = SessionList {
-        sessions: sessions.iter().map(|s| session_view(s, &ctx)).collect(),
-    };
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
-}
-
-#[utoipa::path(
-    delete,
-    path = "/v1/auth/sessions/{id}",
-    tag = "auth",
-    summary = "Revoke one of the caller's sessions",
-    params(("id" = String, Path, description = "A session id (anything else is just an unknown session).")),
-    responses(
-        (status = 204, description = "The session is revoked."),
-        (status = 400, description = "`malformed_request` (an unparsable `X-Forwarded-For` behind a trusted proxy)"),
-        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`"),
-        (status = 403, description = "`csrf_failed` (cookie transport)"),
-        (status = 404, description = "`session_not_found`: unknown, or not the caller's"),
-        (status = 503, description = "`service_unavailable`"),
-    ),
-    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
-)]
-pub async fn revoke_session(
-    State(state): State<AppState>,
-    Authenticated(ctx): Authenticated,
-    Client(client): Client,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<StatusCode, ApiError> {
-    // An id that does not even decode is just another id that is not the caller's.
-    let Ok(Path(id)) = id else {
-        return Err(AuthError::SessionNotFound.into());
-    };
-    state.service.revoke_session(&ctx, &id, &client).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Serialize, ToSchema)]
-pub(super) struct MeResponse<'a> {
-    user: User<'a>,
-    #[schema(value_type = String, format = Uuid)]
-    session_id: SessionId,
-}
-
-#[utoipa::path(
-    get,
-    path = "/v1/auth/me",
-    tag = "auth",
-    summary = "Who the caller is",
-    responses(
-        (status = 200, description = "Who the caller is, and which session.", body = MeResponse),
-        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`"),
-        (status = 503, description = "`service_unavailable`"),
-    ),
-    security(("bearer" = []), ("access_cookie" = []))
-)]
-pub async fn me(Authenticated(ctx): Authenticated) -> Response {
-    let body = MeResponse {
-        user: User::from(&ctx.session.user),
-        session_id: ctx.session_id(),
-    };
-    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The HTTP layer: routes, extractors and the mapping of errors to problem+json. It calls the
 //! service and never touches SQL.
 
+mod account;
 mod auth;
 pub mod cookies;
 mod cors;
@@ -13,6 +14,7 @@ pub mod openapi;
 mod pages;
 pub mod rate_limit;
 pub mod request_log;
+mod sessions;
 
 use std::sync::Arc;
 
@@ -60,10 +62,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::logout_all))
-        .routes(routes!(auth::change_password))
-        .routes(routes!(auth::list_sessions))
-        .routes(routes!(auth::revoke_session))
-        .routes(routes!(auth::me))
+        .routes(routes!(account::change_password))
+        .routes(routes!(sessions::list_sessions))
+        .routes(routes!(sessions::revoke_session))
+        .routes(routes!(account::me))
         .routes(routes!(feed::revocations))
         .routes(routes!(jwks))
         .routes(routes!(discovery::metadata))

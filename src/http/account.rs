@@ -1,0 +1,88 @@
+//! The signed-in account: who it is (`GET /v1/auth/me`) and changing its password.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth::{token_response, TokenResponse, User};
+use super::error::ApiError;
+use super::extract::{Authenticated, Client, Fields, JsonBody};
+use super::AppState;
+use crate::domain::SessionId;
+
+// The body `password` reads (see `RegisterRequest` for why it is not deserialized).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ChangePasswordRequest {
+    #[schema(min_length = 1, max_length = 1024)]
+    current_password: String,
+    /// 8 to 1024 Unicode characters.
+    #[schema(min_length = 8, max_length = 1024)]
+    new_password: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password",
+    tag = "auth",
+    summary = "Change the password; every other session ends",
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 200, description = "Changed; every other session is revoked and this one gets fresh tokens.", body = TokenResponse,
+            headers(("set-cookie" = String, description = "Cookie transport only: fresh `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
+        (status = 400, description = "`malformed_request`"),
+        (status = 401, description = "`invalid_credentials` (wrong current password), `invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 429, description = "`rate_limited`: the account is locked after repeated failures"),
+        (status = 503, description = "`service_unavailable`"),
+    ),
+    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
+)]
+/// Changes the caller's password (it must send the current one); every other session of the
+/// account is revoked, and this one continues with fresh tokens (cookies, for a browser).
+pub async fn change_password(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Client(client): Client,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let mut f = Fields::new(&body);
+    let current = f.required_str("current_password");
+    let new = f.required_str("new_password");
+    f.finish()?;
+    let grant = state.service.change_password(&ctx, current, new, &client).await?;
+    Ok(token_response(&grant, state.cookie_secure))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct MeResponse<'a> {
+    user: User<'a>,
+    #[schema(value_type = String, format = Uuid)]
+    session_id: SessionId,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/auth/me",
+    tag = "auth",
+    summary = "Who the caller is",
+    responses(
+        (status = 200, description = "Who the caller is, and which session.", body = MeResponse),
+        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 503, description = "`service_unavailable`"),
+    ),
+    security(("bearer" = []), ("access_cookie" = []))
+)]
+pub async fn me(Authenticated(ctx): Authenticated) -> Response {
+    let body = MeResponse {
+        user: User::from(&ctx.session.user),
+        session_id: ctx.session_id(),
+    };
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
