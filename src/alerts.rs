@@ -121,7 +121,7 @@ impl Alert {
     pub fn from_audit(e: &AuditEvent) -> Alert {
         Alert {
             id: e.id,
-            event: e.event,
+            event: e.event.as_str(),
             at: e.at,
             user_id: e.user_id,
             session_id: e.session_id,
@@ -423,6 +423,7 @@ impl Deliverer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::AuditKind;
 
     #[test]
     fn webhooks_need_https_or_loopback_and_a_secret() {
@@ -495,7 +496,7 @@ mod tests {
         let session = SessionId(uuid::Uuid::new_v4());
         let alert = |at: i64| Alert {
             id: uuid::Uuid::new_v4(),
-            event: "refresh_token_reused",
+            event: AuditKind::RefreshTokenReused.as_str(),
             at: Timestamp(at),
             user_id: None,
             session_id: Some(session),
@@ -506,7 +507,7 @@ mod tests {
         assert_eq!(alert(120_000).dedup_key(), alert(179_999).dedup_key());
         assert_ne!(alert(120_000).dedup_key(), alert(180_000).dedup_key());
         let other = Alert {
-            event: "session_revoked",
+            event: AuditKind::SessionRevoked.as_str(),
             ..alert(120_000)
         };
         assert_ne!(alert(120_000).dedup_key(), other.dedup_key());

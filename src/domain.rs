@@ -188,17 +188,82 @@ impl fmt::Display for SessionCheck {
     }
 }
 
+/// Every kind of audit event, by the one name it is stored, logged and alerted under: a
+/// call site cannot misspell one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditKind {
+    UserRegistered,
+    LoginSucceeded,
+    LoginFailed,
+    LoginFailedBurst,
+    LoginNewDevice,
+    AccountLocked,
+    RefreshTokenReused,
+    SessionRevoked,
+    SessionEvicted,
+    LogoutAll,
+    LogoutOthers,
+    PasswordChanged,
+    PasswordChangeFailed,
+    SigningKeyRotated,
+    SigningKeyRevoked,
+    SigningKeysEncrypted,
+    AdminUsersImported,
+    AdminUserEnabled,
+    AdminUserDisabled,
+    AdminUserAdded,
+    AdminSessionsRevoked,
+    AdminSessionRevoked,
+    AdminRolesSet,
+}
+
+impl AuditKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::UserRegistered => "user_registered",
+            AuditKind::LoginSucceeded => "login_succeeded",
+            AuditKind::LoginFailed => "login_failed",
+            AuditKind::LoginFailedBurst => "login_failed_burst",
+            AuditKind::LoginNewDevice => "login_new_device",
+            AuditKind::AccountLocked => "account_locked",
+            AuditKind::RefreshTokenReused => "refresh_token_reused",
+            AuditKind::SessionRevoked => "session_revoked",
+            AuditKind::SessionEvicted => "session_evicted",
+            AuditKind::LogoutAll => "logout_all",
+            AuditKind::LogoutOthers => "logout_others",
+            AuditKind::PasswordChanged => "password_changed",
+            AuditKind::PasswordChangeFailed => "password_change_failed",
+            AuditKind::SigningKeyRotated => "signing_key_rotated",
+            AuditKind::SigningKeyRevoked => "signing_key_revoked",
+            AuditKind::SigningKeysEncrypted => "signing_keys_encrypted",
+            AuditKind::AdminUsersImported => "admin_users_imported",
+            AuditKind::AdminUserEnabled => "admin_user_enabled",
+            AuditKind::AdminUserDisabled => "admin_user_disabled",
+            AuditKind::AdminUserAdded => "admin_user_added",
+            AuditKind::AdminSessionsRevoked => "admin_sessions_revoked",
+            AuditKind::AdminSessionRevoked => "admin_session_revoked",
+            AuditKind::AdminRolesSet => "admin_roles_set",
+        }
+    }
+}
+
+impl fmt::Display for AuditKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Every security event that can reach the alert webhook (`TESSERA_ALERT_EVENTS` picks among
 /// them).
 pub const SECURITY_EVENTS: &[&str] = &[
-    "refresh_token_reused",
-    "session_revoked",
-    "account_locked",
-    "login_failed_burst",
-    "login_new_device",
-    "password_changed",
-    "signing_key_rotated",
-    "signing_key_revoked",
+    AuditKind::RefreshTokenReused.as_str(),
+    AuditKind::SessionRevoked.as_str(),
+    AuditKind::AccountLocked.as_str(),
+    AuditKind::LoginFailedBurst.as_str(),
+    AuditKind::LoginNewDevice.as_str(),
+    AuditKind::PasswordChanged.as_str(),
+    AuditKind::SigningKeyRotated.as_str(),
+    AuditKind::SigningKeyRevoked.as_str(),
 ];
 
 /// A comma-separated list of [`SECURITY_EVENTS`] (`all` or nothing: every one, as an empty

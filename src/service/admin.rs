@@ -16,7 +16,7 @@ use serde_json::json;
 use super::{write_audit, AuthError};
 use crate::alerts::{Alert, AlertSink, NoAlerts};
 use crate::crypto::PasswordHasher;
-use crate::domain::{Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
+use crate::domain::{AuditKind, Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
 use crate::store::{
     AuditEvent, AuditFilter, Store, StoreError, StoredAlert, StoredAuditEvent, UserAccount, UserRecord,
 };
@@ -135,7 +135,7 @@ impl AdminService {
         }
         let alert = Alert {
             id: uuid::Uuid::now_v7(),
-            event: "session_revoked",
+            event: AuditKind::SessionRevoked.as_str(),
             at: self.clock.now(),
             user_id: Some(user),
             session_id: session,
@@ -175,7 +175,7 @@ impl AdminService {
             Err(e) => return Err(e.into()),
         }
         self.audit(
-            "admin_user_added",
+            AuditKind::AdminUserAdded,
             Some(user.id),
             None,
             json!({ "email": user.email.as_str(), "roles": user.roles }),
@@ -219,7 +219,7 @@ impl AdminService {
         };
         let revoked = self.store.disable_user(account.user.id, self.clock.now()).await?;
         self.audit(
-            "admin_user_disabled",
+            AuditKind::AdminUserDisabled,
             Some(account.user.id),
             None,
             json!({ "email": account.user.email.as_str(), "sessions_revoked": revoked,
@@ -239,7 +239,7 @@ impl AdminService {
         let enabled = self.store.enable_user(account.user.id).await?;
         if enabled {
             self.audit(
-                "admin_user_enabled",
+                AuditKind::AdminUserEnabled,
                 Some(account.user.id),
                 None,
                 json!({ "email": account.user.email.as_str() }),
@@ -260,7 +260,7 @@ impl AdminService {
             return Ok(None);
         }
         self.audit(
-            "admin_roles_set",
+            AuditKind::AdminRolesSet,
             Some(account.user.id),
             None,
             json!({ "email": account.user.email.as_str(), "from": account.user.roles, "to": roles }),
@@ -297,7 +297,7 @@ impl AdminService {
             return Ok(SessionRevocation::AlreadyRevoked);
         }
         self.audit(
-            "admin_session_revoked",
+            AuditKind::AdminSessionRevoked,
             Some(found.user_id),
             Some(session),
             json!({ "session_id": session }),
@@ -318,7 +318,7 @@ impl AdminService {
             .revoke_user_sessions(account.user.id, None, self.clock.now(), "revoked_by_admin")
             .await?;
         self.audit(
-            "admin_sessions_revoked",
+            AuditKind::AdminSessionsRevoked,
             Some(account.user.id),
             None,
             json!({ "email": account.user.email.as_str(), "sessions_revoked": revoked }),
@@ -361,7 +361,7 @@ impl AdminService {
     /// Records an administrative action; `detail` gets `"by"`, who did it.
     pub(super) async fn audit(
         &self,
-        event: &'static str,
+        event: AuditKind,
         user_id: Option<UserId>,
         session_id: Option<SessionId>,
         mut detail: serde_json::Value,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::lockout::{Admission, LockoutPolicy, Reservation, BUSY_RETRY};
 use super::{record_security_event, AuthError};
 use crate::alerts::AlertSink;
-use crate::domain::{Clock, Timestamp};
+use crate::domain::{AuditKind, Clock, Timestamp};
 use crate::store::{AuditEvent, FailureKey, Store};
 
 /// A password check the lock admitted, until its outcome is recorded. Dropped unsettled (the
@@ -105,7 +105,7 @@ impl Attempt {
                 (until.0 - at.0 + 999) / 1000,
                 policy.threshold
             );
-            Some(("account_locked", detail))
+            Some((AuditKind::AccountLocked, detail))
         } else if failure.user_id.is_some()
             && Some(record.failures) == policy.burst()
             && change.before.map(|b| b.failures) != Some(record.failures)
@@ -117,7 +117,7 @@ impl Attempt {
                 policy.window.as_secs(),
                 policy.threshold
             );
-            Some(("login_failed_burst", detail))
+            Some((AuditKind::LoginFailedBurst, detail))
         } else {
             None
         };

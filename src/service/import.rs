@@ -11,7 +11,7 @@ use serde_json::json;
 use super::admin::{normalize_roles, AdminService};
 use super::AuthError;
 use crate::crypto::{imported, PasswordHashString};
-use crate::domain::{Email, Timestamp, UserId};
+use crate::domain::{AuditKind, Email, Timestamp, UserId};
 use crate::store::UserRecord;
 
 #[derive(Deserialize)]
@@ -100,7 +100,7 @@ impl AdminService {
     /// Records a finished import in the audit trail (one event, not one per account).
     pub async fn record_import(&self, file: &str, counts: ImportCounts) {
         self.audit(
-            "admin_users_imported",
+            AuditKind::AdminUsersImported,
             None,
             None,
             json!({ "file": file, "imported": counts.imported,

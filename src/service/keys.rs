@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::{token_internal, AuthError, AuthService, Policy};
 use crate::alerts::AlertSink;
 use crate::crypto::master_key::{is_sealed, MasterKeyError, MasterKeys, SealState};
-use crate::domain::Timestamp;
+use crate::domain::{AuditKind, Timestamp};
 use crate::store::{AfterKeyRevocation, AuditEvent, KeyRevocation, Store, StoreError};
 use crate::tokens::{
     signing_key_at, AccessClaims, AccessTokens, KeyStage, SigningAlg, SigningKeyRecord, TokenError,
@@ -243,7 +243,8 @@ impl KeyOps<'_> {
             "by": by,
             "activates_at": key.activates_at,
         });
-        self.security_event("signing_key_rotated", now, detail).await;
+        self.security_event(AuditKind::SigningKeyRotated, now, detail)
+            .await;
         key.private_pkcs8.clear();
         Ok(key)
     }
@@ -287,7 +288,8 @@ impl KeyOps<'_> {
             return Ok(Revoked::AlreadyRevoked);
         }
         let detail = serde_json::json!({ "kid": kid, "by": by, "signing": signing });
-        self.security_event("signing_key_revoked", now, detail).await;
+        self.security_event(AuditKind::SigningKeyRevoked, now, detail)
+            .await;
         Ok(Revoked::Revoked { signing })
     }
 
@@ -329,7 +331,7 @@ impl KeyOps<'_> {
             let detail = serde_json::json!({
                 "by": by, "sealed": done.sealed, "resealed": done.resealed,
             });
-            let event = audit_event("signing_keys_encrypted", now, self.with_admin(detail));
+            let event = audit_event(AuditKind::SigningKeysEncrypted, now, self.with_admin(detail));
             super::write_audit(self.store, event).await;
         }
         Ok(done)
@@ -354,7 +356,7 @@ impl KeyOps<'_> {
             .collect())
     }
 
-    async fn security_event(&self, event: &'static str, now: Timestamp, detail: serde_json::Value) {
+    async fn security_event(&self, event: AuditKind, now: Timestamp, detail: serde_json::Value) {
         let detail = self.with_admin(detail);
         super::record_security_event(self.store, self.alerts, audit_event(event, now, detail)).await;
     }
@@ -367,7 +369,7 @@ impl KeyOps<'_> {
     }
 }
 
-fn audit_event(event: &'static str, at: Timestamp, detail: serde_json::Value) -> AuditEvent {
+fn audit_event(event: AuditKind, at: Timestamp, detail: serde_json::Value) -> AuditEvent {
     AuditEvent {
         id: uuid::Uuid::now_v7(),
         event,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::attempt::Attempt;
 use super::{write_audit, AuthError, AuthService, ClientInfo, TokenGrant, Transport, UserView};
 use crate::crypto::{self, RefreshToken};
-use crate::domain::{Email, FieldError, Password, SessionId, UserId};
+use crate::domain::{AuditKind, Email, FieldError, Password, SessionId, UserId};
 use crate::store::{AuditEvent, FailureKey, SessionRecord, StoreError, UserRecord};
 
 impl AuthService {
@@ -38,7 +38,7 @@ impl AuthService {
             Err(StoreError::Conflict(_)) => return Err(AuthError::EmailTaken),
             Err(e) => return Err(e.into()),
         }
-        self.audit("user_registered", Some(user.id), None, client, None)
+        self.audit(AuditKind::UserRegistered, Some(user.id), None, client, None)
             .await;
         Ok(UserView::from(&user))
     }
@@ -100,7 +100,13 @@ impl AuthService {
         // task of their own, even if this request is dropped because the client hung up: the
         // attempt was made and must be on record. (A client that leaves while still queued for
         // a permit made no attempt: nothing was checked, and its reservation is handed back.)
-        let failure = self.audit_event("login_failed", user.as_ref().map(|u| u.id), None, client, None);
+        let failure = self.audit_event(
+            AuditKind::LoginFailed,
+            user.as_ref().map(|u| u.id),
+            None,
+            client,
+            None,
+        );
         let (store, clock, known) = (Arc::clone(&self.store), Arc::clone(&self.clock), user.is_some());
         let alerts = Arc::clone(&self.alerts);
         let (matches, upgrade) = tokio::spawn(async move {
@@ -169,8 +175,14 @@ impl AuthService {
             } else {
                 "password changed during the login"
             };
-            self.audit("login_failed", Some(user.id), None, client, Some(detail.into()))
-                .await;
+            self.audit(
+                AuditKind::LoginFailed,
+                Some(user.id),
+                None,
+                client,
+                Some(detail.into()),
+            )
+            .await;
             return Err(AuthError::InvalidCredentials);
         }
         let mut detail = None;
@@ -190,14 +202,32 @@ impl AuthService {
         if evicted > 0 {
             self.learn_own_revocations().await;
             let detail = format!("{evicted} least recently used session(s) revoked: session limit");
-            self.audit("session_evicted", Some(user.id), None, client, Some(detail))
-                .await;
-        }
-        self.audit("login_succeeded", Some(user.id), Some(session.id), client, detail)
+            self.audit(
+                AuditKind::SessionEvicted,
+                Some(user.id),
+                None,
+                client,
+                Some(detail),
+            )
             .await;
+        }
+        self.audit(
+            AuditKind::LoginSucceeded,
+            Some(user.id),
+            Some(session.id),
+            client,
+            detail,
+        )
+        .await;
         if new_device {
-            self.security_event("login_new_device", Some(user.id), Some(session.id), client, None)
-                .await;
+            self.security_event(
+                AuditKind::LoginNewDevice,
+                Some(user.id),
+                Some(session.id),
+                client,
+                None,
+            )
+            .await;
         }
         self.grant(&keys, &user, &session, refresh, now)
     }

@@ -42,7 +42,7 @@ use tokio::sync::Semaphore;
 use crate::alerts::{Alert, AlertSink};
 use crate::crypto::master_key::MasterKeys;
 use crate::crypto::{CryptoError, PasswordHashString, PasswordHasher, RefreshToken};
-use crate::domain::{Clock, FieldError, SessionCheck, SessionId, Timestamp, UserId};
+use crate::domain::{AuditKind, Clock, FieldError, SessionCheck, SessionId, Timestamp, UserId};
 use crate::store::{AuditEvent, SessionRecord, Store, StoreError, UserRecord};
 use crate::tokens::{AccessClaims, AccessTokens, SigningAlg, TokenError};
 use feed::FeedCredentials;
@@ -415,7 +415,7 @@ impl AuthService {
     /// Audit failures are logged, never turned into request failures: the action happened.
     async fn audit(
         &self,
-        event: &'static str,
+        event: AuditKind,
         user_id: Option<UserId>,
         session_id: Option<SessionId>,
         client: &ClientInfo,
@@ -428,7 +428,7 @@ impl AuthService {
     /// [`record_security_event`] for an event of this request.
     async fn security_event(
         &self,
-        event: &'static str,
+        event: AuditKind,
         user_id: Option<UserId>,
         session_id: Option<SessionId>,
         client: &ClientInfo,
@@ -447,13 +447,19 @@ impl AuthService {
         client: &ClientInfo,
         detail: String,
     ) {
-        let e = self.audit_event("session_revoked", Some(user_id), session_id, client, Some(detail));
+        let e = self.audit_event(
+            AuditKind::SessionRevoked,
+            Some(user_id),
+            session_id,
+            client,
+            Some(detail),
+        );
         self.alerts.raise(Alert::from_audit(&e)).await;
     }
 
     fn audit_event(
         &self,
-        event: &'static str,
+        event: AuditKind,
         user_id: Option<UserId>,
         session_id: Option<SessionId>,
         client: &ClientInfo,
@@ -487,7 +493,7 @@ fn revoked_by(by: &str, reason: &str, sessions: u64) -> String {
 
 async fn write_audit(store: &dyn Store, e: AuditEvent) {
     if let Err(err) = store.insert_audit_event(&e).await {
-        tracing::error!(event = e.event, error = %err, "could not write audit event");
+        tracing::error!(event = e.event.as_str(), error = %err, "could not write audit event");
     }
 }
 

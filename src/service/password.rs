@@ -4,7 +4,7 @@
 
 use super::{AuthContext, AuthError, AuthService, ClientInfo, TokenGrant};
 use crate::crypto::RefreshToken;
-use crate::domain::{FieldError, Password};
+use crate::domain::{AuditKind, FieldError, Password};
 use crate::store::Rotation;
 
 impl AuthService {
@@ -51,7 +51,7 @@ impl AuthService {
             .await?;
         if !matches {
             let failure = self.audit_event(
-                "password_change_failed",
+                AuditKind::PasswordChangeFailed,
                 Some(user.id),
                 Some(session.id),
                 client,
@@ -116,7 +116,7 @@ impl AuthService {
         rotated.refresh_expires_at = refresh_expires_at;
         rotated.sealed_current = None;
         self.security_event(
-            "password_changed",
+            AuditKind::PasswordChanged,
             Some(user.id),
             Some(rotated.id),
             client,

@@ -4,7 +4,7 @@
 use super::rotation::{self, RefreshDecision};
 use super::{check_csrf, revoked_by, AuthError, AuthService, ClientInfo, LogoutOutcome, TokenGrant};
 use crate::crypto::{RefreshToken, RefreshTokenKey};
-use crate::domain::{SessionId, Timestamp};
+use crate::domain::{AuditKind, SessionId, Timestamp};
 use crate::store::{CurrentRotation, FoundRefreshToken, Rotation, SessionRecord};
 
 impl AuthService {
@@ -141,7 +141,7 @@ impl AuthService {
             tracing::warn!(session = %session.id, user = %session.user_id, ip = ?client.ip,
                 "refresh token reuse detected; session revoked");
             self.security_event(
-                "refresh_token_reused",
+                AuditKind::RefreshTokenReused,
                 Some(session.user_id),
                 Some(session.id),
                 client,

@@ -9,7 +9,7 @@ use super::revocations::REVOCATION_LOG_RETENTION;
 use super::{
     check_csrf, revoked_by, AuthContext, AuthError, AuthService, ClientInfo, LogoutScope, SessionView,
 };
-use crate::domain::{SessionCheck, SessionId, Timestamp};
+use crate::domain::{AuditKind, SessionCheck, SessionId, Timestamp};
 use crate::store::SessionRecord;
 use crate::tokens::{AccessClaims, TokenError};
 
@@ -79,7 +79,7 @@ impl AuthService {
         self.learnt_revocation(session.id);
         if revoked {
             self.audit(
-                "session_revoked",
+                AuditKind::SessionRevoked,
                 Some(session.user_id),
                 Some(session.id),
                 client,
@@ -112,12 +112,12 @@ impl AuthService {
             LogoutScope::Others => Some(ctx.session_id()),
         };
         let reason = match scope {
-            LogoutScope::All => "logout_all",
-            LogoutScope::Others => "logout_others",
+            LogoutScope::All => AuditKind::LogoutAll,
+            LogoutScope::Others => AuditKind::LogoutOthers,
         };
         let n = self
             .store
-            .revoke_user_sessions(ctx.user_id(), keep, self.clock.now(), reason)
+            .revoke_user_sessions(ctx.user_id(), keep, self.clock.now(), reason.as_str())
             .await?;
         self.learn_own_revocations().await;
         self.audit(
@@ -130,8 +130,13 @@ impl AuthService {
         .await;
         if n > 0 {
             // Other sessions (or all): the subject is the account, not one session.
-            self.alert_sessions_revoked(ctx.user_id(), None, client, revoked_by("user", reason, n))
-                .await;
+            self.alert_sessions_revoked(
+                ctx.user_id(),
+                None,
+                client,
+                revoked_by("user", reason.as_str(), n),
+            )
+            .await;
         }
         Ok(n)
     }

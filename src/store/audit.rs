@@ -3,12 +3,12 @@
 use async_trait::async_trait;
 
 use super::StoreResult;
-use crate::domain::{SessionId, Timestamp, UserId};
+use crate::domain::{AuditKind, SessionId, Timestamp, UserId};
 
 #[derive(Clone, Debug)]
 pub struct AuditEvent {
     pub id: uuid::Uuid,
-    pub event: &'static str,
+    pub event: AuditKind,
     pub at: Timestamp,
     pub user_id: Option<UserId>,
     pub session_id: Option<SessionId>,

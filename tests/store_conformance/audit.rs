@@ -7,7 +7,7 @@ pub(crate) async fn audit_events_are_swept_by_age(store: Arc<dyn Store>) {
     for at in [T0.0, T0.0 + 1, T0.0 + 2, T0.0 + DAY] {
         let e = AuditEvent {
             id: uuid::Uuid::now_v7(),
-            event: "login_failed",
+            event: AuditKind::LoginFailed,
             at: Timestamp(at),
             user_id: None,
             session_id: None,
@@ -44,7 +44,7 @@ pub(crate) async fn audit_events_and_ping(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
     let e = AuditEvent {
         id: uuid::Uuid::now_v7(),
-        event: "refresh_token_reused",
+        event: AuditKind::RefreshTokenReused,
         at: T0,
         user_id: Some(UserId::new()),
         session_id: Some(SessionId::new()),
@@ -58,7 +58,7 @@ pub(crate) async fn audit_events_and_ping(store: Arc<dyn Store>) {
 pub(crate) async fn audit_events_are_read_newest_first_by_filter(store: Arc<dyn Store>) {
     let (u, s, _) = seeded(store.as_ref()).await;
     let other = UserId::new();
-    let event = |kind: &'static str, user: UserId, at: i64| AuditEvent {
+    let event = |kind: AuditKind, user: UserId, at: i64| AuditEvent {
         id: uuid::Uuid::now_v7(),
         event: kind,
         at: Timestamp(T0.0 + at),
@@ -69,10 +69,10 @@ pub(crate) async fn audit_events_are_read_newest_first_by_filter(store: Arc<dyn 
         detail: Some("d".into()),
     };
     for e in [
-        event("login_succeeded", u.id, 1),
-        event("login_failed", u.id, 2),
-        event("login_succeeded", other, 3),
-        event("login_succeeded", u.id, 4),
+        event(AuditKind::LoginSucceeded, u.id, 1),
+        event(AuditKind::LoginFailed, u.id, 2),
+        event(AuditKind::LoginSucceeded, other, 3),
+        event(AuditKind::LoginSucceeded, u.id, 4),
     ] {
         store.insert_audit_event(&e).await.expect("audit");
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ring::rand::SystemRandom;
 use tessera::crypto::{PasswordHashString, RefreshToken, RefreshTokenHash, RefreshTokenKey};
-use tessera::domain::{Email, SessionId, Timestamp, UserId};
+use tessera::domain::{AuditKind, Email, SessionId, Timestamp, UserId};
 use tessera::store::{
     self, AfterKeyRevocation, AuditEvent, AuditFilter, CurrentRotation, FailureKey, KeyRevocation,
     LoginFailures, NewAlert, Rotation, SessionRecord, SessionStore, Store, StoreError, UserRecord,

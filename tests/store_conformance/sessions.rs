@@ -293,7 +293,7 @@ pub(crate) async fn sweeping_in_batches_leaves_rotations_alone(store: Arc<dyn St
 pub(crate) async fn known_devices_come_from_sessions_and_successful_logins(store: Arc<dyn Store>) {
     let (u, s, _) = seeded(store.as_ref()).await;
     let (other, _, _) = seeded(store.as_ref()).await;
-    let event = |name: &'static str, user: UserId, agent: &str, ip: &str| AuditEvent {
+    let event = |name: AuditKind, user: UserId, agent: &str, ip: &str| AuditEvent {
         id: uuid::Uuid::now_v7(),
         event: name,
         at: T0,
@@ -304,11 +304,11 @@ pub(crate) async fn known_devices_come_from_sessions_and_successful_logins(store
         detail: None,
     };
     for e in [
-        event("login_succeeded", u.id, "laptop/1", "198.51.100.4"),
-        event("login_succeeded", u.id, "laptop/1", "198.51.100.4"),
+        event(AuditKind::LoginSucceeded, u.id, "laptop/1", "198.51.100.4"),
+        event(AuditKind::LoginSucceeded, u.id, "laptop/1", "198.51.100.4"),
         // Not a successful login of this user: not a known device.
-        event("login_failed", u.id, "thief/1", "203.0.113.9"),
-        event("login_succeeded", other.id, "theirs/1", "192.0.2.1"),
+        event(AuditKind::LoginFailed, u.id, "thief/1", "203.0.113.9"),
+        event(AuditKind::LoginSucceeded, other.id, "theirs/1", "192.0.2.1"),
     ] {
         store.insert_audit_event(&e).await.expect("audit");
     }

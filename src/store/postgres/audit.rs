@@ -12,7 +12,7 @@ impl AuditStore for PostgresStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(e.id)
-        .bind(e.event)
+        .bind(e.event.as_str())
         .bind(e.at.millis())
         .bind(e.user_id.map(|u| u.0))
         .bind(e.session_id.map(|s| s.0))

@@ -15,7 +15,7 @@ impl AuditStore for SqliteStore {
             )?
             .execute(params![
                 e.id.to_string(),
-                e.event,
+                e.event.as_str(),
                 e.at.millis(),
                 e.user_id.map(|u| u.to_string()),
                 e.session_id.map(|s| s.to_string()),
