@@ -73,14 +73,10 @@ impl AuthService {
         &self.hashing_stats
     }
 
-    /// A turn at password hashing, waited for at most [`HASH_QUEUE_TIMEOUT`].
-    pub(super) async fn hashing_permit(&self) -> Result<OwnedSemaphorePermit, AuthError> {
-        self.hashing_permits(1).await
-    }
-
-    /// A turn at password hashing worth `units` of the memory budget (an imported hash with
-    /// more memory than ours, see `PasswordHasher::memory_units`), at most the whole budget.
-    pub(super) async fn hashing_permits(&self, units: u32) -> Result<OwnedSemaphorePermit, AuthError> {
+    /// A turn at password hashing worth `units` of the memory budget (1 for our own hashes;
+    /// more for an imported hash with more memory, see `PasswordHasher::memory_units`; at most
+    /// the whole budget), waited for at most [`HASH_QUEUE_TIMEOUT`].
+    pub(super) async fn hashing_permit(&self, units: u32) -> Result<OwnedSemaphorePermit, AuthError> {
         let units = units.clamp(
             1,
             u32::try_from(self.hashing_stats.permits())
@@ -102,20 +98,28 @@ impl AuthService {
         password: String,
         stored: PasswordHashString,
     ) -> Result<bool, AuthError> {
-        let permit = self.hashing_permits(self.passwords.memory_units(&stored)).await?;
-        self.spawn_hash(permit, move |hasher| hasher.verify(&password, &stored))
+        let units = self.passwords.memory_units(&stored);
+        self.in_turn(units, move |hasher| hasher.verify(&password, &stored))
             .await
-            .map_err(|e| AuthError::Internal(e.to_string()))
     }
 
-    /// Waits for a turn, runs `work` on the blocking pool and waits for it: the whole of a
-    /// hash for a request that has nothing else to do meanwhile (login, which must outlive a
-    /// hang-up, uses [`Self::spawn_hash`] itself).
+    /// Hashes with our own parameters (one unit of the budget) in turn.
     pub(super) async fn hash_in_turn<T: Send + 'static>(
         &self,
         work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
     ) -> Result<T, AuthError> {
-        let permit = self.hashing_permit().await?;
+        self.in_turn(1, work).await
+    }
+
+    /// Waits for a turn worth `units`, runs `work` on the blocking pool and waits for it: the
+    /// whole of a hash for a request that has nothing else to do meanwhile (login, which must
+    /// outlive a hang-up, uses [`Self::spawn_hash`] itself).
+    async fn in_turn<T: Send + 'static>(
+        &self,
+        units: u32,
+        work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let permit = self.hashing_permit(units).await?;
         self.spawn_hash(permit, work)
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))

@@ -85,7 +85,7 @@ impl AuthService {
         let password = password.to_owned();
         // An imported hash with more memory than ours is charged for it, so the memory of the
         // hashes running at once stays within the budget whatever was imported.
-        let permit = self.hashing_permits(self.passwords.memory_units(&stored)).await?;
+        let permit = self.hashing_permit(self.passwords.memory_units(&stored)).await?;
         // A hash imported from another system (bcrypt, other argon2 parameters) that verifies
         // is replaced by our own, computed here while the password is at hand; the dummy hash
         // never needs it, so an unknown email costs one hash, like a wrong password.
