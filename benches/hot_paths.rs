@@ -98,20 +98,15 @@ fn rotation_decision(c: &mut Criterion) {
     let now = now();
     let grace = Duration::from_secs(10);
     let session = SessionRecord {
-        id: SessionId::new(),
-        user_id: UserId::new(),
-        created_at: now,
-        last_used_at: now,
-        absolute_expires_at: now.plus(Duration::from_secs(90 * 24 * 3600)),
-        refresh_expires_at: now.plus(Duration::from_secs(30 * 24 * 3600)),
-        revoked_at: None,
-        revoked_reason: None,
-        user_agent: None,
-        ip: None,
         generation: 5,
         rotated_at: Some(now),
         sealed_current: Some(vec![0; 75]),
-        csrf_token: None,
+        ..SessionRecord::opened(
+            UserId::new(),
+            now,
+            now.plus(Duration::from_secs(90 * 24 * 3600)),
+            now.plus(Duration::from_secs(30 * 24 * 3600)),
+        )
     };
     for (name, generation, expected) in [
         ("rotate", 5, RefreshDecision::Rotate),

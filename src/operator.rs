@@ -7,7 +7,7 @@ use std::fmt;
 use crate::config::{redact_url, redact_webhook_url, Config};
 use crate::crypto::master_key::is_sealed;
 use crate::domain::{Clock, SystemClock};
-use crate::service::{open_key_set_records, retired_grace, MIN_KEY_PUBLISH_AHEAD};
+use crate::service::{open_key_set_records, MIN_KEY_PUBLISH_AHEAD};
 use crate::store;
 use crate::tokens::{signing_key_at, AccessTokens, KeyStage, SigningKeyRecord};
 
@@ -168,8 +168,8 @@ fn check_keys(config: &Config, keys: &[SigningKeyRecord]) -> Vec<Finding> {
         return findings;
     }
     let now = SystemClock.now();
-    let policy = crate::startup::policy(config);
-    let grace = retired_grace(&policy);
+    let policy = crate::startup::policy(config).keys;
+    let grace = policy.retired_grace;
     let built = open_key_set_records(keys, now, &policy)
         .map_err(|e| e.to_string())
         .and_then(|opened| {

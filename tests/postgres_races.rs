@@ -39,22 +39,12 @@ async fn sessions(store: &dyn Store, user: &UserRecord, n: i64) -> Vec<SessionId
     let mut ids = Vec::new();
     for i in 0..n {
         let at = Timestamp(T0.0 + i * 1000);
-        let s = SessionRecord {
-            id: SessionId::new(),
-            user_id: user.id,
-            created_at: at,
-            last_used_at: at,
-            absolute_expires_at: Timestamp(T0.0 + 90 * DAY),
-            refresh_expires_at: Timestamp(T0.0 + 30 * DAY),
-            revoked_at: None,
-            revoked_reason: None,
-            user_agent: None,
-            ip: None,
-            generation: 0,
-            rotated_at: None,
-            sealed_current: None,
-            csrf_token: None,
-        };
+        let s = SessionRecord::opened(
+            user.id,
+            at,
+            Timestamp(T0.0 + 90 * DAY),
+            Timestamp(T0.0 + 30 * DAY),
+        );
         let hash = RefreshToken::issue(&ring::rand::SystemRandom::new(), s.id, 0)
             .expect("rng")
             .hash();

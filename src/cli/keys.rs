@@ -77,7 +77,7 @@ async fn run(config: &Config, command: KeysCommand, by: &str) -> Result<(), CliE
     let mut out = Out::new();
     match command {
         KeysCommand::List { json } => {
-            let keys = ops.list(now, &crate::startup::policy(config)).await?;
+            let keys = ops.list(now, &crate::startup::policy(config).keys).await?;
             if json {
                 for k in &keys {
                     out.json(k)?;

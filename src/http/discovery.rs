@@ -109,7 +109,7 @@ struct Metadata {
     responses((status = 200, description = "Authorization server metadata (RFC 8414).", body = Metadata))
 )]
 pub async fn metadata(State(state): State<AppState>) -> Response {
-    let document = state.discovery.document(&state.service.jwks());
+    let document = state.discovery.document(&state.service.keys().jwks());
     // As short as the JWKS's: the algorithm list changes with a rotation.
     ([(header::CACHE_CONTROL, "public, max-age=60")], Json(document)).into_response()
 }

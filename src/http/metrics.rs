@@ -306,7 +306,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         body = String, content_type = "application/openmetrics-text"))
 )]
 pub async fn render(State(state): State<AppState>) -> Response {
-    state.metrics.set_hashing(state.service.hashing_stats());
+    state.metrics.set_hashing(state.service.hashing().stats());
     state.metrics.set_pool(state.service.pool_usage());
     state.metrics.refresh_live_sessions(&state.service).await;
     match state.metrics.render() {

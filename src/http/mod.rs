@@ -129,7 +129,7 @@ struct JwkSet {
     responses((status = 200, description = "The public keys that verify access tokens; retired keys stay until their tokens have expired.", body = JwkSet))
 )]
 async fn jwks(State(state): State<AppState>) -> Response {
-    let body = Json(state.service.jwks().as_ref().clone());
+    let body = Json(state.service.keys().jwks().as_ref().clone());
     // Short, so resource servers notice a key rotation within a minute; `keys rotate`
     // publishes new keys ahead by more than this plus the instances' reload interval.
     let cache = format!("public, max-age={}", crate::service::JWKS_MAX_AGE.as_secs());

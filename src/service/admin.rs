@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{write_audit, AuthError};
+use super::events::write_audit;
+use super::AuthError;
 use crate::alerts::{Alert, AlertSink, NoAlerts};
 use crate::crypto::PasswordHasher;
 use crate::domain::{AuditKind, Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};

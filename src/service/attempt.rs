@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::events::record_security_event;
 use super::lockout::{Admission, LockoutPolicy, Reservation, BUSY_RETRY};
-use super::{record_security_event, AuthError};
+use super::AuthError;
 use crate::alerts::AlertSink;
 use crate::domain::{AuditKind, Clock, Timestamp};
 use crate::store::{AuditEvent, FailureKey, Store};

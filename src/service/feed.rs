@@ -90,7 +90,7 @@ impl AuthService {
         loop {
             // Listening before reading: a revocation learnt between the read and the wait
             // still wakes us.
-            let learnt = self.revocations_learnt.notified();
+            let learnt = self.revocations.next_learnt();
             tokio::pin!(learnt);
             learnt.as_mut().enable();
             let found = self.store.find_revocations_after(query.after, limit).await?;

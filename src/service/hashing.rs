@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{AuthError, AuthService};
+use super::error::AuthError;
 use crate::crypto::{PasswordHashString, PasswordHasher};
 
 /// The longest a login or registration waits for a turn at password hashing before it is
@@ -24,7 +24,7 @@ pub struct HashingStats {
 }
 
 impl HashingStats {
-    pub(super) fn new(permits: usize) -> HashingStats {
+    fn new(permits: usize) -> HashingStats {
         HashingStats {
             permits,
             ..HashingStats::default()
@@ -68,24 +68,59 @@ impl Drop for RunningHash<'_> {
     }
 }
 
-impl AuthService {
-    pub fn hashing_stats(&self) -> &HashingStats {
-        &self.hashing_stats
+/// Password hashing as a shared resource: the hasher with its working buffers, the permits
+/// that bound how many hashes run at once, and the dummy hash that unknown emails are
+/// checked against (so they cost what a wrong password costs).
+pub struct Hashing {
+    hasher: Arc<PasswordHasher>,
+    dummy: PasswordHashString,
+    /// argon2 takes 19 MiB and tens of milliseconds per hash: bound how many run at once. A
+    /// permit is owned by the blocking work itself, so a client hanging up cannot free it
+    /// while its hash still runs.
+    permits: Arc<Semaphore>,
+    stats: Arc<HashingStats>,
+}
+
+impl Hashing {
+    /// At most `concurrency` hashes at once (at least one); computes the dummy hash.
+    pub async fn start(concurrency: usize) -> Result<Hashing, AuthError> {
+        let permits = concurrency.max(1);
+        // One working buffer per hash that may run at once, never more.
+        let hasher = Arc::new(PasswordHasher::with_pool_limit(permits));
+        let for_dummy = Arc::clone(&hasher);
+        let dummy = tokio::task::spawn_blocking(move || for_dummy.dummy_hash())
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))??;
+        Ok(Hashing {
+            hasher,
+            dummy,
+            permits: Arc::new(Semaphore::new(permits)),
+            stats: Arc::new(HashingStats::new(permits)),
+        })
+    }
+
+    pub fn stats(&self) -> &HashingStats {
+        &self.stats
+    }
+
+    /// The hash an unknown email is checked against.
+    pub fn dummy_hash(&self) -> &PasswordHashString {
+        &self.dummy
+    }
+
+    /// What checking `stored` costs of the memory budget (see `PasswordHasher::memory_units`).
+    pub fn memory_units(&self, stored: &PasswordHashString) -> u32 {
+        self.hasher.memory_units(stored)
     }
 
     /// A turn at password hashing worth `units` of the memory budget (1 for our own hashes;
-    /// more for an imported hash with more memory, see `PasswordHasher::memory_units`; at most
-    /// the whole budget), waited for at most [`HASH_QUEUE_TIMEOUT`].
-    pub(super) async fn hashing_permit(&self, units: u32) -> Result<OwnedSemaphorePermit, AuthError> {
-        let units = units.clamp(
-            1,
-            u32::try_from(self.hashing_stats.permits())
-                .unwrap_or(u32::MAX)
-                .max(1),
-        );
+    /// more for an imported hash with more memory; at most the whole budget), waited for at
+    /// most [`HASH_QUEUE_TIMEOUT`].
+    pub async fn permit(&self, units: u32) -> Result<OwnedSemaphorePermit, AuthError> {
+        let units = units.clamp(1, u32::try_from(self.stats.permits()).unwrap_or(u32::MAX).max(1));
         tokio::time::timeout(
             HASH_QUEUE_TIMEOUT,
-            Arc::clone(&self.hashing).acquire_many_owned(units),
+            Arc::clone(&self.permits).acquire_many_owned(units),
         )
         .await
         .map_err(|_| AuthError::Overloaded)?
@@ -93,18 +128,18 @@ impl AuthService {
     }
 
     /// Verifies `password` against `stored` in turn, charged for `stored`'s memory.
-    pub(super) async fn verify_in_turn(
+    pub async fn verify_in_turn(
         &self,
         password: String,
         stored: PasswordHashString,
     ) -> Result<bool, AuthError> {
-        let units = self.passwords.memory_units(&stored);
+        let units = self.memory_units(&stored);
         self.in_turn(units, move |hasher| hasher.verify(&password, &stored))
             .await
     }
 
     /// Hashes with our own parameters (one unit of the budget) in turn.
-    pub(super) async fn hash_in_turn<T: Send + 'static>(
+    pub async fn hash_in_turn<T: Send + 'static>(
         &self,
         work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
     ) -> Result<T, AuthError> {
@@ -113,14 +148,14 @@ impl AuthService {
 
     /// Waits for a turn worth `units`, runs `work` on the blocking pool and waits for it: the
     /// whole of a hash for a request that has nothing else to do meanwhile (login, which must
-    /// outlive a hang-up, uses [`Self::spawn_hash`] itself).
+    /// outlive a hang-up, uses [`Self::spawn`] itself).
     async fn in_turn<T: Send + 'static>(
         &self,
         units: u32,
         work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
     ) -> Result<T, AuthError> {
-        let permit = self.hashing_permit(units).await?;
-        self.spawn_hash(permit, work)
+        let permit = self.permit(units).await?;
+        self.spawn(permit, work)
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))
     }
@@ -128,13 +163,13 @@ impl AuthService {
     /// Runs password hashing on the blocking pool. The permit moves into the blocking closure
     /// and is released only when the hash is done, so the number of hashes running (threads
     /// busy, buffers in use) never exceeds the permits whatever the clients do.
-    pub(super) fn spawn_hash<T: Send + 'static>(
+    pub fn spawn<T: Send + 'static>(
         &self,
         permit: OwnedSemaphorePermit,
         work: impl FnOnce(&PasswordHasher) -> T + Send + 'static,
     ) -> tokio::task::JoinHandle<T> {
-        let hasher = Arc::clone(&self.passwords);
-        let stats = Arc::clone(&self.hashing_stats);
+        let hasher = Arc::clone(&self.hasher);
+        let stats = Arc::clone(&self.stats);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _running = stats.running();

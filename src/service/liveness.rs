@@ -204,20 +204,8 @@ mod tests {
             credential_epoch: 0,
         };
         let session = SessionRecord {
-            id: SessionId::new(),
-            user_id: user.id,
-            created_at: Timestamp(0),
-            last_used_at: Timestamp(0),
-            absolute_expires_at: Timestamp(1_000),
-            refresh_expires_at: Timestamp(500),
             revoked_at: revoked.then_some(Timestamp(1)),
-            revoked_reason: None,
-            user_agent: None,
-            ip: None,
-            generation: 0,
-            rotated_at: None,
-            sealed_current: None,
-            csrf_token: None,
+            ..SessionRecord::opened(user.id, Timestamp(0), Timestamp(1_000), Timestamp(500))
         };
         Arc::new(SessionSnapshot::new(&session, &user))
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::attempt::Attempt;
-use super::{write_audit, AuthError, AuthService, ClientInfo, TokenGrant, Transport, UserView};
+use super::{AuthError, AuthService, ClientInfo, TokenGrant, Transport, UserView};
 use crate::crypto::{self, RefreshToken};
 use crate::domain::{AuditKind, Email, FieldError, Password, SessionId, UserId};
 use crate::store::{AuditEvent, FailureKey, SessionRecord, StoreError, UserRecord};
@@ -24,7 +24,10 @@ impl AuthService {
                 return Err(AuthError::Validation(errors));
             }
         };
-        let hash = self.hash_in_turn(move |hasher| hasher.hash(&password)).await??;
+        let hash = self
+            .hashing
+            .hash_in_turn(move |hasher| hasher.hash(&password))
+            .await??;
         let user = UserRecord {
             id: UserId::new(),
             email,
@@ -38,7 +41,8 @@ impl AuthService {
             Err(StoreError::Conflict(_)) => return Err(AuthError::EmailTaken),
             Err(e) => return Err(e.into()),
         }
-        self.audit(AuditKind::UserRegistered, Some(user.id), None, client, None)
+        self.events
+            .audit(AuditKind::UserRegistered, Some(user.id), None, client, None)
             .await;
         Ok(UserView::from(&user))
     }
@@ -81,15 +85,15 @@ impl AuthService {
         };
         let stored = user
             .as_ref()
-            .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
+            .map_or_else(|| self.hashing.dummy_hash().clone(), |u| u.password_hash.clone());
         let password = password.to_owned();
         // An imported hash with more memory than ours is charged for it, so the memory of the
         // hashes running at once stays within the budget whatever was imported.
-        let permit = self.hashing_permit(self.passwords.memory_units(&stored)).await?;
+        let permit = self.hashing.permit(self.hashing.memory_units(&stored)).await?;
         // A hash imported from another system (bcrypt, other argon2 parameters) that verifies
         // is replaced by our own, computed here while the password is at hand; the dummy hash
         // never needs it, so an unknown email costs one hash, like a wrong password.
-        let hashing = self.spawn_hash(permit, move |hasher| {
+        let hashing = self.hashing.spawn(permit, move |hasher| {
             let matches = hasher.verify(&password, &stored);
             let upgrade = (matches && hasher.needs_upgrade(&stored))
                 .then(|| hasher.rehash_verified(&password).ok().map(|new| (stored, new)))
@@ -100,15 +104,14 @@ impl AuthService {
         // task of their own, even if this request is dropped because the client hung up: the
         // attempt was made and must be on record. (A client that leaves while still queued for
         // a permit made no attempt: nothing was checked, and its reservation is handed back.)
-        let failure = self.audit_event(
+        let failure = self.events.event(
             AuditKind::LoginFailed,
             user.as_ref().map(|u| u.id),
             None,
             client,
             None,
         );
-        let (store, clock, known) = (Arc::clone(&self.store), Arc::clone(&self.clock), user.is_some());
-        let alerts = Arc::clone(&self.alerts);
+        let (events, clock, known) = (self.events.clone(), Arc::clone(&self.clock), user.is_some());
         let (matches, upgrade) = tokio::spawn(async move {
             let (matches, upgrade) = hashing.await.map_err(|e| AuthError::Internal(e.to_string()))?;
             if matches && known {
@@ -118,9 +121,9 @@ impl AuthService {
             } else {
                 let at = clock.now();
                 if let Some(attempt) = attempt {
-                    attempt.failed(alerts.as_ref(), &failure, at).await;
+                    attempt.failed(events.alerts(), &failure, at).await;
                 }
-                write_audit(store.as_ref(), AuditEvent { at, ..failure }).await;
+                events.write(AuditEvent { at, ..failure }).await;
             }
             Ok::<_, AuthError>((matches, upgrade))
         })
@@ -132,27 +135,22 @@ impl AuthService {
         };
 
         // Checked before anything is written: no session is created that gets no tokens.
-        let keys = self.signing_keys().await?;
+        let keys = self.keys.for_signing().await?;
         let now = self.clock.now();
         let absolute = now.plus(self.policy.session_ttl);
         let session = SessionRecord {
-            id: SessionId::new(),
-            user_id: user.id,
-            created_at: now,
-            last_used_at: now,
-            absolute_expires_at: absolute,
-            refresh_expires_at: now.plus(self.policy.refresh_ttl).min(absolute),
-            revoked_at: None,
-            revoked_reason: None,
             user_agent: client.user_agent.clone(),
             ip: client.ip.clone(),
-            generation: 0,
-            rotated_at: None,
-            sealed_current: None,
             csrf_token: match transport {
                 Transport::Body => None,
                 Transport::Cookie => Some(crypto::random_token(&self.rng, 32)?),
             },
+            ..SessionRecord::opened(
+                user.id,
+                now,
+                absolute,
+                now.plus(self.policy.refresh_ttl).min(absolute),
+            )
         };
         let refresh = RefreshToken::issue(&self.rng, session.id, 0)?;
         // Read before this login's session exists, which would match itself.
@@ -175,14 +173,15 @@ impl AuthService {
             } else {
                 "password changed during the login"
             };
-            self.audit(
-                AuditKind::LoginFailed,
-                Some(user.id),
-                None,
-                client,
-                Some(detail.into()),
-            )
-            .await;
+            self.events
+                .audit(
+                    AuditKind::LoginFailed,
+                    Some(user.id),
+                    None,
+                    client,
+                    Some(detail.into()),
+                )
+                .await;
             return Err(AuthError::InvalidCredentials);
         }
         let mut detail = None;
@@ -200,34 +199,37 @@ impl AuthService {
             .revoke_sessions_over_limit(user.id, self.policy.max_sessions, now)
             .await?;
         if evicted > 0 {
-            self.learn_own_revocations().await;
+            self.revocations.learn_own().await;
             let detail = format!("{evicted} least recently used session(s) revoked: session limit");
-            self.audit(
-                AuditKind::SessionEvicted,
-                Some(user.id),
-                None,
-                client,
-                Some(detail),
-            )
-            .await;
+            self.events
+                .audit(
+                    AuditKind::SessionEvicted,
+                    Some(user.id),
+                    None,
+                    client,
+                    Some(detail),
+                )
+                .await;
         }
-        self.audit(
-            AuditKind::LoginSucceeded,
-            Some(user.id),
-            Some(session.id),
-            client,
-            detail,
-        )
-        .await;
-        if new_device {
-            self.security_event(
-                AuditKind::LoginNewDevice,
+        self.events
+            .audit(
+                AuditKind::LoginSucceeded,
                 Some(user.id),
                 Some(session.id),
                 client,
-                None,
+                detail,
             )
             .await;
+        if new_device {
+            self.events
+                .security(
+                    AuditKind::LoginNewDevice,
+                    Some(user.id),
+                    Some(session.id),
+                    client,
+                    None,
+                )
+                .await;
         }
         self.grant(&keys, &user, &session, refresh, now)
     }

@@ -2,6 +2,7 @@
 //! ends (whoever else got in, with the old password or a stolen token, is out). The caller's
 //! own session goes on, with a fresh refresh token that its predecessor cannot replay.
 
+use super::events::revoked_by;
 use super::{AuthContext, AuthError, AuthService, ClientInfo, TokenGrant};
 use crate::crypto::RefreshToken;
 use crate::domain::{AuditKind, FieldError, Password};
@@ -34,7 +35,7 @@ impl AuthService {
         let Some(new) = new.filter(|_| errors.is_empty()) else {
             return Err(AuthError::Validation(errors));
         };
-        let keys = self.signing_keys().await?;
+        let keys = self.keys.for_signing().await?;
         let (session, user) = self
             .store
             .find_session_with_user(ctx.session_id())
@@ -47,10 +48,11 @@ impl AuthService {
         let attempt = self.reserve_attempt(&user.email, None, None).await?;
 
         let matches = self
+            .hashing
             .verify_in_turn(current.to_owned(), user.password_hash.clone())
             .await?;
         if !matches {
-            let failure = self.audit_event(
+            let failure = self.events.event(
                 AuditKind::PasswordChangeFailed,
                 Some(user.id),
                 Some(session.id),
@@ -58,15 +60,18 @@ impl AuthService {
                 None,
             );
             if let Some(attempt) = attempt {
-                attempt.failed(self.alerts.as_ref(), &failure, failure.at).await;
+                attempt.failed(self.events.alerts(), &failure, failure.at).await;
             }
-            super::write_audit(self.store.as_ref(), failure).await;
+            self.events.write(failure).await;
             return Err(AuthError::InvalidCredentials);
         }
         if let Some(attempt) = attempt {
             attempt.succeeded().await;
         }
-        let hash = self.hash_in_turn(move |hasher| hasher.hash(&new)).await??;
+        let hash = self
+            .hashing
+            .hash_in_turn(move |hasher| hasher.hash(&new))
+            .await??;
         let now = self.clock.now();
         // Only over the hash just verified: a change racing this one (or an admin's) wins,
         // and this caller is told its current password is no longer right. The same step
@@ -86,7 +91,7 @@ impl AuthService {
         else {
             return Err(AuthError::InvalidCredentials);
         };
-        self.learn_own_revocations().await;
+        self.revocations.learn_own().await;
         // A fresh refresh token for this session, with nothing sealed: the token it replaces
         // is not forgiven as a retry, so whoever else holds it gets `refresh_token_reused`
         // (and the session is revoked) rather than this new token.
@@ -115,23 +120,25 @@ impl AuthService {
         rotated.rotated_at = Some(now);
         rotated.refresh_expires_at = refresh_expires_at;
         rotated.sealed_current = None;
-        self.security_event(
-            AuditKind::PasswordChanged,
-            Some(user.id),
-            Some(rotated.id),
-            client,
-            Some(format!("{others} other session(s) revoked")),
-        )
-        .await;
-        if others > 0 {
-            // The other sessions: the subject is the account, not the one kept.
-            self.alert_sessions_revoked(
-                user.id,
-                None,
+        self.events
+            .security(
+                AuditKind::PasswordChanged,
+                Some(user.id),
+                Some(rotated.id),
                 client,
-                super::revoked_by("password_change", "password_changed", others),
+                Some(format!("{others} other session(s) revoked")),
             )
             .await;
+        if others > 0 {
+            // The other sessions: the subject is the account, not the one kept.
+            self.events
+                .alert_sessions_revoked(
+                    user.id,
+                    None,
+                    client,
+                    revoked_by("password_change", "password_changed", others),
+                )
+                .await;
         }
         self.grant(&keys, &user, &rotated, next, now)
     }

@@ -1,8 +1,9 @@
 //! Refresh: rotation of the presented token (one store call in the common case), the grace
 //! replay, and reuse detection, wherever a refresh token is presented (refresh or logout).
 
+use super::events::revoked_by;
 use super::rotation::{self, RefreshDecision};
-use super::{check_csrf, revoked_by, AuthError, AuthService, ClientInfo, LogoutOutcome, TokenGrant};
+use super::{check_csrf, AuthError, AuthService, ClientInfo, LogoutOutcome, TokenGrant};
 use crate::crypto::{RefreshToken, RefreshTokenKey};
 use crate::domain::{AuditKind, SessionId, Timestamp};
 use crate::store::{CurrentRotation, FoundRefreshToken, Rotation, SessionRecord};
@@ -24,7 +25,7 @@ impl AuthService {
         // first, once for every path below: a rotation whose tokens cannot be signed must not
         // happen. (A legacy token does not name its session, so it always takes the slow
         // path; its session's next token is chained.)
-        let keys = self.signing_keys().await?;
+        let keys = self.keys.for_signing().await?;
         if let RefreshTokenKey::Chained {
             session_id,
             generation,
@@ -136,27 +137,29 @@ impl AuthService {
             Ok(revoked_now) => revoked_now,
             Err(e) => return e.into(),
         };
-        self.learnt_revocation(session.id);
+        self.revocations.learnt(session.id);
         if revoked_now {
             tracing::warn!(session = %session.id, user = %session.user_id, ip = ?client.ip,
                 "refresh token reuse detected; session revoked");
-            self.security_event(
-                AuditKind::RefreshTokenReused,
-                Some(session.user_id),
-                Some(session.id),
-                client,
-                None,
-            )
-            .await;
+            self.events
+                .security(
+                    AuditKind::RefreshTokenReused,
+                    Some(session.user_id),
+                    Some(session.id),
+                    client,
+                    None,
+                )
+                .await;
             // Audited above as the reuse itself; the session's end is an alert of its own
             // for subscribers of `session_revoked`.
-            self.alert_sessions_revoked(
-                session.user_id,
-                Some(session.id),
-                client,
-                revoked_by("reuse_detection", "refresh_token_reused", 1),
-            )
-            .await;
+            self.events
+                .alert_sessions_revoked(
+                    session.user_id,
+                    Some(session.id),
+                    client,
+                    revoked_by("reuse_detection", "refresh_token_reused", 1),
+                )
+                .await;
         }
         AuthError::RefreshTokenReused
     }

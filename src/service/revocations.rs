@@ -3,13 +3,20 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{AuthError, AuthService};
-use crate::domain::SessionId;
-use crate::store::{RevocationListener, RevocationNotice, StoreResult};
+use tokio::sync::{Mutex, Notify};
+
+use super::error::AuthError;
+use super::liveness::LiveSessions;
+use crate::domain::{SessionId, Timestamp};
+use crate::store::{RevocationListener, RevocationNotice, Store, StoreResult};
+
+/// How many sessions each instance remembers for the liveness check (about 250 bytes each).
+pub const REMEMBERED_SESSIONS: usize = 100_000;
 
 /// Revocation-log entries are kept this long; an instance whose feed was down for longer
 /// forgets every session it remembered rather than trust them.
@@ -44,11 +51,46 @@ enum Event {
     Poll,
 }
 
-impl AuthService {
+/// Keeps this instance's memory of sessions ([`LiveSessions`]) in step with revocations
+/// made anywhere, and wakes revocation-feed readers when one is learnt.
+pub struct RevocationFollower {
+    store: Arc<dyn Store>,
+    live: LiveSessions,
+    /// The database time the revocation log was last read up to. The lock also keeps two
+    /// catch-ups from interleaving.
+    read_at: Mutex<Timestamp>,
+    /// Woken whenever this instance learns of a revocation: revocation-feed readers waiting
+    /// for news.
+    learnt: Notify,
+}
+
+impl RevocationFollower {
+    /// Notes where the revocation log stands before any session is remembered: the first
+    /// catch-up reads from there, so nothing revoked after a remembered read is missed.
+    pub async fn start(store: Arc<dyn Store>) -> Result<RevocationFollower, AuthError> {
+        let read_at = store.find_revocations_since(Timestamp(i64::MAX)).await?.asked_at;
+        Ok(RevocationFollower {
+            store,
+            live: LiveSessions::new(REMEMBERED_SESSIONS),
+            read_at: Mutex::new(read_at),
+            learnt: Notify::new(),
+        })
+    }
+
+    /// The sessions remembered, and whether memory can be trusted now.
+    pub fn live(&self) -> &LiveSessions {
+        &self.live
+    }
+
+    /// A wait for the next revocation learnt (enable it before reading, so none is missed).
+    pub fn next_learnt(&self) -> tokio::sync::futures::Notified<'_> {
+        self.learnt.notified()
+    }
+
     /// Follows revocations made elsewhere for as long as the process runs: subscribes where
     /// the database pushes them, catches up from the revocation log, then applies notices
     /// and polls the log. Memory is trusted only while this is in step.
-    pub async fn follow_revocations(&self) {
+    pub async fn follow(&self) {
         let mut backoff = Duration::from_millis(100);
         loop {
             let listener = match self.subscribe_and_catch_up().await {
@@ -129,7 +171,7 @@ impl AuthService {
                 _ = poll.tick() => Event::Poll,
             };
             match event {
-                Event::Notice(Ok(RevocationNotice::Revoked(id))) => self.learnt_revocation(id),
+                Event::Notice(Ok(RevocationNotice::Revoked(id))) => self.learnt(id),
                 Event::Notice(Ok(RevocationNotice::Heartbeat(payload))) => {
                     if awaited.as_ref().is_some_and(|(ours, _)| *ours == payload) {
                         awaited = None;
@@ -166,7 +208,7 @@ impl AuthService {
                 Event::Beat => {
                     sent += 1;
                     let payload = format!("{instance}:{sent}");
-                    let (store, body) = (std::sync::Arc::clone(&self.store), payload.clone());
+                    let (store, body) = (Arc::clone(&self.store), payload.clone());
                     sending = Some(Box::pin(
                         async move { store.send_revocation_heartbeat(&body).await },
                     ));
@@ -197,7 +239,7 @@ impl AuthService {
 
     /// Applies every revocation logged since the last read (with some overlap).
     pub(super) async fn catch_up_revocations(&self) -> Result<(), AuthError> {
-        let mut read_at = self.revocations_read_at.lock().await;
+        let mut read_at = self.read_at.lock().await;
         let since = *read_at;
         let found = self
             .store
@@ -208,7 +250,7 @@ impl AuthService {
             self.live.clear();
         }
         for id in found.sessions {
-            self.learnt_revocation(id);
+            self.learnt(id);
         }
         *read_at = found.asked_at;
         Ok(())
@@ -216,14 +258,14 @@ impl AuthService {
 
     /// A session was revoked (here or elsewhere): refuse it from memory, and wake the
     /// revocation-feed readers waiting for news.
-    pub(super) fn learnt_revocation(&self, id: SessionId) {
+    pub(super) fn learnt(&self, id: SessionId) {
         self.live.revoked(id);
-        self.revocations_learnt.notify_waiters();
+        self.learnt.notify_waiters();
     }
 
     /// After revoking sessions by a rule (all of a user's, those over the limit), learn which
     /// from the log, so this instance refuses them before the request is answered.
-    pub(super) async fn learn_own_revocations(&self) {
+    pub(super) async fn learn_own(&self) {
         if let Err(e) = self.catch_up_revocations().await {
             self.live.set_in_sync(false);
             tracing::warn!(error = %e, "cannot read the revocation log");

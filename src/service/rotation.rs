@@ -61,26 +61,21 @@ pub fn decide(
 mod tests {
     use super::RefreshDecision::*;
     use super::*;
-    use crate::domain::{SessionId, UserId};
+    use crate::domain::UserId;
 
     const GRACE: Duration = Duration::from_secs(10);
 
     fn session(generation: i64, rotated_at: Option<i64>) -> SessionRecord {
         SessionRecord {
-            id: SessionId::new(),
-            user_id: UserId::new(),
-            created_at: Timestamp(0),
-            last_used_at: Timestamp(0),
-            absolute_expires_at: Timestamp(1_000_000),
-            refresh_expires_at: Timestamp(500_000),
-            revoked_at: None,
-            revoked_reason: None,
-            user_agent: None,
-            ip: None,
             generation,
             rotated_at: rotated_at.map(Timestamp),
             sealed_current: rotated_at.map(|_| vec![1, 2, 3]),
-            csrf_token: None,
+            ..SessionRecord::opened(
+                UserId::new(),
+                Timestamp(0),
+                Timestamp(1_000_000),
+                Timestamp(500_000),
+            )
         }
     }
 

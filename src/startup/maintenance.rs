@@ -35,7 +35,7 @@ impl Maintenance {
             let mut every = tokio::time::interval(SWEEP_EVERY);
             loop {
                 every.tick().await;
-                match sweeper.sweep().await {
+                match sweeper.sweeper().run().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(deleted = n, "swept ended sessions"),
                     Err(e) => tracing::warn!(error = %e, "session sweep failed"),
@@ -48,7 +48,7 @@ impl Maintenance {
             every.tick().await; // the first tick is immediate; the keys were just loaded
             loop {
                 every.tick().await;
-                if let Err(e) = reloader.reload_keys().await {
+                if let Err(e) = reloader.keys().reload().await {
                     tracing::warn!(error = %e, "signing key reload failed");
                 }
             }
@@ -63,9 +63,9 @@ impl Maintenance {
             }
         });
         let revocations = Arc::clone(&service);
-        let follow = tokio::spawn(async move { revocations.follow_revocations().await });
+        let follow = tokio::spawn(async move { revocations.revocations().follow().await });
         let key_watcher = Arc::clone(&service);
-        let watch_keys = tokio::spawn(async move { key_watcher.watch_signing_keys().await });
+        let watch_keys = tokio::spawn(async move { key_watcher.keys().watch().await });
         let mut tasks = vec![sweep, reload, prune, follow, watch_keys];
         if let Some(deliverer) = deliverer {
             tasks.push(tokio::spawn(deliverer.run()));

@@ -31,7 +31,7 @@ use crate::http::{self, AppState};
 use crate::service::aligned_clock::DatabaseAlignedClock;
 use crate::service::feed::FeedCredentials;
 use crate::service::lockout::LockoutPolicy;
-use crate::service::{AuthError, AuthService, Policy};
+use crate::service::{AuthError, AuthService, KeyPolicy, Policy};
 use crate::store::{self, Store, StoreError};
 
 /// How long in-flight requests may take to finish after a shutdown signal (the contract
@@ -333,9 +333,7 @@ pub fn policy(c: &Config) -> Policy {
             cooldown: c.lockout_cooldown,
         },
         audit_retention: c.audit_retention,
-        signing_alg: c.signing_alg,
         feed_credentials: FeedCredentials::new(&c.revocation_feed_credentials),
-        master_keys: c.master_keys(),
-        key_publish_ahead: c.key_publish_ahead,
+        keys: KeyPolicy::new(c.signing_alg, c.master_keys(), c.key_publish_ahead, c.access_ttl),
     }
 }

@@ -54,6 +54,33 @@ impl std::fmt::Debug for SessionRecord {
 }
 
 impl SessionRecord {
+    /// A session of `user_id` opened at `now`, ending at `absolute_expires_at` at the latest:
+    /// its first refresh token (generation 0) is current, nothing rotated or revoked yet, no
+    /// device recorded and no CSRF token bound (set those with struct update syntax).
+    pub fn opened(
+        user_id: UserId,
+        now: Timestamp,
+        absolute_expires_at: Timestamp,
+        refresh_expires_at: Timestamp,
+    ) -> SessionRecord {
+        SessionRecord {
+            id: SessionId::new(),
+            user_id,
+            created_at: now,
+            last_used_at: now,
+            absolute_expires_at,
+            refresh_expires_at,
+            revoked_at: None,
+            revoked_reason: None,
+            user_agent: None,
+            ip: None,
+            generation: 0,
+            rotated_at: None,
+            sealed_current: None,
+            csrf_token: None,
+        }
+    }
+
     /// When the session ends if nothing more happens.
     pub fn expires_at(&self) -> Timestamp {
         self.absolute_expires_at.min(self.refresh_expires_at)

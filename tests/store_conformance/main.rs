@@ -56,20 +56,14 @@ fn user(email: &str) -> UserRecord {
 
 fn session(user: &UserRecord, last_used: Timestamp) -> SessionRecord {
     SessionRecord {
-        id: SessionId::new(),
-        user_id: user.id,
-        created_at: last_used,
-        last_used_at: last_used,
-        absolute_expires_at: Timestamp(T0.0 + 90 * DAY),
-        refresh_expires_at: Timestamp(T0.0 + 30 * DAY),
-        revoked_at: None,
-        revoked_reason: None,
         user_agent: Some("conformance/1.0".into()),
         ip: Some("127.0.0.1".into()),
-        generation: 0,
-        rotated_at: None,
-        sealed_current: None,
-        csrf_token: None,
+        ..SessionRecord::opened(
+            user.id,
+            last_used,
+            Timestamp(T0.0 + 90 * DAY),
+            Timestamp(T0.0 + 30 * DAY),
+        )
     }
 }
 

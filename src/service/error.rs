@@ -1,0 +1,69 @@
+//! The service's one error type: what a flow can answer besides success. The HTTP layer maps
+//! each variant to a status and problem code in one place (`http/error.rs`).
+
+use std::time::Duration;
+
+use crate::crypto::CryptoError;
+use crate::domain::FieldError;
+use crate::store::StoreError;
+use crate::tokens::TokenError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("invalid access token")]
+    InvalidToken,
+    #[error("access token expired")]
+    TokenExpired,
+    #[error("session revoked")]
+    SessionRevoked,
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("refresh token expired")]
+    RefreshTokenExpired,
+    #[error("refresh token reused")]
+    RefreshTokenReused,
+    #[error("session not found")]
+    SessionNotFound,
+    #[error("CSRF token missing or wrong")]
+    CsrfFailed,
+    /// Too much password hashing queued: shed load rather than let every login wait.
+    #[error("overloaded")]
+    Overloaded,
+    /// Too many failed logins for this account (see `lockout`); try again after this long.
+    #[error("account locked; retry after {0:?}")]
+    AccountLocked(Duration),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No resource-server credential is configured, so there is no revocation feed.
+    #[error("the revocation feed is not enabled")]
+    FeedDisabled,
+    /// A stored signing key that cannot be used as it is: encrypted with no master key, or
+    /// with another one. The message names the key and `TESSERA_MASTER_KEY`.
+    #[error("signing key {kid} {reason}")]
+    KeyAtRest { kid: String, reason: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AuthError {
+    /// The database could not be reached or timed out: a `503`, not a fault of ours.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, AuthError::Store(StoreError::Unavailable(_)))
+    }
+}
+
+impl From<CryptoError> for AuthError {
+    fn from(e: CryptoError) -> Self {
+        AuthError::Internal(e.to_string())
+    }
+}
+
+pub(super) fn token_internal(e: TokenError) -> AuthError {
+    AuthError::Internal(e.to_string())
+}

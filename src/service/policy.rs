@@ -1,0 +1,29 @@
+//! What the flows enforce, as plain values: startup builds it from the configuration
+//! (`startup::policy`), so the service never reads `Config`.
+
+use std::time::Duration;
+
+use super::feed::FeedCredentials;
+use super::keys::KeyPolicy;
+use super::lockout::LockoutPolicy;
+use crate::domain::SessionCheck;
+
+/// The lifetimes and limits the flows enforce.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub session_ttl: Duration,
+    pub reuse_grace: Duration,
+    pub max_sessions: u32,
+    pub session_check: SessionCheck,
+    /// How many password hashes may run at once (each holds 19 MiB and a blocking thread).
+    pub hash_concurrency: usize,
+    pub lockout: LockoutPolicy,
+    /// Audit events older than this are swept (`ZERO`: kept forever).
+    pub audit_retention: Duration,
+    /// Who may read the revocation feed.
+    pub feed_credentials: FeedCredentials,
+    /// The signing keys: algorithm, sealing at rest, publish-ahead.
+    pub keys: KeyPolicy,
+}

@@ -1,0 +1,129 @@
+//! What the flows take and give besides errors: who is asking, how a client holds its
+//! tokens, and the views of users, sessions and grants (never a store row, so no token
+//! hashes and no CSRF token reach a caller by accident).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::liveness::SessionSnapshot;
+use crate::crypto::RefreshToken;
+use crate::domain::{SessionId, Timestamp, UserId};
+use crate::store::{SessionRecord, UserRecord};
+use crate::tokens::AccessClaims;
+
+/// Who is asking, as far as we can tell; recorded on sessions and audit events.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct UserView {
+    pub id: UserId,
+    pub email: String,
+    pub created_at: Timestamp,
+}
+
+impl From<&UserRecord> for UserView {
+    fn from(u: &UserRecord) -> Self {
+        UserView {
+            id: u.id,
+            email: u.email.as_str().to_owned(),
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// A session as its owner (or an administrator) sees it: never the store's row, so no token
+/// hashes and no CSRF token.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionView {
+    pub id: SessionId,
+    pub created_at: Timestamp,
+    pub last_used_at: Timestamp,
+    /// When it ends if nothing more happens.
+    pub expires_at: Timestamp,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+impl From<&SessionRecord> for SessionView {
+    fn from(s: &SessionRecord) -> Self {
+        SessionView {
+            id: s.id,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            expires_at: s.expires_at(),
+            user_agent: s.user_agent.clone(),
+            ip: s.ip.clone(),
+        }
+    }
+}
+
+/// How a client holds its tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Mobile/API clients: tokens in response bodies, access token as a bearer header.
+    Body,
+    /// Browsers: tokens in HttpOnly cookies, a CSRF token bound to the session.
+    Cookie,
+}
+
+/// What a login or refresh hands out. Its `Debug` shows no token.
+pub struct TokenGrant {
+    pub access_token: String,
+    pub access_expires_in: i64,
+    pub refresh_token: RefreshToken,
+    pub refresh_expires_in: i64,
+    pub session_id: SessionId,
+    pub user: UserView,
+    /// Present for cookie-transport sessions.
+    pub csrf_token: Option<String>,
+}
+
+impl std::fmt::Debug for TokenGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenGrant")
+            .field("session_id", &self.session_id)
+            .field("access_expires_in", &self.access_expires_in)
+            .field("refresh_token", &self.refresh_token)
+            .field("refresh_expires_in", &self.refresh_expires_in)
+            .field("user", &self.user.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A verified access token whose session is live.
+#[derive(Clone, Debug)]
+pub struct AuthContext {
+    pub claims: AccessClaims,
+    pub session: Arc<SessionSnapshot>,
+}
+
+impl AuthContext {
+    pub fn user_id(&self) -> UserId {
+        self.session.user_id()
+    }
+
+    pub fn session_id(&self) -> SessionId {
+        self.session.id
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogoutScope {
+    All,
+    Others,
+}
+
+/// What `logout` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogoutOutcome {
+    /// A session was ended, or there was nothing to end.
+    Done,
+    /// The refresh token was a rotated-out one the grace rule does not forgive: the session
+    /// was revoked as stolen (the answer is still 204).
+    ReuseDetected,
+}
