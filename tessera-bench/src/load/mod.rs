@@ -32,19 +32,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::client::{Connection, Response, Target};
 use crate::report::{Operation, RunReport, Tally};
 use crate::seed::{read_emitted, write_emitted, SeededToken};
 use crate::{BenchError, BenchResult, BENCH_PASSWORD};
+use worker::{Credentials, SessionSource, SessionTokens, Worker};
+
+mod worker;
 
 pub const MAX_CONCURRENCY: usize = 4096;
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 pub const MAX_WARMUP: Duration = Duration::from_secs(600);
-/// How long a worker waits after a failed connect before its next request.
-const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -332,243 +332,6 @@ async fn send_with_timeout(
         Err(_) => Err("timeout".into()),
         Ok(Err(e)) => Err(e.kind().into()),
         Ok(Ok(response)) => Ok(response),
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Credentials {
-    email: String,
-    password: String,
-}
-
-enum SessionSource {
-    Login(Credentials),
-    Seeded(SeededToken),
-}
-
-/// A worker's current tokens.
-struct SessionTokens {
-    session_id: String,
-    access_token: String,
-    refresh_token: String,
-    /// When to refresh before the next verify, a minute ahead of the access token's expiry,
-    /// so runs longer than the access-token lifetime do not turn into `token_expired`.
-    renew_at: Instant,
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    refresh_token: String,
-    expires_in: u64,
-    session_id: String,
-}
-
-impl SessionTokens {
-    fn from_response(body: &[u8]) -> Option<SessionTokens> {
-        let tokens: TokenResponse = serde_json::from_slice(body).ok()?;
-        let lifetime = Duration::from_secs(tokens.expires_in);
-        let margin = Duration::from_secs(60).min(lifetime / 2);
-        Some(SessionTokens {
-            session_id: tokens.session_id,
-            access_token: tokens.access_token,
-            refresh_token: tokens.refresh_token,
-            renew_at: Instant::now() + (lifetime - margin),
-        })
-    }
-}
-
-struct Worker {
-    index: usize,
-    concurrency: usize,
-    connection: Connection,
-    session: Option<SessionTokens>,
-    /// Who to log in as again if the worker's session is lost to an error.
-    credentials: Option<Credentials>,
-    login_emails: Arc<Vec<String>>,
-    logins_sent: usize,
-    request_timeout: Duration,
-    tally: Tally,
-}
-
-impl Worker {
-    async fn open_session(&mut self, source: SessionSource) -> BenchResult<()> {
-        match source {
-            SessionSource::Login(credentials) => {
-                let response = self.login(&credentials.email, &credentials.password).await?;
-                self.session = SessionTokens::from_response(&response.body);
-                self.credentials = Some(credentials);
-            }
-            SessionSource::Seeded(seeded) => {
-                let body = serde_json::json!({ "refresh_token": seeded.refresh_token }).to_string();
-                let response = send_with_timeout(
-                    self.request_timeout,
-                    self.connection.post_json("/v1/auth/refresh", body.into_bytes()),
-                )
-                .await
-                .map_err(|kind| {
-                    BenchError::Setup(format!("refresh seeded session {}: {kind}", seeded.session_id))
-                })?;
-                if response.status.as_u16() != 200 {
-                    return Err(setup_failure(
-                        &format!("refresh seeded session {}", seeded.session_id),
-                        &response,
-                    ));
-                }
-                self.session = SessionTokens::from_response(&response.body);
-                self.credentials = Some(Credentials {
-                    email: seeded.email,
-                    password: seeded.password,
-                });
-            }
-        }
-        if self.session.is_none() {
-            return Err(BenchError::Setup(format!(
-                "worker {}: the token response could not be read",
-                self.index
-            )));
-        }
-        Ok(())
-    }
-
-    async fn login(&mut self, email: &str, password: &str) -> BenchResult<Response> {
-        let body = serde_json::json!({ "email": email, "password": password }).to_string();
-        let response = send_with_timeout(
-            self.request_timeout,
-            self.connection.post_json("/v1/auth/login", body.into_bytes()),
-        )
-        .await
-        .map_err(|kind| BenchError::Setup(format!("log in {email}: {kind}")))?;
-        if response.status.as_u16() != 200 {
-            return Err(setup_failure(&format!("log in {email}"), &response));
-        }
-        Ok(response)
-    }
-
-    /// Sends requests until the window ends; returns what it counted and the worker's
-    /// session as it is now.
-    async fn run(
-        mut self,
-        scenario: Scenario,
-        window_start: Instant,
-        window_end: Instant,
-    ) -> (Tally, Option<SessionTokens>) {
-        // Workers start at different points of the mixed blend, so their logins and
-        // refreshes do not all fall on the same moments.
-        let mut n = (self.index as u64).wrapping_mul(37);
-        while Instant::now() < window_end {
-            let mut operation = scenario.operation(n);
-            n = n.wrapping_add(1);
-            if operation == Operation::Verify
-                && self
-                    .session
-                    .as_ref()
-                    .is_some_and(|s| Instant::now() >= s.renew_at)
-            {
-                operation = Operation::Refresh;
-            }
-            let started = Instant::now();
-            let outcome = self.perform(operation).await;
-            let finished = Instant::now();
-            match outcome {
-                Ok(()) => {
-                    if started >= window_start && finished <= window_end {
-                        self.tally.record_ok(operation, finished - started);
-                    }
-                }
-                Err(kind) => {
-                    self.tally.record_error(format!("{} {kind}", operation.name()));
-                    if kind == "connect" {
-                        // Nothing is listening: do not spin on connect() (every attempt is
-                        // counted anyway, and one is enough to fail the run).
-                        tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
-                    } else if operation != Operation::Login && kind.starts_with("401") {
-                        self.recover_session().await;
-                    }
-                }
-            }
-        }
-        // Close the connection now rather than when the runtime goes away.
-        self.connection.reset();
-        (self.tally, self.session)
-    }
-
-    /// One request; `Err` is the kind it is counted under (`"401 session_revoked"`, ...).
-    async fn perform(&mut self, operation: Operation) -> Result<(), String> {
-        let request_timeout = self.request_timeout;
-        let response = match operation {
-            Operation::Verify => {
-                let token = self.session.as_ref().map(|s| s.access_token.as_str());
-                let Some(token) = token else {
-                    return Err("no session".into());
-                };
-                send_with_timeout(request_timeout, self.connection.get("/v1/auth/me", Some(token))).await
-            }
-            Operation::Refresh => {
-                let Some(session) = &self.session else {
-                    return Err("no session".into());
-                };
-                let body = serde_json::json!({ "refresh_token": session.refresh_token }).to_string();
-                send_with_timeout(
-                    request_timeout,
-                    self.connection.post_json("/v1/auth/refresh", body.into_bytes()),
-                )
-                .await
-            }
-            Operation::Login => {
-                // Round-robin over the login users, each worker from its own offset.
-                let user = (self.index + self.logins_sent * self.concurrency) % self.login_emails.len();
-                self.logins_sent = self.logins_sent.wrapping_add(1);
-                let body =
-                    serde_json::json!({ "email": self.login_emails[user], "password": BENCH_PASSWORD })
-                        .to_string();
-                send_with_timeout(
-                    request_timeout,
-                    self.connection.post_json("/v1/auth/login", body.into_bytes()),
-                )
-                .await
-            }
-        };
-        let response = match response {
-            Ok(r) => r,
-            Err(kind) => {
-                if kind == "timeout" {
-                    // The connection may still carry the late answer: never reuse it.
-                    self.connection.reset();
-                }
-                return Err(kind);
-            }
-        };
-        if response.status.as_u16() != 200 {
-            return Err(match response.problem_code() {
-                Some(code) => format!("{} {code}", response.status.as_u16()),
-                None => response.status.as_u16().to_string(),
-            });
-        }
-        if operation == Operation::Refresh {
-            match SessionTokens::from_response(&response.body) {
-                Some(tokens) => self.session = Some(tokens),
-                None => return Err("200 unreadable token response".into()),
-            }
-        }
-        Ok(())
-    }
-
-    /// After a 401 the worker's session is gone (or its token is): log in again so the rest
-    /// of the run still measures something. That login is not counted as an operation, but
-    /// its failure is counted as an error.
-    async fn recover_session(&mut self) {
-        let Some(credentials) = self.credentials.clone() else {
-            return;
-        };
-        match self.login(&credentials.email, &credentials.password).await {
-            Ok(response) => self.session = SessionTokens::from_response(&response.body),
-            Err(e) => {
-                self.tally.record_error(format!("recovery login: {e}"));
-                // Do not spin against a server that refuses everything.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
     }
 }
 
