@@ -204,7 +204,7 @@ impl Deliverer {
         let rendered = self.templates.render(&mail.recipient, &kind);
         let sent = match tokio::time::timeout(
             ATTEMPT_TIMEOUT,
-            self.transport.send(&mail.recipient, &rendered),
+            self.transport.send(mail.id, &mail.recipient, &rendered),
         )
         .await
         {

@@ -57,11 +57,14 @@ pub struct SendError {
     pub message: String,
 }
 
+/// An SMTP server and the sender it sends as.
+pub struct Smtp {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
 pub enum Transport {
-    Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
-        from: Mailbox,
-    },
+    Smtp(Box<Smtp>),
     /// No SMTP server: each mail is written to the log (development).
     Log,
 }
@@ -90,26 +93,30 @@ impl Transport {
         if let Some((user, password)) = &server.credentials {
             builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
         }
-        Ok(Transport::Smtp {
+        Ok(Transport::Smtp(Box::new(Smtp {
             transport: builder.build(),
             from,
-        })
+        })))
     }
 
-    /// Sends one mail to `to`.
-    pub async fn send(&self, to: &str, mail: &Rendered) -> Result<(), SendError> {
+    /// Sends one mail to `to`; `id` (the outbox row's) makes its `Message-ID`, the same on
+    /// every attempt, so a receiver can tell a redelivery.
+    pub async fn send(&self, id: uuid::Uuid, to: &str, mail: &Rendered) -> Result<(), SendError> {
         match self {
             Transport::Log => {
-                tracing::info!(target: "tessera::mail", to, subject = %mail.subject,
+                tracing::info!(target: "tessera::mail", %id, to, subject = %mail.subject,
                     "mail (no SMTP server configured, so logged instead of sent):\n{}", mail.text);
                 Ok(())
             }
-            Transport::Smtp { transport, from } => {
+            Transport::Smtp(smtp) => {
+                let Smtp { transport, from } = smtp.as_ref();
                 let to: Mailbox = to.parse().map_err(|e| SendError {
                     permanent: true,
                     message: format!("bad recipient address: {e}"),
                 })?;
+                let domain = from.email.domain();
                 let message = Message::builder()
+                    .message_id(Some(format!("<{}@{domain}>", id.simple())))
                     .from(from.clone())
                     .to(to)
                     .subject(mail.subject.clone())
@@ -134,7 +141,7 @@ impl Transport {
     pub async fn test_connection(&self) -> Result<(), String> {
         match self {
             Transport::Log => Ok(()),
-            Transport::Smtp { transport, .. } => match transport.test_connection().await {
+            Transport::Smtp(smtp) => match smtp.transport.test_connection().await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err("the server did not answer NOOP".into()),
                 Err(e) => Err(describe(&e)),
