@@ -148,6 +148,24 @@ async fn check_mail(config: &Config) -> Vec<Finding> {
         return findings;
     };
     let server = url.redacted();
+    let public = config.public_url();
+    let local = reqwest::Url::parse(public)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+        })
+        .is_some_and(|h| {
+            h.eq_ignore_ascii_case("localhost")
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+        });
+    if local {
+        findings.push(finding(
+            Severity::Note,
+            format!("links in mails point at {public}, which only this machine reaches: set TESSERA_PUBLIC_URL (or TESSERA_ISSUER) to the server's public address"),
+        ));
+    }
     let transport = match crate::startup::mail::transport(config) {
         Ok(transport) => transport,
         Err(e) => {

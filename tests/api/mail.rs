@@ -272,6 +272,13 @@ async fn check_reports_an_smtp_server_that_does_not_answer() {
     )
     .await;
     assert!(ran.ok, "{}\n{}", ran.stdout, ran.stderr);
+    // The default public URL is the default issuer, on this machine: links would not work.
+    assert!(
+        ran.stdout
+            .contains("note: links in mails point at http://127.0.0.1:8080"),
+        "{}",
+        ran.stdout
+    );
     assert!(
         ran.stdout.contains(&format!(
             "ok: SMTP server smtp://relay:<redacted>@localhost:{}?tls=none answers",

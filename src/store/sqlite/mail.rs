@@ -181,3 +181,55 @@ impl MailStore for SqliteStore {
         Ok(deleted as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mail() -> NewMail {
+        NewMail {
+            id: uuid::Uuid::now_v7(),
+            recipient: "a@example.com".into(),
+            kind: "test".into(),
+            payload: r#"{"kind":"test"}"#.into(),
+            created_at: Timestamp(1),
+            expires_at: None,
+        }
+    }
+
+    /// The pattern a flow follows: its statements and `queue_mail` in one savepoint of the
+    /// writer's batch; a failure of either leaves neither behind, even though the batch's
+    /// transaction goes on for the writes queued with it.
+    #[tokio::test]
+    async fn a_mail_is_queued_exactly_when_the_write_it_goes_with_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::connect(&url, 2).await.unwrap();
+        let failed = mail();
+        let queued = failed.clone();
+        let result = store
+            .write(move |c| {
+                in_savepoint(c, "flow", |c| {
+                    queue_mail(c, &queued)?;
+                    c.execute("UPDATE no_such_table SET x = 1", [])
+                })
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(store.find_mail(failed.id).await.unwrap(), None);
+
+        let kept = mail();
+        let queued = kept.clone();
+        store
+            .write(move |c| {
+                in_savepoint(c, "flow", |c| {
+                    c.execute("UPDATE users SET roles = roles WHERE 0", [])?;
+                    queue_mail(c, &queued)
+                })
+            })
+            .await
+            .unwrap();
+        let found = store.find_mail(kept.id).await.unwrap().expect("queued");
+        assert!(found.is_pending());
+    }
+}
