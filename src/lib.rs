@@ -5,7 +5,7 @@
 //!
 //! - [`config`]: settings from flags, `TESSERA_*` variables and an optional TOML file.
 //! - [`cli`]: the administrative commands (`users`, `sessions`, `audit`, `alerts`, `keys`,
-//!   `config`, `check`, `migrate`).
+//!   `mail`, `config`, `check`, `migrate`).
 //! - [`startup`]: builds the application (store, service, router) and runs it until shutdown:
 //!   the accept loop and its connection limits, the maintenance tasks, the signals.
 //! - [`http`]: routes, extractors and the one mapping of errors to problem+json.
@@ -18,6 +18,7 @@
 //! - [`crypto`]: password hashing, refresh-token secrets, sealing a successor token.
 //! - [`domain`]: ids, timestamps, validated inputs and the clock.
 //! - [`alerts`]: security alerts: the outbox, the signed webhook and its deliverer.
+//! - [`mail`]: mail: message kinds, templates, the SMTP transport and the outbox deliverer.
 //! - [`telemetry`]: logging setup.
 //! - [`operator`]: `tessera check`, which validates configuration, database and keys.
 //!
@@ -30,6 +31,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod mail;
 pub mod operator;
 pub mod service;
 pub mod startup;

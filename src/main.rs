@@ -40,6 +40,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::AlertsCommand,
     },
+    /// Mail: test (queue a test mail, see it sent), list (the outbox).
+    Mail {
+        #[command(subcommand)]
+        command: cli::MailCommand,
+    },
     /// Signing keys: list, rotate, revoke, encrypt (at rest, with TESSERA_MASTER_KEY).
     Keys {
         #[command(subcommand)]
@@ -103,6 +108,7 @@ async fn run(command: Command, config: Config) -> ExitCode {
         Command::Audit(args) => admin_result(cli::audit(&config, args).await),
         Command::Alerts { command } => admin_result(cli::alerts(&config, command).await),
         Command::Keys { command } => admin_result(cli::keys(&config, command).await),
+        Command::Mail { command } => admin_result(cli::mail(&config, command).await),
         Command::RotateKey => admin_result(cli::rotate_key(&config).await),
     };
     match result {

@@ -49,6 +49,7 @@ fn finding(severity: Severity, message: impl Into<String>) -> Finding {
 /// Checks the settings `Config::load` cannot judge alone, the database and the signing keys.
 pub async fn check(config: &Config) -> Vec<Finding> {
     let mut findings = check_settings(config).await;
+    findings.extend(check_mail(config).await);
     let database = redact_url(&config.database_url);
     let inspection = match store::inspect(&config.database_url).await {
         Ok(inspection) => inspection,
@@ -126,6 +127,67 @@ async fn check_settings(config: &Config) -> Vec<Finding> {
     }
     findings
 }
+
+/// The mail templates load, and the SMTP server answers: connects, greets (with STARTTLS and
+/// AUTH as configured) and takes a NOOP.
+async fn check_mail(config: &Config) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    if let Err(e) = crate::startup::mail::templates(config) {
+        findings.push(finding(Severity::Problem, e.to_string()));
+    } else if let Some(dir) = &config.mail_templates {
+        findings.push(finding(
+            Severity::Ok,
+            format!("mail templates from {} load", dir.display()),
+        ));
+    }
+    let Some(url) = &config.smtp_url else {
+        findings.push(finding(
+            Severity::Note,
+            "no SMTP server (TESSERA_SMTP_URL): `tessera serve` writes mails to the log instead of sending them",
+        ));
+        return findings;
+    };
+    let server = url.redacted();
+    let public = config.public_url();
+    let local = reqwest::Url::parse(public)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+        })
+        .is_some_and(|h| {
+            h.eq_ignore_ascii_case("localhost")
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+        });
+    if local {
+        findings.push(finding(
+            Severity::Note,
+            format!("links in mails point at {public}, which only this machine reaches: set TESSERA_PUBLIC_URL (or TESSERA_ISSUER) to the server's public address"),
+        ));
+    }
+    let transport = match crate::startup::mail::transport(config) {
+        Ok(transport) => transport,
+        Err(e) => {
+            findings.push(finding(Severity::Problem, format!("SMTP server {server}: {e}")));
+            return findings;
+        }
+    };
+    let answered = tokio::time::timeout(SMTP_CHECK_TIMEOUT, transport.test_connection())
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", SMTP_CHECK_TIMEOUT.as_secs())));
+    findings.push(match answered {
+        Ok(()) => finding(Severity::Ok, format!("SMTP server {server} answers")),
+        Err(e) => finding(
+            Severity::Problem,
+            format!("SMTP server {server} does not answer as it should: {e}"),
+        ),
+    });
+    findings
+}
+
+/// How long `check` waits for the SMTP server's answers in all.
+const SMTP_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Builds the key set exactly as `serve` would at this moment: a key it would refuse (a
 /// private part that does not match its public one, an unknown algorithm, a sealed one the

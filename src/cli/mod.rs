@@ -1,5 +1,5 @@
 //! The administrative commands of the `tessera` binary: `users`, `sessions`, `audit`,
-//! `alerts` and `keys`.
+//! `alerts`, `keys` and `mail`.
 //! They work on the database directly (a server need not run); revocations reach running
 //! servers through the revocation log (and `NOTIFY` on PostgreSQL), like any other.
 //!
@@ -7,6 +7,7 @@
 
 mod import;
 mod keys;
+mod mail;
 mod output;
 mod password;
 
@@ -24,6 +25,7 @@ use crate::service::admin::{AccountView, AdminService, AuditQuery, SessionRevoca
 use crate::service::AuthError;
 use crate::store::{self, Store, StoreError};
 pub use keys::{keys, rotate_key, KeysCommand};
+pub use mail::{mail, MailCommand};
 use output::{or_dash, Out, Table};
 
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@ mod layer;
 mod modes;
 mod secret;
 mod setting;
+mod smtp;
 mod toml_out;
 mod validate;
 mod values;
@@ -25,7 +26,8 @@ use crate::crypto::master_key::{MasterKey, MasterKeys};
 pub use crate::tokens::SigningAlg;
 pub use modes::{LogFormat, SessionCheck};
 pub use secret::Secret;
-use setting::{DatabaseUrl, Events, Origins, WebhookUrl};
+use setting::{BaseUrl, DatabaseUrl, Events, Origins, WebhookUrl};
+pub use smtp::{SmtpSecurity, SmtpUrl};
 pub use values::{
     format_duration, parse_duration, parse_origins, redact_url, redact_webhook_url, MIN_FEED_CREDENTIAL_LEN,
 };
@@ -152,6 +154,34 @@ settings! {
     /// How long delivered alerts stay in the outbox (0 = forever).
     #[arg(env = "TESSERA_ALERT_RETENTION")]
     alert_retention: Duration = Duration::from_secs(7 * 86_400);
+    // Defaults to the issuer, which is the server's address for resource servers too.
+    /// The server's public base URL (`https://auth.example.com`): links in mails point at its
+    /// pages (default: the issuer).
+    #[arg(env = "TESSERA_PUBLIC_URL")]
+    public_url: Option<String> as BaseUrl = None;
+    /// Where mail goes: `smtp://user:pass@host:587` (STARTTLS, required), `smtps://...`
+    /// (implicit TLS) or `smtp://localhost:1025?tls=none` (a development server). Unset: mails
+    /// are written to the log instead (development).
+    #[arg(env = "TESSERA_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<SmtpUrl> = None;
+    /// A PEM file of certificates to trust for the SMTP server's TLS, besides the public roots
+    /// (a private CA, or a self-signed server certificate).
+    #[arg(env = "TESSERA_SMTP_CA_FILE")]
+    smtp_ca_file: Option<PathBuf> = None;
+    /// The `From` of mails: `no-reply@example.com` or `Example <no-reply@example.com>`
+    /// (required with an SMTP server).
+    #[arg(env = "TESSERA_MAIL_FROM")]
+    mail_from: Option<String> = None;
+    /// A directory whose `<kind>.txt` / `<kind>.html` files replace the built-in mail
+    /// templates of the same name.
+    #[arg(env = "TESSERA_MAIL_TEMPLATES")]
+    mail_templates: Option<PathBuf> = None;
+    /// The product name mails speak of (default: the public URL's host).
+    #[arg(env = "TESSERA_MAIL_PRODUCT_NAME")]
+    mail_product_name: Option<String> = None;
+    /// A mail not delivered within this long of being queued is given up (and logged).
+    #[arg(env = "TESSERA_MAIL_GIVE_UP_AFTER")]
+    mail_give_up_after: Duration = Duration::from_secs(86_400);
     /// Comma-separated bearer credentials (each at least 32 characters) that resource servers
     /// present to read the revocation feed, `GET /v1/revocations`; the feed is off without one.
     #[arg(env = "TESSERA_REVOCATION_FEED_CREDENTIALS", hide_env_values = true)]
@@ -211,6 +241,14 @@ impl Config {
             current: self.master_key.clone(),
             previous: self.master_key_previous.clone(),
         }
+    }
+
+    /// The base of links in mails: `public_url`, else the issuer (without a trailing `/`).
+    pub fn public_url(&self) -> &str {
+        self.public_url
+            .as_deref()
+            .unwrap_or(&self.issuer)
+            .trim_end_matches('/')
     }
 
     /// The listen address with the `:PORT` shorthand expanded (all interfaces, as in Go).

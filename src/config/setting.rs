@@ -6,12 +6,14 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::modes::{LogFormat, SessionCheck};
 use super::secret::Secret;
+use super::smtp::SmtpUrl;
 use super::values::{
     format_duration, non_empty, parse_bool, parse_duration, parse_feed_credentials, parse_origins,
     redact_url, redact_webhook_url, REDACTED,
@@ -387,6 +389,104 @@ impl Setting for Events {
             None
         } else {
             line(key, value.join(","))
+        }
+    }
+}
+
+/// An optional text (empty: unset).
+impl Setting for Option<String> {
+    type Raw = String;
+    type Value = Option<String>;
+
+    fn parse(raw: String) -> Result<Option<String>, String> {
+        Ok(non_empty(raw).map(|text| text.trim().to_owned()))
+    }
+
+    fn debug(value: &Option<String>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(value, f)
+    }
+
+    fn print(key: &str, value: &Option<String>) -> Option<String> {
+        match value {
+            Some(text) => line(key, text.as_str()),
+            None => not_set(key),
+        }
+    }
+}
+
+/// An optional path (empty: unset).
+impl Setting for Option<PathBuf> {
+    type Raw = String;
+    type Value = Option<PathBuf>;
+
+    fn parse(raw: String) -> Result<Option<PathBuf>, String> {
+        Ok(non_empty(raw).map(PathBuf::from))
+    }
+
+    fn debug(value: &Option<PathBuf>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(value, f)
+    }
+
+    fn print(key: &str, value: &Option<PathBuf>) -> Option<String> {
+        match value {
+            Some(path) => line(key, path.display().to_string()),
+            None => not_set(key),
+        }
+    }
+}
+
+/// Marker: an optional `http(s)://` base URL (empty: unset), kept without a trailing `/`.
+pub(super) enum BaseUrl {}
+
+impl Setting for BaseUrl {
+    type Raw = String;
+    type Value = Option<String>;
+
+    fn parse(raw: String) -> Result<Option<String>, String> {
+        let Some(text) = non_empty(raw) else {
+            return Ok(None);
+        };
+        let text = text.trim().trim_end_matches('/').to_owned();
+        match reqwest::Url::parse(&text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                if url.query().is_some() || url.fragment().is_some() {
+                    return Err("a base URL has no query or fragment".into());
+                }
+                Ok(Some(text))
+            }
+            _ => Err(format!("{text:?} is not an http(s) URL")),
+        }
+    }
+
+    fn debug(value: &Option<String>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(value, f)
+    }
+
+    fn print(key: &str, value: &Option<String>) -> Option<String> {
+        match value {
+            Some(url) => line(key, url.as_str()),
+            None => not_set(key),
+        }
+    }
+}
+
+/// The SMTP server, its password a secret: shown (and printed) with the password redacted.
+impl Setting for Option<SmtpUrl> {
+    type Raw = String;
+    type Value = Option<SmtpUrl>;
+
+    fn parse(raw: String) -> Result<Option<SmtpUrl>, String> {
+        non_empty(raw).map(|text| SmtpUrl::parse(&text)).transpose()
+    }
+
+    fn debug(value: &Option<SmtpUrl>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(value, f)
+    }
+
+    fn print(key: &str, value: &Option<SmtpUrl>) -> Option<String> {
+        match value {
+            Some(url) => line(key, url.redacted()),
+            None => not_set(key),
         }
     }
 }

@@ -52,10 +52,13 @@ fn every_secret_set() -> (Config, Vec<String>) {
         revocation_feed_credentials: vec![FEED_CREDENTIAL.into()],
         master_key: Some(master.clone()),
         master_key_previous: Some(previous.clone()),
+        smtp_url: Some(SmtpUrl::parse("smtp://mailer:smtps3cret@mail.example.com").unwrap()),
+        mail_from: Some("Example <no-reply@example.com>".into()),
         ..Config::default()
     };
     let secrets = [
         "dbs3cret",
+        "smtps3cret",
         "qs3cret",
         "hooks3cret",
         "paths3cret",
@@ -77,6 +80,7 @@ fn every_setting_has_its_flag_its_variable_and_its_key() {
         "revocation_feed_credentials",
         "master_key",
         "master_key_previous",
+        "smtp_url",
     ];
     for name in Config::NAMES {
         let arg = command
@@ -90,12 +94,16 @@ fn every_setting_has_its_flag_its_variable_and_its_key() {
         // A secret's value never shows in `--help`, even when its variable is set.
         assert_eq!(arg.is_hide_env_values_set(), secrets.contains(name), "{name}");
     }
-    assert_eq!(Config::NAMES.len(), 38);
+    assert_eq!(Config::NAMES.len(), 45);
     // Every key `tessera config` prints is a setting, and every setting has its line (or, for
     // the secrets printed as comments and the unset lists, its name in one).
     let (config, _) = every_secret_set();
     let config = Config {
         alert_events: vec!["account_locked".into()],
+        public_url: Some("https://auth.example.com".into()),
+        smtp_ca_file: Some(PathBuf::from("/etc/tessera/ca.pem")),
+        mail_templates: Some(PathBuf::from("/etc/tessera/mail")),
+        mail_product_name: Some("Example".into()),
         ..config
     };
     let printed = config.to_toml_redacted();
@@ -261,6 +269,18 @@ fn each_check_refuses_with_its_message() {
             &["--alert-retry-max", "500ms"],
             "invalid value for alert_retry_max: must be at least alert_retry_min",
         ),
+        (
+            &["--smtp-url", "smtp://mail.example.com"],
+            "invalid value for mail_from: is required with smtp_url",
+        ),
+        (
+            &["--mail-from", "not an address"],
+            "invalid value for mail_from: must be an address (no-reply@example.com) or a name and one (Example <no-reply@example.com>)",
+        ),
+        (
+            &["--mail-give-up-after", "0"],
+            "invalid value for mail_give_up_after: must be positive",
+        ),
     ] {
         let err = load(argv).expect_err(&format!("{argv:?} is refused"));
         assert_eq!(err.to_string(), message, "{argv:?}");
@@ -317,6 +337,14 @@ fn each_kind_of_value_is_parsed_with_a_message_naming_its_setting() {
             &["--revocation-feed-credentials", "tooshortsecret"],
             "invalid value for revocation_feed_credentials: credential 1 is shorter than 32 characters",
         ),
+        (
+            &["--public-url", "auth.example.com"],
+            "invalid value for public_url: \"auth.example.com\" is not an http(s) URL",
+        ),
+        (
+            &["--smtp-url", "http://mail.example.com"],
+            "invalid value for smtp_url: scheme \"http\": use smtp:// or smtps://",
+        ),
     ] {
         let err = load(argv).expect_err(&format!("{argv:?} is refused"));
         assert_eq!(err.to_string(), message, "{argv:?}");
@@ -333,6 +361,21 @@ fn each_kind_of_value_is_parsed_with_a_message_naming_its_setting() {
     assert_eq!(c.signing_alg, SigningAlg::ES256);
     let err = load_file("access_ttl = \"ten\"\n").unwrap_err().to_string();
     assert!(err.starts_with("invalid value for access_ttl: \"ten\""), "{err}");
+    // Mail: the public URL defaults to the issuer; a trailing `/` is dropped.
+    let c = load(&["--issuer", "https://id.example.com/"]).unwrap();
+    assert_eq!(c.public_url(), "https://id.example.com");
+    let c = load(&[
+        "--public-url",
+        "https://app.example.com/auth/",
+        "--smtp-url",
+        "smtps://u:p@mail.example.com",
+        "--mail-from",
+        "Example <no-reply@example.com>",
+    ])
+    .unwrap();
+    assert_eq!(c.public_url(), "https://app.example.com/auth");
+    let smtp = c.smtp_url.expect("smtp_url");
+    assert_eq!((smtp.security, smtp.port), (SmtpSecurity::Tls, 465));
     // An empty value unsets an optional setting.
     let c = load(&["--alert-webhook-url", "", "--master-key", " "]).unwrap();
     assert!(c.alert_webhook_url.is_none() && c.master_key.is_none());
@@ -354,6 +397,7 @@ fn every_secret_is_redacted_in_debug_and_in_the_printed_configuration() {
         "# revocation_feed_credentials: 1 set, redacted",
         "# master_key is set (<redacted>; give it as TESSERA_MASTER_KEY)",
         "# master_key_previous is set (<redacted>; give it as TESSERA_MASTER_KEY_PREVIOUS)",
+        "smtp_url = \"smtp://mailer:<redacted>@mail.example.com:587\"",
     ] {
         assert!(printed.lines().any(|l| l == line), "{line} not in\n{printed}");
     }

@@ -50,6 +50,19 @@ impl Config {
         if self.alert_retry_max < self.alert_retry_min {
             return invalid("alert_retry_max", "must be at least alert_retry_min");
         }
+        if let Some(from) = &self.mail_from {
+            if from.parse::<lettre::message::Mailbox>().is_err() {
+                return invalid(
+                    "mail_from",
+                    "must be an address (no-reply@example.com) or a name and one (Example <no-reply@example.com>)",
+                );
+            }
+        } else if self.smtp_url.is_some() {
+            return invalid("mail_from", "is required with smtp_url");
+        }
+        if self.mail_give_up_after.is_zero() {
+            return invalid("mail_give_up_after", "must be positive");
+        }
         Ok(())
     }
 }

@@ -19,7 +19,7 @@ const RESYNC_CLOCK_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_RATE_LIMITS_EVERY: Duration = Duration::from_secs(10);
 
 /// Background upkeep: deleting long-ended sessions, reloading signing keys, dropping idle
-/// clients from the rate limiters, delivering alerts and re-measuring the database's clock. The tasks
+/// clients from the rate limiters, delivering alerts and mail, and re-measuring the database's clock. The tasks
 /// stop when this is dropped.
 pub(super) struct Maintenance(Vec<tokio::task::JoinHandle<()>>);
 
@@ -28,6 +28,7 @@ impl Maintenance {
         service: Arc<AuthService>,
         limiters: Vec<Arc<RateLimiter>>,
         deliverer: Option<Arc<Deliverer>>,
+        mailer: Arc<crate::mail::Deliverer>,
         aligned_clock: Option<(Arc<DatabaseAlignedClock>, Arc<dyn Store>)>,
     ) -> Maintenance {
         let sweeper = Arc::clone(&service);
@@ -70,6 +71,7 @@ impl Maintenance {
         if let Some(deliverer) = deliverer {
             tasks.push(tokio::spawn(deliverer.run()));
         }
+        tasks.push(tokio::spawn(mailer.run()));
         if let Some((clock, store)) = aligned_clock {
             tasks.push(tokio::spawn(async move {
                 let mut every = tokio::time::interval(RESYNC_CLOCK_EVERY);

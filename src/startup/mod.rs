@@ -3,6 +3,7 @@
 //! `maintenance`, the stop signals in `signals`.
 
 mod connections;
+pub mod mail;
 mod maintenance;
 mod signals;
 
@@ -50,6 +51,8 @@ pub enum StartupError {
     Service(#[from] AuthError),
     #[error("alert webhook: {0}")]
     Alerts(String),
+    #[error(transparent)]
+    Mail(#[from] crate::mail::MailError),
     #[error("cannot measure the database's clock (instances align their clocks to it): {0}")]
     Clock(StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -67,6 +70,10 @@ pub struct Application {
     aligned_clock: Option<Arc<DatabaseAlignedClock>>,
     /// Delivers queued alerts while the server runs (set when a webhook is configured).
     deliverer: Option<Arc<Deliverer>>,
+    /// Delivers queued mail while the server runs (to the log when no SMTP server is set).
+    mailer: Arc<crate::mail::Deliverer>,
+    /// Wakes `mailer` when a mail is queued here.
+    outbox: crate::mail::Outbox,
     limiters: Vec<Arc<RateLimiter>>,
     /// How long a client may take to send its request headers (and how long a keep-alive
     /// connection may sit idle).
@@ -151,6 +158,13 @@ impl Application {
                 }
                 None => (Arc::new(NoAlerts), None),
             };
+        let outbox = crate::mail::Outbox::new();
+        let mailer = Arc::new(mail::deliverer(
+            config,
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            &outbox,
+        )?);
         let service = Arc::new(
             AuthService::start(
                 Arc::clone(&store),
@@ -216,6 +230,8 @@ impl Application {
             store,
             aligned_clock,
             deliverer,
+            mailer,
+            outbox,
             limiters,
             client_timeout: config.client_timeout,
             connections: ConnectionLimits::new(max_connections, config.max_connections_per_ip),
@@ -233,6 +249,11 @@ impl Application {
     #[doc(hidden)]
     pub fn login_rate_limiter(&self) -> Arc<RateLimiter> {
         Arc::clone(&self.limiters[0])
+    }
+
+    /// Wakes this instance's mail deliverer: for the flows that queue mail.
+    pub fn mail_outbox(&self) -> crate::mail::Outbox {
+        self.outbox.clone()
     }
 
     /// The address actually bound (useful with port 0).
@@ -256,6 +277,7 @@ impl Application {
             Arc::clone(&self.service),
             self.limiters.clone(),
             self.deliverer.clone(),
+            Arc::clone(&self.mailer),
             self.aligned_clock
                 .clone()
                 .map(|clock| (clock, Arc::clone(&self.store))),

@@ -1,5 +1,5 @@
 //! Storage: one small trait per aggregate (users, sessions, revocations, lockout, audit,
-//! keys, accounts, alerts), composed into [`Store`], each implemented per database (SQLite
+//! keys, accounts, alerts, mail), composed into [`Store`], each implemented per database (SQLite
 //! embedded, PostgreSQL for several instances) in a file of its own, side by side. The service
 //! layer talks only to these traits; SQL lives in the implementations.
 //!
@@ -18,6 +18,7 @@ mod alerts;
 mod audit;
 mod keys;
 mod lockout;
+mod mail;
 pub mod postgres;
 mod revocations;
 mod sessions;
@@ -29,6 +30,7 @@ pub use alerts::{AlertStore, NewAlert, StoredAlert};
 pub use audit::{AuditEvent, AuditStore};
 pub use keys::{AfterKeyRevocation, KeyRevocation, KeyStore};
 pub use lockout::{FailureKey, LockoutStore, LoginFailures, LoginFailuresChange, NextLoginFailures};
+pub use mail::{MailStore, NewMail, QueuedMail};
 pub use revocations::{
     FeedRevocation, RevocationListener, RevocationNotice, RevocationStore, RevocationsSince,
 };
@@ -65,6 +67,7 @@ pub trait Store:
     + KeyStore
     + AccountStore
     + AlertStore
+    + MailStore
     + Send
     + Sync
     + 'static

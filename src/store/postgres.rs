@@ -17,6 +17,7 @@ use super::*;
 
 mod accounts;
 mod alerts;
+pub(super) mod mail;
 mod operator;
 mod rotations;
 pub use operator::inspect;

@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_revocation_feed.sql"),
     include_str!("../../migrations/sqlite/0008_signing_key_stages.sql"),
     include_str!("../../migrations/sqlite/0009_credentials.sql"),
+    include_str!("../../migrations/sqlite/0010_mail_outbox.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
@@ -88,6 +89,8 @@ macro_rules! sql_now_millis {
 mod accounts;
 // The alert outbox.
 mod alerts;
+// The mail outbox.
+pub(super) mod mail;
 
 pub struct SqliteStore {
     readers: Readers,

@@ -6,6 +6,8 @@ mod helpers;
 mod jose;
 #[path = "../support/postgres.rs"]
 mod postgres_support;
+#[path = "../support/smtp.rs"]
+mod smtp_support;
 
 mod access_token;
 mod admin_cli;
@@ -31,6 +33,7 @@ mod lockout;
 mod login;
 mod logout;
 mod logs;
+mod mail;
 mod me;
 mod metrics;
 mod openapi;

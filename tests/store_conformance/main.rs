@@ -11,7 +11,7 @@ use tessera::crypto::{PasswordHashString, RefreshToken, RefreshTokenHash, Refres
 use tessera::domain::{AuditKind, Email, SessionId, Timestamp, UserId};
 use tessera::store::{
     self, AfterKeyRevocation, AuditEvent, AuditFilter, CurrentRotation, FailureKey, KeyRevocation,
-    LoginFailures, NewAlert, Rotation, SessionRecord, SessionStore, Store, StoreError, UserRecord,
+    LoginFailures, NewAlert, NewMail, Rotation, SessionRecord, SessionStore, Store, StoreError, UserRecord,
 };
 use tessera::tokens::SigningKeyRecord;
 
@@ -132,6 +132,7 @@ mod alerts;
 mod audit;
 mod keys;
 mod lockout;
+mod mail;
 mod postgres_batches;
 mod revocations;
 mod rotations;
@@ -208,5 +209,8 @@ conformance!(
     alerts::alerts_are_queued_once_per_dedup_key,
     alerts::claimed_alerts_are_leased_rescheduled_and_delivered,
     alerts::concurrent_claimers_never_get_the_same_alert,
+    mail::mails_are_queued_claimed_rescheduled_and_sent,
+    mail::a_mail_given_up_is_final_and_finished_mails_are_pruned,
+    mail::concurrent_mail_claimers_never_get_the_same_mail,
     sessions::known_devices_come_from_sessions_and_successful_logins,
 );
