@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sqlx::{Connection, Executor, PgConnection};
 use tessera::crypto::{PasswordHashString, RefreshToken};
-use tessera::domain::{Email, SessionId, Timestamp, UserId};
+use tessera::domain::{Email, SessionId, Timestamp};
 use tessera::store::{self, SessionRecord, Store, UserRecord};
 
 use postgres_support::TestDatabase;
@@ -22,14 +22,11 @@ const SETTLE: Duration = Duration::from_millis(300);
 
 async fn store_and_user(db: &TestDatabase) -> (Arc<dyn Store>, UserRecord) {
     let store = store::connect(&db.url, 4).await.expect("connect");
-    let user = UserRecord {
-        id: UserId::new(),
-        email: Email::parse("race@example.com").expect("email"),
-        password_hash: PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
-        roles: Vec::new(),
-        created_at: T0,
-        credential_epoch: 0,
-    };
+    let user = UserRecord::new(
+        Email::parse("race@example.com").expect("email"),
+        PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        T0,
+    );
     store.insert_user(&user).await.expect("user");
     (store, user)
 }

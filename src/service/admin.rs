@@ -163,12 +163,8 @@ impl AdminService {
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))??;
         let user = UserRecord {
-            id: UserId::new(),
-            email,
-            password_hash: hash,
             roles,
-            created_at: self.clock.now(),
-            credential_epoch: 0,
+            ..UserRecord::new(email, hash, self.clock.now())
         };
         match self.store.insert_user(&user).await {
             Ok(()) => {}

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::admin::{normalize_roles, AdminService};
 use super::AuthError;
 use crate::crypto::{imported, PasswordHashString};
-use crate::domain::{AuditKind, Email, Timestamp, UserId};
+use crate::domain::{AuditKind, Email, Timestamp};
 use crate::store::UserRecord;
 
 #[derive(Deserialize)]
@@ -71,12 +71,8 @@ pub fn parse_import_line(line: &str, now: Timestamp) -> Result<UserRecord, Strin
         other => other.to_string(),
     })?;
     Ok(UserRecord {
-        id: UserId::new(),
-        email,
-        password_hash: PasswordHashString(line.password_hash),
         roles,
-        created_at,
-        credential_epoch: 0,
+        ..UserRecord::new(email, PasswordHashString(line.password_hash), created_at)
     })
 }
 

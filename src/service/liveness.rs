@@ -195,14 +195,11 @@ mod tests {
     use crate::domain::Email;
 
     fn snapshot(revoked: bool) -> Arc<SessionSnapshot> {
-        let user = UserRecord {
-            id: UserId::new(),
-            email: Email::from_stored("a@example.com".into()),
-            password_hash: PasswordHashString(String::new()),
-            roles: vec![],
-            created_at: Timestamp(0),
-            credential_epoch: 0,
-        };
+        let user = UserRecord::new(
+            Email::from_stored("a@example.com".into()),
+            PasswordHashString(String::new()),
+            Timestamp(0),
+        );
         let session = SessionRecord {
             revoked_at: revoked.then_some(Timestamp(1)),
             ..SessionRecord::opened(user.id, Timestamp(0), Timestamp(1_000), Timestamp(500))

@@ -28,14 +28,7 @@ impl AuthService {
             .hashing
             .hash_in_turn(move |hasher| hasher.hash(&password))
             .await??;
-        let user = UserRecord {
-            id: UserId::new(),
-            email,
-            password_hash: hash,
-            roles: Vec::new(),
-            created_at: self.clock.now(),
-            credential_epoch: 0,
-        };
+        let user = UserRecord::new(email, hash, self.clock.now());
         match self.store.insert_user(&user).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Err(AuthError::EmailTaken),

@@ -18,6 +18,21 @@ pub struct UserRecord {
     pub credential_epoch: i64,
 }
 
+impl UserRecord {
+    /// A new account created at `now`: a fresh id, no roles, the first credential epoch.
+    /// (Set anything else with struct update syntax.)
+    pub fn new(email: Email, password_hash: PasswordHashString, now: Timestamp) -> UserRecord {
+        UserRecord {
+            id: UserId::new(),
+            email,
+            password_hash,
+            roles: Vec::new(),
+            created_at: now,
+            credential_epoch: 0,
+        }
+    }
+}
+
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Inserts a user; `Conflict` when the (normalised) email exists.

@@ -212,14 +212,11 @@ async fn hashes_too_costly_to_verify_are_refused_and_never_computed() {
         .await
         .expect("store");
     store
-        .insert_user(&tessera::store::UserRecord {
-            id: tessera::domain::UserId::new(),
-            email: tessera::domain::Email::parse("huge@example.com").expect("email"),
-            password_hash: tessera::crypto::PasswordHashString(argon2(4_194_304, 2, 1)),
-            roles: Vec::new(),
-            created_at: tessera::domain::Timestamp(0),
-            credential_epoch: 0,
-        })
+        .insert_user(&tessera::store::UserRecord::new(
+            tessera::domain::Email::parse("huge@example.com").expect("email"),
+            tessera::crypto::PasswordHashString(argon2(4_194_304, 2, 1)),
+            tessera::domain::Timestamp(0),
+        ))
         .await
         .expect("insert");
     let started = std::time::Instant::now();

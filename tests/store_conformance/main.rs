@@ -45,12 +45,12 @@ fn successor(step: &CurrentRotation) -> RefreshTokenKey {
 
 fn user(email: &str) -> UserRecord {
     UserRecord {
-        id: UserId::new(),
-        email: Email::parse(email).expect("email"),
-        password_hash: PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
         roles: vec!["reader".into()],
-        created_at: T0,
-        credential_epoch: 0,
+        ..UserRecord::new(
+            Email::parse(email).expect("email"),
+            PasswordHashString("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+            T0,
+        )
     }
 }
 
