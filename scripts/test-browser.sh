@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The JavaScript side, as CI runs it: the browser client's unit tests, the Express
-# middleware's tests against the real binary, then the browser suite in Debian's headless
+# middleware's tests against the real binary, the mobile-style client of
+# examples/mobile-client against it, then the browser suite in Debian's headless
 # Chromium (driven by playwright-core; nothing here downloads a browser). It installs what it
 # needs itself: Chromium from Debian if /usr/bin/chromium is missing, npm packages exactly as
 # the lock files say. The screenshots it keeps are in clients/e2e/artifacts/.
@@ -19,8 +20,9 @@ fi
 /usr/bin/chromium --version 2>/dev/null || true
 
 echo "== npm packages from the lock files"
-# The middleware first: the example links to it and resolves jose from its node_modules.
-for dir in clients/js clients/node examples/express-api clients/e2e; do
+# The packages first: the examples link to them (the middleware resolves jose from its own
+# node_modules, the client is used from its dist/, which its npm ci builds).
+for dir in clients/js clients/node examples/express-api examples/mobile-client clients/e2e; do
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 done
 
@@ -33,6 +35,9 @@ echo "== browser client: unit tests"
 
 echo "== Express middleware: tests against a real Tessera"
 (cd clients/node && npm test)
+
+echo "== examples/mobile-client: an asynchronous store, body transport, against a real Tessera"
+(cd examples/mobile-client && npm test)
 
 echo "== browser suite: headless Chromium"
 (cd clients/e2e && npm test)

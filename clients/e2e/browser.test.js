@@ -6,6 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -23,6 +24,8 @@ let tessera;
 let browser;
 let api;
 let stranger;
+/** A single-page app served as http://localhost:<port>, against Tessera on 127.0.0.1. */
+let spa;
 
 /** An HTTP server on a free port whose handler is set later (its origin must be known first). */
 async function listenLater() {
@@ -74,13 +77,30 @@ async function accountShows(page, email, count) {
 before(async () => {
   const apiServer = await listenLater();
   stranger = await listenLater();
+  spa = await listenLater();
+  spa.origin = spa.origin.replace('127.0.0.1', 'localhost');
+  const clientDist = join(here, '../js/dist');
+  spa.server.on('request', async (req, res) => {
+    if (req.url.startsWith('/client/')) {
+      try {
+        const file = await readFile(join(clientDist, req.url.slice('/client/'.length).replace(/\.\.+/g, '')));
+        res.setHeader('content-type', 'text/javascript');
+        return res.end(file);
+      } catch {
+        res.statusCode = 404;
+        return res.end();
+      }
+    }
+    res.setHeader('content-type', 'text/html');
+    res.end('<!doctype html><title>SPA</title><p>an app on localhost</p>');
+  });
   stranger.server.on('request', (_req, res) => {
     res.setHeader('content-type', 'text/html');
     res.end('<!doctype html><title>Not listed</title><p>another site</p>');
   });
   tessera = await startTessera({
     TESSERA_ACCESS_TTL: String(ACCESS_TTL_MS / 1000),
-    TESSERA_CORS_ORIGINS: apiServer.origin,
+    TESSERA_CORS_ORIGINS: `${apiServer.origin},${spa.origin}`,
     // Plain HTTP test host (API.md: Secure may be turned off for such hosts).
     TESSERA_COOKIE_SECURE: 'false',
   });
@@ -98,6 +118,7 @@ after(async () => {
   await browser?.close();
   api?.server.close();
   stranger?.server.close();
+  spa?.server.close();
   await tessera?.stop();
 }, { timeout: 60_000 });
 
@@ -320,4 +341,31 @@ test('being rate limited on /login says how long to wait', async () => {
     await context.close();
     await strict.stop();
   }
+});
+
+test('a SPA on localhost against Tessera on 127.0.0.1: the cookie login says why nothing will work', async () => {
+  // localhost and 127.0.0.1 are different sites: the browser drops Tessera's SameSite cookies
+  // from the login's answer. Without the check, login() resolved and every call then failed
+  // with "no access token".
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${spa.origin}/`);
+  const outcome = await page.evaluate(async ({ base, password }) => {
+    const { TesseraClient } = await import('/client/index.js');
+    const client = new TesseraClient({ baseUrl: base, transport: 'cookie' });
+    await client.register('spa@example.com', password);
+    try {
+      await client.login('spa@example.com', password);
+      return { resolved: true, signedIn: client.signedIn };
+    } catch (e) {
+      return { name: e.name, code: e.code, message: e.message, signedIn: client.signedIn };
+    }
+  }, { base: tessera.base, password: PASSWORD });
+  assert.equal(outcome.name, 'CookiesNotStoredError', JSON.stringify(outcome));
+  assert.equal(outcome.code, 'cookies_not_stored');
+  assert.match(outcome.message, /this page \(http:\/\/localhost:\d+\)/);
+  assert.match(outcome.message, /localhost and 127\.0\.0\.1 are different sites/);
+  assert.equal(outcome.signedIn, false);
+  assert.deepEqual((await context.cookies(tessera.base)).map((c) => c.name), [], 'indeed no cookie');
+  await context.close();
 });

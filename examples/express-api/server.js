@@ -6,7 +6,7 @@
 import express from 'express';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { requireAuth, requireRole } from '@tessera/express';
+import { requireAuth, requireRole } from '@tessera-auth/express';
 
 const here = dirname(fileURLToPath(import.meta.url));
 

@@ -9,8 +9,9 @@
 //! `authorization_endpoint`, and `response_types_supported` and `grant_types_supported` are
 //! empty (RFC 8414 §2 requires the first; an absent second would mean "authorization_code and
 //! implicit"). What resource servers need is there under its standard name, `issuer` and
-//! `jwks_uri`; Tessera's own endpoints and its access-token algorithms, for which no standard
-//! field exists, are under `tessera_`-prefixed extension names.
+//! `jwks_uri`; Tessera's own endpoints, the audience of its access tokens and their
+//! algorithms, for which no standard field exists, are under `tessera_`-prefixed extension
+//! names (a verifier configured with the issuer alone learns the audience from it).
 
 use std::collections::HashMap;
 
@@ -32,7 +33,7 @@ impl Discovery {
     /// Endpoint URLs are the issuer followed by the route, so an issuer with a path
     /// (`https://example.com/auth`, behind a proxy that strips it) gets URLs under that path.
     /// The revocation feed is listed only where it is on (`feed_enabled`).
-    pub fn new(issuer: &str, feed_enabled: bool) -> Discovery {
+    pub fn new(issuer: &str, audience: &str, feed_enabled: bool) -> Discovery {
         let base = issuer.trim_end_matches('/');
         let url = |path: &str| Value::String(format!("{base}{path}"));
         let fixed = json!({
@@ -51,6 +52,7 @@ impl Discovery {
                 "me": url("/v1/auth/me"),
             },
             "tessera_access_token_typ": crate::tokens::ACCESS_TOKEN_TYP,
+            "tessera_audience": audience,
         });
         let mut fixed = fixed;
         if feed_enabled {
@@ -97,6 +99,9 @@ struct Metadata {
     tessera_endpoints: HashMap<String, String>,
     #[schema(example = "at+jwt")]
     tessera_access_token_typ: String,
+    /// The `aud` of every access token (`TESSERA_AUDIENCE`).
+    #[schema(example = "tessera")]
+    tessera_audience: String,
     /// The `alg` of every key in the JWKS.
     tessera_access_token_signing_alg_values_supported: Vec<String>,
 }
@@ -132,10 +137,11 @@ mod tests {
 
     #[test]
     fn urls_follow_the_issuer_and_algorithms_the_keys() {
-        let d = Discovery::new("https://auth.example.com/tenant/", true);
+        let d = Discovery::new("https://auth.example.com/tenant/", "orders-api", true);
         let jwks = json!({"keys": [{"alg": "ES256"}, {"alg": "EdDSA"}, {"alg": "ES256"}]});
         let doc = d.document(&jwks);
         assert_eq!(doc["issuer"], "https://auth.example.com/tenant/");
+        assert_eq!(doc["tessera_audience"], "orders-api");
         assert_eq!(
             doc["jwks_uri"],
             "https://auth.example.com/tenant/.well-known/jwks.json"
@@ -152,7 +158,7 @@ mod tests {
             doc["tessera_endpoints"]["revocations"],
             "https://auth.example.com/tenant/v1/revocations"
         );
-        let without_feed = Discovery::new("https://auth.example.com/", false).document(&jwks);
+        let without_feed = Discovery::new("https://auth.example.com/", "tessera", false).document(&jwks);
         assert!(without_feed["tessera_endpoints"].get("revocations").is_none());
         for absent in ["token_endpoint", "revocation_endpoint", "authorization_endpoint"] {
             assert!(doc.get(absent).is_none(), "{absent}");

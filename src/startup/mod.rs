@@ -200,6 +200,7 @@ impl Application {
             client_timeout: config.client_timeout,
             discovery: Arc::new(http::discovery::Discovery::new(
                 &config.issuer,
+                &config.audience,
                 !config.revocation_feed_credentials.is_empty(),
             )),
         };

@@ -58,6 +58,8 @@ async fn both_documents_name_the_issuer_and_the_jwks_that_verifies_our_tokens() 
     let tokens = app.signup_and_login(EMAIL).await;
     let jwt = jose::Jwt::parse(&s(&tokens, "access_token"));
     assert_eq!(jwt.claims["iss"], metadata["issuer"]);
+    // A verifier given the issuer alone learns the audience here.
+    assert_eq!(jwt.claims["aud"], metadata["tessera_audience"]);
     let jwks = app.jwks().await;
     let key = jwks["keys"]
         .as_array()

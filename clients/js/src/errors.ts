@@ -63,6 +63,11 @@ export class RateLimitedError extends TesseraError {
 }
 /** The server could not be reached, or answered something that is not a problem document. */
 export class NetworkError extends TesseraError {}
+/** Code `cookies_not_stored`: a cookie-transport `login()` succeeded, but the browser kept
+ * none of Tessera's cookies (the page and Tessera are different sites, such as `localhost`
+ * and `127.0.0.1`, or `Secure` cookies on plain HTTP). The message says what to change. No
+ * session is stored on this side; `status` is 0 (no answer of Tessera was an error). */
+export class CookiesNotStoredError extends TesseraError {}
 
 type ErrorClass = new (status: number, code: string, problem?: ProblemDocument) => TesseraError;
 

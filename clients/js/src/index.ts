@@ -1,13 +1,15 @@
-// The browser side of Tessera: sign up, sign in, sessions, sign out, and a `fetch` that
-// keeps an app signed in: it attaches the bearer token or the CSRF header, and on
-// `401 token_expired` refreshes once (for every concurrent call of the page, and for every
-// tab, through the Web Locks API or a storage lease) and retries.
+// The app side of Tessera, for browsers and for mobile or native apps: sign up, sign in,
+// sessions, sign out, and a `fetch` that keeps an app signed in: it attaches the bearer token
+// or the CSRF header, and on `401 token_expired` refreshes once (for every concurrent call of
+// the page, and for every tab, through the Web Locks API or a storage lease) and retries.
 //
-// Shared state (the session, the CSRF token, in bearer transport the tokens) lives in one
+// Shared state (the session, the CSRF token, in body transport the tokens) lives in one
 // storage entry that all tabs read afresh before every use, so a tab that slept for an hour
-// never presents a refresh token another tab has since rotated out.
+// never presents a refresh token another tab has since rotated out. The storage may be
+// synchronous (localStorage) or asynchronous (React Native's AsyncStorage, a keychain).
 
 import {
+  CookiesNotStoredError,
   errorFromResponse,
   InvalidRefreshTokenError,
   NetworkError,
@@ -39,9 +41,19 @@ export interface Me {
   session_id: string;
 }
 
-/** `cookie`: tokens in HttpOnly cookies (Tessera must share the app's site, or list its
- * origin in `TESSERA_CORS_ORIGINS`); `bearer`: tokens kept in storage, sent as a header. */
-export type Transport = 'cookie' | 'bearer';
+/**
+ * How tokens travel, named as on the wire (`"transport"` of `POST /v1/auth/login`):
+ * - `cookie`: tokens in HttpOnly cookies that the script never sees. Browsers only; the page
+ *   and Tessera must be one *site* (`app.example.com` and `auth.example.com`: yes;
+ *   `localhost` and `127.0.0.1`: no), and a page of another origin must be listed in
+ *   `TESSERA_CORS_ORIGINS`.
+ * - `body`: tokens in the response body, kept in `storage` and sent as
+ *   `Authorization: Bearer`. Mobile and native apps, and pages on another site than Tessera.
+ */
+export type Transport = 'cookie' | 'body';
+
+/** `'bearer'`: this client's old name of the `body` transport, still accepted. */
+export type TransportOption = Transport | 'bearer';
 
 export interface LoginResult {
   user: User;
@@ -56,14 +68,29 @@ export interface SignedOutEvent {
   error?: TesseraError;
 }
 
+/** A synchronous store: `localStorage`, `sessionStorage`, or one of your own. */
 export interface KeyValueStorage {
   getItem(key: string): string | null;
   setItem(key: string, value: string): void;
   removeItem(key: string): void;
 }
 
+/** An asynchronous store: React Native's `AsyncStorage` as it is, or an adapter over Expo
+ * SecureStore or a keychain (see docs/CLIENTS.md, "Mobile and native apps"). */
+export interface AsyncKeyValueStorage {
+  getItem(key: string): Promise<string | null | undefined>;
+  setItem(key: string, value: string): Promise<unknown>;
+  removeItem(key: string): Promise<unknown>;
+}
+
+/** The part of the Web Locks API (`navigator.locks`) the client uses. With `ifAvailable`,
+ * `callback` gets `null` at once when the lock is held elsewhere. */
 export interface LockManagerLike {
-  request<T>(name: string, callback: () => Promise<T>): Promise<T>;
+  request<T>(
+    name: string,
+    options: { ifAvailable?: boolean },
+    callback: (lock: unknown) => Promise<T>,
+  ): Promise<T>;
 }
 
 export interface ChannelLike {
@@ -73,21 +100,36 @@ export interface ChannelLike {
 }
 
 export interface ClientOptions {
-  /** Tessera's origin, e.g. `https://auth.example.com` (no trailing path). */
+  /** Tessera's base URL, e.g. `https://auth.example.com` (a trailing `/` is ignored). Use the
+   * very host Tessera's cookies are for: `localhost` and `127.0.0.1` are different sites. */
   baseUrl: string;
-  transport?: Transport;
-  /** Shared between tabs; default `localStorage` when there is one, else memory. */
-  storage?: KeyValueStorage;
-  /** Default `navigator.locks` when there is one, else a lease in `storage`. */
+  /** `cookie` (default) in browsers, `body` in mobile and native apps; see `Transport`.
+   * `bearer` is accepted as the old name of `body`. */
+  transport?: TransportOption;
+  /** Where the session's state is kept (the session id, the CSRF token, and in `body`
+   * transport the access and refresh tokens), shared by every tab. Default `localStorage`
+   * when there is one, else memory (lost on restart). Synchronous or asynchronous: pass
+   * AsyncStorage or a keychain adapter in React Native. */
+  storage?: KeyValueStorage | AsyncKeyValueStorage;
+  /** Lets one tab at a time refresh. Default `navigator.locks` when there is one, else, in
+   * a browser, a lease kept in `storage`; outside browsers (one JavaScript context, no tabs)
+   * nothing more than the client's own single flight. `null` forces the lease. */
   locks?: LockManagerLike | null;
-  /** Tells other tabs about sign-outs; default a `BroadcastChannel` when there is one. */
+  /** Tells other tabs about sign-outs. Default a `BroadcastChannel` when there is one;
+   * `null` for none. */
   channel?: ChannelLike | null;
+  /** The `fetch` to use; default `globalThis.fetch`. */
   fetch?: typeof fetch;
-  /** Prefix of storage keys, lock and channel names (several Tessera apps on one origin). */
+  /** Prefix of storage keys, lock and channel names (several Tessera apps on one origin);
+   * default `tessera`. */
   namespace?: string;
   /** Origins of APIs, besides Tessera's and the page's own, to which `fetch` may send the
    * access token or the CSRF token. Requests to any other origin go out untouched. */
   apiOrigins?: string[];
+  /** Cookie transport: check right after `login()` that the browser stored Tessera's
+   * cookies, and throw `CookiesNotStoredError` if not (default `true`). The check reads the
+   * CSRF cookie when the page can, else asks `GET /v1/auth/me` once. */
+  checkCookies?: boolean;
 }
 
 interface SharedState {
@@ -137,6 +179,15 @@ function defaultStorage(): KeyValueStorage {
   return new MemoryStorage();
 }
 
+/** Whether this is a browser-like platform with tabs sharing `localStorage`. */
+function hasLocalStorage(): boolean {
+  try {
+    return Boolean((globalThis as { localStorage?: unknown }).localStorage);
+  } catch {
+    return true; // Present but denied: a browser.
+  }
+}
+
 function readCookie(name: string): string | undefined {
   const doc = (globalThis as { document?: { cookie?: string } }).document;
   for (const part of (doc?.cookie ?? '').split(';')) {
@@ -146,11 +197,23 @@ function readCookie(name: string): string | undefined {
   return undefined;
 }
 
+function transportOf(option: TransportOption | undefined): Transport {
+  if (option === undefined || option === 'cookie') return 'cookie';
+  if (option === 'body' || option === 'bearer') return 'body';
+  throw new TypeError(`transport must be 'cookie' or 'body' (or 'bearer', its old name), not ${String(option)}`);
+}
+
 export class TesseraClient {
   readonly baseUrl: string;
+  /** `cookie` or `body`, whichever name it was given by. */
   readonly transport: Transport;
-  private readonly storage: KeyValueStorage;
+  private readonly storage: KeyValueStorage | AsyncKeyValueStorage;
+  /** The state as this client last read or wrote it (what `signedIn` answers from). */
+  private known: SharedState = { epoch: 0 };
+  private readonly checkCookies: boolean;
   private readonly locks: LockManagerLike | null;
+  /** No Web Locks: take turns with other tabs through a lease in storage. */
+  private readonly lease: boolean;
   private readonly channel: ChannelLike | null;
   private readonly fetchImpl: typeof fetch;
   private readonly stateKey: string;
@@ -165,19 +228,25 @@ export class TesseraClient {
     this.trustedOrigins = new Set(
       [this.baseUrl, ...(options.apiOrigins ?? []), ...(page ? [page] : [])].map((o) => new URL(o).origin),
     );
-    this.transport = options.transport ?? 'cookie';
+    this.transport = transportOf(options.transport);
+    this.checkCookies = options.checkCookies ?? true;
     this.storage = options.storage ?? defaultStorage();
+    // A synchronous store answers at once: `signedIn` is right from the start.
+    void this.readState();
     const namespace = options.namespace ?? 'tessera';
     this.stateKey = `${namespace}:state`;
     this.lockName = `${namespace}:refresh`;
     const nav = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator;
     this.locks = options.locks !== undefined ? options.locks : (nav?.locks ?? null);
+    this.lease = this.locks === null && (options.locks === null || hasLocalStorage());
     const fetchImpl = options.fetch ?? globalThis.fetch;
     this.fetchImpl = (input, init) => fetchImpl(input, init);
     const Channel = (globalThis as { BroadcastChannel?: new (name: string) => ChannelLike })
       .BroadcastChannel;
     this.channel =
       options.channel !== undefined ? options.channel : Channel ? new Channel(namespace) : null;
+    // Node's BroadcastChannel would keep a script (a test, a CLI) from ever exiting.
+    if (options.channel === undefined) (this.channel as { unref?: () => void } | null)?.unref?.();
     this.channel?.addEventListener('message', ({ data }) => {
       const message = data as { type?: string; code?: string } | null;
       if (message?.type === 'signed-out' && typeof message.code === 'string') {
@@ -193,9 +262,21 @@ export class TesseraClient {
     return () => this.listeners.delete(listener);
   }
 
-  /** Whether a session is stored (it may still have been revoked meanwhile). */
+  /**
+   * Whether a session is stored (it may still have been revoked meanwhile: the next call
+   * tells). With a synchronous store (`localStorage`) it reads the store, so it also sees
+   * other tabs' sign-ins and sign-outs. With an asynchronous one it answers from what this
+   * client last read or wrote: `await client.isSignedIn()` when the app starts.
+   */
   get signedIn(): boolean {
-    return this.readState().sessionId !== undefined;
+    const value = this.storageGet();
+    if (!(value instanceof Promise)) this.known = parseState(value);
+    return this.known.sessionId !== undefined;
+  }
+
+  /** Whether a session is stored, read from the store itself (any kind of store). */
+  async isSignedIn(): Promise<boolean> {
+    return (await this.readState()).sessionId !== undefined;
   }
 
   async register(email: string, password: string): Promise<User> {
@@ -207,22 +288,53 @@ export class TesseraClient {
     // A session this device already holds proves it to Tessera's per-account lock, so the
     // owner gets through a lock that others' guesses caused (cookie transport sends the
     // refresh cookie by itself).
-    const held = this.transport === 'bearer' ? this.readState().refreshToken : undefined;
+    const held = this.transport === 'body' ? (await this.readState()).refreshToken : undefined;
     const grant = await this.call<TokenResponse>('POST', '/v1/auth/login', {
       email,
       password,
-      transport: this.transport === 'cookie' ? 'cookie' : 'body',
+      transport: this.transport,
       ...(held ? { refresh_token: held } : {}),
     });
-    this.writeState({ epoch: this.readState().epoch + 1, ...this.tokensOf(grant) });
+    if (this.transport === 'cookie' && this.checkCookies) await this.cookiesStored(grant);
+    await this.writeState({ epoch: (await this.readState()).epoch + 1, ...this.tokensOf(grant) });
     return { user: grant.user, sessionId: grant.session_id, expiresIn: grant.expires_in };
+  }
+
+  /**
+   * After a cookie login: did the browser keep the cookies? It silently drops them when the
+   * page and Tessera are different sites (SameSite), or when they are `Secure` and the page
+   * is plain HTTP on a host other than localhost; every later call would then fail with "no
+   * access token". The readable CSRF cookie answers when the page shares Tessera's host;
+   * otherwise one `GET /v1/auth/me` does.
+   */
+  private async cookiesStored(grant: TokenResponse): Promise<void> {
+    if (grant.csrf_token && readCookie('tessera_csrf') === grant.csrf_token) return;
+    let response: Response;
+    try {
+      response = await this.fetchImpl(`${this.baseUrl}/v1/auth/me`, { credentials: 'include' });
+    } catch {
+      return; // Unreachable just now: the next call will say so.
+    }
+    if (response.status !== 401) return;
+    const page = (globalThis as { location?: { origin?: string } }).location?.origin;
+    throw new CookiesNotStoredError(0, 'cookies_not_stored', {
+      title: 'Signed in, but the browser kept no cookie',
+      detail:
+        `Tessera at ${this.baseUrl} accepted the password, but ${page ? `this page (${page})` : 'this client'} ` +
+        'did not store its cookies, so every call would fail with "no access token". Browsers keep ' +
+        "another site's cookies only when the page and Tessera are one site: serve them from " +
+        'one domain (app.example.com and auth.example.com), and in development use the same host ' +
+        'name for both (localhost and 127.0.0.1 are different sites). Plain-HTTP development ' +
+        'also needs TESSERA_COOKIE_SECURE=false. Outside browsers, or across sites, use ' +
+        "transport: 'body'.",
+    });
   }
 
   /** Ends this session (idempotent) and forgets it. */
   async logout(): Promise<void> {
-    const state = this.readState();
+    const state = await this.readState();
     try {
-      if (this.transport === 'bearer' && state.refreshToken) {
+      if (this.transport === 'body' && state.refreshToken) {
         await this.call('POST', '/v1/auth/logout', { refresh_token: state.refreshToken });
       } else if (this.transport === 'cookie') {
         await this.call('POST', '/v1/auth/logout', undefined, { csrf: true });
@@ -231,7 +343,7 @@ export class TesseraClient {
       // Already over on the server's side: the outcome is the one asked for.
       if (!(e instanceof TesseraError && SIGNED_OUT_CODES.has(e.code))) throw e;
     }
-    this.signOutLocally({ code: 'logged_out' });
+    await this.signOutLocally({ code: 'logged_out' });
   }
 
   /** `scope: 'all'` (default) ends every session of the user, this one included;
@@ -239,7 +351,7 @@ export class TesseraClient {
   async logoutAll(options: { scope?: 'all' | 'others' } = {}): Promise<void> {
     const scope = options.scope ?? 'all';
     await this.authed('POST', '/v1/auth/logout-all', { scope });
-    if (scope === 'all') this.signOutLocally({ code: 'logged_out' });
+    if (scope === 'all') await this.signOutLocally({ code: 'logged_out' });
   }
 
   async sessions(): Promise<Session[]> {
@@ -263,14 +375,14 @@ export class TesseraClient {
    * that is over (revoked, reused, expired) fires the signed-out event and the 401 is returned.
    */
   async fetch(input: string | URL | Request, init: RequestInit = {}): Promise<Response> {
-    const seen = this.readState().epoch;
+    const seen = (await this.readState()).epoch;
     // A Request's body can be read once: keep a copy for the retry.
     const again = input instanceof Request ? input.clone() : input;
     const first = await this.send(input, init);
     if (first.status !== 401) return first;
     const code = await codeOf(first);
     if (code !== 'token_expired') {
-      if (code && SIGNED_OUT_CODES.has(code)) this.signOutLocally({ code });
+      if (code && SIGNED_OUT_CODES.has(code)) await this.signOutLocally({ code });
       return first;
     }
     try {
@@ -282,7 +394,7 @@ export class TesseraClient {
     const second = await this.send(again, init);
     if (second.status === 401) {
       const again = await codeOf(second);
-      if (again && SIGNED_OUT_CODES.has(again)) this.signOutLocally({ code: again });
+      if (again && SIGNED_OUT_CODES.has(again)) await this.signOutLocally({ code: again });
     }
     return second;
   }
@@ -294,27 +406,32 @@ export class TesseraClient {
    */
   refresh(seenEpoch?: number): Promise<void> {
     if (this.inflight) return this.inflight;
-    const run = async () => {
-      const state = this.readState();
+    const run = async (waited: boolean) => {
+      const state = await this.readState();
       if (seenEpoch !== undefined && state.epoch !== seenEpoch) return;
-      if (this.transport === 'bearer' && !state.refreshToken) {
+      if (this.transport === 'body' && !state.refreshToken) {
         // Signed out meanwhile (here or in another tab): nothing to present.
         const error = new InvalidRefreshTokenError(401, 'invalid_refresh_token', {
           detail: 'no refresh token is stored: sign in again',
         });
-        this.signOutLocally({ code: error.code, error });
+        await this.signOutLocally({ code: error.code, error });
         throw error;
       }
       // In a browser, localStorage reaches other tabs' processes a little later than the
       // lock does, so the epoch may miss a refresh another tab has just finished. The cookie
       // jar is current everywhere: if the access cookie works now, someone refreshed it.
-      if (this.transport === 'cookie' && seenEpoch !== undefined && (await this.accessCookieWorks())) {
+      // Asked only when this tab had to wait for the lock, i.e. another tab was refreshing:
+      // otherwise the answer is a foreseeable 401 (one more red line in the console per
+      // expiry). Should another tab have finished just before this one asked for the lock,
+      // this refresh presents the refresh cookie that tab left in the jar: one more
+      // rotation, never a reuse.
+      if (this.transport === 'cookie' && seenEpoch !== undefined && waited && (await this.accessCookieWorks())) {
         return;
       }
       let grant: TokenResponse;
       try {
         grant =
-          this.transport === 'bearer'
+          this.transport === 'body'
             ? await this.call<TokenResponse>('POST', '/v1/auth/refresh', {
                 refresh_token: state.refreshToken ?? '',
               })
@@ -323,11 +440,11 @@ export class TesseraClient {
               });
       } catch (e) {
         if (e instanceof TesseraError && SIGNED_OUT_CODES.has(e.code)) {
-          this.signOutLocally({ code: e.code, error: e });
+          await this.signOutLocally({ code: e.code, error: e });
         }
         throw e;
       }
-      this.writeState({ ...state, epoch: state.epoch + 1, ...this.tokensOf(grant) });
+      await this.writeState({ ...state, epoch: state.epoch + 1, ...this.tokensOf(grant) });
     };
     this.inflight = this.exclusive(run).finally(() => {
       this.inflight = null;
@@ -345,7 +462,7 @@ export class TesseraClient {
   }
 
   private tokensOf(grant: TokenResponse): Partial<SharedState> {
-    return this.transport === 'bearer'
+    return this.transport === 'body'
       ? {
           sessionId: grant.session_id,
           accessToken: grant.access_token,
@@ -375,7 +492,7 @@ export class TesseraClient {
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (options.csrf) {
-      const csrf = this.csrfToken();
+      const csrf = await this.csrfToken();
       if (csrf) headers['x-csrf-token'] = csrf;
     }
     let response: Response;
@@ -396,17 +513,17 @@ export class TesseraClient {
   private async send(input: string | URL | Request, init: RequestInit): Promise<Response> {
     const method = (init.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
     const headers = new Headers(init.headers ?? (input instanceof Request ? input.headers : undefined));
-    const state = this.readState();
+    const state = await this.readState();
     if (!this.isTrusted(input)) {
       // Tokens never go to an origin nobody named (a CDN, an analytics endpoint).
       return this.fetchImpl(input, init);
     }
-    if (this.transport === 'bearer') {
+    if (this.transport === 'body') {
       if (state.accessToken && !headers.has('authorization')) {
         headers.set('authorization', `Bearer ${state.accessToken}`);
       }
     } else if (!SAFE_METHODS.has(method)) {
-      const csrf = this.csrfToken();
+      const csrf = state.csrfToken ?? readCookie('tessera_csrf');
       if (csrf) headers.set('x-csrf-token', csrf);
     }
     try {
@@ -432,35 +549,43 @@ export class TesseraClient {
 
   /** The CSRF token: from the login/refresh answer, or the cookie when the app shares
    * Tessera's host (a token stored by an older version of the page, say). */
-  private csrfToken(): string | undefined {
-    return this.readState().csrfToken ?? readCookie('tessera_csrf');
+  private async csrfToken(): Promise<string | undefined> {
+    return (await this.readState()).csrfToken ?? readCookie('tessera_csrf');
   }
 
-  private readState(): SharedState {
+  /** The store's raw entry: a string at once from a synchronous store, a promise otherwise. */
+  private storageGet(): string | null | undefined | Promise<string | null | undefined> {
     try {
-      const raw = this.storage.getItem(this.stateKey);
-      const parsed: unknown = raw ? JSON.parse(raw) : null;
-      if (parsed && typeof parsed === 'object' && typeof (parsed as SharedState).epoch === 'number') {
-        return parsed as SharedState;
-      }
+      return this.storage.getItem(this.stateKey);
     } catch {
-      // Unreadable or corrupt: as good as signed out.
+      return null; // Denied: as good as signed out.
     }
-    return { epoch: 0 };
   }
 
-  private writeState(state: SharedState): void {
+  private async readState(): Promise<SharedState> {
+    let raw: string | null | undefined;
     try {
-      this.storage.setItem(this.stateKey, JSON.stringify(state));
+      raw = await this.storageGet();
+    } catch {
+      raw = null; // An asynchronous store that failed: as good as signed out.
+    }
+    this.known = parseState(raw);
+    return this.known;
+  }
+
+  private async writeState(state: SharedState): Promise<void> {
+    this.known = state;
+    try {
+      await this.storage.setItem(this.stateKey, JSON.stringify(state));
     } catch {
       // Storage full or denied: the next read falls back to "signed out", never to stale tokens.
     }
   }
 
-  private signOutLocally(event: SignedOutEvent): void {
+  private async signOutLocally(event: SignedOutEvent): Promise<void> {
     // The epoch survives, so a tab that read it before the sign-out does not mistake a later
     // sign-in's state for a refresh it missed.
-    this.writeState({ epoch: this.readState().epoch + 1 });
+    await this.writeState({ epoch: (await this.readState()).epoch + 1 });
     this.channel?.postMessage({ type: 'signed-out', code: event.code });
     this.emit(event);
   }
@@ -469,42 +594,63 @@ export class TesseraClient {
     for (const listener of this.listeners) listener(event);
   }
 
-  /** Runs `task` while no other tab of this origin runs one under the same name. */
-  private exclusive(task: () => Promise<void>): Promise<void> {
-    if (this.locks) return this.locks.request(this.lockName, task);
-    return this.withLease(task);
+  /** Runs `task` while no other tab of this origin runs one under the same name; `task`
+   * learns whether it had to wait for another tab. */
+  private async exclusive(task: (waited: boolean) => Promise<void>): Promise<void> {
+    const locks = this.locks;
+    if (!locks) return this.lease ? this.withLease(task) : task(false);
+    const taken = await locks.request(this.lockName, { ifAvailable: true }, async (lock) => {
+      if (lock === null) return false;
+      await task(false);
+      return true;
+    });
+    if (!taken) await locks.request(this.lockName, {}, () => task(true));
   }
 
   /** The fallback lock: a lease in shared storage, last writer wins. It cannot be perfect
    * (storage has no compare-and-swap); should two tabs ever refresh together anyway, the
    * server's reuse grace window answers both with the same successor, so no one is logged out. */
-  private async withLease(task: () => Promise<void>): Promise<void> {
+  private async withLease(task: (waited: boolean) => Promise<void>): Promise<void> {
     const key = `${this.lockName}:lease`;
     const me = `${Date.now()}-${Math.random()}`;
     const deadline = Date.now() + LEASE_MS;
-    const holder = () => {
+    const holder = async () => {
       try {
-        return JSON.parse(this.storage.getItem(key) ?? 'null') as { owner: string; until: number } | null;
+        return JSON.parse((await this.storage.getItem(key)) ?? 'null') as { owner: string; until: number } | null;
       } catch {
         return null;
       }
     };
+    let waited = false;
     while (Date.now() < deadline) {
-      const held = holder();
+      const held = await holder();
       if (!held || held.until < Date.now()) {
-        this.storage.setItem(key, JSON.stringify({ owner: me, until: Date.now() + LEASE_MS }));
+        await this.storage.setItem(key, JSON.stringify({ owner: me, until: Date.now() + LEASE_MS }));
         // Let a racing tab's write land; whoever wrote last owns the lease.
         await sleep(25);
-        if (holder()?.owner === me) break;
+        if ((await holder())?.owner === me) break;
       }
+      waited = true;
       await sleep(50);
     }
     try {
-      await task();
+      await task(waited);
     } finally {
-      if (holder()?.owner === me) this.storage.removeItem(key);
+      if ((await holder())?.owner === me) await this.storage.removeItem(key);
     }
   }
+}
+
+function parseState(raw: string | null | undefined): SharedState {
+  try {
+    const parsed: unknown = raw ? JSON.parse(raw) : null;
+    if (parsed && typeof parsed === 'object' && typeof (parsed as SharedState).epoch === 'number') {
+      return parsed as SharedState;
+    }
+  } catch {
+    // Corrupt: as good as signed out.
+  }
+  return { epoch: 0 };
 }
 
 /** The problem `code` of a response, read from a copy so the caller still has the body. */

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 
 import {
   TesseraClient, TesseraError, ERROR_CLASSES, RateLimitedError, RefreshTokenReusedError,
-  ValidationFailedError, errorFromResponse,
+  ValidationFailedError, errorFromResponse, CookiesNotStoredError,
 } from '../dist/index.js';
 
 const json = (status, body, headers = {}) =>
@@ -20,7 +20,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** A fake Tessera + resource API. Access tokens are `at<N>`, refresh tokens `rt<N>`; only
  * the newest of each is accepted; an older refresh token is reuse (the session dies). */
 function fakeServer({ refreshDelay = 20 } = {}) {
-  const s = { generation: 1, refreshes: 0, revoked: false, requests: [] };
+  // `dropsCookies`: the browser kept none of the cookies (another site): cookie-authenticated
+  // calls then carry nothing.
+  const s = { generation: 1, refreshes: 0, revoked: false, requests: [], dropsCookies: false };
   s.fetch = async (input, init = {}) => {
     const url = new URL(typeof input === 'string' ? input : input.url);
     const headers = new Headers(init.headers);
@@ -56,6 +58,7 @@ function fakeServer({ refreshDelay = 20 } = {}) {
       default: {
         if (s.revoked) return problem(401, 'session_revoked');
         const auth = headers.get('authorization');
+        if (!auth && s.dropsCookies) return problem(401, 'invalid_token');
         if (auth && auth !== `Bearer at${s.generation}`) return problem(401, 'token_expired');
         if (s.expired) return problem(401, 'token_expired');
         return json(200, { ok: true, path: url.pathname });
@@ -70,13 +73,17 @@ function memoryStorage() {
   return { getItem: (k) => m.get(k) ?? null, setItem: (k, v) => m.set(k, v), removeItem: (k) => m.delete(k) };
 }
 
-/** A lock manager shared by "tabs": one holder at a time, like navigator.locks. */
+/** A lock manager shared by "tabs": one holder at a time, like navigator.locks (with
+ * `ifAvailable`: the callback gets null when the lock is held or asked for). */
 function sharedLocks() {
   const tails = new Map();
+  const pending = new Map();
   return {
-    request(name, task) {
+    request(name, options, task) {
+      if (options.ifAvailable && (pending.get(name) ?? 0) > 0) return Promise.resolve().then(() => task(null));
+      pending.set(name, (pending.get(name) ?? 0) + 1);
       const prev = tails.get(name) ?? Promise.resolve();
-      const run = prev.then(() => task());
+      const run = prev.then(() => task({ name })).finally(() => pending.set(name, pending.get(name) - 1));
       tails.set(name, run.catch(() => {}));
       return run;
     },
@@ -198,7 +205,7 @@ test('cookie transport sends credentials, and the CSRF header on unsafe requests
   await client.fetch('https://api.test/read');
   await client.fetch('https://api.test/write', { method: 'POST', body: '{}' });
   await client.logoutAll({ scope: 'others' });
-  const [read, write, all] = server.requests.slice(1);
+  const [read, write, all] = server.requests.filter((r) => !['/v1/auth/login', '/v1/auth/me'].includes(r.path));
   assert.equal(read.credentials, 'include');
   assert.equal(read.headers.get('x-csrf-token'), null);
   assert.equal(write.headers.get('x-csrf-token'), 'csrf-1');
@@ -283,4 +290,83 @@ test('after a sign-out in another tab, a refresh presents nothing and reports si
   await assert.rejects(a.refresh(), (e) => e.code === 'invalid_refresh_token');
   assert.deepEqual(events, ['invalid_refresh_token']);
   assert.equal(server.requests.filter((r) => r.path === '/v1/auth/refresh').length, 0);
+});
+
+test('transports are named as on the wire; bearer is the old name of body', async () => {
+  const server = fakeServer();
+  assert.equal(new TesseraClient({ baseUrl: 'https://auth.test', transport: 'bearer', fetch: server.fetch }).transport, 'body');
+  assert.equal(new TesseraClient({ baseUrl: 'https://auth.test', fetch: server.fetch }).transport, 'cookie');
+  assert.throws(() => new TesseraClient({ baseUrl: 'https://auth.test', transport: 'header' }), TypeError);
+  for (const transport of ['body', 'bearer']) {
+    const client = tab(server, memoryStorage(), { transport });
+    await client.login('a@b.c', 'password1');
+    assert.equal(server.requests.at(-1).body.transport, 'body');
+    assert.equal((await client.fetch('https://api.test/x')).status, 200);
+    assert.equal(server.requests.at(-1).headers.get('authorization'), 'Bearer at1');
+  }
+});
+
+test('a cookie login whose cookies the browser dropped throws CookiesNotStoredError', async () => {
+  const server = fakeServer();
+  server.dropsCookies = true; // The page is on localhost, Tessera on 127.0.0.1, say.
+  const client = tab(server, memoryStorage(), { transport: 'cookie' });
+  await assert.rejects(client.login('a@b.c', 'password1'), (e) => {
+    assert.ok(e instanceof CookiesNotStoredError, String(e));
+    assert.ok(e instanceof TesseraError);
+    assert.equal(e.code, 'cookies_not_stored');
+    assert.match(e.message, /localhost and 127\.0\.0\.1 are different sites/);
+    assert.match(e.message, /transport: 'body'/);
+    return true;
+  });
+  assert.equal(client.signedIn, false, 'no session is kept that no call could use');
+
+  // Kept: the check costs one request, and can be turned off.
+  server.dropsCookies = false;
+  const ok = tab(server, memoryStorage(), { transport: 'cookie' });
+  await ok.login('a@b.c', 'password1');
+  assert.equal(ok.signedIn, true);
+  const unchecked = tab(server, memoryStorage(), { transport: 'cookie', checkCookies: false });
+  server.requests.length = 0;
+  await unchecked.login('a@b.c', 'password1');
+  assert.deepEqual(server.requests.map((r) => r.path), ['/v1/auth/login']);
+});
+
+test('a cookie-mode expiry in one tab costs no /v1/auth/me probe', async () => {
+  const server = fakeServer();
+  const client = tab(server, memoryStorage(), { transport: 'cookie' });
+  await client.login('a@b.c', 'password1');
+  server.expired = true;
+  server.requests.length = 0;
+  assert.equal((await client.fetch('https://api.test/x')).status, 200);
+  assert.deepEqual(server.requests.map((r) => `${r.method} ${r.path}`),
+    ['GET /x', 'POST /v1/auth/refresh', 'GET /x'], 'one 401, the refresh, the retry');
+});
+
+test('an asynchronous store (AsyncStorage, a keychain) works like localStorage', async () => {
+  const server = fakeServer();
+  const items = new Map();
+  const later = (value) => new Promise((r) => setTimeout(() => r(value), 2));
+  const store = {
+    getItem: (k) => later(items.get(k) ?? null),
+    setItem: (k, v) => later(void items.set(k, v)),
+    removeItem: (k) => later(void items.delete(k)),
+  };
+  const client = tab(server, store, { transport: 'body' });
+  assert.equal(await client.isSignedIn(), false);
+  await client.login('a@b.c', 'password1');
+  assert.equal(client.signedIn, true);
+  server.expired = true;
+  const answers = await Promise.all([client.fetch('https://api.test/a'), client.fetch('https://api.test/b')]);
+  assert.deepEqual(answers.map((r) => r.status), [200, 200]);
+  assert.equal(server.refreshes, 1);
+  // The app restarts: a new client on the same store finds the session.
+  const restarted = tab(server, store, { transport: 'body' });
+  assert.equal(restarted.signedIn, false, 'not read yet');
+  assert.equal(await restarted.isSignedIn(), true);
+  assert.equal(restarted.signedIn, true);
+  assert.equal((await restarted.fetch('https://api.test/c')).status, 200);
+  assert.equal(server.requests.at(-1).headers.get('authorization'), 'Bearer at2');
+  await restarted.logout();
+  assert.equal(await client.isSignedIn(), false);
+  assert.equal(server.requests.at(-1).body.refresh_token, 'rt2');
 });

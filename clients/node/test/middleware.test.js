@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 
-import { requireAuth, requireRole } from '../index.js';
+import { requireAuth, requireRole, TesseraAuthError } from '../index.js';
 import { signIn, startTessera } from './tessera-server.js';
 
 const ACCESS_TTL_S = 3;
@@ -211,4 +211,92 @@ test('a revoked session: refused where checkSession is configured, until expiry 
   unchecked.close();
   assert.deepEqual([refused.status, refused.body.code], [401, 'session_revoked']);
   assert.equal(passed.status, 200, 'without the check the token stands until exp');
+});
+
+/** A port free just now, so Tessera can be told its own address as its issuer. */
+async function freePort() {
+  const probe = createServer();
+  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+  const { port } = probe.address();
+  await new Promise((r) => probe.close(r));
+  return port;
+}
+
+test('why a token was refused: expected and actual iss or aud, with a hint, in onError and the debug log', async () => {
+  const token = (await signIn(tessera.base, 'bearer@example.com')).access_token;
+  // Tessera's issuer here is http://127.0.0.1:8080 and its audience `tessera`.
+  const cases = [
+    { set: { audience: 'notes-api' }, claim: 'aud', expected: 'notes-api', got: 'tessera', hint: undefined },
+    { set: { issuer: 'http://127.0.0.1:8080/' }, claim: 'iss', expected: 'http://127.0.0.1:8080/', got: 'http://127.0.0.1:8080', hint: /trailing slash/ },
+    { set: { issuer: 'http://localhost:8080' }, claim: 'iss', expected: 'http://localhost:8080', got: 'http://127.0.0.1:8080', hint: /localhost and 127\.0\.0\.1 are the same machine/ },
+  ];
+  for (const { set, claim, expected, got, hint } of cases) {
+    const seen = [];
+    const lines = [];
+    const app = await listen(requireAuth({
+      ...options(), ...set, onError: (error, req) => seen.push({ error, url: req.url }), debug: (line) => lines.push(line),
+    }));
+    const r = await call(app, { token });
+    app.close();
+    assert.deepEqual([r.status, r.body.code, r.body.detail], [401, 'invalid_token', 'access token not valid'], 'the caller learns nothing more');
+    assert.equal(seen.length, 1);
+    const { error } = seen[0];
+    assert.ok(error instanceof TesseraAuthError);
+    assert.deepEqual([error.status, error.code, error.claim, error.expected, error.got], [401, 'invalid_token', claim, expected, got]);
+    if (hint) assert.match(error.hint, hint);
+    else assert.equal(error.hint, undefined);
+    assert.equal(seen[0].url, '/thing');
+    assert.equal(lines.length, 1);
+    assert.ok(lines[0].includes(`"${claim}" is "${got}", expected "${expected}"`), lines[0]);
+  }
+});
+
+test('onError may answer itself; without a token the reason names both places looked', async () => {
+  const app = await listen(requireAuth({
+    ...options(),
+    debug: () => {},
+    onError: (error, _req, res) => {
+      res.statusCode = error.status;
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ mine: error.reason }));
+    },
+  }));
+  const r = await call(app, {});
+  app.close();
+  assert.equal(r.status, 401);
+  assert.match(r.body.mine, /no Authorization: Bearer header and no tessera_at cookie/);
+});
+
+test('requireAuth with the issuer alone, or the discovery URL alone, learns the keys and the audience', async () => {
+  const port = await freePort();
+  const own = await startTessera({
+    TESSERA_LISTEN: `127.0.0.1:${port}`, TESSERA_ISSUER: `http://127.0.0.1:${port}`, TESSERA_AUDIENCE: 'notes-api',
+  });
+  try {
+    const mine = (await signIn(own.base, 'discovered@example.com')).access_token;
+    const foreign = (await signIn(tessera.base, 'bearer@example.com')).access_token;
+    const byIssuer = await listen(requireAuth({ issuer: own.base }));
+    const byDiscovery = await listen(requireAuth({ discoveryUrl: `${own.base}/.well-known/openid-configuration` }));
+    for (const app of [byIssuer, byDiscovery]) {
+      const r = await call(app, { token: mine });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(r.body.claims.aud, 'notes-api');
+      assert.deepEqual([(await call(app, { token: foreign })).status], [401], 'another Tessera’s token');
+      app.close();
+    }
+  } finally {
+    await own.stop();
+  }
+});
+
+test('a discovery document that cannot be fetched: 503 discovery_unavailable, and the reason', async () => {
+  const port = await freePort();
+  const seen = [];
+  const app = await listen(requireAuth({ issuer: `http://127.0.0.1:${port}`, onError: (e) => seen.push(e), debug: () => {} }));
+  const token = (await signIn(tessera.base, 'bearer@example.com')).access_token;
+  const r = await call(app, { token });
+  app.close();
+  assert.deepEqual([r.status, r.body.code], [503, 'discovery_unavailable']);
+  assert.match(seen[0].reason, new RegExp(`GET http://127\\.0\\.0\\.1:${port}/\\.well-known/oauth-authorization-server`));
+  assert.throws(() => requireAuth({ audience: 'x' }), /issuer/);
 });
