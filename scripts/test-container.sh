@@ -32,7 +32,7 @@ fi
 # podman (and runc for sandboxes that refuse its default runtime) from Debian; a machine where
 # they cannot be installed still checks the build stage below, and says the rest was not tested.
 if ! command -v podman >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q podman runc ||
+    { $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q podman runc; } ||
         echo "WARNING: podman could not be installed from Debian" >&2
 fi
 PROFILE="${PROFILE:-dev}" scripts/docker-build-stage.sh "$work/rootfs"
