@@ -45,7 +45,8 @@ settings! {
     /// Size of the database connection pool.
     #[arg(env = "TESSERA_DATABASE_MAX_CONNECTIONS")]
     database_max_connections: u32 = 16;
-    /// `iss` of access tokens.
+    /// `iss` of access tokens (default: the public URL, else `http://` and the listen
+    /// address, so `--listen 127.0.0.1:8181` alone gives a consistent issuer).
     #[arg(env = "TESSERA_ISSUER")]
     issuer: String = "http://127.0.0.1:8080".into();
     /// `aud` of access tokens.
@@ -230,9 +231,59 @@ impl Config {
             Some(path) => read_file(path)?,
             None => Layer::default(),
         };
-        let config = args.settings.clone().or(file).resolve()?;
+        let merged = args.settings.clone().or(file);
+        let issuer_given = merged.issuer.is_some();
+        let mut config = merged.resolve()?;
+        if !issuer_given {
+            if let Some(derived) = config.derived_issuer() {
+                config.issuer = derived;
+            }
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The issuer when none is configured: the public URL, or else the address this server
+    /// listens on as a client on this machine reaches it (`0.0.0.0` is `127.0.0.1`). `None`
+    /// for port 0, whose port is known only once bound: the default stays, and the start
+    /// warns (see [`Config::issuer_mismatch`]).
+    fn derived_issuer(&self) -> Option<String> {
+        if let Some(public) = &self.public_url {
+            return Some(public.trim_end_matches('/').to_owned());
+        }
+        let addr: std::net::SocketAddr = self.listen_addr().parse().ok()?;
+        if addr.port() == 0 {
+            return None;
+        }
+        let host = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        Some(format!("http://{host}:{}", addr.port()))
+    }
+
+    /// Why the issuer cannot be this server as bound at `bound`: it names this machine
+    /// (`localhost`, a loopback address) on another port. An issuer naming another host is
+    /// taken to be a proxy in front, and is not second-guessed.
+    pub fn issuer_mismatch(&self, bound: std::net::SocketAddr) -> Option<String> {
+        let url = reqwest::Url::parse(&self.issuer).ok()?;
+        let host = url.host_str()?;
+        let local = host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let port = url.port_or_known_default()?;
+        (local && port != bound.port()).then(|| {
+            format!(
+                "the issuer {} names this machine on port {port}, but the server listens on {bound}: \
+                 discovery and tokens point elsewhere (set TESSERA_PUBLIC_URL or TESSERA_ISSUER)",
+                self.issuer
+            )
+        })
     }
 
     /// The master keys the service seals and opens private signing keys with.

@@ -546,3 +546,47 @@ fn the_listen_shorthand_means_every_interface() {
     assert_eq!(c.listen_addr(), "0.0.0.0:8080");
     assert_eq!(Config::default().listen_addr(), "127.0.0.1:8080");
 }
+
+#[test]
+fn the_issuer_follows_the_public_url_or_the_listen_address_unless_set() {
+    // The default listen address gives the contract's default issuer.
+    assert_eq!(load(&[]).unwrap().issuer, "http://127.0.0.1:8080");
+    assert_eq!(
+        load(&["--listen", "127.0.0.1:8181"]).unwrap().issuer,
+        "http://127.0.0.1:8181"
+    );
+    // All interfaces: reached on this machine through loopback.
+    assert_eq!(
+        load(&["--listen", ":9000"]).unwrap().issuer,
+        "http://127.0.0.1:9000"
+    );
+    assert_eq!(
+        load(&["--listen", "[::]:9000"]).unwrap().issuer,
+        "http://[::1]:9000"
+    );
+    // The public URL wins over the listen address; a set issuer over both.
+    let c = load(&[
+        "--listen",
+        "0.0.0.0:8181",
+        "--public-url",
+        "https://auth.example.com/",
+    ])
+    .unwrap();
+    assert_eq!(c.issuer, "https://auth.example.com");
+    let c = load(&["--listen", "127.0.0.1:8181", "--issuer", "https://id.example"]).unwrap();
+    assert_eq!(c.issuer, "https://id.example");
+    // Port 0 is known only once bound: the default stays, and the start says so.
+    let c = load(&["--listen", "127.0.0.1:0"]).unwrap();
+    assert_eq!(c.issuer, "http://127.0.0.1:8080");
+    let bound: std::net::SocketAddr = "127.0.0.1:40123".parse().unwrap();
+    let warning = c
+        .issuer_mismatch(bound)
+        .expect("a loopback issuer on another port");
+    assert!(warning.contains("TESSERA_PUBLIC_URL"), "{warning}");
+    assert!(c.issuer_mismatch("127.0.0.1:8080".parse().unwrap()).is_none());
+    // An issuer naming another host is a proxy's address: not second-guessed.
+    let c = load(&["--issuer", "https://auth.example.com"]).unwrap();
+    assert!(c.issuer_mismatch(bound).is_none());
+    let c = load(&["--issuer", "http://localhost:3000"]).unwrap();
+    assert!(c.issuer_mismatch(bound).is_some());
+}

@@ -126,6 +126,21 @@ impl Application {
         clock: Arc<dyn Clock>,
         aligned_clock: Option<Arc<DatabaseAlignedClock>>,
     ) -> Result<Application, StartupError> {
+        // Bound first: a listen address that cannot be had stops the start before anything
+        // is written (a key rotated for a new algorithm, say).
+        let addr = config.listen_addr();
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        if let Some(problem) = config.issuer_mismatch(addr) {
+            tracing::warn!("{problem}");
+        }
         // With a webhook, alerts go to the outbox and this instance runs a deliverer (every
         // instance does: whichever claims an alert first delivers it).
         let (alerts, deliverer): (Arc<dyn AlertSink>, Option<Arc<Deliverer>>) =
@@ -176,16 +191,6 @@ impl Application {
             )
             .await?,
         );
-        let addr = config.listen_addr();
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: addr.clone(),
-                source,
-            })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind { addr, source })?;
         let state = AppState {
             service: Arc::clone(&service),
             trust_proxy_headers: config.trust_proxy_headers,

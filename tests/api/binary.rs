@@ -302,3 +302,62 @@ fn migrate_and_rotate_key_prepare_the_database_serve_uses() {
     assert_eq!(kids, vec![kid], "serve signs with the key rotate-key made");
     served.terminate();
 }
+
+#[test]
+fn a_start_that_cannot_listen_changes_nothing_in_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("bind.db").display());
+    let env = [("TESSERA_DATABASE_URL", url.clone())];
+    let mut served = Served::start(dir.path(), &env);
+    let (_, jwks) = served.request("GET", "/.well-known/jwks.json", None);
+    served.terminate();
+
+    // A new algorithm would rotate the key at start; the port is taken, so there is no start.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").to_string();
+    let (mut failed, _) = Served::spawn(
+        dir.path(),
+        &[],
+        &[
+            ("TESSERA_DATABASE_URL", url.clone()),
+            ("TESSERA_LISTEN", port),
+            ("TESSERA_SIGNING_ALG", "ES256".into()),
+        ],
+    );
+    let status = failed.wait_for_exit();
+    assert!(!status.success(), "a taken port is an error");
+    assert!(failed.stderr().contains("listen"), "{}", failed.stderr());
+    drop(taken);
+
+    let mut again = Served::start(dir.path(), &env);
+    let (_, after) = again.request("GET", "/.well-known/jwks.json", None);
+    again.terminate();
+    assert_eq!(
+        after, jwks,
+        "the same keys: nothing was rotated by the failed start"
+    );
+}
+
+#[test]
+fn the_issuer_follows_the_listen_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("issuer.db").display());
+    // A free port, named explicitly (port 0 is known only once bound).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut served = Served::start(
+        dir.path(),
+        &[
+            ("TESSERA_DATABASE_URL", url),
+            ("TESSERA_LISTEN", format!("127.0.0.1:{port}")),
+        ],
+    );
+    let (status, body) = served.request("GET", "/.well-known/openid-configuration", None);
+    served.terminate();
+    assert_eq!(status, 200, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(doc["issuer"], format!("http://127.0.0.1:{port}"));
+}
