@@ -188,63 +188,58 @@ impl fmt::Display for SessionCheck {
     }
 }
 
-/// Every kind of audit event, by the one name it is stored, logged and alerted under: a
-/// call site cannot misspell one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AuditKind {
-    UserRegistered,
-    LoginSucceeded,
-    LoginFailed,
-    LoginFailedBurst,
-    LoginNewDevice,
-    AccountLocked,
-    RefreshTokenReused,
-    SessionRevoked,
-    SessionEvicted,
-    LogoutAll,
-    LogoutOthers,
-    PasswordChanged,
-    PasswordChangeFailed,
-    SigningKeyRotated,
-    SigningKeyRevoked,
-    SigningKeysEncrypted,
-    AdminUsersImported,
-    AdminUserEnabled,
-    AdminUserDisabled,
-    AdminUserAdded,
-    AdminSessionsRevoked,
-    AdminSessionRevoked,
-    AdminRolesSet,
+/// Declares [`AuditKind`] from one list of variants and their names, so that `as_str`,
+/// `parse` and `ALL` cannot disagree.
+macro_rules! audit_kinds {
+    ($($variant:ident => $name:literal,)*) => {
+        /// Every kind of audit event, by the one name it is stored, logged and alerted under: a
+        /// call site cannot misspell one.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum AuditKind {
+            $($variant,)*
+        }
+
+        impl AuditKind {
+            /// Every kind, in the list's order (`tessera audit --kind` offers these).
+            pub const ALL: &'static [AuditKind] = &[$(AuditKind::$variant,)*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(AuditKind::$variant => $name,)*
+                }
+            }
+
+            pub fn parse(name: &str) -> Option<AuditKind> {
+                AuditKind::ALL.iter().copied().find(|k| k.as_str() == name)
+            }
+        }
+    };
 }
 
-impl AuditKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            AuditKind::UserRegistered => "user_registered",
-            AuditKind::LoginSucceeded => "login_succeeded",
-            AuditKind::LoginFailed => "login_failed",
-            AuditKind::LoginFailedBurst => "login_failed_burst",
-            AuditKind::LoginNewDevice => "login_new_device",
-            AuditKind::AccountLocked => "account_locked",
-            AuditKind::RefreshTokenReused => "refresh_token_reused",
-            AuditKind::SessionRevoked => "session_revoked",
-            AuditKind::SessionEvicted => "session_evicted",
-            AuditKind::LogoutAll => "logout_all",
-            AuditKind::LogoutOthers => "logout_others",
-            AuditKind::PasswordChanged => "password_changed",
-            AuditKind::PasswordChangeFailed => "password_change_failed",
-            AuditKind::SigningKeyRotated => "signing_key_rotated",
-            AuditKind::SigningKeyRevoked => "signing_key_revoked",
-            AuditKind::SigningKeysEncrypted => "signing_keys_encrypted",
-            AuditKind::AdminUsersImported => "admin_users_imported",
-            AuditKind::AdminUserEnabled => "admin_user_enabled",
-            AuditKind::AdminUserDisabled => "admin_user_disabled",
-            AuditKind::AdminUserAdded => "admin_user_added",
-            AuditKind::AdminSessionsRevoked => "admin_sessions_revoked",
-            AuditKind::AdminSessionRevoked => "admin_session_revoked",
-            AuditKind::AdminRolesSet => "admin_roles_set",
-        }
-    }
+audit_kinds! {
+    UserRegistered => "user_registered",
+    LoginSucceeded => "login_succeeded",
+    LoginFailed => "login_failed",
+    LoginFailedBurst => "login_failed_burst",
+    LoginNewDevice => "login_new_device",
+    AccountLocked => "account_locked",
+    RefreshTokenReused => "refresh_token_reused",
+    SessionRevoked => "session_revoked",
+    SessionEvicted => "session_evicted",
+    LogoutAll => "logout_all",
+    LogoutOthers => "logout_others",
+    PasswordChanged => "password_changed",
+    PasswordChangeFailed => "password_change_failed",
+    SigningKeyRotated => "signing_key_rotated",
+    SigningKeyRevoked => "signing_key_revoked",
+    SigningKeysEncrypted => "signing_keys_encrypted",
+    AdminUsersImported => "admin_users_imported",
+    AdminUserEnabled => "admin_user_enabled",
+    AdminUserDisabled => "admin_user_disabled",
+    AdminUserAdded => "admin_user_added",
+    AdminSessionsRevoked => "admin_sessions_revoked",
+    AdminSessionRevoked => "admin_session_revoked",
+    AdminRolesSet => "admin_roles_set",
 }
 
 impl fmt::Display for AuditKind {

@@ -1,5 +1,6 @@
 //! `tessera users import FILE`: reads JSON Lines in batches, each batch one transaction;
 //! reports bad lines (by number) on standard error and goes on; shows progress on a terminal.
+//! A JSON array or CSV is refused at once; bad lines, or no account at all, end non-zero.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal};
@@ -11,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::output::Out;
 use super::CliError;
 use crate::service::admin::AdminService;
-use crate::service::import::{parse_import_line, ImportCounts};
+use crate::service::import::{parse_import_line, wrong_format, ImportCounts};
 
 /// Accounts per transaction: large enough that commits are a small part of the time, small
 /// enough that a batch is a short write (SQLite's other writers wait for it).
@@ -25,6 +26,12 @@ pub async fn import(admin: &AdminService, path: &Path, out: &mut Out) -> Result<
     let file = File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
+    // A file in another format is refused as a whole, not reported line by line.
+    let first = reader.fill_buf().map_err(io)?;
+    let first = String::from_utf8_lossy(&first[..first.len().min(4096)]);
+    if let Some(why) = wrong_format(first.lines().next().unwrap_or_default()) {
+        return Err(CliError::Invalid(format!("{}: {why}", path.display())));
+    }
     let bar = progress_bar(size);
     let started = Instant::now();
     let now = admin.now();
@@ -80,6 +87,17 @@ pub async fn import(admin: &AdminService, path: &Path, out: &mut Out) -> Result<
         elapsed.as_secs_f64(),
         rate(number, elapsed)
     );
+    // A script must notice: bad lines were skipped, or the file held no account at all. (A
+    // rerun that finds every account present already is a success.)
+    if counts.bad > 0 {
+        return Err(CliError::Invalid(format!(
+            "{} line(s) were not imported (see above)",
+            counts.bad
+        )));
+    }
+    if counts.imported + counts.already_present == 0 {
+        return Err(CliError::Invalid(format!("{} holds no account", path.display())));
+    }
     Ok(())
 }
 

@@ -63,7 +63,7 @@ pub async fn rotate_key(config: &Config) -> Result<(), CliError> {
 
 /// Runs a key command; `by` names the command in the audit trail and alerts.
 async fn run(config: &Config, command: KeysCommand, by: &str) -> Result<(), CliError> {
-    let store = store::connect(&config.database_url, 1).await?;
+    let store = store::connect_existing(&config.database_url, 1).await?;
     // Rotations and revocations are alerted through the outbox; running servers deliver them.
     let alerts = super::alert_sink(config, &store)?;
     let master = config.master_keys();

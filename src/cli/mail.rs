@@ -87,7 +87,7 @@ pub async fn mail(config: &Config, command: MailCommand) -> Result<(), CliError>
     // Refuse what a server would refuse (broken templates, an unreadable CA file) here too.
     crate::startup::mail::transport(config).map_err(|e| CliError::Invalid(e.to_string()))?;
     crate::startup::mail::templates(config).map_err(|e| CliError::Invalid(e.to_string()))?;
-    let store = store::connect(&config.database_url, 2).await?;
+    let store = store::connect_existing(&config.database_url, 2).await?;
     let mut out = Out::new();
     match command {
         MailCommand::Test { to, wait } => {

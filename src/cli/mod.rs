@@ -20,10 +20,10 @@ use tokio::sync::Notify;
 
 use crate::alerts::{AlertSink, NoAlerts, OutboxAlerts, Webhook};
 use crate::config::{parse_duration, Config};
-use crate::domain::SystemClock;
+use crate::domain::{AuditKind, SystemClock};
 use crate::service::admin::{AccountView, AdminService, AuditQuery, SessionRevocation};
 use crate::service::AuthError;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, Store, StoreError, StoredAuditEvent};
 pub use keys::{keys, rotate_key, KeysCommand};
 pub use mail::{mail, MailCommand};
 use output::{or_dash, Out, Table};
@@ -38,8 +38,13 @@ pub enum CliError {
     NoSuchSession(String),
     #[error("an account with email {0} exists already")]
     EmailTaken(String),
+    #[error(
+        "no database at {0}: TESSERA_DATABASE_URL (or --database-url) names it, relative to the \
+         working directory; point it at the server's database, or create one with `tessera migrate`"
+    )]
+    NoDatabase(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("{0}")]
     Service(AuthError),
     #[error("{context}: {source}")]
@@ -47,6 +52,15 @@ pub enum CliError {
     /// Standard output was closed by its reader (`| head`): not a failure.
     #[error("standard output closed")]
     ReaderGone,
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Missing(path) => CliError::NoDatabase(path),
+            other => CliError::Store(other),
+        }
+    }
 }
 
 impl From<AuthError> for CliError {
@@ -59,7 +73,7 @@ impl From<AuthError> for CliError {
                     .collect::<Vec<_>>()
                     .join("; "),
             ),
-            AuthError::Store(e) => CliError::Store(e),
+            AuthError::Store(e) => e.into(),
             other => CliError::Service(other),
         }
     }
@@ -131,8 +145,8 @@ pub struct AuditArgs {
     /// Only the events of this account.
     #[arg(long, value_name = "EMAIL")]
     user: Option<String>,
-    /// Only events of this kind (e.g. login_failed, admin_user_disabled).
-    #[arg(long, value_name = "KIND")]
+    /// Only events of this kind.
+    #[arg(long, value_name = "KIND", value_parser = audit_kinds())]
     kind: Option<String>,
     /// Only events at most this old (e.g. 90s, 15m, 1h, 7d).
     #[arg(long, value_name = "DURATION")]
@@ -143,6 +157,11 @@ pub struct AuditArgs {
     /// JSON Lines: one object per event.
     #[arg(long)]
     json: bool,
+}
+
+/// The kinds `--kind` accepts (and `--help` lists): every audit event's name.
+fn audit_kinds() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(AuditKind::ALL.iter().map(|k| k.as_str()))
 }
 
 #[derive(Subcommand)]
@@ -191,7 +210,7 @@ fn alert_sink(config: &Config, store: &Arc<dyn Store>) -> Result<Arc<dyn AlertSi
 }
 
 async fn admin(config: &Config) -> Result<AdminService, CliError> {
-    let store = store::connect(&config.database_url, 2).await?;
+    let store = store::connect_existing(&config.database_url, 2).await?;
     // Revocations made here are alerted through the outbox; running servers deliver them.
     let alerts = alert_sink(config, &store)?;
     Ok(AdminService::new(store, Arc::new(SystemClock), &actor()).with_alerts(alerts))
@@ -369,7 +388,7 @@ pub async fn audit(config: &Config, args: AuditArgs) -> Result<(), CliError> {
     let mut out = Out::new();
     if args.json {
         for e in &events {
-            out.json(e)?;
+            out.json(&audit_json(e)?)?;
         }
     } else {
         let rows: Vec<_> = events
@@ -388,6 +407,21 @@ pub async fn audit(config: &Config, args: AuditArgs) -> Result<(), CliError> {
         Table::new(&["AT", "EVENT", "USER", "SESSION", "IP", "DETAIL"]).print(&mut out, &rows)?;
     }
     out.finish()
+}
+
+/// An audit event as `--json` prints it: a `detail` written as JSON is an object (or array)
+/// there, not a string holding JSON.
+fn audit_json(e: &StoredAuditEvent) -> Result<serde_json::Value, CliError> {
+    let mut value = serde_json::to_value(e).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let structured = e
+        .detail
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter(|d| d.is_object() || d.is_array());
+    if let Some(detail) = structured {
+        value["detail"] = detail;
+    }
+    Ok(value)
 }
 
 /// Runs `tessera alerts ...`.

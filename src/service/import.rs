@@ -5,32 +5,13 @@
 //! Idempotent: an account whose email is present (from an earlier run, or earlier in the same
 //! file) is left as it is and counted as "already present".
 
-use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::admin::{normalize_roles, AdminService};
 use super::AuthError;
 use crate::crypto::{imported, PasswordHashString};
 use crate::domain::{AuditKind, Email, Timestamp};
 use crate::store::UserRecord;
-
-#[derive(Deserialize)]
-struct Line {
-    email: String,
-    password_hash: String,
-    #[serde(default)]
-    created_at: Option<CreatedAt>,
-    #[serde(default)]
-    roles: Option<Vec<String>>,
-}
-
-/// Milliseconds since the epoch, or an RFC 3339 string.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum CreatedAt {
-    Millis(i64),
-    Text(String),
-}
 
 /// What an import did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,20 +32,49 @@ impl std::fmt::Display for ImportCounts {
 }
 
 /// Reads one line of an import file into the account it describes (`now` is its creation
-/// time if the line gives none). `Err` says what is wrong, never quoting the hash.
+/// time if the line gives none). `Err` says what is wrong in our words (never a parser's
+/// internals), never quoting the hash.
 pub fn parse_import_line(line: &str, now: Timestamp) -> Result<UserRecord, String> {
-    let line: Line = serde_json::from_str(line).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => format!("not an account: {e}"),
-        _ => "not a JSON object".to_owned(),
-    })?;
-    let email = Email::parse(&line.email).map_err(|e| format!("email {}", e.message))?;
-    imported::check_importable(&line.password_hash)?;
-    let created_at = match line.created_at {
-        None => now,
-        Some(CreatedAt::Millis(ms)) => Timestamp(ms),
-        Some(CreatedAt::Text(text)) => parse_time(&text)?,
+    let value: Value = serde_json::from_str(line).map_err(|_| "not a JSON object".to_owned())?;
+    let Value::Object(fields) = value else {
+        return Err(
+            "not an account: one JSON object per line expected, {\"email\", \"password_hash\", ...}"
+                .to_owned(),
+        );
     };
-    let roles = normalize_roles(&line.roles.unwrap_or_default()).map_err(|e| match e {
+    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown field {unknown:?} (the fields are {})",
+            FIELDS.join(", ")
+        ));
+    }
+    let text = |name: &str| match fields.get(name) {
+        None | Some(Value::Null) => Err(format!("{name} is missing")),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(format!("{name} must be a string")),
+    };
+    let email = text("email")?;
+    let password_hash = text("password_hash")?;
+    let email = Email::parse(&email).map_err(|e| format!("email {}", e.message))?;
+    imported::check_importable(&password_hash)?;
+    let created_at = match fields.get("created_at") {
+        None | Some(Value::Null) => now,
+        Some(Value::Number(n)) => Timestamp(
+            n.as_i64()
+                .ok_or("created_at must be whole milliseconds since the epoch")?,
+        ),
+        Some(Value::String(text)) => parse_time(text)?,
+        Some(_) => return Err("created_at must be an RFC 3339 time or milliseconds".to_owned()),
+    };
+    let roles = match fields.get("roles") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|r| r.as_str().map(str::to_owned).ok_or("roles must be strings"))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err("roles must be an array of strings".to_owned()),
+    };
+    let roles = normalize_roles(&roles).map_err(|e| match e {
         AuthError::Validation(errors) => errors
             .first()
             .map_or_else(|| "invalid role".to_owned(), |e| format!("role {}", e.message)),
@@ -72,8 +82,24 @@ pub fn parse_import_line(line: &str, now: Timestamp) -> Result<UserRecord, Strin
     })?;
     Ok(UserRecord {
         roles,
-        ..UserRecord::new(email, PasswordHashString(line.password_hash), created_at)
+        ..UserRecord::new(email, PasswordHashString(password_hash), created_at)
     })
+}
+
+/// The fields a line may have.
+const FIELDS: [&str; 4] = ["email", "password_hash", "created_at", "roles"];
+
+/// What the start of a file that is not JSON Lines looks like, said before anything is read
+/// as an account: a JSON array, or CSV.
+pub fn wrong_format(first_line: &str) -> Option<&'static str> {
+    let first = first_line.trim_start_matches('\u{feff}').trim();
+    if first.starts_with('[') {
+        Some("this is a JSON array; JSON Lines expected (one object per line): convert it with `jq -c '.[]' FILE`")
+    } else if !first.is_empty() && !first.starts_with('{') && first.contains(',') {
+        Some("this looks like CSV; JSON Lines expected (one object per line: {\"email\": ..., \"password_hash\": ...})")
+    } else {
+        None
+    }
 }
 
 fn parse_time(text: &str) -> Result<Timestamp, String> {
@@ -140,11 +166,30 @@ mod tests {
     }
 
     #[test]
+    fn a_json_array_or_csv_is_named_before_any_line_is_read() {
+        assert!(wrong_format("[{\"email\": \"a@example.com\"}]").is_some_and(|w| w.contains("JSON array")));
+        assert!(wrong_format("email,password_hash").is_some_and(|w| w.contains("CSV")));
+        assert_eq!(
+            wrong_format("{\"email\": \"a@example.com\", \"password_hash\": \"x\"}"),
+            None
+        );
+        assert_eq!(wrong_format(""), None);
+    }
+
+    #[test]
     fn bad_lines_say_why_without_quoting_the_hash() {
         let hash = bcrypt_hash();
         let cases = [
             ("{not json".to_owned(), "not a JSON object"),
             ("[1, 2]".to_owned(), "not an account"),
+            (
+                json!({ "email": 1, "password_hash": hash }).to_string(),
+                "email must be a string",
+            ),
+            (
+                json!({ "email": "a@example.com", "password_hash": hash, "name": "A" }).to_string(),
+                "unknown field \"name\"",
+            ),
             (json!({ "password_hash": hash }).to_string(), "email"),
             (
                 json!({ "email": "nope", "password_hash": hash }).to_string(),
@@ -168,6 +213,10 @@ mod tests {
         for (line, expected) in cases {
             let err = parse_import_line(&line, NOW).expect_err(&line);
             assert!(err.contains(expected), "{line}: {err}");
+            assert!(
+                !err.contains(" at line ") && !err.contains("invalid type"),
+                "{err}"
+            );
             assert!(!err.contains(&hash) && !err.contains("plain-secret"), "{err}");
         }
     }

@@ -51,6 +51,9 @@ pub enum StoreError {
     Migration(String),
     #[error("unsupported database url: {0}")]
     UnsupportedUrl(String),
+    /// An existing database was asked for and the SQLite file is not there (its path).
+    #[error("no database at {0}")]
+    Missing(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -140,6 +143,18 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Sto
     } else {
         Err(unsupported_url(url))
     }
+}
+
+/// Opens an existing store, as the administration commands do: a SQLite file that is not
+/// there is [`StoreError::Missing`], never created (a command run in the wrong directory must
+/// not answer from a new, empty database).
+pub async fn connect_existing(url: &str, max_connections: u32) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        if let Some(path) = sqlite::missing_file(url)? {
+            return Err(StoreError::Missing(path.display().to_string()));
+        }
+    }
+    connect(url, max_connections).await
 }
 
 /// Names only the scheme: the rest of a URL may carry a password, and errors get logged.

@@ -104,6 +104,13 @@ struct Location {
     flags: OpenFlags,
 }
 
+/// The file `url` names when it does not exist (`None` for one that does, or in memory).
+pub(super) fn missing_file(url: &str) -> StoreResult<Option<PathBuf>> {
+    let location = Location::parse(url)?;
+    let in_memory = location.path.to_string_lossy().starts_with("file:");
+    Ok((!in_memory && !location.path.exists()).then_some(location.path))
+}
+
 impl Location {
     /// `sqlite://relative.db`, `sqlite:///absolute.db`, `sqlite:relative.db` or
     /// `sqlite::memory:` (query parameters are ignored).

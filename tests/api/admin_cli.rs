@@ -141,7 +141,9 @@ async fn users_add_creates_an_account_whose_tokens_carry_its_roles() {
 
     let events = audit(&app, &["--kind", "admin_user_added"]).await;
     assert_eq!(events.len(), 1, "{events:?}");
-    let detail: Value = serde_json::from_str(&s(&events[0], "detail")).expect("detail is JSON");
+    // `--json` prints a detail written as JSON as an object, not as a string holding JSON.
+    let detail = &events[0]["detail"];
+    assert!(detail.is_object(), "{detail}");
     assert_eq!(detail["by"], "test-operator");
     assert_eq!(detail["email"], "bob@example.com");
 
@@ -346,6 +348,22 @@ async fn sessions_are_listed_and_revoked_by_id_or_by_user() {
     assert_eq!(audit(&app, &["--kind", "admin_sessions_revoked"]).await.len(), 1);
     let neither = tessera(&app, &["sessions", "revoke"], None).await;
     assert!(!neither.ok, "an id or --user is required");
+}
+
+#[tokio::test]
+async fn audit_refuses_an_unknown_kind_and_lists_the_kinds_in_its_help() {
+    let app = spawn_app().await;
+    let typo = tessera(&app, &["audit", "--kind", "login_sucess"], None).await;
+    assert!(!typo.ok, "an unknown kind is an error, not an empty answer");
+    assert!(
+        typo.stderr.contains("login_sucess") && typo.stderr.contains("login_succeeded"),
+        "{}",
+        typo.stderr
+    );
+    let help = tessera(&app, &["audit", "--help"], None).await;
+    for kind in ["login_failed", "refresh_token_reused", "admin_user_disabled"] {
+        assert!(help.out().contains(kind), "{kind} missing from --help");
+    }
 }
 
 #[tokio::test]

@@ -361,3 +361,32 @@ fn the_issuer_follows_the_listen_address() {
     let doc: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(doc["issuer"], format!("http://127.0.0.1:{port}"));
 }
+
+#[test]
+fn admin_commands_refuse_a_database_that_is_not_there_and_create_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &["users", "list"][..],
+        &["sessions", "list", "--user", "a@example.com"],
+        &["audit"],
+        &["keys", "list"],
+        &["rotate-key"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("TESSERA_DATABASE_URL")
+            .output()
+            .expect("run tessera");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains("no database at tessera.db") && stderr.contains("TESSERA_DATABASE_URL"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !dir.path().join("tessera.db").exists(),
+            "{args:?} created a database"
+        );
+    }
+}

@@ -69,7 +69,14 @@ async fn imported_bcrypt_and_argon2_users_log_in_and_are_upgraded_and_a_rerun_ch
     let path = file.path().to_str().expect("UTF-8 path");
 
     let first = tessera(&app, &["users", "import", path], None).await;
-    assert_eq!(first.out().trim(), "imported 4, already present 1, bad 3");
+    // Bad lines are skipped and reported, and the command fails so that a script notices.
+    assert!(!first.ok, "bad lines end non-zero");
+    assert_eq!(first.stdout.trim(), "imported 4, already present 1, bad 3");
+    assert!(
+        first.stderr.contains("3 line(s) were not imported"),
+        "{}",
+        first.stderr
+    );
     for (line, why) in [(3, "not a JSON object"), (7, "email"), (9, "neither bcrypt")] {
         let reported = first
             .stderr
@@ -139,8 +146,9 @@ async fn imported_bcrypt_and_argon2_users_log_in_and_are_upgraded_and_a_rerun_ch
     assert_eq!(upgrades.len(), 4, "one upgrade per imported account");
 
     let second = tessera(&app, &["users", "import", path], None).await;
+    assert!(!second.ok);
     assert_eq!(
-        second.out().trim(),
+        second.stdout.trim(),
         "imported 0, already present 5, bad 3 (nothing changed)"
     );
     assert_eq!(
@@ -152,11 +160,41 @@ async fn imported_bcrypt_and_argon2_users_log_in_and_are_upgraded_and_a_rerun_ch
         .await
         .json_lines();
     assert_eq!(imports.len(), 2);
-    let detail: Value = serde_json::from_str(&s(&imports[0], "detail")).expect("JSON detail");
+    let detail = &imports[0]["detail"];
     assert_eq!(
         (detail["imported"].clone(), detail["already_present"].clone()),
         (json!(0), json!(5))
     );
+}
+
+#[tokio::test]
+async fn a_json_array_csv_or_empty_file_is_refused_by_name() {
+    let app = spawn_app().await;
+    let hash = bcrypt::hash("hunter22", 4).expect("bcrypt");
+    let array = json!([{ "email": "a@example.com", "password_hash": hash }]).to_string();
+    let cases = [
+        (array.as_str(), "JSON array; JSON Lines expected"),
+        (
+            "email,password_hash\na@example.com,$2b$04$x",
+            "looks like CSV; JSON Lines expected",
+        ),
+        ("\n\n", "holds no account"),
+    ];
+    for (text, why) in cases {
+        let file = import_file(&[text.to_owned()]);
+        let ran = tessera(
+            &app,
+            &["users", "import", file.path().to_str().expect("UTF-8")],
+            None,
+        )
+        .await;
+        assert!(!ran.ok, "{text:?} succeeded");
+        assert!(ran.stderr.contains(why), "{text:?}: {}", ran.stderr);
+    }
+    assert!(tessera(&app, &["users", "list", "--json"], None)
+        .await
+        .json_lines()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -197,7 +235,8 @@ async fn hashes_too_costly_to_verify_are_refused_and_never_computed() {
         None,
     )
     .await;
-    assert_eq!(run.out().trim(), "imported 1, already present 0, bad 4");
+    assert!(!run.ok, "bad lines end non-zero");
+    assert_eq!(run.stdout.trim(), "imported 1, already present 0, bad 4");
     for (line, why) in [(1, "64 MiB"), (2, "passes"), (3, "lanes"), (4, "cost over 14")] {
         let reported = run
             .stderr
