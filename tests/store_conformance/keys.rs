@@ -48,6 +48,30 @@ pub(crate) async fn rotating_the_signing_key_retires_the_active_one(store: Arc<d
     assert_eq!(old.activates_at, first.created_at);
 }
 
+/// `keys rotate` then `keys rotate --now`: the key that was signing and the one waiting in
+/// the next stage both retire now (neither is left "retired" in the future, nor "activating"
+/// after its retirement), and the newest signs.
+pub(crate) async fn rotating_at_once_over_a_next_key_retires_both_now(store: Arc<dyn Store>) {
+    let (first, next) = staged_keys(&store).await;
+    let now = Timestamp(T0.0 + 2_000);
+    let mut third = SigningKeyRecord::generate_ed25519(now).expect("key");
+    third.activates_at = now;
+    store.rotate_signing_key(&third).await.expect("rotate");
+    let keys = store.find_signing_keys().await.expect("keys");
+    let of = |kid: &str| keys.iter().find(|k| k.kid == kid).expect("key").clone();
+    let (first, next, third) = (of(&first.kid), of(&next.kid), of(&third.kid));
+    assert_eq!(first.retired_at, Some(now));
+    assert_eq!(first.activates_at, T0);
+    assert_eq!((next.activates_at, next.retired_at), (now, Some(now)));
+    assert!(!first.active && !next.active && third.active);
+    assert_eq!(third.retired_at, None);
+    let later = Timestamp(T0.0 + 20_000);
+    assert_eq!(
+        tessera::tokens::signing_key_at(&keys, later).map(|k| k.kid.clone()),
+        Some(third.kid.clone())
+    );
+}
+
 /// The key table as (kid, active, activates_at, retired_at, revoked_at).
 pub(crate) async fn key_table(store: &Arc<dyn Store>) -> Vec<(String, bool, i64, Option<i64>, Option<i64>)> {
     store

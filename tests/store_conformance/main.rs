@@ -191,6 +191,7 @@ conformance!(
     sessions::idle_sessions_are_deleted_by_walking_every_session,
     keys::one_active_signing_key_even_when_racing,
     keys::rotating_the_signing_key_retires_the_active_one,
+    keys::rotating_at_once_over_a_next_key_retires_both_now,
     keys::revoking_a_signing_key_applies_its_follow_up_in_one_go,
     keys::revoking_a_next_key_restores_the_key_it_was_to_replace,
     keys::a_private_key_is_replaced_only_if_unchanged,

@@ -47,7 +47,11 @@ impl KeyStore for PostgresStore {
 
     async fn rotate_signing_key(&self, k: &SigningKeyRecord) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(map_pg)?;
-        sqlx::query("UPDATE signing_keys SET active = false, retired_at = $1 WHERE active")
+        // As on SQLite: every key still to sign after the new one activates retires then.
+        sqlx::query(
+            "UPDATE signing_keys SET active = false, retired_at = $1, activates_at = LEAST(activates_at, $1) \
+             WHERE revoked_at IS NULL AND (retired_at IS NULL OR retired_at > $1)",
+        )
             .bind(k.activates_at.millis())
             .execute(&mut *tx)
             .await

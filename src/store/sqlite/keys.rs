@@ -33,8 +33,12 @@ impl KeyStore for SqliteStore {
         let k = k.clone();
         self.write(move |c| {
             in_savepoint(c, "rotate_signing_key", |c| {
+                // Every key still to sign after the new one activates retires then: the one
+                // signing, and a key in the next stage that it overtakes (which never signs:
+                // its activation moves back to its retirement).
                 c.execute(
-                    "UPDATE signing_keys SET active = 0, retired_at = ?1 WHERE active = 1",
+                    "UPDATE signing_keys SET active = 0, retired_at = ?1, activates_at = MIN(activates_at, ?1) \
+                     WHERE revoked_at IS NULL AND (retired_at IS NULL OR retired_at > ?1)",
                     [k.activates_at.millis()],
                 )?;
                 insert_active_key(c, &k, false)
