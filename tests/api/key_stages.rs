@@ -353,6 +353,13 @@ async fn keys_encrypted_with_the_master_key_are_stored_sealed_and_still_sign_and
             problems.iter().any(|l| l.contains("TESSERA_MASTER_KEY")),
             "{what}: {problems:?}"
         );
+        // One true statement: the keys are encrypted, so none is said to be stored in clear.
+        assert!(
+            !checked.stdout.contains("in clear") && !checked.stderr.contains("in clear"),
+            "{what}: {}{}",
+            checked.stdout,
+            checked.stderr
+        );
     }
 
     // A new master key: the previous one opens, `keys encrypt` re-seals under the new one.
