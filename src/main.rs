@@ -1,14 +1,14 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Subcommand};
 use tessera::config::{Config, ConfigArgs};
 use tessera::operator::{self, Severity};
 use tessera::startup::{shutdown_signal, Application};
 use tessera::{cli, store, telemetry};
 
 /// Tessera: access JWTs, rotating refresh tokens with reuse detection, device sessions.
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(version, about)]
 struct Cli {
     #[command(subcommand)]
@@ -61,8 +61,82 @@ enum Command {
     Check,
 }
 
+/// The settings each command reads, the others hidden from its `--help` (still accepted,
+/// like their variables): `None` for the commands that read them all.
+fn settings_read_by(command: &str) -> Option<&'static [&'static str]> {
+    const DATABASE: &[&str] = &["database_url", "database_max_connections", "log_format"];
+    const ADMIN: &[&str] = &[
+        "database_url",
+        "database_max_connections",
+        "log_format",
+        "alert_webhook_url",
+        "alert_webhook_secret",
+        "alert_events",
+    ];
+    const KEYS: &[&str] = &[
+        "database_url",
+        "database_max_connections",
+        "log_format",
+        "alert_webhook_url",
+        "alert_webhook_secret",
+        "alert_events",
+        "signing_alg",
+        "key_publish_ahead",
+        "access_ttl",
+        "master_key",
+        "master_key_previous",
+    ];
+    const MAIL: &[&str] = &[
+        "database_url",
+        "database_max_connections",
+        "log_format",
+        "issuer",
+        "public_url",
+        "smtp_url",
+        "smtp_ca_file",
+        "mail_from",
+        "mail_templates",
+        "mail_product_name",
+        "mail_give_up_after",
+    ];
+    match command {
+        "migrate" => Some(DATABASE),
+        "users" | "sessions" | "audit" | "alerts" => Some(ADMIN),
+        "keys" | "rotate-key" => Some(KEYS),
+        "mail" => Some(MAIL),
+        _ => None,
+    }
+}
+
+/// The command line, each subcommand's help showing only the settings it reads: a hidden
+/// copy of each other setting is declared on it, which clap then propagates in place of the
+/// visible one (values still reach the same place).
+fn command_line() -> clap::Command {
+    let root = Cli::command();
+    let settings: Vec<clap::Arg> = root
+        .get_arguments()
+        .filter(|a| a.is_global_set() && Config::NAMES.contains(&a.get_id().as_str()))
+        .cloned()
+        .collect();
+    let names: Vec<String> = root.get_subcommands().map(|c| c.get_name().to_owned()).collect();
+    names
+        .iter()
+        .fold(root, |root, name| match settings_read_by(name) {
+            None => root,
+            Some(read) => root.mut_subcommand(name, |mut sub| {
+                for arg in settings.iter().filter(|a| !read.contains(&a.get_id().as_str())) {
+                    sub = sub.arg(arg.clone().hide(true));
+                }
+                sub
+            }),
+        })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command_line().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {

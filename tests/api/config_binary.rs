@@ -65,3 +65,69 @@ fn an_invalid_setting_stops_serve_with_a_message_naming_it() {
         "{printed:?}"
     );
 }
+
+/// `tessera <command> --help`, standard output.
+fn help(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("run tessera");
+    assert!(output.status.success(), "{args:?} --help");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn each_command_lists_only_the_settings_it_reads() {
+    let serve = help(&["serve"]);
+    for flag in ["--listen", "--access-ttl", "--database-url", "--smtp-url"] {
+        assert!(serve.contains(flag), "serve --help lacks {flag}");
+    }
+    for command in [
+        &["users"][..],
+        &["users", "add"],
+        &["sessions", "list"],
+        &["audit"],
+        &["migrate"],
+    ] {
+        let text = help(command);
+        assert!(text.contains("--database-url"), "{command:?}");
+        for flag in [
+            "--listen",
+            "--access-ttl",
+            "--cors-origins",
+            "--smtp-url",
+            "--lockout-threshold",
+        ] {
+            assert!(!text.contains(flag), "{command:?} --help lists {flag}");
+        }
+    }
+    let keys = help(&["keys", "rotate"]);
+    assert!(keys.contains("--signing-alg") && keys.contains("--master-key") && !keys.contains("--listen"));
+    let mail = help(&["mail", "test"]);
+    assert!(mail.contains("--smtp-url") && !mail.contains("--access-ttl"));
+}
+
+#[test]
+fn a_setting_hidden_from_a_commands_help_is_still_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let migrated = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["migrate", "--database-url", &url, "--listen", "127.0.0.1:9"])
+        .output()
+        .expect("run tessera");
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["--access-ttl", "5m", "users", "list", "--database-url", &url])
+        .output()
+        .expect("run tessera");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+}
