@@ -369,3 +369,21 @@ test('a SPA on localhost against Tessera on 127.0.0.1: the cookie login says why
   assert.deepEqual((await context.cookies(tessera.base)).map((c) => c.name), [], 'indeed no cookie');
   await context.close();
 });
+
+test('/docs renders the API reference from /openapi.json, under the pages\u2019 CSP', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const refused = [];
+  page.on('console', (m) => { if (/Content Security Policy|Refused to/i.test(m.text())) refused.push(m.text()); });
+  await page.goto(`${tessera.base}/`);
+  await page.getByRole('link', { name: 'API reference' }).click();
+  await page.waitForURL('**/docs');
+  await page.locator('#toc a', { hasText: 'POST /v1/auth/login' }).waitFor();
+  const login = page.locator('#login');
+  assert.match(await login.innerText(), /Request body \(application\/json\)[\s\S]*email[\s\S]*password/);
+  assert.match(await login.innerText(), /invalid_credentials/);
+  assert.ok(await page.locator('.op').count() >= 10, 'every operation has a card');
+  await page.screenshot({ path: join(ARTIFACTS, 'docs.png'), fullPage: false });
+  assert.deepEqual(refused, []);
+  await context.close();
+});

@@ -82,6 +82,9 @@ pub fn router(state: AppState, config: &Config) -> Router {
     openapi::json();
     if config.pages {
         routes = routes.merge(pages::router());
+    } else {
+        // No pages: `/` still says where things are, as JSON.
+        routes = routes.route("/", axum::routing::get(index));
     }
     let router = routes
         .fallback(|| async { ApiError::NotFound })
@@ -99,6 +102,20 @@ pub fn router(state: AppState, config: &Config) -> Router {
     };
     // Outermost, so its line has the status a panic, CORS or any inner layer settled on.
     router.layer(axum::middleware::from_fn(request_log::log_requests))
+}
+
+/// `GET /` without the pages: what this server is and where its documents are.
+async fn index() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "service": "tessera",
+        "version": env!("CARGO_PKG_VERSION"),
+        "links": {
+            "openapi": "/openapi.json",
+            "health": "/healthz",
+            "jwks": "/.well-known/jwks.json",
+            "discovery": "/.well-known/oauth-authorization-server",
+        },
+    }))
 }
 
 /// A public verification key (RFC 7517); the key's own parameters (`crv`, `x`, `y`, `n`,

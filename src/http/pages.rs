@@ -1,5 +1,6 @@
-//! The built-in pages: `/login` (sign in, create an account) and `/account` (who am I, my
-//! devices, sign out). The files are compiled into the binary, so serving them needs nothing
+//! The built-in pages: `/` (what this server is, with links), `/docs` (the API reference,
+//! rendered from `/openapi.json` in the browser), `/login` (sign in, create an account) and
+//! `/account` (who am I, my devices, sign out). The files are compiled into the binary, so serving them needs nothing
 //! at run time; one static script drives both through the public API with the cookie
 //! transport, exactly as any browser app would. `pages = false` leaves them unmounted (404).
 
@@ -8,6 +9,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+const INDEX_HTML: &str = include_str!("pages/index.html");
+const DOCS_HTML: &str = include_str!("pages/docs.html");
+const DOCS_SCRIPT: &str = include_str!("pages/docs.js");
+const DOCS_STYLES: &str = include_str!("pages/docs.css");
 const LOGIN_HTML: &str = include_str!("pages/login.html");
 const ACCOUNT_HTML: &str = include_str!("pages/account.html");
 const SCRIPT: &str = include_str!("pages/tessera.js");
@@ -23,6 +28,16 @@ type Headers = [(HeaderName, HeaderValue); 7];
 
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
+        .route("/", get(|| async { page(INDEX_HTML) }))
+        .route("/docs", get(|| async { page(DOCS_HTML) }))
+        .route(
+            "/pages/docs.js",
+            get(|| async { asset("text/javascript; charset=utf-8", DOCS_SCRIPT) }),
+        )
+        .route(
+            "/pages/docs.css",
+            get(|| async { asset("text/css; charset=utf-8", DOCS_STYLES) }),
+        )
         .route("/login", get(|| async { page(LOGIN_HTML) }))
         .route("/account", get(|| async { page(ACCOUNT_HTML) }))
         .route(

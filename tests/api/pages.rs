@@ -6,10 +6,12 @@ use reqwest::Response;
 
 use crate::helpers::*;
 
-const PAGES: [&str; 2] = ["/login", "/account"];
-const ASSETS: [(&str, &str); 2] = [
+const PAGES: [&str; 3] = ["/login", "/account", "/docs"];
+const ASSETS: [(&str, &str); 4] = [
     ("/pages/tessera.js", "text/javascript"),
     ("/pages/tessera.css", "text/css"),
+    ("/pages/docs.js", "text/javascript"),
+    ("/pages/docs.css", "text/css"),
 ];
 
 fn header(r: &Response, name: &str) -> String {
@@ -104,6 +106,35 @@ async fn pages_have_no_inline_script_and_their_assets_are_served() {
         assert_eq!(header(&r, "x-content-type-options"), "nosniff", "{path}");
         assert!(!r.text().await.expect("asset body").is_empty(), "{path}");
     }
+}
+
+#[tokio::test]
+async fn the_root_says_what_this_server_is_and_links_to_what_works() {
+    let app = spawn_app().await;
+    let r = app.get("/").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(header(&r, "x-frame-options"), "DENY");
+    let html = r.text().await.expect("body");
+    for wanted in ["/login", "/docs", "/healthz", "/openapi.json"] {
+        assert!(
+            attribute_values(&html, "href").contains(&wanted),
+            "no link to {wanted}"
+        );
+    }
+    for url in attribute_values(&html, "href") {
+        assert_eq!(app.get(url).await.status(), 200, "/ links to {url}");
+    }
+    assert_eq!(html.matches("<script").count(), 0);
+
+    // Without the pages, `/` is JSON naming the documents (and no HTML anywhere).
+    let bare = spawn_app_with(|c| c.pages = false).await;
+    let r = bare.get("/").await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "content-type").starts_with("application/json"));
+    let body: serde_json::Value = r.json().await.expect("JSON");
+    assert_eq!(body["links"]["openapi"], "/openapi.json");
+    assert_eq!(bare.get("/docs").await.status(), 404);
 }
 
 #[test]
