@@ -96,7 +96,7 @@ fn settings_read_by(command: &str) -> Option<&'static [&'static str]> {
         "smtp_ca_file",
         "mail_from",
         "mail_templates",
-        "mail_product_name",
+        "product_name",
         "mail_give_up_after",
     ];
     match command {

@@ -103,6 +103,10 @@ before(async () => {
     TESSERA_CORS_ORIGINS: `${apiServer.origin},${spa.origin}`,
     // Plain HTTP test host (API.md: Secure may be turned off for such hosts).
     TESSERA_COOKIE_SECURE: 'false',
+    // The built-in pages as an app's own login: its name and colour, and back to it after.
+    TESSERA_RETURN_TO_ORIGINS: spa.origin,
+    TESSERA_PRODUCT_NAME: 'Acme Notes',
+    TESSERA_ACCENT_COLOR: '#0a7d4f',
   });
   apiServer.server.on('request', createApp({ tesseraUrl: tessera.base, issuer: 'http://127.0.0.1:8080' }));
   api = apiServer;
@@ -386,4 +390,72 @@ test('/docs renders the API reference from /openapi.json, under the pages\u2019 
   await page.screenshot({ path: join(ARTIFACTS, 'docs.png'), fullPage: false });
   assert.deepEqual(refused, []);
   await context.close();
+});
+
+test('/login?return_to= sends the user back to a listed origin or a path of ours, and nowhere else', async () => {
+  const target = `${spa.origin}/welcome?from=login`;
+  let context = await browser.newContext();
+  let page = await context.newPage();
+  await page.goto(`${tessera.base}/login?return_to=${encodeURIComponent(target)}`);
+  // The pages carry the configured brand.
+  await page.locator('.brand', { hasText: 'Acme Notes' }).waitFor();
+  assert.match(await page.title(), /Acme Notes$/);
+  assert.equal(await page.evaluate(() => getComputedStyle(document.documentElement).getPropertyValue('--accent').trim()), '#0a7d4f');
+  await page.getByRole('button', { name: 'Create an account' }).click();
+  await page.getByLabel('Email').fill('returning@example.com');
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.waitForURL(target);
+  // Signed in already: /login sends straight on to the target too.
+  await page.goto(`${tessera.base}/login?return_to=${encodeURIComponent(target)}`);
+  await page.waitForURL(target);
+  await context.close();
+
+  const ours = new URL(tessera.base).origin;
+  for (const [bad, lands] of [
+    ['https://evil.example/phish', '/account'],
+    ['//evil.example/x', '/account'],
+    ['/\\evil.example/x', '/account'],
+    ['javascript:alert(1)', '/account'],
+    [`${stranger.origin}/x`, '/account'],
+    ['/docs', '/docs'],
+  ]) {
+    context = await browser.newContext();
+    page = await context.newPage();
+    await page.goto(`${tessera.base}/login?return_to=${encodeURIComponent(bad)}`);
+    await page.getByLabel('Email').fill('returning@example.com');
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`**${lands}`);
+    assert.equal(new URL(page.url()).origin, ours, `${bad} must not leave ${ours}`);
+    await context.close();
+  }
+});
+
+test('changing the password on /account signs the other devices out; the new password works', async () => {
+  const laptop = await browser.newContext();
+  const phone = await browser.newContext();
+  const a = await laptop.newPage();
+  const b = await phone.newPage();
+  await createAccountOnLoginPage(a, 'changer@example.com');
+  await signInOnLoginPage(b, 'changer@example.com');
+  await accountShows(a, 'changer@example.com');
+  await a.getByLabel('Current password').fill('not the password');
+  await a.getByLabel('New password').fill('a brand new password');
+  await a.getByRole('button', { name: 'Change password' }).click();
+  await a.locator('#error', { hasText: 'current password is not right' }).waitFor();
+  await a.getByLabel('Current password').fill(PASSWORD);
+  await a.getByRole('button', { name: 'Change password' }).click();
+  await a.locator('#notice', { hasText: 'Password changed' }).waitFor();
+  await accountShows(a, 'changer@example.com', 1);
+  await b.reload();
+  await b.waitForURL('**/login?reason=session_revoked');
+  const again = await browser.newContext();
+  const c = await again.newPage();
+  await c.goto(`${tessera.base}/login`);
+  await c.getByLabel('Email').fill('changer@example.com');
+  await c.getByLabel('Password').fill('a brand new password');
+  await c.getByRole('button', { name: 'Sign in' }).click();
+  await c.waitForURL('**/account');
+  await Promise.all([laptop.close(), phone.close(), again.close()]);
 });

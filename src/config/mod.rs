@@ -136,9 +136,19 @@ settings! {
     /// `https://app.example.com,http://localhost:5173`; none by default.
     #[arg(env = "TESSERA_CORS_ORIGINS")]
     cors_origins: Vec<String> as Origins = Vec::new();
-    /// Serve the built-in `/login` and `/account` pages (`true`/`false`).
+    /// Serve the built-in pages: `/`, `/docs`, `/login` and `/account` (`true`/`false`).
     #[arg(env = "TESSERA_PAGES")]
     pages: bool = true;
+    /// Where `/login?return_to=URL` may send a user after signing in, besides this server's
+    /// own pages: comma-separated origins (`https://app.example.com`); none by default.
+    #[arg(env = "TESSERA_RETURN_TO_ORIGINS")]
+    return_to_origins: Vec<String> as Origins = Vec::new();
+    /// A logo for the built-in pages: an `https://` URL (its origin is allowed by their CSP).
+    #[arg(env = "TESSERA_LOGO_URL")]
+    logo_url: Option<String> as BaseUrl = None;
+    /// The accent colour of the built-in pages, `#rgb` or `#rrggbb`.
+    #[arg(env = "TESSERA_ACCENT_COLOR")]
+    accent_color: Option<String> = None;
     // Empty: every one. All are audited anyway.
     /// Security events to send to the webhook, comma-separated (default: all).
     #[arg(env = "TESSERA_ALERT_EVENTS")]
@@ -177,9 +187,10 @@ settings! {
     /// templates of the same name.
     #[arg(env = "TESSERA_MAIL_TEMPLATES")]
     mail_templates: Option<PathBuf> = None;
-    /// The product name mails speak of (default: the public URL's host).
-    #[arg(env = "TESSERA_MAIL_PRODUCT_NAME")]
-    mail_product_name: Option<String> = None;
+    /// The product name mails and the built-in pages speak of (default: the public URL's host
+    /// in mails, "Tessera" on the pages).
+    #[arg(env = "TESSERA_PRODUCT_NAME")]
+    product_name: Option<String> = None;
     /// A mail not delivered within this long of being queued is given up (and logged).
     #[arg(env = "TESSERA_MAIL_GIVE_UP_AFTER")]
     mail_give_up_after: Duration = Duration::from_secs(86_400);

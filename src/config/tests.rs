@@ -94,7 +94,7 @@ fn every_setting_has_its_flag_its_variable_and_its_key() {
         // A secret's value never shows in `--help`, even when its variable is set.
         assert_eq!(arg.is_hide_env_values_set(), secrets.contains(name), "{name}");
     }
-    assert_eq!(Config::NAMES.len(), 45);
+    assert_eq!(Config::NAMES.len(), 48);
     // Every key `tessera config` prints is a setting, and every setting has its line (or, for
     // the secrets printed as comments and the unset lists, its name in one).
     let (config, _) = every_secret_set();
@@ -103,7 +103,10 @@ fn every_setting_has_its_flag_its_variable_and_its_key() {
         public_url: Some("https://auth.example.com".into()),
         smtp_ca_file: Some(PathBuf::from("/etc/tessera/ca.pem")),
         mail_templates: Some(PathBuf::from("/etc/tessera/mail")),
-        mail_product_name: Some("Example".into()),
+        product_name: Some("Example".into()),
+        return_to_origins: vec!["https://app.example.com".into()],
+        logo_url: Some("https://cdn.example.com/logo.svg".into()),
+        accent_color: Some("#123456".into()),
         ..config
     };
     let printed = config.to_toml_redacted();
@@ -589,4 +592,21 @@ fn the_issuer_follows_the_public_url_or_the_listen_address_unless_set() {
     assert!(c.issuer_mismatch(bound).is_none());
     let c = load(&["--issuer", "http://localhost:3000"]).unwrap();
     assert!(c.issuer_mismatch(bound).is_some());
+}
+
+#[test]
+fn the_accent_colour_is_a_hex_colour() {
+    assert_eq!(
+        load(&["--accent-color", "#0a7"]).unwrap().accent_color.as_deref(),
+        Some("#0a7")
+    );
+    assert!(load(&["--accent-color", "#0a7d4f"]).is_ok());
+    for bad in ["red", "#12345", "0a7d4f", "#0a7d4g", "#0a7d4f;x"] {
+        let err = load(&["--accent-color", bad]).unwrap_err().to_string();
+        assert!(err.contains("accent_color"), "{bad}: {err}");
+    }
+    let err = load(&["--return-to-origins", "not a url"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("return_to_origins"), "{err}");
 }

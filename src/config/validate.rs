@@ -43,6 +43,12 @@ impl Config {
         if self.database_max_connections == 0 {
             return invalid("database_max_connections", "must be at least 1");
         }
+        if let Some(colour) = &self.accent_color {
+            let hex = colour.strip_prefix('#').unwrap_or_default();
+            if !matches!(hex.len(), 3 | 6) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return invalid("accent_color", "must be #rgb or #rrggbb");
+            }
+        }
         // A zero wait would retry a dead webhook in a tight loop.
         if self.alert_retry_min.is_zero() {
             return invalid("alert_retry_min", "must be positive");

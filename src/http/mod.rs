@@ -81,7 +81,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
     // Built now, so that a document that cannot be built stops the start, not a request.
     openapi::json();
     if config.pages {
-        routes = routes.merge(pages::router());
+        routes = routes.merge(pages::router(pages::PageSettings::new(config)));
     } else {
         // No pages: `/` still says where things are, as JSON.
         routes = routes.route("/", axum::routing::get(index));

@@ -4,10 +4,15 @@
 //! at run time; one static script drives both through the public API with the cookie
 //! transport, exactly as any browser app would. `pages = false` leaves them unmounted (404).
 
+use std::sync::Arc;
+
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::config::Config;
 
 const INDEX_HTML: &str = include_str!("pages/index.html");
 const DOCS_HTML: &str = include_str!("pages/docs.html");
@@ -20,16 +25,85 @@ const STYLES: &str = include_str!("pages/tessera.css");
 
 /// Scripts and styles only from our own files (no inline script, so an injected `<script>`
 /// cannot run), requests only to ourselves, and no framing anywhere (clickjacking a
-/// "sign out everywhere" button).
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+/// "sign out everywhere" button). Images from ourselves, and from the logo's origin if one is
+/// configured.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'{logo}; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// What the pages show and allow, from the configuration: read by their script from
+/// `/pages/config.json` (and the accent colour from `/pages/brand.css`).
+#[derive(Clone, Serialize)]
+pub struct PageSettings {
+    product_name: String,
+    logo_url: Option<String>,
+    /// Origins `/login?return_to=` may send a user to, besides this server's own paths.
+    return_to_origins: Vec<String>,
+    #[serde(skip)]
+    accent_color: Option<String>,
+}
+
+impl PageSettings {
+    pub fn new(config: &Config) -> PageSettings {
+        PageSettings {
+            product_name: config
+                .product_name
+                .clone()
+                .unwrap_or_else(|| "Tessera".to_owned()),
+            logo_url: config.logo_url.clone(),
+            return_to_origins: config.return_to_origins.clone(),
+            accent_color: config.accent_color.clone(),
+        }
+    }
+
+    fn csp(&self) -> HeaderValue {
+        let logo = self
+            .logo_url
+            .as_deref()
+            .and_then(|u| reqwest::Url::parse(u).ok())
+            .map(|u| format!(" {}", u.origin().ascii_serialization()))
+            .unwrap_or_default();
+        // The origin of a parsed http(s) URL is printable ASCII with no `;`.
+        HeaderValue::try_from(CSP.replace("{logo}", &logo))
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"))
+    }
+
+    fn brand_css(&self) -> String {
+        match &self.accent_color {
+            Some(colour) => format!(":root {{ --accent: {colour}; --mark-2: {colour}; }}\n"),
+            None => "/* TESSERA_ACCENT_COLOR is not set: the default colours */\n".to_owned(),
+        }
+    }
+}
 
 type Headers = [(HeaderName, HeaderValue); 7];
 
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(settings: PageSettings) -> Router<S> {
+    let csp = settings.csp();
+    let html = move |body: &'static str| {
+        let csp = csp.clone();
+        get(move || async move { page(body, csp) })
+    };
+    let brand_css = Arc::new(settings.brand_css());
+    let settings = Arc::new(settings);
     Router::new()
-        .route("/", get(|| async { page(INDEX_HTML) }))
-        .route("/docs", get(|| async { page(DOCS_HTML) }))
+        .route("/", html(INDEX_HTML))
+        .route("/docs", html(DOCS_HTML))
+        .route("/login", html(LOGIN_HTML))
+        .route("/account", html(ACCOUNT_HTML))
+        .route(
+            "/pages/config.json",
+            get(move || {
+                let settings = Arc::clone(&settings);
+                async move { Json(settings.as_ref().clone()) }
+            }),
+        )
+        .route(
+            "/pages/brand.css",
+            get(move || {
+                let css = Arc::clone(&brand_css);
+                async move { asset_owned("text/css; charset=utf-8", css.as_ref().clone()) }
+            }),
+        )
         .route(
             "/pages/docs.js",
             get(|| async { asset("text/javascript; charset=utf-8", DOCS_SCRIPT) }),
@@ -38,8 +112,6 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/pages/docs.css",
             get(|| async { asset("text/css; charset=utf-8", DOCS_STYLES) }),
         )
-        .route("/login", get(|| async { page(LOGIN_HTML) }))
-        .route("/account", get(|| async { page(ACCOUNT_HTML) }))
         .route(
             "/pages/tessera.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
@@ -50,13 +122,13 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
 }
 
-fn page(html: &'static str) -> impl IntoResponse {
+fn page(html: &'static str, csp: HeaderValue) -> impl IntoResponse {
     let headers: Headers = [
         (
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         ),
-        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)),
+        (header::CONTENT_SECURITY_POLICY, csp),
         // The pages' URLs may carry why someone was signed out; no other site needs them.
         (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
         (
@@ -73,6 +145,20 @@ fn page(html: &'static str) -> impl IntoResponse {
         ),
     ];
     (headers, html)
+}
+
+fn asset_owned(content_type: &'static str, body: String) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {

@@ -59,9 +59,9 @@ pub fn templates(config: &Config) -> Result<Templates, MailError> {
     )
 }
 
-/// `mail_product_name`, else the public URL's host.
+/// `product_name`, else the public URL's host.
 pub fn product_name(config: &Config) -> String {
-    if let Some(name) = &config.mail_product_name {
+    if let Some(name) = &config.product_name {
         return name.clone();
     }
     reqwest::Url::parse(config.public_url())

@@ -25,7 +25,7 @@ fn with_mail(c: &mut Config, smtp_url: &str, ca: Option<&std::path::Path>) {
     c.smtp_ca_file = ca.map(|p| p.to_owned());
     c.mail_from = Some(FROM.into());
     c.public_url = Some("https://auth.acme.example".into());
-    c.mail_product_name = Some("Acme".into());
+    c.product_name = Some("Acme".into());
 }
 
 /// Queues a test mail to `to` on `app`'s database, as a flow or `tessera mail test` would.

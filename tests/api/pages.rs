@@ -6,8 +6,9 @@ use reqwest::Response;
 
 use crate::helpers::*;
 
-const PAGES: [&str; 3] = ["/login", "/account", "/docs"];
-const ASSETS: [(&str, &str); 4] = [
+const PAGES: [&str; 4] = ["/", "/login", "/account", "/docs"];
+const ASSETS: [(&str, &str); 5] = [
+    ("/pages/brand.css", "text/css"),
     ("/pages/tessera.js", "text/javascript"),
     ("/pages/tessera.css", "text/css"),
     ("/pages/docs.js", "text/javascript"),
@@ -125,7 +126,6 @@ async fn the_root_says_what_this_server_is_and_links_to_what_works() {
     for url in attribute_values(&html, "href") {
         assert_eq!(app.get(url).await.status(), 200, "/ links to {url}");
     }
-    assert_eq!(html.matches("<script").count(), 0);
 
     // Without the pages, `/` is JSON naming the documents (and no HTML anywhere).
     let bare = spawn_app_with(|c| c.pages = false).await;
@@ -137,6 +137,37 @@ async fn the_root_says_what_this_server_is_and_links_to_what_works() {
     assert_eq!(bare.get("/docs").await.status(), 404);
 }
 
+#[tokio::test]
+async fn the_pages_carry_the_configured_brand_and_return_origins() {
+    let plain = spawn_app().await;
+    let config: serde_json::Value = plain.get("/pages/config.json").await.json().await.expect("JSON");
+    assert_eq!(config["product_name"], "Tessera");
+    assert_eq!(config["return_to_origins"], serde_json::json!([]));
+    let css = plain.get("/pages/brand.css").await.text().await.expect("css");
+    assert!(!css.contains("--accent"), "{css}");
+
+    let app = spawn_app_with(|c| {
+        c.product_name = Some("Acme Notes".into());
+        c.logo_url = Some("https://cdn.acme.example/logo.svg".into());
+        c.accent_color = Some("#0a7d4f".into());
+        c.return_to_origins = vec!["https://notes.acme.example".into()];
+    })
+    .await;
+    let config: serde_json::Value = app.get("/pages/config.json").await.json().await.expect("JSON");
+    assert_eq!(config["product_name"], "Acme Notes");
+    assert_eq!(config["logo_url"], "https://cdn.acme.example/logo.svg");
+    assert_eq!(
+        config["return_to_origins"],
+        serde_json::json!(["https://notes.acme.example"])
+    );
+    let css = app.get("/pages/brand.css").await.text().await.expect("css");
+    assert!(css.contains("--accent: #0a7d4f"), "{css}");
+    // The logo's origin, and only it, joins the images the pages may show.
+    let csp = header(&app.get("/login").await, "content-security-policy");
+    assert!(csp.contains("img-src 'self' https://cdn.acme.example;"), "{csp}");
+    assert!(!csp.contains("notes.acme.example"), "{csp}");
+}
+
 #[test]
 fn inline_handlers_are_recognised() {
     assert!(has_inline_handler("<button onclick=\"x()\">"));
@@ -146,7 +177,9 @@ fn inline_handlers_are_recognised() {
 #[tokio::test]
 async fn pages_can_be_turned_off() {
     let app = spawn_app_with(|c| c.pages = false).await;
-    for path in PAGES.into_iter().chain(ASSETS.map(|(path, _)| path)) {
+    // (`/` answers JSON then: `the_root_says_what_this_server_is_and_links_to_what_works`.)
+    let pages = PAGES.into_iter().filter(|p| *p != "/");
+    for path in pages.chain(ASSETS.map(|(path, _)| path)).chain(["/pages/config.json"]) {
         assert_problem(app.get(path).await, 404, "not_found").await;
     }
     // The API itself is untouched.

@@ -118,7 +118,9 @@ function message(e) {
   }
 }
 
-const FIELD_LABELS = { email: 'Email', password: 'Password' };
+const FIELD_LABELS = {
+  email: 'Email', password: 'Password', current_password: 'Current password', new_password: 'New password',
+};
 
 const REASONS = {
   // No session cookie at all: never signed in here, or the cookies ran out with the session.
@@ -133,6 +135,57 @@ function show(id, text) {
   const el = document.getElementById(id);
   el.textContent = text || '';
   el.hidden = !text;
+}
+
+// ---- branding, and where to go after signing in ----
+
+// What the server configured for its pages (TESSERA_PRODUCT_NAME, TESSERA_LOGO_URL,
+// TESSERA_RETURN_TO_ORIGINS); without it, the defaults.
+const pageConfig = fetch('/pages/config.json', { credentials: 'same-origin' })
+  .then((r) => (r.ok ? r.json() : {}))
+  .catch(() => ({}));
+let productName = 'Tessera';
+
+async function applyBranding() {
+  const config = await pageConfig;
+  productName = config.product_name || 'Tessera';
+  for (const brand of document.querySelectorAll('.brand')) {
+    const mark = brand.querySelector('.mark');
+    brand.replaceChildren();
+    if (config.logo_url) {
+      const logo = document.createElement('img');
+      logo.className = 'logo';
+      logo.src = config.logo_url;
+      logo.alt = '';
+      brand.append(logo);
+    } else if (mark) {
+      brand.append(mark);
+    }
+    brand.append(productName);
+  }
+  document.title = document.title.replace(/Tessera$/, productName);
+}
+
+// `?return_to=` as a place this page may send the browser: a path of this server, or a URL of
+// an origin the server lists. Anything else (another site, `javascript:`, `//host`) is
+// ignored: the page must not be an open redirect.
+async function returnTarget() {
+  const raw = new URLSearchParams(location.search).get('return_to');
+  if (!raw) return null;
+  let url;
+  try {
+    url = new URL(raw, location.origin);
+  } catch {
+    return null;
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return null;
+  if (url.origin === location.origin) return url.pathname + url.search + url.hash;
+  const { return_to_origins: allowed = [] } = await pageConfig;
+  return allowed.includes(url.origin) ? url.href : null;
+}
+
+async function afterSignIn(navigate) {
+  navigate((await returnTarget()) || '/account');
 }
 
 function signedOut(code) {
@@ -151,7 +204,7 @@ function loginPage() {
   if (reason && REASONS[reason]) show('notice', REASONS[reason]);
   // Someone already signed in (a cookie session exists) has nothing to do here.
   if (!reason && csrfToken()) {
-    authed('GET', '/v1/auth/me').then(() => location.replace('/account'), () => {});
+    authed('GET', '/v1/auth/me').then(() => afterSignIn((to) => location.replace(to)), () => {});
   }
 
   function setMode(next) {
@@ -159,7 +212,7 @@ function loginPage() {
     const signin = mode === 'signin';
     title.textContent = signin ? 'Sign in' : 'Create your account';
     submit.textContent = signin ? 'Sign in' : 'Create account';
-    document.title = `${signin ? 'Sign in' : 'Create account'} · Tessera`;
+    document.title = `${signin ? 'Sign in' : 'Create account'} · ${productName}`;
     document.getElementById('switch-text').textContent = signin ? 'New here?' : 'Already have an account?';
     document.getElementById('switch-mode').textContent = signin ? 'Create an account' : 'Sign in instead';
     password.autocomplete = signin ? 'current-password' : 'new-password';
@@ -184,7 +237,7 @@ function loginPage() {
     try {
       if (mode === 'register') await call('POST', '/v1/auth/register', { email, password: password.value });
       await call('POST', '/v1/auth/login', { email, password: password.value, transport: 'cookie' });
-      location.assign('/account');
+      await afterSignIn((to) => location.assign(to));
     } catch (e) {
       if (e.code === 'email_taken') setMode('signin');
       show('error', message(e));
@@ -346,6 +399,37 @@ function accountPage() {
     }
   });
 
+  const passwordForm = document.getElementById('password-form');
+  passwordForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const current = document.getElementById('current-password');
+    const next = document.getElementById('new-password');
+    const button = document.getElementById('change-password');
+    if (!current.value || !next.value) {
+      show('error', 'Enter your current password and a new one.');
+      return;
+    }
+    button.disabled = true;
+    show('error', '');
+    show('notice', '');
+    try {
+      // Fresh cookies for this device come back; every other session has ended.
+      await authed('POST', '/v1/auth/password', { current_password: current.value, new_password: next.value });
+      passwordForm.reset();
+      show('notice', 'Password changed. Every other device was signed out.');
+      await load();
+    } catch (e) {
+      if (e.code === 'invalid_credentials') {
+        show('error', 'Your current password is not right.');
+        current.focus();
+      } else {
+        fail(e);
+      }
+    } finally {
+      button.disabled = false;
+    }
+  });
+
   document.getElementById('sign-out').addEventListener('click', async () => {
     try {
       await authed('POST', '/v1/auth/logout');
@@ -369,5 +453,6 @@ function accountPage() {
   load();
 }
 
+applyBranding();
 if (document.body.dataset.page === 'login') loginPage();
 if (document.body.dataset.page === 'account') accountPage();
