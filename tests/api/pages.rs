@@ -179,7 +179,10 @@ async fn pages_can_be_turned_off() {
     let app = spawn_app_with(|c| c.pages = false).await;
     // (`/` answers JSON then: `the_root_says_what_this_server_is_and_links_to_what_works`.)
     let pages = PAGES.into_iter().filter(|p| *p != "/");
-    for path in pages.chain(ASSETS.map(|(path, _)| path)).chain(["/pages/config.json"]) {
+    for path in pages
+        .chain(ASSETS.map(|(path, _)| path))
+        .chain(["/pages/config.json"])
+    {
         assert_problem(app.get(path).await, 404, "not_found").await;
     }
     // The API itself is untouched.
