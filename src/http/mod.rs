@@ -83,8 +83,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
     if config.pages {
         routes = routes.merge(pages::router(pages::PageSettings::new(config)));
     } else {
-        // No pages: `/` still says where things are, as JSON.
-        routes = routes.route("/", axum::routing::get(index));
+        routes = routes.merge(pages::without_pages());
     }
     let router = routes
         .fallback(|| async { ApiError::NotFound })
@@ -102,20 +101,6 @@ pub fn router(state: AppState, config: &Config) -> Router {
     };
     // Outermost, so its line has the status a panic, CORS or any inner layer settled on.
     router.layer(axum::middleware::from_fn(request_log::log_requests))
-}
-
-/// `GET /` without the pages: what this server is and where its documents are.
-async fn index() -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "service": "tessera",
-        "version": env!("CARGO_PKG_VERSION"),
-        "links": {
-            "openapi": "/openapi.json",
-            "health": "/healthz",
-            "jwks": "/.well-known/jwks.json",
-            "discovery": "/.well-known/oauth-authorization-server",
-        },
-    }))
 }
 
 /// A public verification key (RFC 7517); the key's own parameters (`crv`, `x`, `y`, `n`,

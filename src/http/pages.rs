@@ -122,6 +122,25 @@ pub fn router<S: Clone + Send + Sync + 'static>(settings: PageSettings) -> Route
         )
 }
 
+/// With the pages off, `/` still says what this server is and where its documents are, as JSON.
+pub fn without_pages<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route(
+        "/",
+        get(|| async {
+            Json(serde_json::json!({
+                "service": "tessera",
+                "version": env!("CARGO_PKG_VERSION"),
+                "links": {
+                    "openapi": "/openapi.json",
+                    "health": "/healthz",
+                    "jwks": "/.well-known/jwks.json",
+                    "discovery": "/.well-known/oauth-authorization-server",
+                },
+            }))
+        }),
+    )
+}
+
 fn page(html: &'static str, csp: HeaderValue) -> impl IntoResponse {
     let headers: Headers = [
         (
