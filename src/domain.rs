@@ -240,6 +240,9 @@ audit_kinds! {
     AdminSessionsRevoked => "admin_sessions_revoked",
     AdminSessionRevoked => "admin_session_revoked",
     AdminRolesSet => "admin_roles_set",
+    AdminUserUpdated => "admin_user_updated",
+    AdminPasswordSet => "admin_password_set",
+    AdminUserDeleted => "admin_user_deleted",
 }
 
 impl fmt::Display for AuditKind {
@@ -259,6 +262,16 @@ pub const SECURITY_EVENTS: &[&str] = &[
     AuditKind::PasswordChanged.as_str(),
     AuditKind::SigningKeyRotated.as_str(),
     AuditKind::SigningKeyRevoked.as_str(),
+    AuditKind::AdminUsersImported.as_str(),
+    AuditKind::AdminUserAdded.as_str(),
+    AuditKind::AdminUserUpdated.as_str(),
+    AuditKind::AdminRolesSet.as_str(),
+    AuditKind::AdminUserDisabled.as_str(),
+    AuditKind::AdminUserEnabled.as_str(),
+    AuditKind::AdminPasswordSet.as_str(),
+    AuditKind::AdminUserDeleted.as_str(),
+    AuditKind::AdminSessionRevoked.as_str(),
+    AuditKind::AdminSessionsRevoked.as_str(),
 ];
 
 /// A comma-separated list of [`SECURITY_EVENTS`] (`all` or nothing: every one, as an empty
@@ -280,6 +293,61 @@ pub fn parse_security_events(text: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(events)
+}
+
+/// What a back-office credential (`TESSERA_ADMIN_CREDENTIALS`) may do on the admin API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AdminScope {
+    /// `admin:read`: the reads (`GET`).
+    Read,
+    /// `admin:write`: the reads and every change.
+    Write,
+}
+
+impl AdminScope {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AdminScope::Read => "admin:read",
+            AdminScope::Write => "admin:write",
+        }
+    }
+}
+
+/// The shortest secret of a back-office credential: guessing one must be out of reach.
+pub const MIN_ADMIN_SECRET_LEN: usize = 32;
+
+/// One back-office credential as configured, `NAME:SCOPE:SECRET` (`support-desk:admin:write:
+/// <32+ printable characters>`), split; an error never quotes the secret.
+pub fn parse_admin_credential(entry: &str) -> Result<(&str, AdminScope, &str), String> {
+    let (name, rest) = entry
+        .split_once(':')
+        .ok_or("is not NAME:SCOPE:SECRET")?;
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !name_ok {
+        return Err("has a name that is not 1 to 64 letters, digits, `_`, `-` or `.`".into());
+    }
+    let (scope, secret) = if let Some(secret) = rest.strip_prefix("admin:read:") {
+        (AdminScope::Read, secret)
+    } else if let Some(secret) = rest.strip_prefix("admin:write:") {
+        (AdminScope::Write, secret)
+    } else {
+        return Err(format!("{name:?} has no scope `admin:read` or `admin:write`"));
+    };
+    if secret.len() < MIN_ADMIN_SECRET_LEN {
+        return Err(format!(
+            "{name:?} has a secret shorter than {MIN_ADMIN_SECRET_LEN} characters"
+        ));
+    }
+    if !secret.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!(
+            "{name:?} has a secret with characters other than printable ASCII"
+        ));
+    }
+    Ok((name, scope, secret))
 }
 
 /// A validation problem with one input field.
@@ -377,6 +445,28 @@ impl fmt::Debug for Password {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_credentials_are_name_scope_secret() {
+        let secret = "s".repeat(32);
+        let entry = format!("desk:admin:write:{secret}");
+        assert_eq!(
+            parse_admin_credential(&entry).unwrap(),
+            ("desk", AdminScope::Write, secret.as_str())
+        );
+        let entry = format!("ro.tool:admin:read:{secret}:x");
+        assert_eq!(parse_admin_credential(&entry).unwrap().1, AdminScope::Read);
+        for bad in [
+            format!(":admin:read:{secret}"),
+            format!("desk:admin:root:{secret}"),
+            "desk:admin:read:short".to_owned(),
+            format!("desk:admin:read:{secret} x"),
+            secret.clone(),
+        ] {
+            let err = parse_admin_credential(&bad).unwrap_err();
+            assert!(!err.contains(&secret), "{err}");
+        }
+    }
 
     #[test]
     fn email_is_trimmed_then_lowercased() {

@@ -26,7 +26,7 @@ use crate::crypto::master_key::{MasterKey, MasterKeys};
 pub use crate::tokens::SigningAlg;
 pub use modes::{LogFormat, SessionCheck};
 pub use secret::Secret;
-use setting::{BaseUrl, DatabaseUrl, Events, Origins, WebhookUrl};
+use setting::{AdminCredentials, BaseUrl, DatabaseUrl, Events, Origins, WebhookUrl};
 pub use smtp::{SmtpSecurity, SmtpUrl};
 pub use values::{
     format_duration, parse_duration, parse_origins, redact_url, redact_webhook_url, MIN_FEED_CREDENTIAL_LEN,
@@ -198,6 +198,20 @@ settings! {
     /// present to read the revocation feed, `GET /v1/revocations`; the feed is off without one.
     #[arg(env = "TESSERA_REVOCATION_FEED_CREDENTIALS", hide_env_values = true)]
     revocation_feed_credentials: Vec<Secret> = Vec::new();
+    /// The role whose access tokens may call the admin API, `/v1/admin/`.
+    #[arg(env = "TESSERA_ADMIN_ROLE")]
+    admin_role: String = "admin".into();
+    /// Comma-separated back-office credentials for the admin API, each `NAME:SCOPE:SECRET`
+    /// with the scope `admin:read` or `admin:write` and a secret of at least 32 characters
+    /// (only its SHA-256 is kept in memory), presented as a bearer token.
+    #[arg(env = "TESSERA_ADMIN_CREDENTIALS", hide_env_values = true)]
+    admin_credentials: Vec<Secret> as AdminCredentials = Vec::new();
+    /// Admin API requests per minute per client IP (0 = unlimited).
+    #[arg(env = "TESSERA_ADMIN_RATE")]
+    admin_rate: u32 = 300;
+    /// Serve the built-in `/admin` page (`true`/`false`).
+    #[arg(env = "TESSERA_ADMIN_PAGE")]
+    admin_page: bool = false;
     /// Seals private signing keys at rest: 32 random bytes in standard base64
     /// (`openssl rand -base64 32`). Unset: keys are stored in clear (a warning at start).
     #[arg(env = "TESSERA_MASTER_KEY", hide_env_values = true)]

@@ -258,6 +258,38 @@ impl Setting for Vec<Secret> {
     }
 }
 
+/// Marker: back-office credentials, `NAME:SCOPE:SECRET` comma-separated, each checked (the
+/// error names the entry by its place and name, never its secret) and shown like the feed's.
+pub(super) enum AdminCredentials {}
+
+impl Setting for AdminCredentials {
+    type Raw = String;
+    type Value = Vec<Secret>;
+
+    fn parse(raw: String) -> Result<Vec<Secret>, String> {
+        let mut out: Vec<Secret> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        for (i, entry) in raw.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+            let (name, _, _) = crate::domain::parse_admin_credential(entry)
+                .map_err(|e| format!("credential {} {e}", i + 1))?;
+            if names.iter().any(|n| n == name) {
+                return Err(format!("credential {} repeats the name {name:?}", i + 1));
+            }
+            names.push(name.to_owned());
+            out.push(Secret::from(entry.to_owned()));
+        }
+        Ok(out)
+    }
+
+    fn debug(value: &Vec<Secret>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        <Vec<Secret> as Setting>::debug(value, f)
+    }
+
+    fn print(key: &str, value: &Vec<Secret>) -> Option<String> {
+        <Vec<Secret> as Setting>::print(key, value)
+    }
+}
+
 /// A master key: base64 of 32 bytes, empty meaning unset; the error never quotes it. Printed
 /// as whether it is set only: a placeholder would read back as a (wrong) key.
 impl Setting for Option<MasterKey> {

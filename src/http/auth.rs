@@ -92,7 +92,7 @@ pub(super) fn token_response(grant: &TokenGrant, cookie_secure: bool) -> Respons
     response
 }
 
-fn rate_limit(
+pub(super) fn rate_limit(
     state: &AppState,
     limiter: &RateLimiter,
     endpoint: &'static str,

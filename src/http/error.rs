@@ -37,7 +37,8 @@ impl From<Vec<FieldError>> for ApiError {
 }
 
 // Every code the contract (`../shared/API.md`) names, plus `request_timeout`,
-// `service_unavailable` and `internal_error`, which it leaves to the implementation. The
+// `service_unavailable` and `internal_error`, which it leaves to the implementation, and
+// `forbidden` (the admin API, beyond the contract). The
 // OpenAPI document's enum is generated from this one; `tests/api/openapi.rs` compares it with
 // the contract's.
 /// The stable, machine-readable part of a problem: match on this, not on `title` or `detail`.
@@ -56,6 +57,8 @@ pub enum ProblemCode {
     RefreshTokenExpired,
     RefreshTokenReused,
     CsrfFailed,
+    /// Authenticated but not allowed (the admin API): no hint of what exists.
+    Forbidden,
     SessionNotFound,
     RateLimited,
     NotFound,
@@ -153,10 +156,16 @@ impl ApiError {
                     "This refresh token was already used; the session has been revoked.",
                 ),
                 A::SessionNotFound => s(StatusCode::NOT_FOUND, C::SessionNotFound, "No such session."),
+                A::UserNotFound => s(StatusCode::NOT_FOUND, C::NotFound, "No such user."),
                 A::CsrfFailed => s(
                     StatusCode::FORBIDDEN,
                     C::CsrfFailed,
                     "Cookie-authenticated requests need an X-CSRF-Token header equal to the CSRF cookie.",
+                ),
+                A::Forbidden => s(
+                    StatusCode::FORBIDDEN,
+                    C::Forbidden,
+                    "You may not do this.",
                 ),
                 A::Overloaded => s(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 use super::cookies::RequestCookies;
 use super::error::ApiError;
 use super::AppState;
-use crate::domain::FieldError;
+use crate::domain::{AdminScope, FieldError};
+use crate::service::admin::{Actor, AdminService};
 use crate::service::{AuthContext, AuthError, ClientInfo};
 
 /// Authorization headers longer than this are refused outright.
@@ -183,6 +184,44 @@ impl FromRequestParts<AppState> for Authenticated {
             return Err(AuthError::CsrfFailed.into());
         }
         Ok(Authenticated(ctx))
+    }
+}
+
+/// A caller of the admin API, checked in this order: the admin rate limit (per client IP,
+/// before anything else, so guessing credentials is as slow as anything), a back-office
+/// credential as the bearer token (its scope must cover the method: `GET` needs
+/// `admin:read`, anything else `admin:write`), else an access token (bearer or cookie, with
+/// CSRF for unsafe methods, as [`Authenticated`]) of an account holding the admin role.
+pub struct AdminCaller {
+    pub actor: Actor,
+    pub client: ClientInfo,
+}
+
+impl AdminCaller {
+    /// The administration service acting for this caller.
+    pub fn service(&self, state: &AppState) -> AdminService {
+        state.service.admin(self.actor.clone(), self.client.clone())
+    }
+}
+
+impl FromRequestParts<AppState> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Client(client) = Client::from_request_parts(parts, state).await?;
+        super::auth::rate_limit(state, &state.admin_limit, "admin", &client)?;
+        let needs = match parts.method {
+            Method::GET | Method::HEAD => AdminScope::Read,
+            _ => AdminScope::Write,
+        };
+        if let Bearer::Token(token) = bearer(&parts.headers) {
+            if let Some(actor) = state.service.admin_credential(token, needs)? {
+                return Ok(AdminCaller { actor, client });
+            }
+        }
+        let Authenticated(ctx) = Authenticated::from_request_parts(parts, state).await?;
+        let actor = state.service.admin_user(&ctx).await?;
+        Ok(AdminCaller { actor, client })
     }
 }
 

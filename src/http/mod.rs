@@ -2,6 +2,7 @@
 //! service and never touches SQL.
 
 mod account;
+mod admin;
 mod auth;
 pub mod cookies;
 mod cors;
@@ -45,6 +46,8 @@ pub struct AppState {
     /// Registrations hash a password too: limited at the login rate, counted separately.
     pub register_limit: Arc<RateLimiter>,
     pub refresh_limit: Arc<RateLimiter>,
+    /// The admin API's own limit.
+    pub admin_limit: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
     /// How long a client may take to send a request body.
     pub client_timeout: std::time::Duration,
@@ -67,6 +70,16 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::revoke_session))
         .routes(routes!(account::me))
         .routes(routes!(feed::revocations))
+        .routes(routes!(admin::list_users, admin::create_user))
+        .routes(routes!(admin::show_user, admin::update_user, admin::delete_user))
+        .routes(routes!(admin::disable_user))
+        .routes(routes!(admin::enable_user))
+        .routes(routes!(admin::set_password))
+        .routes(routes!(admin::list_user_sessions, admin::revoke_user_sessions))
+        .routes(routes!(admin::revoke_session))
+        .routes(routes!(admin::audit))
+        .routes(routes!(admin::keys))
+        .routes(routes!(admin::alerts))
         .routes(routes!(jwks))
         .routes(routes!(discovery::metadata))
         .routes(routes!(discovery::openid_configuration))

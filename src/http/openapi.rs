@@ -42,6 +42,7 @@ use super::request_log::REQUEST_ID;
     tags(
         (name = "auth", description = "Accounts, sign-in, token refresh and sessions."),
         (name = "discovery", description = "What resource servers need to verify access tokens."),
+        (name = "admin", description = "The admin API: accounts, sessions, the audit trail, keys and alerts, for administrators and back-office credentials."),
         (name = "operations", description = "Health, metrics and this document.")
     )
 )]
@@ -53,6 +54,7 @@ const ACCESS_COOKIE_SCHEME: &str = "access_cookie";
 const REFRESH_COOKIE_SCHEME: &str = "refresh_cookie";
 const CSRF_HEADER_SCHEME: &str = "csrf_header";
 const RESOURCE_SERVER_SCHEME: &str = "resource_server_credential";
+const ADMIN_CREDENTIAL_SCHEME: &str = "admin_credential";
 
 /// What every operation shares; see the module documentation.
 struct Conventions;
@@ -101,6 +103,19 @@ impl Modify for Conventions {
                         .description(Some(
                             "`Authorization: Bearer <credential>`: one of \
                              `TESSERA_REVOCATION_FEED_CREDENTIALS`, for resource servers.",
+                        ))
+                        .build(),
+                ),
+            ),
+            (
+                ADMIN_CREDENTIAL_SCHEME,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(
+                            "`Authorization: Bearer <secret>`: the secret of one of \
+                             `TESSERA_ADMIN_CREDENTIALS`, for back-office tools; `admin:read` \
+                             allows GET only.",
                         ))
                         .build(),
                 ),

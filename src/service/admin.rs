@@ -1,5 +1,7 @@
-//! Administration of accounts and sessions (`tessera users`, `sessions` and `audit`): each
-//! action that changes something writes an `admin_*` audit event naming who did it.
+//! Administration of accounts and sessions, one implementation for the command line
+//! (`tessera users`, `sessions`, `audit`, `alerts`) and the admin API (`/v1/admin/`): each
+//! action that changes something writes an `admin_*` audit event naming who did it (an
+//! [`Actor`]) and raises it as an alert for the webhook.
 //!
 //! Revocations go through the store like every other, so the revocation log (and, on
 //! PostgreSQL, `NOTIFY`) carries them to running servers: their in-memory liveness view
@@ -13,13 +15,17 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-use super::events::write_audit;
+use super::events::record_security_event;
+use super::hashing::Hashing;
+use super::metadata::{metadata_text, metadata_value};
+use super::views::ClientInfo;
 use super::AuthError;
 use crate::alerts::{Alert, AlertSink, NoAlerts};
-use crate::crypto::PasswordHasher;
+use crate::crypto::{PasswordHashString, PasswordHasher};
 use crate::domain::{AuditKind, Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
 use crate::store::{
-    AuditEvent, AuditFilter, Store, StoreError, StoredAlert, StoredAuditEvent, UserAccount, UserRecord,
+    AccountFilter, AuditEvent, AuditFilter, Store, StoreError, StoredAlert, StoredAuditEvent, UserAccount,
+    UserRecord,
 };
 
 /// The `user_agent` recorded on the audit events of administrative actions.
@@ -29,6 +35,60 @@ pub const ADMIN_USER_AGENT: &str = concat!("tessera-cli/", env!("CARGO_PKG_VERSI
 /// access token's `roles` claim).
 const MAX_ROLE_CHARS: usize = 64;
 
+/// Who is acting, recorded on every audit event an action writes (`detail.by`, and
+/// `detail.actor` for its kind).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// The operating-system user running the command line.
+    Operator(String),
+    /// A signed-in user holding the admin role.
+    User(UserId),
+    /// A back-office credential, by its configured name.
+    Credential(String),
+}
+
+impl Actor {
+    fn by(&self) -> String {
+        match self {
+            Actor::Operator(name) | Actor::Credential(name) => name.clone(),
+            Actor::User(id) => id.to_string(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Actor::Operator(_) => "operator",
+            Actor::User(_) => "user",
+            Actor::Credential(_) => "credential",
+        }
+    }
+}
+
+/// An account named by its email (the command line) or its id (the admin API).
+#[derive(Clone, Copy, Debug)]
+pub enum UserRef<'a> {
+    Email(&'a str),
+    Id(UserId),
+}
+
+impl<'a> From<&'a str> for UserRef<'a> {
+    fn from(email: &'a str) -> Self {
+        UserRef::Email(email)
+    }
+}
+
+impl<'a> From<&'a String> for UserRef<'a> {
+    fn from(email: &'a String) -> Self {
+        UserRef::Email(email)
+    }
+}
+
+impl From<UserId> for UserRef<'_> {
+    fn from(id: UserId) -> Self {
+        UserRef::Id(id)
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct AccountView {
     pub id: UserId,
@@ -36,6 +96,9 @@ pub struct AccountView {
     pub roles: Vec<String>,
     pub created_at: Timestamp,
     pub disabled_at: Option<Timestamp>,
+    // `email_verified` joins here when the email flows add it.
+    pub user_metadata: serde_json::Value,
+    pub app_metadata: serde_json::Value,
     /// Counted for a single account (`users show`), not for listings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live_sessions: Option<usize>,
@@ -49,9 +112,53 @@ impl AccountView {
             roles: account.user.roles,
             created_at: account.user.created_at,
             disabled_at: account.disabled_at,
+            user_metadata: metadata_value(&account.user.user_metadata),
+            app_metadata: metadata_value(&account.user.app_metadata),
             live_sessions,
         }
     }
+}
+
+/// One account with what an administrator looks at next.
+#[derive(Clone, Debug, Serialize)]
+pub struct AccountDetail {
+    pub user: AccountView,
+    /// Its live sessions, most recently used first.
+    pub sessions: Vec<SessionView>,
+    /// Its second factors (none exist yet: the place where they will be listed).
+    pub factors: Vec<serde_json::Value>,
+    /// Its last successful login still in the audit trail.
+    pub last_login_at: Option<Timestamp>,
+}
+
+/// A new account from the admin API.
+#[derive(Debug)]
+pub struct NewAccount<'a> {
+    pub email: &'a str,
+    pub password: Password,
+    pub roles: &'a [String],
+    pub app_metadata: Option<&'a serde_json::Value>,
+    pub user_metadata: Option<&'a serde_json::Value>,
+}
+
+/// What an update changes; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct AccountUpdate<'a> {
+    pub roles: Option<&'a [String]>,
+    pub app_metadata: Option<&'a serde_json::Value>,
+    // `email_verified` joins here when the email flows add it.
+}
+
+/// A page of the audit trail for the admin API, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct AuditPageQuery {
+    pub user: Option<UserId>,
+    pub kind: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    /// The last event of the previous page (its time and id).
+    pub before: Option<(Timestamp, uuid::Uuid)>,
+    pub limit: u32,
 }
 
 pub use super::SessionView;
@@ -106,19 +213,48 @@ pub enum SessionRevocation {
 pub struct AdminService {
     pub(super) store: Arc<dyn Store>,
     pub(super) clock: Arc<dyn Clock>,
-    /// Who is acting (the operating-system user running the CLI), recorded on audit events.
-    pub(super) actor: String,
-    /// Where revocations made here are alerted (`session_revoked`, by an admin).
+    /// Who is acting, recorded on audit events.
+    pub(super) actor: Actor,
+    /// Where the action came from (the admin API's client; none for the command line).
+    client: ClientInfo,
+    /// Where actions and the revocations made here are alerted.
     alerts: Arc<dyn AlertSink>,
+    /// The server's bounded hashing (the admin API); `None`: a hasher of its own (the CLI).
+    hashing: Option<Arc<Hashing>>,
 }
 
 impl AdminService {
+    /// For the command line: `actor` is the operating-system user.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, actor: &str) -> AdminService {
         AdminService {
             store,
             clock,
-            actor: actor.to_owned(),
+            actor: Actor::Operator(actor.to_owned()),
+            client: ClientInfo {
+                ip: None,
+                user_agent: Some(ADMIN_USER_AGENT.to_owned()),
+            },
             alerts: Arc::new(NoAlerts),
+            hashing: None,
+        }
+    }
+
+    /// For the admin API (`AuthService::admin`): a caller over HTTP, the server's hashing.
+    pub(super) fn for_request(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        alerts: Arc<dyn AlertSink>,
+        hashing: Arc<Hashing>,
+        actor: Actor,
+        client: ClientInfo,
+    ) -> AdminService {
+        AdminService {
+            store,
+            clock,
+            actor,
+            client,
+            alerts,
+            hashing: Some(hashing),
         }
     }
 
@@ -140,10 +276,10 @@ impl AdminService {
             at: self.clock.now(),
             user_id: Some(user),
             session_id: session,
-            ip: None,
-            user_agent: Some(ADMIN_USER_AGENT.to_owned()),
+            ip: self.client.ip.clone(),
+            user_agent: self.client.user_agent.clone(),
             detail: Some(
-                json!({ "by": "admin", "admin": self.actor, "reason": reason, "sessions": sessions }),
+                json!({ "by": "admin", "admin": self.actor.by(), "reason": reason, "sessions": sessions }),
             ),
         };
         self.alerts.raise(alert).await;
@@ -156,15 +292,42 @@ impl AdminService {
         password: Password,
         roles: &[String],
     ) -> Result<AccountView, AuthError> {
-        let email = parse_email(email)?;
-        let roles = normalize_roles(roles)?;
-        let hasher = PasswordHasher::with_pool_limit(1);
-        let hash = tokio::task::spawn_blocking(move || hasher.hash(&password))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))??;
+        self.create_user(NewAccount {
+            email,
+            password,
+            roles,
+            app_metadata: None,
+            user_metadata: None,
+        })
+        .await
+    }
+
+    /// Creates an account with a password, roles and metadata.
+    pub async fn create_user(&self, new: NewAccount<'_>) -> Result<AccountView, AuthError> {
+        let email = parse_email(new.email);
+        let roles = normalize_roles(new.roles);
+        let app = new.app_metadata.map(|m| metadata_text("app_metadata", m)).transpose();
+        let profile = new.user_metadata.map(|m| metadata_text("user_metadata", m)).transpose();
+        let mut errors = Vec::new();
+        for e in [email.as_ref().err(), roles.as_ref().err(), app.as_ref().err(), profile.as_ref().err()]
+            .into_iter()
+            .flatten()
+        {
+            if let AuthError::Validation(fields) = e {
+                errors.extend(fields.iter().cloned());
+            }
+        }
+        if !errors.is_empty() {
+            return Err(AuthError::Validation(errors));
+        }
+        let (email, roles, app, profile) = (email?, roles?, app?, profile?);
+        let hash = self.hash(new.password).await?;
+        let fresh = UserRecord::new(email, hash, self.clock.now());
         let user = UserRecord {
             roles,
-            ..UserRecord::new(email, hash, self.clock.now())
+            app_metadata: app.unwrap_or(fresh.app_metadata.clone()),
+            user_metadata: profile.unwrap_or(fresh.user_metadata.clone()),
+            ..fresh
         };
         match self.store.insert_user(&user).await {
             Ok(()) => {}
@@ -188,8 +351,8 @@ impl AdminService {
     }
 
     /// One account, with how many live sessions it has.
-    pub async fn show_user(&self, email: &str) -> Result<Option<AccountView>, AuthError> {
-        let Some(account) = self.account(email).await? else {
+    pub async fn show_user<'a>(&self, user: impl Into<UserRef<'a>>) -> Result<Option<AccountView>, AuthError> {
+        let Some(account) = self.account(user).await? else {
             return Ok(None);
         };
         let live = self
@@ -208,10 +371,129 @@ impl AdminService {
         Ok(page.into_iter().map(|a| AccountView::new(a, None)).collect())
     }
 
+    /// A page of accounts in creation order (see [`AccountFilter`]).
+    pub async fn find_users(&self, filter: &AccountFilter) -> Result<Vec<AccountView>, AuthError> {
+        let page = self.store.find_accounts_filtered(filter).await?;
+        Ok(page.into_iter().map(|a| AccountView::new(a, None)).collect())
+    }
+
+    /// One account with its live sessions, factors and last login.
+    pub async fn user_detail<'a>(&self, user: impl Into<UserRef<'a>>) -> Result<Option<AccountDetail>, AuthError> {
+        let Some(account) = self.account(user).await? else {
+            return Ok(None);
+        };
+        let id = account.user.id;
+        let live = self.store.find_live_sessions(id, self.clock.now()).await?;
+        let last_login_at = self.store.find_last_login(id).await?;
+        Ok(Some(AccountDetail {
+            user: AccountView::new(account, Some(live.len())),
+            sessions: live.iter().map(SessionView::from).collect(),
+            factors: Vec::new(),
+            last_login_at,
+        }))
+    }
+
+    /// Changes roles and `app_metadata` (each when given); one audit event per field changed.
+    /// The roles and claims reach the account's access tokens at its next refresh or login.
+    pub async fn update_user<'a>(
+        &self,
+        user: impl Into<UserRef<'a>>,
+        update: AccountUpdate<'_>,
+    ) -> Result<Option<AccountView>, AuthError> {
+        let roles = update.roles.map(normalize_roles).transpose()?;
+        let app = update
+            .app_metadata
+            .map(|m| metadata_text("app_metadata", m))
+            .transpose()?;
+        let Some(account) = self.account(user).await? else {
+            return Ok(None);
+        };
+        let id = account.user.id;
+        if let Some(roles) = &roles {
+            if !self.set_roles_of(&account, roles).await? {
+                return Ok(None);
+            }
+        }
+        if let Some(app) = &app {
+            if !self.store.update_app_metadata(id, app).await? {
+                return Ok(None);
+            }
+            self.audit(
+                AuditKind::AdminUserUpdated,
+                Some(id),
+                None,
+                json!({ "email": account.user.email.as_str(), "app_metadata": metadata_value(app) }),
+            )
+            .await;
+        }
+        self.show_user(id).await
+    }
+
+    /// Sets a new password as a change does: the credential epoch moves and every session of
+    /// the account is revoked. Returns how many sessions it revoked.
+    pub async fn set_password<'a>(
+        &self,
+        user: impl Into<UserRef<'a>>,
+        password: Password,
+    ) -> Result<Option<u64>, AuthError> {
+        let Some(account) = self.account(user).await? else {
+            return Ok(None);
+        };
+        let id = account.user.id;
+        let hash = self.hash(password).await?;
+        let revoked = match self
+            .store
+            .change_password_hash(id, &account.user.password_hash, &hash, None, self.clock.now(), "password_set_by_admin")
+            .await?
+        {
+            Some(revoked) => revoked,
+            // Changed meanwhile (by its owner, or another administrator): set it over that.
+            None => match self.account(id).await? {
+                Some(now) => self
+                    .store
+                    .change_password_hash(id, &now.user.password_hash, &hash, None, self.clock.now(), "password_set_by_admin")
+                    .await?
+                    .ok_or_else(|| AuthError::Internal("the password changed twice meanwhile".into()))?,
+                None => return Ok(None),
+            },
+        };
+        self.audit(
+            AuditKind::AdminPasswordSet,
+            Some(id),
+            None,
+            json!({ "email": account.user.email.as_str(), "sessions_revoked": revoked }),
+        )
+        .await;
+        self.alert_revoked(id, None, "password_set_by_admin", revoked).await;
+        Ok(Some(revoked))
+    }
+
+    /// Deletes an account: its sessions are revoked and deleted, its audit events stay
+    /// under its id with its email erased. Returns how many sessions it revoked.
+    pub async fn delete_user<'a>(&self, user: impl Into<UserRef<'a>>) -> Result<Option<u64>, AuthError> {
+        let Some(account) = self.account(user).await? else {
+            return Ok(None);
+        };
+        let id = account.user.id;
+        let Some(revoked) = self.store.delete_user(id, self.clock.now()).await? else {
+            return Ok(None);
+        };
+        // No email: the event stays, and names the account by its id alone.
+        self.audit(
+            AuditKind::AdminUserDeleted,
+            Some(id),
+            None,
+            json!({ "sessions_revoked": revoked }),
+        )
+        .await;
+        self.alert_revoked(id, None, "user_deleted", revoked).await;
+        Ok(Some(revoked))
+    }
+
     /// Disables an account and revokes every session it has; returns how many it revoked.
     /// From then on its logins are refused and its refresh tokens answer `session_revoked`.
-    pub async fn disable_user(&self, email: &str) -> Result<Option<u64>, AuthError> {
-        let Some(account) = self.account(email).await? else {
+    pub async fn disable_user<'a>(&self, user: impl Into<UserRef<'a>>) -> Result<Option<u64>, AuthError> {
+        let Some(account) = self.account(user).await? else {
             return Ok(None);
         };
         let revoked = self.store.disable_user(account.user.id, self.clock.now()).await?;
@@ -229,8 +511,8 @@ impl AdminService {
     }
 
     /// Lets a disabled account log in again; `Some(false)` if it was not disabled.
-    pub async fn enable_user(&self, email: &str) -> Result<Option<bool>, AuthError> {
-        let Some(account) = self.account(email).await? else {
+    pub async fn enable_user<'a>(&self, user: impl Into<UserRef<'a>>) -> Result<Option<bool>, AuthError> {
+        let Some(account) = self.account(user).await? else {
             return Ok(None);
         };
         let enabled = self.store.enable_user(account.user.id).await?;
@@ -248,13 +530,24 @@ impl AdminService {
 
     /// Replaces an account's roles (they reach its access tokens at the next refresh or
     /// login); returns the roles as stored.
-    pub async fn set_roles(&self, email: &str, roles: &[String]) -> Result<Option<Vec<String>>, AuthError> {
+    pub async fn set_roles<'a>(
+        &self,
+        user: impl Into<UserRef<'a>>,
+        roles: &[String],
+    ) -> Result<Option<Vec<String>>, AuthError> {
         let roles = normalize_roles(roles)?;
-        let Some(account) = self.account(email).await? else {
+        let Some(account) = self.account(user).await? else {
             return Ok(None);
         };
-        if !self.store.update_user_roles(account.user.id, &roles).await? {
+        if !self.set_roles_of(&account, &roles).await? {
             return Ok(None);
+        }
+        Ok(Some(roles))
+    }
+
+    async fn set_roles_of(&self, account: &UserAccount, roles: &[String]) -> Result<bool, AuthError> {
+        if !self.store.update_user_roles(account.user.id, roles).await? {
+            return Ok(false);
         }
         self.audit(
             AuditKind::AdminRolesSet,
@@ -263,12 +556,15 @@ impl AdminService {
             json!({ "email": account.user.email.as_str(), "from": account.user.roles, "to": roles }),
         )
         .await;
-        Ok(Some(roles))
+        Ok(true)
     }
 
     /// An account's live sessions, most recently used first.
-    pub async fn list_sessions(&self, email: &str) -> Result<Option<Vec<SessionView>>, AuthError> {
-        let Some(account) = self.account(email).await? else {
+    pub async fn list_sessions<'a>(
+        &self,
+        user: impl Into<UserRef<'a>>,
+    ) -> Result<Option<Vec<SessionView>>, AuthError> {
+        let Some(account) = self.account(user).await? else {
             return Ok(None);
         };
         let live = self
@@ -306,8 +602,8 @@ impl AdminService {
     }
 
     /// Revokes every live session of an account; returns how many.
-    pub async fn revoke_user_sessions(&self, email: &str) -> Result<Option<u64>, AuthError> {
-        let Some(account) = self.account(email).await? else {
+    pub async fn revoke_user_sessions<'a>(&self, user: impl Into<UserRef<'a>>) -> Result<Option<u64>, AuthError> {
+        let Some(account) = self.account(user).await? else {
             return Ok(None);
         };
         let revoked = self
@@ -340,9 +636,23 @@ impl AdminService {
             event: query.kind.clone(),
             since: query.since.map(|d| self.clock.now().minus(d)),
             limit: query.limit,
+            ..AuditFilter::default()
         };
         let events = self.store.find_audit_events(&filter).await?;
         Ok(Some(events))
+    }
+
+    /// A page of audit events, newest first (the admin API).
+    pub async fn audit_page(&self, query: &AuditPageQuery) -> Result<Vec<StoredAuditEvent>, AuthError> {
+        let filter = AuditFilter {
+            user: query.user,
+            event: query.kind.clone(),
+            since: query.since,
+            until: query.until,
+            before: query.before,
+            limit: query.limit,
+        };
+        Ok(self.store.find_audit_events(&filter).await?)
     }
 
     /// The outbox, newest first: every alert still kept, or only the undelivered ones.
@@ -351,11 +661,30 @@ impl AdminService {
         Ok(alerts.into_iter().map(AlertView::from).collect())
     }
 
-    async fn account(&self, email: &str) -> Result<Option<UserAccount>, AuthError> {
-        Ok(self.store.find_account(&parse_email(email)?).await?)
+    async fn account<'a>(&self, user: impl Into<UserRef<'a>>) -> Result<Option<UserAccount>, AuthError> {
+        Ok(match user.into() {
+            UserRef::Email(email) => self.store.find_account(&parse_email(email)?).await?,
+            UserRef::Id(id) => self.store.find_account_by_id(id).await?,
+        })
     }
 
-    /// Records an administrative action; `detail` gets `"by"`, who did it.
+    /// Hashes a new password: in turn with the server's logins (the admin API), or on a
+    /// hasher of its own (the command line).
+    async fn hash(&self, password: Password) -> Result<PasswordHashString, AuthError> {
+        match &self.hashing {
+            Some(hashing) => hashing.hash_in_turn(move |h| h.hash(&password)).await?,
+            None => {
+                let hasher = PasswordHasher::with_pool_limit(1);
+                tokio::task::spawn_blocking(move || hasher.hash(&password))
+                    .await
+                    .map_err(|e| AuthError::Internal(e.to_string()))?
+            }
+        }
+        .map_err(AuthError::from)
+    }
+
+    /// Records an administrative action and raises it as an alert; `detail` gets `"by"`,
+    /// who did it (a name, or a user id), and `"actor"`, which kind of who.
     pub(super) async fn audit(
         &self,
         event: AuditKind,
@@ -364,7 +693,8 @@ impl AdminService {
         mut detail: serde_json::Value,
     ) {
         if let Some(fields) = detail.as_object_mut() {
-            fields.insert("by".into(), self.actor.clone().into());
+            fields.insert("by".into(), self.actor.by().into());
+            fields.insert("actor".into(), self.actor.kind().into());
         }
         let e = AuditEvent {
             id: uuid::Uuid::now_v7(),
@@ -372,11 +702,11 @@ impl AdminService {
             at: self.clock.now(),
             user_id,
             session_id,
-            ip: None,
-            user_agent: Some(ADMIN_USER_AGENT.into()),
+            ip: self.client.ip.clone(),
+            user_agent: self.client.user_agent.clone(),
             detail: Some(detail.to_string()),
         };
-        write_audit(self.store.as_ref(), e).await;
+        record_security_event(self.store.as_ref(), self.alerts.as_ref(), e).await;
     }
 }
 

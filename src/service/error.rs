@@ -30,8 +30,14 @@ pub enum AuthError {
     RefreshTokenReused,
     #[error("session not found")]
     SessionNotFound,
+    /// The admin API: no account has this id.
+    #[error("user not found")]
+    UserNotFound,
     #[error("CSRF token missing or wrong")]
     CsrfFailed,
+    /// Authenticated, but not allowed this (the admin API): nothing more is said.
+    #[error("forbidden")]
+    Forbidden,
     /// Too much password hashing queued: shed load rather than let every login wait.
     #[error("overloaded")]
     Overloaded,

@@ -27,6 +27,11 @@ impl Events {
         self.alerts.as_ref()
     }
 
+    /// The sink, for a service of its own (the admin API's `AdminService`).
+    pub fn sink(&self) -> Arc<dyn AlertSink> {
+        Arc::clone(&self.alerts)
+    }
+
     /// An event of this request, stamped now (written by [`Events::write`] or
     /// [`Events::record_security`]).
     pub fn event(

@@ -9,10 +9,12 @@
 //! `login` (register, login, with `attempt` and `lockout` for the per-account lock),
 //! `refresh` (rotation, grace replay and reuse detection, over the pure `rotation`),
 //! `sessions` (authentication, listing, revocation, logout), `password` (change) and
-//! `feed` (the revocation feed). `admin` is the command line's account and session
-//! administration, `import` its import of accounts from other systems.
+//! `feed` (the revocation feed). `admin` is the account and session administration of the
+//! command line and the admin API (`admin_access`: who may call it), `import` the command
+//! line's import of accounts from other systems; `metadata` checks user and app metadata.
 
 pub mod admin;
+mod admin_access;
 pub mod aligned_clock;
 mod attempt;
 mod error;
@@ -24,6 +26,7 @@ mod keys;
 pub mod liveness;
 pub mod lockout;
 mod login;
+pub mod metadata;
 mod password;
 mod policy;
 mod refresh;
@@ -34,6 +37,7 @@ mod sweep;
 mod views;
 
 pub use crate::store::PoolUsage;
+pub use admin_access::AdminAccess;
 pub use error::AuthError;
 pub use events::Events;
 pub use hashing::{Hashing, HashingStats};
@@ -69,7 +73,7 @@ pub struct AuthService {
     policy: Policy,
     rng: SystemRandom,
     keys: KeyRing,
-    hashing: Hashing,
+    hashing: Arc<Hashing>,
     revocations: RevocationFollower,
     events: Events,
     sweeper: Sweeper,
@@ -94,7 +98,7 @@ impl AuthService {
             audience,
         )
         .await?;
-        let hashing = Hashing::start(policy.hash_concurrency).await?;
+        let hashing = Arc::new(Hashing::start(policy.hash_concurrency).await?);
         let revocations = RevocationFollower::start(Arc::clone(&store)).await?;
         let events = Events::new(Arc::clone(&store), alerts, Arc::clone(&clock));
         let sweeper = Sweeper::new(

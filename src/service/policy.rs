@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::admin_access::AdminAccess;
 use super::feed::FeedCredentials;
 use super::keys::KeyPolicy;
 use super::lockout::LockoutPolicy;
@@ -24,6 +25,8 @@ pub struct Policy {
     pub audit_retention: Duration,
     /// Who may read the revocation feed.
     pub feed_credentials: FeedCredentials,
+    /// Who may call the admin API.
+    pub admin: AdminAccess,
     /// The signing keys: algorithm, sealing at rest, publish-ahead.
     pub keys: KeyPolicy,
 }

@@ -31,6 +31,7 @@ use crate::http::rate_limit::RateLimiter;
 use crate::http::{self, AppState};
 use crate::service::aligned_clock::DatabaseAlignedClock;
 use crate::service::feed::FeedCredentials;
+use crate::service::AdminAccess;
 use crate::service::lockout::LockoutPolicy;
 use crate::service::{AuthError, AuthService, KeyPolicy, Policy};
 use crate::store::{self, Store, StoreError};
@@ -198,6 +199,7 @@ impl Application {
             login_limit: Arc::new(RateLimiter::new(config.login_rate)),
             register_limit: Arc::new(RateLimiter::new(config.login_rate)),
             refresh_limit: Arc::new(RateLimiter::new(config.refresh_rate)),
+            admin_limit: Arc::new(RateLimiter::new(config.admin_rate)),
             metrics: Arc::new(match service.pool_usage() {
                 Some(_) => Metrics::new().with_pool_gauges(),
                 None => Metrics::new(),
@@ -213,6 +215,7 @@ impl Application {
             Arc::clone(&state.login_limit),
             Arc::clone(&state.register_limit),
             Arc::clone(&state.refresh_limit),
+            Arc::clone(&state.admin_limit),
         ];
         let fd_limit = raise_open_file_limit();
         let max_connections = effective_connection_cap(
@@ -362,6 +365,7 @@ pub fn policy(c: &Config) -> Policy {
         },
         audit_retention: c.audit_retention,
         feed_credentials: FeedCredentials::new(&c.revocation_feed_credentials),
+        admin: AdminAccess::new(&c.admin_role, &c.admin_credentials),
         keys: KeyPolicy::new(c.signing_alg, c.master_keys(), c.key_publish_ahead, c.access_ttl),
     }
 }

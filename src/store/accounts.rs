@@ -24,6 +24,29 @@ pub struct AuditFilter {
     pub user: Option<UserId>,
     pub event: Option<String>,
     pub since: Option<Timestamp>,
+    /// Events before this time only.
+    pub until: Option<Timestamp>,
+    /// Keyset paging: only events after this one in the order read (`at` then `id`, both
+    /// descending), the last of the previous page.
+    pub before: Option<(Timestamp, uuid::Uuid)>,
+    pub limit: u32,
+}
+
+/// Which accounts to list, in creation order (keyset on the UUIDv7 id, so a page never
+/// repeats or skips an account whatever is inserted meanwhile).
+#[derive(Clone, Debug, Default)]
+pub struct AccountFilter {
+    /// Only accounts after this id (the last of the previous page).
+    pub after: Option<UserId>,
+    /// Only emails starting with this (lower-cased already).
+    pub email_prefix: Option<String>,
+    pub disabled: Option<bool>,
+    /// Only accounts with this role.
+    pub role: Option<String>,
+    /// Created at or after this time.
+    pub created_from: Option<Timestamp>,
+    /// Created before this time.
+    pub created_until: Option<Timestamp>,
     pub limit: u32,
 }
 
@@ -84,4 +107,19 @@ pub trait AccountStore: Send + Sync {
     /// it inserted (the others were already present).
     async fn insert_users_if_absent(&self, users: &[UserRecord]) -> StoreResult<u64>;
     async fn find_audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<StoredAuditEvent>>;
+    async fn find_account_by_id(&self, user: UserId) -> StoreResult<Option<UserAccount>>;
+    /// A page of accounts by [`AccountFilter`], in id (creation) order.
+    async fn find_accounts_filtered(&self, filter: &AccountFilter) -> StoreResult<Vec<UserAccount>>;
+    /// Replaces the user's `app_metadata` (a JSON object as text); returns whether the user
+    /// exists.
+    async fn update_app_metadata(&self, user: UserId, app_metadata: &str) -> StoreResult<bool>;
+    /// The time of the user's last successful login still in the audit trail.
+    async fn find_last_login(&self, user: UserId) -> StoreResult<Option<Timestamp>>;
+    /// Deletes the user in one transaction: its live sessions are revoked first (reason
+    /// `user_deleted`, so the revocation log tells running servers and the feed), then the
+    /// user row goes and its sessions and refresh tokens with it (cascade), as does its
+    /// failed-login count; its audit events stay under its id, which then names nobody, with
+    /// its email replaced by `<deleted>` in their detail. `None` when there is no such user,
+    /// else how many sessions it revoked.
+    async fn delete_user(&self, user: UserId, now: Timestamp) -> StoreResult<Option<u64>>;
 }

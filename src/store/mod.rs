@@ -25,7 +25,7 @@ mod sessions;
 pub mod sqlite;
 mod users;
 
-pub use accounts::{AccountStore, AuditFilter, StoredAuditEvent, UserAccount};
+pub use accounts::{AccountFilter, AccountStore, AuditFilter, StoredAuditEvent, UserAccount};
 pub use alerts::{AlertStore, NewAlert, StoredAlert};
 pub use audit::{AuditEvent, AuditStore};
 pub use keys::{AfterKeyRevocation, KeyRevocation, KeyStore};

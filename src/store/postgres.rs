@@ -43,7 +43,8 @@ const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.
      s.refresh_expires_at, s.revoked_at, s.revoked_reason, s.user_agent, s.ip, s.generation, \
      s.rotated_at, s.sealed_current, s.csrf_token";
 const USER_COLUMNS: &str =
-    "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at, u.credential_epoch";
+    "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at, u.credential_epoch, \
+     u.user_metadata, u.app_metadata";
 
 /// A chained token: one primary-key read among its session's own tokens.
 static FIND_CHAINED_TOKEN: LazyLock<String> = LazyLock::new(|| {
@@ -143,6 +144,8 @@ fn user_from_row(row: &PgRow) -> Result<UserRecord, sqlx::Error> {
         roles: parse_roles(row.try_get("roles")?),
         created_at: Timestamp(row.try_get("u_created_at")?),
         credential_epoch: row.try_get("credential_epoch")?,
+        user_metadata: row.try_get("user_metadata")?,
+        app_metadata: row.try_get("app_metadata")?,
     })
 }
 

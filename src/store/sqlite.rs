@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_signing_key_stages.sql"),
     include_str!("../../migrations/sqlite/0009_credentials.sql"),
     include_str!("../../migrations/sqlite/0010_mail_outbox.sql"),
+    include_str!("../../migrations/sqlite/0013_user_data.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
@@ -75,7 +76,8 @@ macro_rules! returned_session_columns {
 }
 macro_rules! user_columns {
     () => {
-        "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at, u.credential_epoch"
+        "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at, u.credential_epoch, \
+         u.user_metadata, u.app_metadata"
     };
 }
 /// The system clock as SQLite sees it, in milliseconds (the revocation log's clock).
@@ -424,6 +426,8 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
         roles: parse_roles(&row.get::<_, String>("roles")?),
         created_at: Timestamp(row.get("u_created_at")?),
         credential_epoch: row.get("credential_epoch")?,
+        user_metadata: row.get("user_metadata")?,
+        app_metadata: row.get("app_metadata")?,
     })
 }
 

@@ -16,6 +16,11 @@ pub struct UserRecord {
     /// Bumped whenever the account's credential stops being what it was (password changed or
     /// set, account disabled); a login's session is written only under the epoch it read.
     pub credential_epoch: i64,
+    /// A JSON object (as text) the user edits: profile data, size-bounded by the service.
+    pub user_metadata: String,
+    /// A JSON object (as text) only administrators set; some of its keys may be copied into
+    /// access tokens (`TESSERA_CUSTOM_CLAIMS`).
+    pub app_metadata: String,
 }
 
 impl UserRecord {
@@ -29,6 +34,8 @@ impl UserRecord {
             roles: Vec::new(),
             created_at: now,
             credential_epoch: 0,
+            user_metadata: "{}".to_owned(),
+            app_metadata: "{}".to_owned(),
         }
     }
 }

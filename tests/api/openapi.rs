@@ -16,7 +16,8 @@ const ROUTER_SOURCE: &str = include_str!("../../src/http/mod.rs");
 
 /// Problem codes the server uses beyond those the contract names (the contract leaves timeouts,
 /// overload and internal failures to the implementation).
-const CODES_BEYOND_THE_CONTRACT: [&str; 3] = ["request_timeout", "service_unavailable", "internal_error"];
+const CODES_BEYOND_THE_CONTRACT: [&str; 4] =
+    ["request_timeout", "service_unavailable", "internal_error", "forbidden"];
 
 async fn document(app: &TestApp) -> Value {
     let r = app.get("/openapi.json").await;

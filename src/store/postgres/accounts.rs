@@ -7,7 +7,7 @@ use super::{map_pg, user_from_row, PostgresStore, USER_COLUMNS};
 use crate::crypto::PasswordHashString;
 use crate::domain::{Email, SessionId, Timestamp, UserId};
 use crate::store::{
-    roles_json, AccountStore, AuditFilter, StoreResult, StoredAuditEvent, UserAccount, UserRecord,
+    roles_json, AccountFilter, AccountStore, AuditFilter, StoreResult, StoredAuditEvent, UserAccount, UserRecord,
 };
 
 fn account_from_row(row: &PgRow) -> Result<UserAccount, sqlx::Error> {
@@ -205,6 +205,16 @@ impl AccountStore for PostgresStore {
         if let Some(since) = filter.since {
             q.push(" AND a.at >= ").push_bind(since.millis());
         }
+        if let Some(until) = filter.until {
+            q.push(" AND a.at < ").push_bind(until.millis());
+        }
+        if let Some((at, id)) = filter.before {
+            q.push(" AND (a.at, a.id) < (")
+                .push_bind(at.millis())
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
         q.push(" ORDER BY a.at DESC, a.id DESC LIMIT ")
             .push_bind(i64::from(filter.limit));
         let rows = q.build().fetch_all(&self.pool).await.map_err(map_pg)?;
@@ -212,5 +222,109 @@ impl AccountStore for PostgresStore {
             .map(audit_from_row)
             .collect::<Result<_, _>>()
             .map_err(map_pg)
+    }
+
+    async fn find_account_by_id(&self, user: UserId) -> StoreResult<Option<UserAccount>> {
+        let sql = format!("SELECT {USER_COLUMNS}, u.disabled_at FROM users u WHERE u.id = $1");
+        let row = sqlx::query(&sql)
+            .bind(user.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        row.as_ref().map(account_from_row).transpose().map_err(map_pg)
+    }
+
+    async fn find_accounts_filtered(&self, filter: &AccountFilter) -> StoreResult<Vec<UserAccount>> {
+        let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new(format!(
+            "SELECT {USER_COLUMNS}, u.disabled_at FROM users u WHERE true"
+        ));
+        if let Some(after) = filter.after {
+            q.push(" AND u.id > ").push_bind(after.0);
+        }
+        if let Some(prefix) = &filter.email_prefix {
+            q.push(" AND starts_with(u.email, ").push_bind(prefix.clone()).push(")");
+        }
+        match filter.disabled {
+            Some(true) => {
+                q.push(" AND u.disabled_at IS NOT NULL");
+            }
+            Some(false) => {
+                q.push(" AND u.disabled_at IS NULL");
+            }
+            None => {}
+        }
+        if let Some(role) = &filter.role {
+            q.push(" AND u.roles::jsonb ? ").push_bind(role.clone());
+        }
+        if let Some(from) = filter.created_from {
+            q.push(" AND u.created_at >= ").push_bind(from.millis());
+        }
+        if let Some(until) = filter.created_until {
+            q.push(" AND u.created_at < ").push_bind(until.millis());
+        }
+        q.push(" ORDER BY u.id LIMIT ").push_bind(i64::from(filter.limit));
+        let rows = q.build().fetch_all(&self.pool).await.map_err(map_pg)?;
+        rows.iter()
+            .map(account_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(map_pg)
+    }
+
+    async fn update_app_metadata(&self, user: UserId, app_metadata: &str) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET app_metadata = $2 WHERE id = $1")
+            .bind(user.0)
+            .bind(app_metadata)
+            .execute(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn find_last_login(&self, user: UserId) -> StoreResult<Option<Timestamp>> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT max(at) FROM audit_events WHERE user_id = $1 AND event = 'login_succeeded'",
+        )
+        .bind(user.0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        Ok(at.map(Timestamp))
+    }
+
+    async fn delete_user(&self, user: UserId, now: Timestamp) -> StoreResult<Option<u64>> {
+        let mut tx = self.pool.begin().await.map_err(map_pg)?;
+        // The user row first, as `disable_user` takes it: a session insert racing us waits,
+        // then finds no user and inserts nothing.
+        let email: Option<String> = sqlx::query_scalar("SELECT email FROM users WHERE id = $1 FOR UPDATE")
+            .bind(user.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_pg)?;
+        let Some(email) = email else {
+            return Ok(None);
+        };
+        let revoked =
+            super::sessions::revoke_user_sessions_with(&mut *tx, user, None, now, "user_deleted").await?;
+        sqlx::query(
+            "UPDATE audit_events SET detail = replace(detail, $2, '<deleted>') \
+             WHERE user_id = $1 AND detail IS NOT NULL",
+        )
+        .bind(user.0)
+        .bind(&email)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_pg)?;
+        sqlx::query("DELETE FROM login_failures WHERE email = $1")
+            .bind(&email)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_pg)?;
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_pg)?;
+        tx.commit().await.map_err(map_pg)?;
+        Ok(Some(revoked))
     }
 }

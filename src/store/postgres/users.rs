@@ -8,13 +8,16 @@ use super::*;
 impl UserStore for PostgresStore {
     async fn insert_user(&self, user: &UserRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO users (id, email, password_hash, roles, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO users (id, email, password_hash, roles, created_at, user_metadata, app_metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(user.id.0)
         .bind(user.email.as_str())
         .bind(&user.password_hash.0)
         .bind(roles_json(&user.roles))
         .bind(user.created_at.millis())
+        .bind(&user.user_metadata)
+        .bind(&user.app_metadata)
         .execute(&self.pool)
         .await
         .map_err(|e| match &e {

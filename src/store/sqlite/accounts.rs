@@ -3,7 +3,7 @@
 use rusqlite::types::Value;
 
 use super::*;
-use crate::store::{AccountStore, AuditFilter, StoredAuditEvent, UserAccount};
+use crate::store::{AccountFilter, AccountStore, AuditFilter, StoredAuditEvent, UserAccount};
 
 fn account_from_row(row: &Row<'_>) -> rusqlite::Result<UserAccount> {
     Ok(UserAccount {
@@ -197,6 +197,16 @@ impl AccountStore for SqliteStore {
             args.push(Value::Integer(since.millis()));
             sql += &format!(" AND a.at >= ?{}", args.len());
         }
+        if let Some(until) = filter.until {
+            args.push(Value::Integer(until.millis()));
+            sql += &format!(" AND a.at < ?{}", args.len());
+        }
+        if let Some((at, id)) = filter.before {
+            args.push(Value::Integer(at.millis()));
+            let at_arg = args.len();
+            args.push(Value::Text(id.to_string()));
+            sql += &format!(" AND (a.at < ?{at_arg} OR (a.at = ?{at_arg} AND a.id < ?{}))", args.len());
+        }
         args.push(Value::Integer(i64::from(filter.limit)));
         sql += &format!(" ORDER BY a.at DESC, a.id DESC LIMIT ?{}", args.len());
         self.readers.read(|c| {
@@ -216,5 +226,109 @@ impl AccountStore for SqliteStore {
                 })?
                 .collect()
         })
+    }
+
+    async fn find_account_by_id(&self, user: UserId) -> StoreResult<Option<UserAccount>> {
+        self.readers.read(|c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                user_columns!(),
+                ", u.disabled_at FROM users u WHERE u.id = ?1"
+            ))?
+            .query_row([user.to_string()], account_from_row)
+            .optional()
+        })
+    }
+
+    async fn find_accounts_filtered(&self, filter: &AccountFilter) -> StoreResult<Vec<UserAccount>> {
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            user_columns!(),
+            ", u.disabled_at FROM users u WHERE 1 = 1"
+        ));
+        let mut args: Vec<Value> = Vec::new();
+        if let Some(after) = filter.after {
+            args.push(Value::Text(after.to_string()));
+            sql += &format!(" AND u.id > ?{}", args.len());
+        }
+        if let Some(prefix) = &filter.email_prefix {
+            args.push(Value::Text(prefix.clone()));
+            let n = args.len();
+            sql += &format!(" AND substr(u.email, 1, length(?{n})) = ?{n}");
+        }
+        match filter.disabled {
+            Some(true) => sql += " AND u.disabled_at IS NOT NULL",
+            Some(false) => sql += " AND u.disabled_at IS NULL",
+            None => {}
+        }
+        if let Some(role) = &filter.role {
+            args.push(Value::Text(role.clone()));
+            sql += &format!(
+                " AND EXISTS (SELECT 1 FROM json_each(u.roles) r WHERE r.value = ?{})",
+                args.len()
+            );
+        }
+        if let Some(from) = filter.created_from {
+            args.push(Value::Integer(from.millis()));
+            sql += &format!(" AND u.created_at >= ?{}", args.len());
+        }
+        if let Some(until) = filter.created_until {
+            args.push(Value::Integer(until.millis()));
+            sql += &format!(" AND u.created_at < ?{}", args.len());
+        }
+        args.push(Value::Integer(i64::from(filter.limit)));
+        sql += &format!(" ORDER BY u.id LIMIT ?{}", args.len());
+        self.readers.read(|c| {
+            c.prepare(&sql)?
+                .query_map(rusqlite::params_from_iter(args), account_from_row)?
+                .collect()
+        })
+    }
+
+    async fn update_app_metadata(&self, user: UserId, app_metadata: &str) -> StoreResult<bool> {
+        let app_metadata = app_metadata.to_owned();
+        let done = self
+            .write(move |c| {
+                c.prepare_cached("UPDATE users SET app_metadata = ?2 WHERE id = ?1")?
+                    .execute(params![user.to_string(), app_metadata])
+            })
+            .await?;
+        Ok(done == 1)
+    }
+
+    async fn find_last_login(&self, user: UserId) -> StoreResult<Option<Timestamp>> {
+        self.readers.read(|c| {
+            c.prepare_cached(
+                "SELECT max(at) FROM audit_events WHERE user_id = ?1 AND event = 'login_succeeded'",
+            )?
+            .query_row([user.to_string()], |r| r.get::<_, Option<i64>>(0))
+            .map(|at| at.map(Timestamp))
+        })
+    }
+
+    async fn delete_user(&self, user: UserId, now: Timestamp) -> StoreResult<Option<u64>> {
+        self.write(move |c| {
+            in_savepoint(c, |c| {
+                let email: Option<String> = c
+                    .prepare_cached("SELECT email FROM users WHERE id = ?1")?
+                    .query_row([user.to_string()], |r| r.get(0))
+                    .optional()?;
+                let Some(email) = email else {
+                    return Ok(None);
+                };
+                let revoked = super::sessions::revoke_user_sessions_in(c, user, None, now, "user_deleted")?;
+                c.prepare_cached(
+                    "UPDATE audit_events SET detail = replace(detail, ?2, '<deleted>') \
+                     WHERE user_id = ?1 AND detail IS NOT NULL",
+                )?
+                .execute(params![user.to_string(), email])?;
+                c.prepare_cached("DELETE FROM login_failures WHERE email = ?1")?
+                    .execute([&email])?;
+                c.prepare_cached("DELETE FROM users WHERE id = ?1")?
+                    .execute([user.to_string()])?;
+                Ok(Some(revoked))
+            })
+        })
+        .await
     }
 }

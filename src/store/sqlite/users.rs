@@ -12,14 +12,17 @@ impl UserStore for SqliteStore {
             .write(move |c| {
                 let done = c
                     .prepare_cached(
-                        "INSERT INTO users (id, email, password_hash, roles, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT INTO users (id, email, password_hash, roles, created_at, user_metadata, app_metadata) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )?
                     .execute(params![
                         user.id.to_string(),
                         user.email.as_str(),
                         user.password_hash.0,
                         roles_json(&user.roles),
-                        user.created_at.millis()
+                        user.created_at.millis(),
+                        user.user_metadata,
+                        user.app_metadata
                     ]);
                 match done {
                     Ok(_) => Ok(true),
