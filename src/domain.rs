@@ -319,9 +319,7 @@ pub const MIN_ADMIN_SECRET_LEN: usize = 32;
 /// One back-office credential as configured, `NAME:SCOPE:SECRET` (`support-desk:admin:write:
 /// <32+ printable characters>`), split; an error never quotes the secret.
 pub fn parse_admin_credential(entry: &str) -> Result<(&str, AdminScope, &str), String> {
-    let (name, rest) = entry
-        .split_once(':')
-        .ok_or("is not NAME:SCOPE:SECRET")?;
+    let (name, rest) = entry.split_once(':').ok_or("is not NAME:SCOPE:SECRET")?;
     let name_ok = !name.is_empty()
         && name.len() <= 64
         && name

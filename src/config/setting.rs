@@ -269,7 +269,12 @@ impl Setting for AdminCredentials {
     fn parse(raw: String) -> Result<Vec<Secret>, String> {
         let mut out: Vec<Secret> = Vec::new();
         let mut names: Vec<String> = Vec::new();
-        for (i, entry) in raw.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+        for (i, entry) in raw
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .enumerate()
+        {
             let (name, _, _) = crate::domain::parse_admin_credential(entry)
                 .map_err(|e| format!("credential {} {e}", i + 1))?;
             if names.iter().any(|n| n == name) {

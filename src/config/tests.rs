@@ -40,6 +40,7 @@ fn load_file(text: &str) -> Result<Config, ConfigError> {
 }
 
 const FEED_CREDENTIAL: &str = "feedcredential-0123456789abcdef0123456789";
+const ADMIN_SECRET: &str = "adminsecret-0123456789abcdef0123456789abcd";
 
 /// A configuration with every secret set, each one a distinct findable word.
 fn every_secret_set() -> (Config, Vec<String>) {
@@ -50,6 +51,7 @@ fn every_secret_set() -> (Config, Vec<String>) {
         alert_webhook_url: Some("https://u:hooks3cret@hooks.example.com/T0/paths3cret".into()),
         alert_webhook_secret: Some("hmacs3cret".into()),
         revocation_feed_credentials: vec![FEED_CREDENTIAL.into()],
+        admin_credentials: vec![format!("desk:admin:write:{ADMIN_SECRET}").into()],
         master_key: Some(master.clone()),
         master_key_previous: Some(previous.clone()),
         smtp_url: Some(SmtpUrl::parse("smtp://mailer:smtps3cret@mail.example.com").unwrap()),
@@ -64,6 +66,7 @@ fn every_secret_set() -> (Config, Vec<String>) {
         "paths3cret",
         "hmacs3cret",
         FEED_CREDENTIAL,
+        ADMIN_SECRET,
     ]
     .map(str::to_owned)
     .into_iter()
@@ -78,6 +81,7 @@ fn every_setting_has_its_flag_its_variable_and_its_key() {
     let secrets = [
         "alert_webhook_secret",
         "revocation_feed_credentials",
+        "admin_credentials",
         "master_key",
         "master_key_previous",
         "smtp_url",
@@ -94,7 +98,7 @@ fn every_setting_has_its_flag_its_variable_and_its_key() {
         // A secret's value never shows in `--help`, even when its variable is set.
         assert_eq!(arg.is_hide_env_values_set(), secrets.contains(name), "{name}");
     }
-    assert_eq!(Config::NAMES.len(), 48);
+    assert_eq!(Config::NAMES.len(), 52);
     // Every key `tessera config` prints is a setting, and every setting has its line (or, for
     // the secrets printed as comments and the unset lists, its name in one).
     let (config, _) = every_secret_set();
@@ -339,6 +343,10 @@ fn each_kind_of_value_is_parsed_with_a_message_naming_its_setting() {
         (
             &["--revocation-feed-credentials", "tooshortsecret"],
             "invalid value for revocation_feed_credentials: credential 1 is shorter than 32 characters",
+        ),
+        (
+            &["--admin-credentials", "desk:admin:all:0123456789abcdef0123456789abcdef"],
+            "invalid value for admin_credentials: credential 1 \"desk\" has no scope `admin:read` or `admin:write`",
         ),
         (
             &["--public-url", "auth.example.com"],

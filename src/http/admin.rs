@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::extract::{AdminCaller, Fields, JsonBody};
 use super::AppState;
-use crate::domain::{FieldError, Password, SessionId, Timestamp, UserId};
+use crate::domain::{Email, FieldError, Password, SessionId, Timestamp, UserId};
 use crate::service::admin::{AccountUpdate, AuditPageQuery, NewAccount, SessionRevocation};
 use crate::service::AuthError;
 use crate::store::AccountFilter;
@@ -121,7 +121,7 @@ pub(super) struct AuditEventView {
     session_id: Option<SessionId>,
     ip: Option<String>,
     user_agent: Option<String>,
-    /// What the event records besides (JSON; text when it is not).
+    /// What the event records besides (an object; a detail that is not JSON is `{"text"}`).
     #[schema(value_type = Option<Object>)]
     detail: Option<Value>,
 }
@@ -197,9 +197,9 @@ pub(super) struct CreateUserRequest {
     password: String,
     #[schema(nullable = false)]
     roles: Option<Vec<String>>,
-    #[schema(value_type = Object, nullable = false)]
+    #[schema(value_type = Option<Object>, nullable = false)]
     app_metadata: Option<Value>,
-    #[schema(value_type = Object, nullable = false)]
+    #[schema(value_type = Option<Object>, nullable = false)]
     user_metadata: Option<Value>,
 }
 
@@ -210,7 +210,7 @@ pub(super) struct UpdateUserRequest {
     #[schema(nullable = false)]
     roles: Option<Vec<String>>,
     /// Replaces `app_metadata` (at most 4096 bytes as JSON).
-    #[schema(value_type = Object, nullable = false)]
+    #[schema(value_type = Option<Object>, nullable = false)]
     app_metadata: Option<Value>,
 }
 
@@ -255,7 +255,10 @@ impl Params {
     }
 
     fn text(&self, name: &str) -> Option<String> {
-        self.map.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        self.map
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     }
 
     fn limit(&mut self) -> u32 {
@@ -442,6 +445,9 @@ pub async fn create_user(
 ) -> Result<Response, ApiError> {
     let mut f = Fields::new(&body);
     let email = f.required_str("email");
+    if let (false, Err(e)) = (email.is_empty(), Email::parse(email)) {
+        f.invalid("email", &e.message);
+    }
     let password = password(&mut f, "password");
     let roles = string_list(&mut f, &body, "roles").unwrap_or_default();
     let app_metadata = object(&mut f, &body, "app_metadata");
@@ -460,7 +466,12 @@ pub async fn create_user(
             user_metadata,
         })
         .await?;
-    Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], Json(user)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(user),
+    )
+        .into_response())
 }
 
 #[utoipa::path(
@@ -731,7 +742,9 @@ pub async fn revoke_session(
     };
     match caller.service(&state).revoke_session(&id).await? {
         SessionRevocation::Revoked => Ok(StatusCode::NO_CONTENT),
-        SessionRevocation::AlreadyRevoked | SessionRevocation::NotFound => Err(AuthError::SessionNotFound.into()),
+        SessionRevocation::AlreadyRevoked | SessionRevocation::NotFound => {
+            Err(AuthError::SessionNotFound.into())
+        }
     }
 }
 
@@ -773,7 +786,8 @@ pub async fn audit(
         Some(cursor) => {
             let parsed = parse_audit_cursor(&cursor);
             if parsed.is_none() {
-                p.errors.push(FieldError::new("cursor", "is not a cursor this server gave"));
+                p.errors
+                    .push(FieldError::new("cursor", "is not a cursor this server gave"));
             }
             parsed
         }
@@ -794,7 +808,10 @@ pub async fn audit(
     let events = events
         .into_iter()
         .map(|e| AuditEventView {
-            detail: e.detail.map(|d| serde_json::from_str(&d).unwrap_or(Value::String(d))),
+            detail: e.detail.map(|d| match serde_json::from_str::<Value>(&d) {
+                Ok(v @ Value::Object(_)) => v,
+                _ => serde_json::json!({ "text": d }),
+            }),
             id: e.id,
             at: e.at,
             event: e.event,

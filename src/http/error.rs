@@ -162,11 +162,7 @@ impl ApiError {
                     C::CsrfFailed,
                     "Cookie-authenticated requests need an X-CSRF-Token header equal to the CSRF cookie.",
                 ),
-                A::Forbidden => s(
-                    StatusCode::FORBIDDEN,
-                    C::Forbidden,
-                    "You may not do this.",
-                ),
+                A::Forbidden => s(StatusCode::FORBIDDEN, C::Forbidden, "You may not do this."),
                 A::Overloaded => s(
                     StatusCode::SERVICE_UNAVAILABLE,
                     C::ServiceUnavailable,

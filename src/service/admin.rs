@@ -306,12 +306,23 @@ impl AdminService {
     pub async fn create_user(&self, new: NewAccount<'_>) -> Result<AccountView, AuthError> {
         let email = parse_email(new.email);
         let roles = normalize_roles(new.roles);
-        let app = new.app_metadata.map(|m| metadata_text("app_metadata", m)).transpose();
-        let profile = new.user_metadata.map(|m| metadata_text("user_metadata", m)).transpose();
+        let app = new
+            .app_metadata
+            .map(|m| metadata_text("app_metadata", m))
+            .transpose();
+        let profile = new
+            .user_metadata
+            .map(|m| metadata_text("user_metadata", m))
+            .transpose();
         let mut errors = Vec::new();
-        for e in [email.as_ref().err(), roles.as_ref().err(), app.as_ref().err(), profile.as_ref().err()]
-            .into_iter()
-            .flatten()
+        for e in [
+            email.as_ref().err(),
+            roles.as_ref().err(),
+            app.as_ref().err(),
+            profile.as_ref().err(),
+        ]
+        .into_iter()
+        .flatten()
         {
             if let AuthError::Validation(fields) = e {
                 errors.extend(fields.iter().cloned());
@@ -351,7 +362,10 @@ impl AdminService {
     }
 
     /// One account, with how many live sessions it has.
-    pub async fn show_user<'a>(&self, user: impl Into<UserRef<'a>>) -> Result<Option<AccountView>, AuthError> {
+    pub async fn show_user<'a>(
+        &self,
+        user: impl Into<UserRef<'a>>,
+    ) -> Result<Option<AccountView>, AuthError> {
         let Some(account) = self.account(user).await? else {
             return Ok(None);
         };
@@ -378,7 +392,10 @@ impl AdminService {
     }
 
     /// One account with its live sessions, factors and last login.
-    pub async fn user_detail<'a>(&self, user: impl Into<UserRef<'a>>) -> Result<Option<AccountDetail>, AuthError> {
+    pub async fn user_detail<'a>(
+        &self,
+        user: impl Into<UserRef<'a>>,
+    ) -> Result<Option<AccountDetail>, AuthError> {
         let Some(account) = self.account(user).await? else {
             return Ok(None);
         };
@@ -443,7 +460,14 @@ impl AdminService {
         let hash = self.hash(password).await?;
         let revoked = match self
             .store
-            .change_password_hash(id, &account.user.password_hash, &hash, None, self.clock.now(), "password_set_by_admin")
+            .change_password_hash(
+                id,
+                &account.user.password_hash,
+                &hash,
+                None,
+                self.clock.now(),
+                "password_set_by_admin",
+            )
             .await?
         {
             Some(revoked) => revoked,
@@ -451,7 +475,14 @@ impl AdminService {
             None => match self.account(id).await? {
                 Some(now) => self
                     .store
-                    .change_password_hash(id, &now.user.password_hash, &hash, None, self.clock.now(), "password_set_by_admin")
+                    .change_password_hash(
+                        id,
+                        &now.user.password_hash,
+                        &hash,
+                        None,
+                        self.clock.now(),
+                        "password_set_by_admin",
+                    )
                     .await?
                     .ok_or_else(|| AuthError::Internal("the password changed twice meanwhile".into()))?,
                 None => return Ok(None),
@@ -464,7 +495,8 @@ impl AdminService {
             json!({ "email": account.user.email.as_str(), "sessions_revoked": revoked }),
         )
         .await;
-        self.alert_revoked(id, None, "password_set_by_admin", revoked).await;
+        self.alert_revoked(id, None, "password_set_by_admin", revoked)
+            .await;
         Ok(Some(revoked))
     }
 
@@ -602,7 +634,10 @@ impl AdminService {
     }
 
     /// Revokes every live session of an account; returns how many.
-    pub async fn revoke_user_sessions<'a>(&self, user: impl Into<UserRef<'a>>) -> Result<Option<u64>, AuthError> {
+    pub async fn revoke_user_sessions<'a>(
+        &self,
+        user: impl Into<UserRef<'a>>,
+    ) -> Result<Option<u64>, AuthError> {
         let Some(account) = self.account(user).await? else {
             return Ok(None);
         };

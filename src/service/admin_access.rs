@@ -71,7 +71,11 @@ impl AdminAccess {
 impl fmt::Debug for AdminAccess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.credentials.iter().map(|c| c.name.as_str()).collect();
-        write!(f, "AdminAccess {{ role: {:?}, credentials: {names:?} }}", self.role)
+        write!(
+            f,
+            "AdminAccess {{ role: {:?}, credentials: {names:?} }}",
+            self.role
+        )
     }
 }
 
@@ -97,7 +101,7 @@ impl AuthService {
     pub async fn admin_user(&self, ctx: &AuthContext) -> Result<Actor, AuthError> {
         let account = self.store.find_account_by_id(ctx.user_id()).await?;
         match account {
-            Some(a) if a.disabled_at.is_none() && a.user.roles.iter().any(|r| *r == self.policy.admin.role) => {
+            Some(a) if a.disabled_at.is_none() && a.user.roles.contains(&self.policy.admin.role) => {
                 Ok(Actor::User(a.user.id))
             }
             _ => Err(AuthError::Forbidden),
@@ -135,8 +139,14 @@ mod tests {
     #[test]
     fn credentials_are_found_by_secret_with_their_scope() {
         let (r, w) = ("r".repeat(32), "w".repeat(40));
-        let access = AdminAccess::new("ops", &[format!("ro:admin:read:{r}"), format!("rw:admin:write:{w}")]);
-        assert_eq!(access.credential(&r).map(|c| (c.name.as_str(), c.scope)), Some(("ro", AdminScope::Read)));
+        let access = AdminAccess::new(
+            "ops",
+            &[format!("ro:admin:read:{r}"), format!("rw:admin:write:{w}")],
+        );
+        assert_eq!(
+            access.credential(&r).map(|c| (c.name.as_str(), c.scope)),
+            Some(("ro", AdminScope::Read))
+        );
         assert_eq!(access.credential(&w).map(|c| c.scope), Some(AdminScope::Write));
         assert!(access.credential(&"r".repeat(31)).is_none());
         assert!(access.credential("").is_none());

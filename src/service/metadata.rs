@@ -71,7 +71,10 @@ mod tests {
 
     #[test]
     fn objects_within_bounds_only() {
-        assert_eq!(metadata_text("m", &json!({"a": [1, {"b": null}]})).unwrap(), r#"{"a":[1,{"b":null}]}"#);
+        assert_eq!(
+            metadata_text("m", &json!({"a": [1, {"b": null}]})).unwrap(),
+            r#"{"a":[1,{"b":null}]}"#
+        );
         for bad in [
             json!([1]),
             json!("x"),

@@ -31,8 +31,8 @@ use crate::http::rate_limit::RateLimiter;
 use crate::http::{self, AppState};
 use crate::service::aligned_clock::DatabaseAlignedClock;
 use crate::service::feed::FeedCredentials;
-use crate::service::AdminAccess;
 use crate::service::lockout::LockoutPolicy;
+use crate::service::AdminAccess;
 use crate::service::{AuthError, AuthService, KeyPolicy, Policy};
 use crate::store::{self, Store, StoreError};
 

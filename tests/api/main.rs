@@ -10,6 +10,7 @@ mod postgres_support;
 mod smtp_support;
 
 mod access_token;
+mod admin_api;
 mod admin_cli;
 mod binary;
 mod clock_skew;

@@ -298,3 +298,150 @@ pub(crate) async fn a_session_insert_racing_a_password_change_never_outlives_it(
     })
     .await;
 }
+
+pub(crate) async fn accounts_are_listed_by_id_with_filters_and_carry_metadata(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for (i, email) in ["bea@example.com", "ann@example.com", "bob@example.com"]
+        .iter()
+        .enumerate()
+    {
+        let u = UserRecord {
+            roles: if i == 1 { vec!["ops".into()] } else { vec![] },
+            created_at: Timestamp(T0.0 + i as i64 * 1000),
+            user_metadata: r#"{"name":"x"}"#.into(),
+            ..user(email)
+        };
+        store.insert_user(&u).await.expect("insert");
+        ids.push(u.id);
+    }
+    let list = |filter: AccountFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            let page = store.find_accounts_filtered(&filter).await.expect("page");
+            page.into_iter().map(|a| a.user.id).collect::<Vec<_>>()
+        }
+    };
+    let all = AccountFilter {
+        limit: 10,
+        ..AccountFilter::default()
+    };
+    assert_eq!(list(all.clone()).await, ids, "creation (id) order");
+    assert_eq!(
+        list(AccountFilter {
+            after: Some(ids[0]),
+            limit: 1,
+            ..all.clone()
+        })
+        .await,
+        ids[1..2]
+    );
+    assert_eq!(
+        list(AccountFilter {
+            email_prefix: Some("b".into()),
+            ..all.clone()
+        })
+        .await,
+        [ids[0], ids[2]]
+    );
+    assert_eq!(
+        list(AccountFilter {
+            email_prefix: Some("b%".into()),
+            ..all.clone()
+        })
+        .await,
+        []
+    );
+    assert_eq!(
+        list(AccountFilter {
+            role: Some("ops".into()),
+            ..all.clone()
+        })
+        .await,
+        ids[1..2]
+    );
+    assert_eq!(
+        list(AccountFilter {
+            created_from: Some(Timestamp(T0.0 + 1000)),
+            created_until: Some(Timestamp(T0.0 + 2000)),
+            ..all.clone()
+        })
+        .await,
+        ids[1..2]
+    );
+    store.disable_user(ids[2], T0).await.expect("disable");
+    assert_eq!(
+        list(AccountFilter {
+            disabled: Some(true),
+            ..all.clone()
+        })
+        .await,
+        ids[2..]
+    );
+    assert_eq!(
+        list(AccountFilter {
+            disabled: Some(false),
+            ..all.clone()
+        })
+        .await,
+        ids[..2]
+    );
+
+    assert!(store
+        .update_app_metadata(ids[0], r#"{"tenant":"t1"}"#)
+        .await
+        .expect("update"));
+    let account = store
+        .find_account_by_id(ids[0])
+        .await
+        .expect("find")
+        .expect("present");
+    assert_eq!(account.user.app_metadata, r#"{"tenant":"t1"}"#);
+    assert_eq!(account.user.user_metadata, r#"{"name":"x"}"#);
+    assert!(store
+        .find_account_by_id(UserId::new())
+        .await
+        .expect("find")
+        .is_none());
+    assert!(!store
+        .update_app_metadata(UserId::new(), "{}")
+        .await
+        .expect("update"));
+}
+
+pub(crate) async fn a_deleted_user_leaves_no_session_and_pseudonymous_audit_events(store: Arc<dyn Store>) {
+    let (u, s, _) = seeded(store.as_ref()).await;
+    let login = AuditEvent {
+        id: uuid::Uuid::now_v7(),
+        event: AuditKind::LoginSucceeded,
+        at: Timestamp(T0.0 + 5),
+        user_id: Some(u.id),
+        session_id: Some(s.id),
+        ip: None,
+        user_agent: None,
+        detail: Some(format!(r#"{{"email":"{}"}}"#, u.email.as_str())),
+    };
+    store.insert_audit_event(&login).await.expect("audit");
+    assert_eq!(
+        store.find_last_login(u.id).await.expect("last"),
+        Some(Timestamp(T0.0 + 5))
+    );
+
+    assert_eq!(store.delete_user(u.id, T0).await.expect("delete"), Some(1));
+    assert!(store.find_session(s.id).await.expect("find").is_none());
+    assert!(store.find_account_by_id(u.id).await.expect("find").is_none());
+    let revoked = store.find_revocations_after(0, 100).await.expect("log");
+    assert!(
+        revoked.iter().any(|r| r.session_id == s.id),
+        "the revocation is logged"
+    );
+    let filter = AuditFilter {
+        user: Some(u.id),
+        limit: 10,
+        ..AuditFilter::default()
+    };
+    let events = store.find_audit_events(&filter).await.expect("audit");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].email, None);
+    assert_eq!(events[0].detail.as_deref(), Some(r#"{"email":"<deleted>"}"#));
+    assert_eq!(store.delete_user(u.id, T0).await.expect("delete"), None);
+}

@@ -10,8 +10,9 @@ use ring::rand::SystemRandom;
 use tessera::crypto::{PasswordHashString, RefreshToken, RefreshTokenHash, RefreshTokenKey};
 use tessera::domain::{AuditKind, Email, SessionId, Timestamp, UserId};
 use tessera::store::{
-    self, AfterKeyRevocation, AuditEvent, AuditFilter, CurrentRotation, FailureKey, KeyRevocation,
-    LoginFailures, NewAlert, NewMail, Rotation, SessionRecord, SessionStore, Store, StoreError, UserRecord,
+    self, AccountFilter, AfterKeyRevocation, AuditEvent, AuditFilter, CurrentRotation, FailureKey,
+    KeyRevocation, LoginFailures, NewAlert, NewMail, Rotation, SessionRecord, SessionStore, Store,
+    StoreError, UserRecord,
 };
 use tessera::tokens::SigningKeyRecord;
 
@@ -202,6 +203,8 @@ conformance!(
     sessions::sweeping_in_batches_leaves_rotations_alone,
     audit::audit_events_and_ping,
     accounts::accounts_are_found_paged_and_have_their_roles_replaced,
+    accounts::accounts_are_listed_by_id_with_filters_and_carry_metadata,
+    accounts::a_deleted_user_leaves_no_session_and_pseudonymous_audit_events,
     accounts::a_disabled_user_gets_no_session_until_enabled,
     accounts::a_session_insert_racing_a_disable_never_outlives_it,
     accounts::imported_users_are_inserted_once,

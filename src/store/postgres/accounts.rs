@@ -7,7 +7,8 @@ use super::{map_pg, user_from_row, PostgresStore, USER_COLUMNS};
 use crate::crypto::PasswordHashString;
 use crate::domain::{Email, SessionId, Timestamp, UserId};
 use crate::store::{
-    roles_json, AccountFilter, AccountStore, AuditFilter, StoreResult, StoredAuditEvent, UserAccount, UserRecord,
+    roles_json, AccountFilter, AccountStore, AuditFilter, StoreResult, StoredAuditEvent, UserAccount,
+    UserRecord,
 };
 
 fn account_from_row(row: &PgRow) -> Result<UserAccount, sqlx::Error> {
@@ -242,7 +243,9 @@ impl AccountStore for PostgresStore {
             q.push(" AND u.id > ").push_bind(after.0);
         }
         if let Some(prefix) = &filter.email_prefix {
-            q.push(" AND starts_with(u.email, ").push_bind(prefix.clone()).push(")");
+            q.push(" AND starts_with(u.email, ")
+                .push_bind(prefix.clone())
+                .push(")");
         }
         match filter.disabled {
             Some(true) => {

@@ -205,7 +205,10 @@ impl AccountStore for SqliteStore {
             args.push(Value::Integer(at.millis()));
             let at_arg = args.len();
             args.push(Value::Text(id.to_string()));
-            sql += &format!(" AND (a.at < ?{at_arg} OR (a.at = ?{at_arg} AND a.id < ?{}))", args.len());
+            sql += &format!(
+                " AND (a.at < ?{at_arg} OR (a.at = ?{at_arg} AND a.id < ?{}))",
+                args.len()
+            );
         }
         args.push(Value::Integer(i64::from(filter.limit)));
         sql += &format!(" ORDER BY a.at DESC, a.id DESC LIMIT ?{}", args.len());
