@@ -348,6 +348,64 @@ pub fn parse_admin_credential(entry: &str) -> Result<(&str, AdminScope, &str), S
     Ok((name, scope, secret))
 }
 
+/// Claim names an access token has, or that JWT (RFC 7519, 9068) and OIDC give a meaning: a
+/// custom claim (`TESSERA_CUSTOM_CLAIMS`) may not take one.
+pub const RESERVED_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "sid",
+    "roles",
+    "scope",
+    "client_id",
+    "typ",
+    "cty",
+    "auth_time",
+    "acr",
+    "amr",
+    "azp",
+    "cnf",
+    "act",
+    "may_act",
+    "nonce",
+    "at_hash",
+    "groups",
+    "entitlements",
+];
+
+/// The most custom claims a deployment may copy into access tokens.
+pub const MAX_CUSTOM_CLAIMS: usize = 16;
+
+/// Comma-separated `app_metadata` keys to copy into access tokens as claims of the same name.
+pub fn parse_claim_names(text: &str) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let ok = name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+        if !ok {
+            return Err(format!(
+                "{name:?} is not 1 to 64 letters, digits, `_`, `-`, `.` or `:`"
+            ));
+        }
+        if RESERVED_CLAIMS.contains(&name) {
+            return Err(format!("{name:?} is a reserved claim name"));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    if names.len() > MAX_CUSTOM_CLAIMS {
+        return Err(format!("at most {MAX_CUSTOM_CLAIMS} custom claims"));
+    }
+    Ok(names)
+}
+
 /// A validation problem with one input field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FieldError {
@@ -443,6 +501,18 @@ impl fmt::Debug for Password {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn custom_claim_names_are_checked_and_never_reserved() {
+        assert_eq!(
+            parse_claim_names(" tenant_id, plan ,tenant_id").unwrap(),
+            ["tenant_id", "plan"]
+        );
+        assert!(parse_claim_names("").unwrap().is_empty());
+        for bad in ["sub", "roles", "tenant id", "exp,plan", &"x".repeat(65)] {
+            assert!(parse_claim_names(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn admin_credentials_are_name_scope_secret() {

@@ -26,7 +26,7 @@ use crate::crypto::master_key::{MasterKey, MasterKeys};
 pub use crate::tokens::SigningAlg;
 pub use modes::{LogFormat, SessionCheck};
 pub use secret::Secret;
-use setting::{AdminCredentials, BaseUrl, DatabaseUrl, Events, Origins, WebhookUrl};
+use setting::{AdminCredentials, BaseUrl, ClaimNames, DatabaseUrl, Events, Origins, WebhookUrl};
 pub use smtp::{SmtpSecurity, SmtpUrl};
 pub use values::{
     format_duration, parse_duration, parse_origins, redact_url, redact_webhook_url, MIN_FEED_CREDENTIAL_LEN,
@@ -209,6 +209,10 @@ settings! {
     /// Admin API requests per minute per client IP (0 = unlimited).
     #[arg(env = "TESSERA_ADMIN_RATE")]
     admin_rate: u32 = 300;
+    /// Comma-separated `app_metadata` keys copied into access tokens as claims of the same
+    /// name (e.g. `tenant_id`); standard claim names are refused.
+    #[arg(env = "TESSERA_CUSTOM_CLAIMS")]
+    custom_claims: Vec<String> as ClaimNames = Vec::new();
     /// Serve the built-in `/admin` page (`true`/`false`).
     #[arg(env = "TESSERA_ADMIN_PAGE")]
     admin_page: bool = false;

@@ -258,6 +258,30 @@ impl Setting for Vec<Secret> {
     }
 }
 
+/// Marker: custom claim names, comma-separated (reserved names refused).
+pub(super) enum ClaimNames {}
+
+impl Setting for ClaimNames {
+    type Raw = String;
+    type Value = Vec<String>;
+
+    fn parse(raw: String) -> Result<Vec<String>, String> {
+        crate::domain::parse_claim_names(&raw)
+    }
+
+    fn debug(value: &Vec<String>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(value, f)
+    }
+
+    fn print(key: &str, value: &Vec<String>) -> Option<String> {
+        if value.is_empty() {
+            not_set(key)
+        } else {
+            line(key, value.join(","))
+        }
+    }
+}
+
 /// Marker: back-office credentials, `NAME:SCOPE:SECRET` comma-separated, each checked (the
 /// error names the entry by its place and name, never its secret) and shown like the feed's.
 pub(super) enum AdminCredentials {}

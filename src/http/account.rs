@@ -1,6 +1,6 @@
 //! The signed-in account: who it is (`GET /v1/auth/me`) and changing its password.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,7 +11,8 @@ use super::auth::{token_response, TokenResponse, User};
 use super::error::ApiError;
 use super::extract::{Authenticated, Client, Fields, JsonBody};
 use super::AppState;
-use crate::domain::SessionId;
+use crate::domain::{FieldError, SessionId};
+use crate::service::AuthError;
 
 // The body `password` reads (see `RegisterRequest` for why it is not deserialized).
 #[derive(ToSchema)]
@@ -72,6 +73,7 @@ pub(super) struct MeResponse<'a> {
     path = "/v1/auth/me",
     tag = "auth",
     summary = "Who the caller is",
+    params(("include" = Option<String>, Query, description = "`metadata`: also the account's `user_metadata` and `app_metadata` (read from the database; without it the answer comes from memory).")),
     responses(
         (status = 200, description = "Who the caller is, and which session.", body = MeResponse),
         (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`"),
@@ -79,10 +81,74 @@ pub(super) struct MeResponse<'a> {
     ),
     security(("bearer" = []), ("access_cookie" = []))
 )]
-pub async fn me(Authenticated(ctx): Authenticated) -> Response {
+pub async fn me(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let with_metadata = query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p == "include=metadata"));
+    let fresh = match with_metadata {
+        true => Some(state.service.my_account(&ctx).await?),
+        false => None,
+    };
     let body = MeResponse {
-        user: User::from(&ctx.session.user),
+        user: User::from(fresh.as_ref().unwrap_or(&ctx.session.user)),
         session_id: ctx.session_id(),
     };
-    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+// The body `PATCH /v1/auth/me` reads (see `RegisterRequest` for why it is not deserialized).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct UpdateMeRequest {
+    /// Replaces the account's `user_metadata`: a JSON object of at most 4096 bytes.
+    #[schema(value_type = Object)]
+    user_metadata: serde_json::Value,
+}
+
+#[utoipa::path(
+    patch,
+    path = "/v1/auth/me",
+    tag = "auth",
+    summary = "Change the caller's user_metadata",
+    request_body = UpdateMeRequest,
+    responses(
+        (status = 200, description = "The account as it is now, metadata included.", body = MeResponse),
+        (status = 400, description = "`malformed_request`"),
+        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`: not an object, over 4096 bytes, too deep, or an unknown field"),
+        (status = 503, description = "`service_unavailable`"),
+    ),
+    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
+)]
+pub async fn update_me(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let mut f = Fields::new(&body);
+    f.only(&["user_metadata"]);
+    let metadata = f.optional_object("user_metadata");
+    if metadata.is_none() && !body.0.as_ref().is_some_and(|m| m.contains_key("user_metadata")) {
+        f.invalid("user_metadata", "is required");
+    }
+    f.finish()?;
+    let Some(metadata) = metadata else {
+        return Err(ApiError::Auth(AuthError::Validation(vec![FieldError::new(
+            "user_metadata",
+            "must be a JSON object",
+        )])));
+    };
+    let user = state.service.set_my_metadata(&ctx, metadata).await?;
+    let body = MeResponse {
+        user: User::from(&user),
+        session_id: ctx.session_id(),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }

@@ -27,6 +27,15 @@ pub(super) struct User<'a> {
     email: &'a str,
     #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
+    /// Profile data the user edits (`PATCH /v1/auth/me`). Absent from `GET /v1/auth/me`
+    /// unless asked for (`?include=metadata`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    user_metadata: Option<&'a serde_json::Value>,
+    /// Data administrators set (read-only here); absent where `user_metadata` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    app_metadata: Option<&'a serde_json::Value>,
 }
 
 impl<'a> From<&'a UserView> for User<'a> {
@@ -35,6 +44,8 @@ impl<'a> From<&'a UserView> for User<'a> {
             id: u.id,
             email: &u.email,
             created_at: u.created_at,
+            user_metadata: u.metadata.as_ref().map(|m| &m.user_metadata),
+            app_metadata: u.metadata.as_ref().map(|m| &m.app_metadata),
         }
     }
 }
@@ -119,6 +130,7 @@ fn rate_limit_key(ip: Option<&str>) -> String {
 // wrong field is reported at once, in the contract's words; these `*Request` types describe
 // those bodies for the OpenAPI document and are never deserialized.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)] // Unknown fields are refused (422), each by name.
 #[allow(dead_code)]
 pub(super) struct RegisterRequest {
     /// Trimmed, validated, then lower-cased.
@@ -127,6 +139,9 @@ pub(super) struct RegisterRequest {
     /// 8 to 1024 Unicode characters.
     #[schema(min_length = 8, max_length = 1024)]
     password: String,
+    /// Profile data: a JSON object of at most 4096 bytes.
+    #[schema(value_type = Option<Object>, nullable = false)]
+    user_metadata: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -158,10 +173,15 @@ pub async fn register(
 ) -> Result<Response, ApiError> {
     rate_limit(&state, &state.register_limit, "register", &client)?;
     let mut f = Fields::new(&body);
+    f.only(&["email", "password", "user_metadata"]);
     let email = f.required_str("email");
     let password = f.required_str("password");
+    let user_metadata = f.optional_object("user_metadata");
     f.finish()?;
-    let user = state.service.register(email, password, &client).await?;
+    let user = state
+        .service
+        .register(email, password, user_metadata, &client)
+        .await?;
     let body = RegisterResponse {
         user: User::from(&user),
     };

@@ -104,6 +104,29 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A JSON object field that may be absent (or null); checked in full by the service.
+    pub fn optional_object(&mut self, name: &str) -> Option<&'a Value> {
+        match self.map.and_then(|m| m.get(name)) {
+            Some(v @ Value::Object(_)) => Some(v),
+            None | Some(Value::Null) => None,
+            Some(_) => {
+                self.errors.push(FieldError::new(name, "must be a JSON object"));
+                None
+            }
+        }
+    }
+
+    /// Refuses every top-level field not in `known`, each by name: a misspelt or unsupported
+    /// field is reported rather than silently dropped.
+    pub fn only(&mut self, known: &[&str]) {
+        if let Some(map) = self.map {
+            for name in map.keys().filter(|k| !known.contains(&k.as_str())) {
+                self.errors
+                    .push(FieldError::new(name, "is not a field of this request"));
+            }
+        }
+    }
+
     pub fn invalid(&mut self, name: &str, message: &str) {
         self.errors.push(FieldError::new(name, message));
     }

@@ -68,7 +68,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(account::change_password))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::revoke_session))
-        .routes(routes!(account::me))
+        .routes(routes!(account::me, account::update_me))
         .routes(routes!(feed::revocations))
         .routes(routes!(admin::list_users, admin::create_user))
         .routes(routes!(admin::show_user, admin::update_user, admin::delete_user))

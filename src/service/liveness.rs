@@ -44,7 +44,7 @@ impl SessionSnapshot {
     pub fn new(session: &SessionRecord, user: &UserRecord) -> SessionSnapshot {
         SessionSnapshot {
             id: session.id,
-            user: UserView::from(user),
+            user: UserView::slim(user),
             csrf_token: session.csrf_token.clone(),
             expires_at: session.expires_at(),
             revoked: session.revoked_at.is_some(),

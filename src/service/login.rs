@@ -13,14 +13,21 @@ impl AuthService {
         &self,
         email: &str,
         password: &str,
+        user_metadata: Option<&serde_json::Value>,
         client: &ClientInfo,
     ) -> Result<UserView, AuthError> {
         let email = Email::parse(email);
         let password = Password::parse(password);
-        let (email, password) = match (email, password) {
-            (Ok(e), Ok(p)) => (e, p),
-            (e, p) => {
-                let errors = [e.err(), p.err()].into_iter().flatten().collect();
+        let metadata = user_metadata
+            .map(|m| super::metadata::metadata_text("user_metadata", m))
+            .transpose();
+        let (email, password, metadata) = match (email, password, metadata) {
+            (Ok(e), Ok(p), Ok(m)) => (e, p, m),
+            (e, p, m) => {
+                let mut errors: Vec<_> = [e.err(), p.err()].into_iter().flatten().collect();
+                if let Err(AuthError::Validation(more)) = m {
+                    errors.extend(more);
+                }
                 return Err(AuthError::Validation(errors));
             }
         };
@@ -28,7 +35,14 @@ impl AuthService {
             .hashing
             .hash_in_turn(move |hasher| hasher.hash(&password))
             .await??;
-        let user = UserRecord::new(email, hash, self.clock.now());
+        let fresh = UserRecord::new(email, hash, self.clock.now());
+        let user = match metadata {
+            Some(user_metadata) => UserRecord {
+                user_metadata,
+                ..fresh
+            },
+            None => fresh,
+        };
         match self.store.insert_user(&user).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Err(AuthError::EmailTaken),

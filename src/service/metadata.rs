@@ -55,6 +55,37 @@ fn check_value(value: &Value, depth: usize) -> Option<String> {
     }
 }
 
+/// The most the custom claims of one access token may take, as JSON.
+pub const MAX_CUSTOM_CLAIMS_BYTES: usize = 1024;
+
+/// The claims `names` picks from stored `app_metadata`, in the order configured, as long as
+/// they fit [`MAX_CUSTOM_CLAIMS_BYTES`] (one that does not is left out, and logged). `None`
+/// when there is nothing to add: no names, or metadata without any of them.
+pub fn custom_claims(names: &[String], app_metadata: &str) -> Option<Map<String, Value>> {
+    if names.is_empty() || app_metadata == "{}" {
+        return None;
+    }
+    let Ok(Value::Object(mut metadata)) = serde_json::from_str::<Value>(app_metadata) else {
+        return None;
+    };
+    let mut claims = Map::new();
+    let mut size = 2;
+    for name in names {
+        let Some(value) = metadata.remove(name) else {
+            continue;
+        };
+        // `"name":value,`
+        let cost = name.len() + 4 + value.to_string().len();
+        if size + cost > MAX_CUSTOM_CLAIMS_BYTES {
+            tracing::warn!(claim = %name, "custom claim left out of an access token: over the size bound");
+            continue;
+        }
+        size += cost;
+        claims.insert(name.clone(), value);
+    }
+    (!claims.is_empty()).then_some(claims)
+}
+
 /// Stored metadata as JSON (an object; a row that is not, edited by hand, reads as empty).
 pub fn metadata_value(text: &str) -> Value {
     match serde_json::from_str::<Value>(text) {
@@ -86,5 +117,16 @@ mod tests {
             assert!(metadata_text("m", &bad).is_err(), "{bad}");
         }
         assert_eq!(metadata_value("not json"), json!({}));
+    }
+
+    #[test]
+    fn custom_claims_are_picked_in_order_within_the_bound() {
+        let names = ["tenant".to_string(), "plan".to_string(), "big".to_string()];
+        let stored = json!({"tenant": "t1", "other": 1, "big": "x".repeat(2000)}).to_string();
+        let claims = custom_claims(&names, &stored).unwrap();
+        assert_eq!(Value::Object(claims), json!({"tenant": "t1"}));
+        assert!(custom_claims(&names, "{}").is_none());
+        assert!(custom_claims(&[], &stored).is_none());
+        assert!(custom_claims(&names, r#"{"other":1}"#).is_none());
     }
 }

@@ -29,6 +29,7 @@ mod login;
 pub mod metadata;
 mod password;
 mod policy;
+mod profile;
 mod refresh;
 mod revocations;
 pub mod rotation;
@@ -51,7 +52,8 @@ pub use revocations::{
 };
 pub use sweep::{Sweeper, ENDED_SESSION_RETENTION};
 pub use views::{
-    AuthContext, ClientInfo, LogoutOutcome, LogoutScope, SessionView, TokenGrant, Transport, UserView,
+    AuthContext, ClientInfo, LogoutOutcome, LogoutScope, SessionView, TokenGrant, Transport, UserMetadata,
+    UserView,
 };
 
 use std::sync::Arc;
@@ -163,8 +165,16 @@ impl AuthService {
     ) -> Result<TokenGrant, AuthError> {
         // An access token never outlives its session.
         let access_expires_at = now.plus(self.policy.access_ttl).min(session.expires_at());
+        let claims = metadata::custom_claims(&self.policy.custom_claims, &user.app_metadata);
         let access_token = keys
-            .issue(user.id, session.id, &user.roles, now, access_expires_at)
+            .issue_with_claims(
+                user.id,
+                session.id,
+                &user.roles,
+                now,
+                access_expires_at,
+                claims.as_ref(),
+            )
             .map_err(token_internal)?;
         Ok(TokenGrant {
             access_token,

@@ -27,6 +27,8 @@ pub struct Policy {
     pub feed_credentials: FeedCredentials,
     /// Who may call the admin API.
     pub admin: AdminAccess,
+    /// The `app_metadata` keys copied into access tokens.
+    pub custom_claims: Vec<String>,
     /// The signing keys: algorithm, sealing at rest, publish-ahead.
     pub keys: KeyPolicy,
 }

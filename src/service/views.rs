@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::liveness::SessionSnapshot;
+use super::metadata::metadata_value;
 use crate::crypto::RefreshToken;
 use crate::domain::{SessionId, Timestamp, UserId};
 use crate::store::{SessionRecord, UserRecord};
@@ -24,14 +25,40 @@ pub struct UserView {
     pub id: UserId,
     pub email: String,
     pub created_at: Timestamp,
+    /// The user's metadata, where the answer was read from the account (token responses, the
+    /// metadata endpoints); `None` in the memory of sessions, which stays small.
+    pub metadata: Option<UserMetadata>,
+}
+
+/// A user's two metadata objects.
+#[derive(Clone, Debug, Serialize)]
+pub struct UserMetadata {
+    /// The user edits it.
+    pub user_metadata: serde_json::Value,
+    /// Only administrators set it.
+    pub app_metadata: serde_json::Value,
 }
 
 impl From<&UserRecord> for UserView {
     fn from(u: &UserRecord) -> Self {
         UserView {
+            metadata: Some(UserMetadata {
+                user_metadata: metadata_value(&u.user_metadata),
+                app_metadata: metadata_value(&u.app_metadata),
+            }),
+            ..UserView::slim(u)
+        }
+    }
+}
+
+impl UserView {
+    /// Without the metadata: what the memory of sessions keeps.
+    pub fn slim(u: &UserRecord) -> UserView {
+        UserView {
             id: u.id,
             email: u.email.as_str().to_owned(),
             created_at: u.created_at,
+            metadata: None,
         }
     }
 }

@@ -366,6 +366,7 @@ pub fn policy(c: &Config) -> Policy {
         audit_retention: c.audit_retention,
         feed_credentials: FeedCredentials::new(&c.revocation_feed_credentials),
         admin: AdminAccess::new(&c.admin_role, &c.admin_credentials),
+        custom_claims: c.custom_claims.clone(),
         keys: KeyPolicy::new(c.signing_alg, c.master_keys(), c.key_publish_ahead, c.access_ttl),
     }
 }

@@ -45,4 +45,12 @@ pub trait UserStore: Send + Sync {
     /// Inserts a user; `Conflict` when the (normalised) email exists.
     async fn insert_user(&self, user: &UserRecord) -> StoreResult<()>;
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>>;
+    async fn find_user_by_id(&self, user: UserId) -> StoreResult<Option<UserRecord>>;
+    /// Replaces the user's `user_metadata` (a JSON object as text); returns the user as it
+    /// is now, `None` if there is no such user.
+    async fn update_user_metadata(
+        &self,
+        user: UserId,
+        user_metadata: &str,
+    ) -> StoreResult<Option<UserRecord>>;
 }

@@ -188,6 +188,20 @@ impl AccessTokens {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<String, TokenError> {
+        self.issue_with_claims(user, session, roles, now, expires_at, None)
+    }
+
+    /// As [`Self::issue`], with `extra` claims beside the standard ones (custom claims: their
+    /// names were checked against the standard ones at start).
+    pub fn issue_with_claims(
+        &self,
+        user: UserId,
+        session: SessionId,
+        roles: &[String],
+        now: Timestamp,
+        expires_at: Timestamp,
+        extra: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<String, TokenError> {
         let key = self
             .signing_kid(now)
             .and_then(|kid| self.keys.get(kid))
@@ -203,7 +217,23 @@ impl AccessTokens {
             roles: roles.to_vec(),
         };
         // JWS compact serialisation (RFC 7515 §7.1): header.claims.signature, signed by ring.
-        let claims = serde_json::to_vec(&claims).map_err(|e| TokenError::Signing(e.to_string()))?;
+        let claims = match extra {
+            Some(extra) if !extra.is_empty() => {
+                #[derive(serde::Serialize)]
+                struct WithExtra<'a> {
+                    #[serde(flatten)]
+                    standard: &'a AccessClaims,
+                    #[serde(flatten)]
+                    extra: &'a serde_json::Map<String, serde_json::Value>,
+                }
+                serde_json::to_vec(&WithExtra {
+                    standard: &claims,
+                    extra,
+                })
+            }
+            _ => serde_json::to_vec(&claims),
+        }
+        .map_err(|e| TokenError::Signing(e.to_string()))?;
         // Room for the largest signature (RSA 2048: 342 characters) without a reallocation.
         let mut token = String::with_capacity(key.encoded_header.len() + claims.len() * 4 / 3 + 350);
         token.push_str(&key.encoded_header);

@@ -54,4 +54,5 @@ mod signing_keys_and_expiry;
 mod slow_clients;
 mod smoke;
 mod upgrade;
+mod user_data;
 mod webhook;

@@ -8,7 +8,11 @@ async fn me_answers_the_user_and_session() {
     let t = app.signup_and_login(EMAIL).await;
     let me = json_ok(app.me(&s(&t, "access_token")).await).await;
     assert_user(&me["user"], EMAIL);
-    assert_eq!(me["user"], t["user"]);
+    // The same user; the metadata only where asked for (`?include=metadata`).
+    for field in ["id", "email", "created_at"] {
+        assert_eq!(me["user"][field], t["user"][field]);
+    }
+    assert!(me["user"].get("user_metadata").is_none());
     assert_eq!(me["session_id"], t["session_id"]);
 }
 

@@ -17,9 +17,11 @@ async fn register_answers_201_with_the_user() {
     assert_user(&body["user"], EMAIL);
     assert_eq!(
         body["user"].as_object().unwrap().len(),
-        3,
-        "only id, email, created_at: {body}"
+        5,
+        "only id, email, created_at and the (empty) metadata: {body}"
     );
+    assert_eq!(body["user"]["user_metadata"], serde_json::json!({}));
+    assert_eq!(body["user"]["app_metadata"], serde_json::json!({}));
     assert!(body["user"].get("password_hash").is_none());
 }
 

@@ -36,4 +36,29 @@ impl UserStore for PostgresStore {
             .map_err(map_pg)?;
         row.as_ref().map(user_from_row).transpose().map_err(map_pg)
     }
+
+    async fn find_user_by_id(&self, user: UserId) -> StoreResult<Option<UserRecord>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1");
+        let row = sqlx::query(&sql)
+            .bind(user.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        row.as_ref().map(user_from_row).transpose().map_err(map_pg)
+    }
+
+    async fn update_user_metadata(
+        &self,
+        user: UserId,
+        user_metadata: &str,
+    ) -> StoreResult<Option<UserRecord>> {
+        let sql = format!("UPDATE users u SET user_metadata = $2 WHERE u.id = $1 RETURNING {USER_COLUMNS}");
+        let row = sqlx::query(&sql)
+            .bind(user.0)
+            .bind(user_metadata)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        row.as_ref().map(user_from_row).transpose().map_err(map_pg)
+    }
 }

@@ -49,4 +49,37 @@ impl UserStore for SqliteStore {
             .optional()
         })
     }
+
+    async fn find_user_by_id(&self, user: UserId) -> StoreResult<Option<UserRecord>> {
+        self.readers.read(|c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users u WHERE u.id = ?1"
+            ))?
+            .query_row([user.to_string()], user_from_row)
+            .optional()
+        })
+    }
+
+    async fn update_user_metadata(
+        &self,
+        user: UserId,
+        user_metadata: &str,
+    ) -> StoreResult<Option<UserRecord>> {
+        let user_metadata = user_metadata.to_owned();
+        // SQLite's RETURNING takes no qualified names: the row is read back in the same job.
+        self.write(move |c| {
+            c.prepare_cached("UPDATE users SET user_metadata = ?2 WHERE id = ?1")?
+                .execute(params![user.to_string(), user_metadata])?;
+            c.prepare_cached(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users u WHERE u.id = ?1"
+            ))?
+            .query_row([user.to_string()], user_from_row)
+            .optional()
+        })
+        .await
+    }
 }
