@@ -213,7 +213,7 @@ settings! {
     /// name (e.g. `tenant_id`); standard claim names are refused.
     #[arg(env = "TESSERA_CUSTOM_CLAIMS")]
     custom_claims: Vec<String> as ClaimNames = Vec::new();
-    /// Serve the built-in `/admin` page (`true`/`false`).
+    /// Serve the built-in `/admin` page (`true`/`false`; with the other pages on).
     #[arg(env = "TESSERA_ADMIN_PAGE")]
     admin_page: bool = false;
     /// Seals private signing keys at rest: 32 random bytes in standard base64

@@ -94,7 +94,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
     // Built now, so that a document that cannot be built stops the start, not a request.
     openapi::json();
     if config.pages {
-        routes = routes.merge(pages::router(pages::PageSettings::new(config)));
+        routes = routes.merge(pages::router(pages::PageSettings::new(config), config.admin_page));
     } else {
         routes = routes.merge(pages::without_pages());
     }

@@ -3,6 +3,7 @@
 //! `/account` (who am I, my devices, sign out). The files are compiled into the binary, so serving them needs nothing
 //! at run time; one static script drives both through the public API with the cookie
 //! transport, exactly as any browser app would. `pages = false` leaves them unmounted (404).
+//! `/admin` (`admin_page = true`, off by default) drives the admin API the same way.
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ const DOCS_SCRIPT: &str = include_str!("pages/docs.js");
 const DOCS_STYLES: &str = include_str!("pages/docs.css");
 const LOGIN_HTML: &str = include_str!("pages/login.html");
 const ACCOUNT_HTML: &str = include_str!("pages/account.html");
+const ADMIN_HTML: &str = include_str!("pages/admin.html");
 const SCRIPT: &str = include_str!("pages/tessera.js");
 const STYLES: &str = include_str!("pages/tessera.css");
 
@@ -77,7 +79,8 @@ impl PageSettings {
 
 type Headers = [(HeaderName, HeaderValue); 7];
 
-pub fn router<S: Clone + Send + Sync + 'static>(settings: PageSettings) -> Router<S> {
+/// The pages; `/admin` too with `admin` (`admin_page`, off by default).
+pub fn router<S: Clone + Send + Sync + 'static>(settings: PageSettings, admin: bool) -> Router<S> {
     let csp = settings.csp();
     let html = move |body: &'static str| {
         let csp = csp.clone();
@@ -85,7 +88,11 @@ pub fn router<S: Clone + Send + Sync + 'static>(settings: PageSettings) -> Route
     };
     let brand_css = Arc::new(settings.brand_css());
     let settings = Arc::new(settings);
-    Router::new()
+    let mut router = Router::new();
+    if admin {
+        router = router.route("/admin", html(ADMIN_HTML));
+    }
+    router
         .route("/", html(INDEX_HTML))
         .route("/docs", html(DOCS_HTML))
         .route("/login", html(LOGIN_HTML))

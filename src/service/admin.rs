@@ -18,6 +18,7 @@ use serde_json::json;
 use super::events::record_security_event;
 use super::hashing::Hashing;
 use super::metadata::{metadata_text, metadata_value};
+use super::revocations::RevocationFollower;
 use super::views::ClientInfo;
 use super::AuthError;
 use crate::alerts::{Alert, AlertSink, NoAlerts};
@@ -221,6 +222,9 @@ pub struct AdminService {
     alerts: Arc<dyn AlertSink>,
     /// The server's bounded hashing (the admin API); `None`: a hasher of its own (the CLI).
     hashing: Option<Arc<Hashing>>,
+    /// The server's memory of sessions (the admin API), told at once of revocations made
+    /// here; the CLI's are learnt from the revocation log within a poll.
+    follower: Option<Arc<RevocationFollower>>,
 }
 
 impl AdminService {
@@ -236,6 +240,7 @@ impl AdminService {
             },
             alerts: Arc::new(NoAlerts),
             hashing: None,
+            follower: None,
         }
     }
 
@@ -245,6 +250,7 @@ impl AdminService {
         clock: Arc<dyn Clock>,
         alerts: Arc<dyn AlertSink>,
         hashing: Arc<Hashing>,
+        follower: Arc<RevocationFollower>,
         actor: Actor,
         client: ClientInfo,
     ) -> AdminService {
@@ -255,6 +261,7 @@ impl AdminService {
             client,
             alerts,
             hashing: Some(hashing),
+            follower: Some(follower),
         }
     }
 
@@ -264,11 +271,15 @@ impl AdminService {
         AdminService { alerts, ..self }
     }
 
-    /// A `session_revoked` alert for sessions an administrator revoked (audited already under
-    /// the `admin_*` event).
+    /// After sessions were revoked here: the server's memory learns of them at once, and a
+    /// `session_revoked` alert is raised (audited already under the `admin_*` event).
     async fn alert_revoked(&self, user: UserId, session: Option<SessionId>, reason: &str, sessions: u64) {
         if sessions == 0 {
             return;
+        }
+        // This server refuses them before the request is answered.
+        if let Some(follower) = &self.follower {
+            follower.learn_own().await;
         }
         let alert = Alert {
             id: uuid::Uuid::now_v7(),

@@ -126,6 +126,7 @@ impl AuthService {
             Arc::clone(&self.clock),
             self.events.sink(),
             Arc::clone(&self.hashing),
+            Arc::clone(&self.revocations),
             actor,
             client,
         )

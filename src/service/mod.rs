@@ -76,7 +76,7 @@ pub struct AuthService {
     rng: SystemRandom,
     keys: KeyRing,
     hashing: Arc<Hashing>,
-    revocations: RevocationFollower,
+    revocations: Arc<RevocationFollower>,
     events: Events,
     sweeper: Sweeper,
 }
@@ -101,7 +101,7 @@ impl AuthService {
         )
         .await?;
         let hashing = Arc::new(Hashing::start(policy.hash_concurrency).await?);
-        let revocations = RevocationFollower::start(Arc::clone(&store)).await?;
+        let revocations = Arc::new(RevocationFollower::start(Arc::clone(&store)).await?);
         let events = Events::new(Arc::clone(&store), alerts, Arc::clone(&clock));
         let sweeper = Sweeper::new(
             Arc::clone(&store),

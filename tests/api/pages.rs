@@ -6,7 +6,7 @@ use reqwest::Response;
 
 use crate::helpers::*;
 
-const PAGES: [&str; 4] = ["/", "/login", "/account", "/docs"];
+const PAGES: [&str; 5] = ["/", "/login", "/account", "/docs", "/admin"];
 const ASSETS: [(&str, &str); 5] = [
     ("/pages/brand.css", "text/css"),
     ("/pages/tessera.js", "text/javascript"),
@@ -45,7 +45,7 @@ fn has_inline_handler(html: &str) -> bool {
 
 #[tokio::test]
 async fn pages_carry_their_security_headers() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|c| c.admin_page = true).await;
     for page in PAGES {
         let r = app.get(page).await;
         assert_eq!(r.status(), 200, "{page}");
@@ -75,7 +75,7 @@ async fn pages_carry_their_security_headers() {
 
 #[tokio::test]
 async fn pages_have_no_inline_script_and_their_assets_are_served() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|c| c.admin_page = true).await;
     for page in PAGES {
         let html = app.get(page).await.text().await.expect("page body");
         let scripts = html.matches("<script").count();
@@ -172,6 +172,19 @@ async fn the_pages_carry_the_configured_brand_and_return_origins() {
 fn inline_handlers_are_recognised() {
     assert!(has_inline_handler("<button onclick=\"x()\">"));
     assert!(!has_inline_handler("<p>sign on=now</p><button type=\"button\">"));
+}
+
+#[tokio::test]
+async fn the_admin_page_is_off_by_default_and_comes_with_the_pages() {
+    let app = spawn_app().await;
+    assert_problem(app.get("/admin").await, 404, "not_found").await;
+    // It signs in through `/login` and shares its script: with the pages off, it is off too.
+    let app = spawn_app_with(|c| {
+        c.pages = false;
+        c.admin_page = true;
+    })
+    .await;
+    assert_problem(app.get("/admin").await, 404, "not_found").await;
 }
 
 #[tokio::test]

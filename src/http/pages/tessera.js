@@ -189,7 +189,9 @@ async function afterSignIn(navigate) {
 }
 
 function signedOut(code) {
-  location.replace(`/login?reason=${encodeURIComponent(code)}`);
+  // The admin page sends its visitor back to itself once signed in again.
+  const back = location.pathname === '/admin' ? '&return_to=%2Fadmin' : '';
+  location.replace(`/login?reason=${encodeURIComponent(code)}${back}`);
 }
 
 // ---- /login ----
@@ -453,6 +455,159 @@ function accountPage() {
   load();
 }
 
+// ---- /admin ----
+
+function adminPage() {
+  const main = document.querySelector('main');
+  const results = document.getElementById('users');
+  const panel = document.getElementById('user');
+  const sessionList = document.getElementById('user-sessions');
+  const events = document.getElementById('user-events');
+  const toggle = document.getElementById('toggle-disabled');
+  const revokeAll = document.getElementById('revoke-all');
+  let current = null;
+
+  function fail(e) {
+    if (SIGNED_OUT.has(e.code)) return signedOut(e.code);
+    if (e.code === 'forbidden') {
+      main.setAttribute('aria-busy', 'false');
+      return show('error', 'This account is not an administrator.');
+    }
+    show('error', message(e));
+  }
+
+  async function search(prefix) {
+    const query = new URLSearchParams({ limit: '50' });
+    if (prefix) query.set('email', prefix);
+    const page = await authed('GET', `/v1/admin/users?${query}`);
+    results.replaceChildren(...page.users.map((u) => {
+      const item = el('li', 'session user-row');
+      item.dataset.userId = u.id;
+      const text = el('div', 'session-text');
+      const open = el('button', 'link session-name', u.email);
+      open.type = 'button';
+      open.addEventListener('click', () => select(u.id).catch(fail));
+      const state = u.disabled_at ? 'Disabled' : 'Active';
+      const roles = u.roles.length ? u.roles.join(', ') : 'no roles';
+      text.append(open, el('p', 'session-meta', `${state} · ${roles} · since ${day(u.created_at)}`));
+      item.append(text);
+      return item;
+    }));
+    if (!page.users.length) results.replaceChildren(el('li', 'session-meta', 'No users match.'));
+  }
+
+  function renderSessions(sessions) {
+    sessionList.replaceChildren(...sessions.map((s) => {
+      const agent = describeAgent(s.user_agent);
+      const item = el('li', 'session');
+      item.dataset.sessionId = s.id;
+      const text = el('div', 'session-text');
+      text.append(el('p', 'session-name', agent.name),
+        el('p', 'session-meta', `${s.ip || 'Unknown IP'} · Last active ${ago(s.last_used_at)}`));
+      const button = el('button', 'danger', 'Revoke');
+      button.type = 'button';
+      button.setAttribute('aria-label', `Revoke ${agent.name} (${s.ip || 'unknown IP'})`);
+      button.addEventListener('click', async () => {
+        button.disabled = true;
+        try {
+          await authed('DELETE', `/v1/admin/sessions/${encodeURIComponent(s.id)}`);
+          show('notice', `Revoked ${agent.name}.`);
+        } catch (e) {
+          if (e.code !== 'session_not_found') fail(e);
+        }
+        await select(current.id).catch(fail);
+      });
+      item.append(device(agent), text, button);
+      return item;
+    }));
+    if (!sessions.length) sessionList.replaceChildren(el('li', 'session-meta', 'No live sessions.'));
+    revokeAll.hidden = !sessions.length;
+  }
+
+  function device(agent) {
+    const box = el('div', 'device');
+    box.append(icon(agent.mobile));
+    return box;
+  }
+
+  async function select(id) {
+    const [detail, audit] = await Promise.all([
+      authed('GET', `/v1/admin/users/${encodeURIComponent(id)}`),
+      authed('GET', `/v1/admin/audit?${new URLSearchParams({ user_id: id, limit: '20' })}`),
+    ]);
+    current = detail.user;
+    panel.hidden = false;
+    panel.dataset.userId = current.id;
+    document.getElementById('user-title').textContent = current.email;
+    document.getElementById('user-status').textContent = current.disabled_at
+      ? `Disabled ${day(current.disabled_at)}` : 'Active';
+    document.getElementById('user-created').textContent = day(current.created_at);
+    document.getElementById('user-last-login').textContent = detail.last_login_at
+      ? ago(detail.last_login_at) : 'Never';
+    document.getElementById('roles').value = current.roles.join(', ');
+    toggle.textContent = current.disabled_at ? 'Enable' : 'Disable';
+    toggle.className = current.disabled_at ? 'secondary' : 'danger';
+    renderSessions(detail.sessions);
+    events.replaceChildren(...audit.events.map((e) => el('li', '',
+      `${new Date(e.at).toLocaleString()} · ${e.event}${e.ip ? ` · ${e.ip}` : ''}`)));
+  }
+
+  document.getElementById('search-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    show('error', '');
+    search(document.getElementById('search').value.trim().toLowerCase()).catch(fail);
+  });
+
+  document.getElementById('roles-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const roles = document.getElementById('roles').value.split(',').map((r) => r.trim()).filter(Boolean);
+    try {
+      await authed('PATCH', `/v1/admin/users/${encodeURIComponent(current.id)}`, { roles });
+      show('notice', `Roles of ${current.email} saved.`);
+      await select(current.id);
+    } catch (e) {
+      fail(e);
+    }
+  });
+
+  toggle.addEventListener('click', async () => {
+    toggle.disabled = true;
+    const action = current.disabled_at ? 'enable' : 'disable';
+    try {
+      await authed('POST', `/v1/admin/users/${encodeURIComponent(current.id)}/${action}`);
+      show('notice', `${current.email} ${action}d.`);
+      await select(current.id);
+      await search(document.getElementById('search').value.trim().toLowerCase());
+    } catch (e) {
+      fail(e);
+    } finally {
+      toggle.disabled = false;
+    }
+  });
+
+  revokeAll.addEventListener('click', async () => {
+    try {
+      const r = await authed('DELETE', `/v1/admin/users/${encodeURIComponent(current.id)}/sessions`);
+      show('notice', `Revoked ${r.sessions_revoked} session${r.sessions_revoked === 1 ? '' : 's'}.`);
+      await select(current.id);
+    } catch (e) {
+      fail(e);
+    }
+  });
+
+  document.getElementById('sign-out').addEventListener('click', async () => {
+    try {
+      await authed('POST', '/v1/auth/logout');
+    } catch (e) {
+      if (!SIGNED_OUT.has(e.code)) return fail(e);
+    }
+    signedOut('signed_out');
+  });
+
+  search('').then(() => main.setAttribute('aria-busy', 'false'), fail);
+}
+
 applyBranding();
 if (document.body.dataset.page === 'login') loginPage();
 if (document.body.dataset.page === 'account') accountPage();
+if (document.body.dataset.page === 'admin') adminPage();
