@@ -9,7 +9,9 @@
 #     `Authorization`, so authenticated operations are explored past 401;
 #  2. cookie: the same, authenticated with the cookie transport (cookies plus X-CSRF-Token),
 #     so cookie-transport answers (Set-Cookie, csrf_failed, refresh from the cookie) are seen;
-#  3. ending: logout, logout-all and DELETE /v1/auth/sessions/{id}, with a session of its own.
+#  3. ending: logout, logout-all and DELETE /v1/auth/sessions/{id}, with a session of its own;
+#  4. admin: the admin API (`/v1/admin/`) with a back-office credential of scope admin:write,
+#     so its answers are explored past 401/403 (runs 1 and 2 meet its 403 as a non-admin).
 #
 # Installs its venv under target/openapi-venv; needs Python 3.9+. Builds the debug binary if
 # need be (CI has built it already). Takes about 25 s once the venv exists, 40 s without.
@@ -39,10 +41,12 @@ base="http://127.0.0.1:$port"
 # 422 answers against the document. Its 200 is not fuzzed: with a valid credential, a random
 # `wait` of up to 30 s per request would make each example a long poll. Its shape is checked by
 # tests/api/revocation_feed.rs.
+admin_secret="openapi-admin-credential-$(date +%s%N)-0123456789"
 TESSERA_LISTEN="127.0.0.1:$port" TESSERA_ISSUER="$base" \
     TESSERA_DATABASE_URL="sqlite://$work/tessera.db" \
     TESSERA_REVOCATION_FEED_CREDENTIALS="openapi-feed-credential-$(date +%s%N)-0123456789" \
-    TESSERA_LOGIN_RATE=100000 TESSERA_REFRESH_RATE=100000 \
+    TESSERA_ADMIN_CREDENTIALS="openapi:admin:write:$admin_secret" \
+    TESSERA_LOGIN_RATE=100000 TESSERA_REFRESH_RATE=100000 TESSERA_ADMIN_RATE=100000 \
     TESSERA_COOKIE_SECURE=false TESSERA_REUSE_GRACE=1d RUST_LOG=warn \
     start_tessera "openapi"
 
@@ -78,6 +82,7 @@ ENDING=(--include-path /v1/auth/logout --include-path /v1/auth/logout-all
     --include-path-regex '^/v1/auth/sessions/')
 NOT_ENDING=(--exclude-path /v1/auth/logout --exclude-path /v1/auth/logout-all
     --exclude-path-regex '^/v1/auth/sessions/')
+ADMIN=(--include-path-regex '^/v1/admin/')
 run() {
     echo "== openapi: schemathesis, $1"
     shift
@@ -92,6 +97,8 @@ failed=0
 run "bearer" "${NOT_ENDING[@]}" -H "Authorization: Bearer $bearer_token" || failed=1
 run "cookie" "${NOT_ENDING[@]}" -H "Cookie: $cookies" -H "X-CSRF-Token: $csrf" || failed=1
 run "ending" "${ENDING[@]}" -H "Authorization: Bearer $ending_token" || failed=1
+# Last: it may disable, delete or change the password of accounts it creates.
+run "admin" "${ADMIN[@]}" -H "Authorization: Bearer $admin_secret" || failed=1
 
 stop_tessera "openapi" || failed=1
 if grep -q 'panicked' "$work/stderr"; then
