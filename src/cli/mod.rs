@@ -116,6 +116,17 @@ pub enum UsersCommand {
         #[arg(value_name = "ROLE")]
         roles: Vec<String>,
     },
+    /// Set a new password (read as `add` reads one): the account's every session is revoked,
+    /// as with a password change.
+    SetPassword {
+        email: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete the account: its sessions are revoked and deleted; its audit events stay under
+    /// its id, with its email erased from them.
+    Delete { email: String },
     /// Import accounts from JSON Lines: {"email", "password_hash", "created_at"?, "roles"?},
     /// hashes bcrypt ($2a$, $2b$, $2y$) or argon2 PHC. Present emails are left alone, so a
     /// second run changes nothing; bad lines are reported by number and skipped.
@@ -298,6 +309,24 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<(), CliErro
                 .await?
                 .ok_or_else(|| CliError::NoSuchUser(email.clone()))?;
             out.line(&format!("roles of {email}: {}", or_dash(Some(roles.join(" ")))))?;
+        }
+        UsersCommand::SetPassword {
+            email,
+            password_stdin,
+        } => {
+            let password = password::read_new_password(password_stdin)?;
+            let revoked = admin
+                .set_password(&email, password)
+                .await?
+                .ok_or_else(|| CliError::NoSuchUser(email.clone()))?;
+            out.line(&format!("password of {email} set; {revoked} session(s) revoked"))?;
+        }
+        UsersCommand::Delete { email } => {
+            let revoked = admin
+                .delete_user(&email)
+                .await?
+                .ok_or_else(|| CliError::NoSuchUser(email.clone()))?;
+            out.line(&format!("deleted {email}; {revoked} session(s) revoked"))?;
         }
         UsersCommand::Import { file } => import::import(&admin, &file, &mut out).await?,
     }

@@ -417,3 +417,33 @@ async fn audit_lists_newest_first_filtered_by_user_kind_time_and_count() {
     let bad = tessera(&app, &["audit", "--since", "yesterday"], None).await;
     assert!(!bad.ok && bad.stderr.contains("--since"), "{}", bad.stderr);
 }
+
+#[tokio::test]
+async fn a_password_set_and_a_deletion_from_the_command_line() {
+    let app = spawn_app().await;
+    let t = app.signup_and_login(EMAIL).await;
+    let set = tessera(
+        &app,
+        &["users", "set-password", EMAIL, "--password-stdin"],
+        Some("a new long password\n"),
+    )
+    .await;
+    assert_eq!(
+        set.out().trim(),
+        format!("password of {EMAIL} set; 1 session(s) revoked")
+    );
+    assert_problem(app.refresh(&s(&t, "refresh_token")).await, 401, "session_revoked").await;
+    let t = json_ok(app.login_with(EMAIL, "a new long password").await).await;
+
+    let deleted = tessera(&app, &["users", "delete", EMAIL], None).await;
+    assert_eq!(
+        deleted.out().trim(),
+        format!("deleted {EMAIL}; 1 session(s) revoked")
+    );
+    assert_eq!(app.refresh(&s(&t, "refresh_token")).await.status(), 401);
+    let again = tessera(&app, &["users", "delete", EMAIL], None).await;
+    assert!(!again.ok, "{}", again.stdout);
+    let events = audit(&app, &["--kind", "admin_user_deleted"]).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["email"], Value::Null);
+}
