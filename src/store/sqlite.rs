@@ -40,7 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_signing_key_stages.sql"),
     include_str!("../../migrations/sqlite/0009_credentials.sql"),
     include_str!("../../migrations/sqlite/0010_mail_outbox.sql"),
-    include_str!("../../migrations/sqlite/0013_user_data.sql"),
+    include_str!("../../migrations/sqlite/0011_user_data.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
