@@ -16,6 +16,7 @@ use crate::tokens::SigningKeyRecord;
 mod accounts;
 mod alerts;
 mod audit;
+mod email_tokens;
 mod keys;
 mod lockout;
 mod mail;
@@ -28,6 +29,7 @@ mod users;
 pub use accounts::{AccountFilter, AccountStore, AuditFilter, StoredAuditEvent, UserAccount};
 pub use alerts::{AlertStore, NewAlert, StoredAlert};
 pub use audit::{AuditEvent, AuditStore};
+pub use email_tokens::{EmailTokenKind, EmailTokenRecord, EmailTokenStore};
 pub use keys::{AfterKeyRevocation, KeyRevocation, KeyStore};
 pub use lockout::{FailureKey, LockoutStore, LoginFailures, LoginFailuresChange, NextLoginFailures};
 pub use mail::{MailStore, NewMail, QueuedMail};
@@ -71,6 +73,7 @@ pub trait Store:
     + AccountStore
     + AlertStore
     + MailStore
+    + EmailTokenStore
     + Send
     + Sync
     + 'static

@@ -17,6 +17,7 @@ use super::*;
 
 mod accounts;
 mod alerts;
+mod email_tokens;
 pub(super) mod mail;
 mod operator;
 mod rotations;
@@ -44,7 +45,7 @@ const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.
      s.rotated_at, s.sealed_current, s.csrf_token";
 const USER_COLUMNS: &str =
     "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at, u.credential_epoch, \
-     u.user_metadata, u.app_metadata";
+     u.user_metadata, u.app_metadata, u.email_verified_at";
 
 /// A chained token: one primary-key read among its session's own tokens.
 static FIND_CHAINED_TOKEN: LazyLock<String> = LazyLock::new(|| {
@@ -146,6 +147,7 @@ fn user_from_row(row: &PgRow) -> Result<UserRecord, sqlx::Error> {
         credential_epoch: row.try_get("credential_epoch")?,
         user_metadata: row.try_get("user_metadata")?,
         app_metadata: row.try_get("app_metadata")?,
+        email_verified_at: row.try_get::<Option<i64>, _>("email_verified_at")?.map(Timestamp),
     })
 }
 

@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_credentials.sql"),
     include_str!("../../migrations/sqlite/0010_mail_outbox.sql"),
     include_str!("../../migrations/sqlite/0011_user_data.sql"),
+    include_str!("../../migrations/sqlite/0012_email_tokens.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
@@ -77,7 +78,7 @@ macro_rules! returned_session_columns {
 macro_rules! user_columns {
     () => {
         "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at, u.credential_epoch, \
-         u.user_metadata, u.app_metadata"
+         u.user_metadata, u.app_metadata, u.email_verified_at"
     };
 }
 /// The system clock as SQLite sees it, in milliseconds (the revocation log's clock).
@@ -93,6 +94,8 @@ mod accounts;
 mod alerts;
 // The mail outbox.
 pub(super) mod mail;
+// Single-use tokens sent by mail.
+mod email_tokens;
 
 pub struct SqliteStore {
     readers: Readers,
@@ -428,6 +431,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
         credential_epoch: row.get("credential_epoch")?,
         user_metadata: row.get("user_metadata")?,
         app_metadata: row.get("app_metadata")?,
+        email_verified_at: row.get::<_, Option<i64>>("email_verified_at")?.map(Timestamp),
     })
 }
 

@@ -21,6 +21,8 @@ pub struct UserRecord {
     /// A JSON object (as text) only administrators set; some of its keys may be copied into
     /// access tokens (`TESSERA_CUSTOM_CLAIMS`).
     pub app_metadata: String,
+    /// When the address was proved (a verification, sign-in or change link); `None`: not yet.
+    pub email_verified_at: Option<Timestamp>,
 }
 
 impl UserRecord {
@@ -36,6 +38,7 @@ impl UserRecord {
             credential_epoch: 0,
             user_metadata: "{}".to_owned(),
             app_metadata: "{}".to_owned(),
+            email_verified_at: None,
         }
     }
 }

@@ -8,8 +8,8 @@ use super::*;
 impl UserStore for PostgresStore {
     async fn insert_user(&self, user: &UserRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO users (id, email, password_hash, roles, created_at, user_metadata, app_metadata) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO users (id, email, password_hash, roles, created_at, user_metadata, app_metadata, \
+             email_verified_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(user.id.0)
         .bind(user.email.as_str())
@@ -18,6 +18,7 @@ impl UserStore for PostgresStore {
         .bind(user.created_at.millis())
         .bind(&user.user_metadata)
         .bind(&user.app_metadata)
+        .bind(user.email_verified_at.map(Timestamp::millis))
         .execute(&self.pool)
         .await
         .map_err(|e| match &e {

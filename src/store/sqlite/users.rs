@@ -12,8 +12,8 @@ impl UserStore for SqliteStore {
             .write(move |c| {
                 let done = c
                     .prepare_cached(
-                        "INSERT INTO users (id, email, password_hash, roles, created_at, user_metadata, app_metadata) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT INTO users (id, email, password_hash, roles, created_at, user_metadata, app_metadata, \
+                         email_verified_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )?
                     .execute(params![
                         user.id.to_string(),
@@ -22,7 +22,8 @@ impl UserStore for SqliteStore {
                         roles_json(&user.roles),
                         user.created_at.millis(),
                         user.user_metadata,
-                        user.app_metadata
+                        user.app_metadata,
+                        user.email_verified_at.map(Timestamp::millis)
                     ]);
                 match done {
                     Ok(_) => Ok(true),
