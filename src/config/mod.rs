@@ -194,6 +194,22 @@ settings! {
     /// A mail not delivered within this long of being queued is given up (and logged).
     #[arg(env = "TESSERA_MAIL_GIVE_UP_AFTER")]
     mail_give_up_after: Duration = Duration::from_secs(86_400);
+    /// Refuse sign-in until the account's address is verified (`true`/`false`); registration
+    /// then answers alike whether or not the address has an account.
+    #[arg(env = "TESSERA_REQUIRE_VERIFIED_EMAIL")]
+    require_verified_email: bool = false;
+    /// How long a mailed verification (or email change) link works.
+    #[arg(env = "TESSERA_EMAIL_VERIFY_TTL")]
+    email_verify_ttl: Duration = Duration::from_secs(86_400);
+    /// How long a mailed password reset link works.
+    #[arg(env = "TESSERA_PASSWORD_RESET_TTL")]
+    password_reset_ttl: Duration = Duration::from_secs(30 * 60);
+    /// Sign-in by a link mailed to the account's address (`true`/`false`).
+    #[arg(env = "TESSERA_EMAIL_LINK_SIGNIN")]
+    email_link_signin: bool = false;
+    /// How long a mailed sign-in link works.
+    #[arg(env = "TESSERA_EMAIL_LINK_TTL")]
+    email_link_ttl: Duration = Duration::from_secs(15 * 60);
     /// Comma-separated bearer credentials (each at least 32 characters) that resource servers
     /// present to read the revocation feed, `GET /v1/revocations`; the feed is off without one.
     #[arg(env = "TESSERA_REVOCATION_FEED_CREDENTIALS", hide_env_values = true)]

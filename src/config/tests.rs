@@ -238,6 +238,14 @@ fn each_check_refuses_with_its_message() {
             "invalid value for session_ttl: must be positive",
         ),
         (
+            &["--password-reset-ttl", "0"],
+            "invalid value for password_reset_ttl: must be positive",
+        ),
+        (
+            &["--email-link-ttl", "0"],
+            "invalid value for email_link_ttl: must be positive",
+        ),
+        (
             &["--max-sessions", "0"],
             "invalid value for max_sessions: must be at least 1",
         ),

@@ -22,6 +22,15 @@ impl Config {
         if self.session_ttl.is_zero() {
             return invalid("session_ttl", "must be positive");
         }
+        for (name, ttl) in [
+            ("email_verify_ttl", self.email_verify_ttl),
+            ("password_reset_ttl", self.password_reset_ttl),
+            ("email_link_ttl", self.email_link_ttl),
+        ] {
+            if ttl.is_zero() {
+                return invalid(name, "must be positive");
+            }
+        }
         if self.max_sessions == 0 {
             return invalid("max_sessions", "must be at least 1");
         }

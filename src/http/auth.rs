@@ -36,6 +36,8 @@ pub(super) struct User<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>, nullable = false)]
     app_metadata: Option<&'a serde_json::Value>,
+    /// The address was proved by a mailed link.
+    email_verified: bool,
 }
 
 impl<'a> From<&'a UserView> for User<'a> {
@@ -46,6 +48,7 @@ impl<'a> From<&'a UserView> for User<'a> {
             created_at: u.created_at,
             user_metadata: u.metadata.as_ref().map(|m| &m.user_metadata),
             app_metadata: u.metadata.as_ref().map(|m| &m.app_metadata),
+            email_verified: u.email_verified,
         }
     }
 }
@@ -156,7 +159,8 @@ pub(super) struct RegisterResponse<'a> {
     summary = "Create an account",
     request_body = RegisterRequest,
     responses(
-        (status = 201, description = "The account was created.", body = RegisterResponse),
+        (status = 201, description = "The account was created (a verification link is mailed to it).", body = RegisterResponse),
+        (status = 202, description = "With `TESSERA_REQUIRE_VERIFIED_EMAIL`: the same answer whether or not the address had an account (a new one gets a verification link, an existing one's owner a notice).", body = super::email::RegisterPending),
         (status = 400, description = "`malformed_request`"),
         (status = 408, description = "`request_timeout`"),
         (status = 409, description = "`email_taken`"),
@@ -178,6 +182,13 @@ pub async fn register(
     let password = f.required_str("password");
     let user_metadata = f.optional_object("user_metadata");
     f.finish()?;
+    if state.service.requires_verified_email() {
+        let email = state
+            .service
+            .register_quietly(email, password, user_metadata, &client)
+            .await?;
+        return Ok(super::email::register_pending(email.as_str()));
+    }
     let user = state
         .service
         .register(email, password, user_metadata, &client)

@@ -60,6 +60,9 @@ pub enum ProblemCode {
     /// Authenticated but not allowed (the admin API): no hint of what exists.
     Forbidden,
     SessionNotFound,
+    InvalidEmailToken,
+    EmailTokenExpired,
+    EmailNotVerified,
     RateLimited,
     NotFound,
     MethodNotAllowed,
@@ -172,6 +175,26 @@ impl ApiError {
                     StatusCode::TOO_MANY_REQUESTS,
                     C::RateLimited,
                     "Too many failed sign-ins for this account; try again later.",
+                ),
+                A::InvalidEmailToken => s(
+                    StatusCode::BAD_REQUEST,
+                    C::InvalidEmailToken,
+                    "This link is not valid: it was already used, replaced by a newer one, or never issued.",
+                ),
+                A::EmailTokenExpired => s(
+                    StatusCode::BAD_REQUEST,
+                    C::EmailTokenExpired,
+                    "This link has expired; ask for a new one.",
+                ),
+                A::EmailNotVerified => s(
+                    StatusCode::FORBIDDEN,
+                    C::EmailNotVerified,
+                    "Confirm your email address first: follow the link we mailed you.",
+                ),
+                A::LinkSigninDisabled => s(
+                    StatusCode::NOT_FOUND,
+                    C::NotFound,
+                    "Sign-in links are not enabled on this server.",
                 ),
                 A::FeedDisabled => s(
                     StatusCode::NOT_FOUND,

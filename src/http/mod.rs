@@ -7,6 +7,7 @@ mod auth;
 pub mod cookies;
 mod cors;
 pub mod discovery;
+pub mod email;
 pub mod error;
 pub mod extract;
 mod feed;
@@ -48,6 +49,10 @@ pub struct AppState {
     pub refresh_limit: Arc<RateLimiter>,
     /// The admin API's own limit.
     pub admin_limit: Arc<RateLimiter>,
+    /// The flows by email, per client network (at the login rate).
+    pub email_limit: Arc<RateLimiter>,
+    /// The flows that mail an address, per address or account.
+    pub email_address_limit: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
     /// How long a client may take to send a request body.
     pub client_timeout: std::time::Duration,
@@ -69,6 +74,14 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::revoke_session))
         .routes(routes!(account::me, account::update_me))
+        .routes(routes!(email::verify_email))
+        .routes(routes!(email::resend_verification))
+        .routes(routes!(email::forgot_password))
+        .routes(routes!(email::reset_password))
+        .routes(routes!(email::change_email))
+        .routes(routes!(email::confirm_email_change))
+        .routes(routes!(email::email_link))
+        .routes(routes!(email::email_link_verify))
         .routes(routes!(feed::revocations))
         .routes(routes!(admin::list_users, admin::create_user))
         .routes(routes!(admin::show_user, admin::update_user, admin::delete_user))

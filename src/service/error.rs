@@ -44,6 +44,18 @@ pub enum AuthError {
     /// Too many failed logins for this account (see `lockout`); try again after this long.
     #[error("account locked; retry after {0:?}")]
     AccountLocked(Duration),
+    /// A mailed link's token that is unknown, already used, superseded or void.
+    #[error("invalid or used email link token")]
+    InvalidEmailToken,
+    /// A mailed link's token past its time.
+    #[error("email link token expired")]
+    EmailTokenExpired,
+    /// Sign-in needs a verified address (`TESSERA_REQUIRE_VERIFIED_EMAIL`).
+    #[error("email address not verified")]
+    EmailNotVerified,
+    /// Sign-in links are off (`TESSERA_EMAIL_LINK_SIGNIN`).
+    #[error("sign-in links are not enabled")]
+    LinkSigninDisabled,
     #[error(transparent)]
     Store(#[from] StoreError),
     /// No resource-server credential is configured, so there is no revocation feed.

@@ -51,6 +51,10 @@ impl AuthService {
         self.events
             .audit(AuditKind::UserRegistered, Some(user.id), None, client, None)
             .await;
+        // The account exists either way; a lost mail is what `email/verify/resend` is for.
+        if let Err(e) = self.send_verification(&user).await {
+            tracing::warn!(error = %e, "could not queue the verification mail");
+        }
         Ok(UserView::from(&user))
     }
 
@@ -140,6 +144,10 @@ impl AuthService {
             Some(u) if matches => u,
             _ => return Err(AuthError::InvalidCredentials),
         };
+        // Only to whoever proved the password: nobody else learns the account exists.
+        if self.policy.email.require_verified && user.email_verified_at.is_none() {
+            return Err(AuthError::EmailNotVerified);
+        }
 
         // Checked before anything is written: no session is created that gets no tokens.
         let keys = self.keys.for_signing().await?;
@@ -237,6 +245,7 @@ impl AuthService {
                     None,
                 )
                 .await;
+            self.notify_new_device(&user, client, now).await;
         }
         self.grant(&keys, &user, &session, refresh, now)
     }

@@ -17,6 +17,7 @@ pub mod admin;
 mod admin_access;
 pub mod aligned_clock;
 mod attempt;
+mod email;
 mod error;
 mod events;
 pub mod feed;
@@ -39,6 +40,7 @@ mod views;
 
 pub use crate::store::PoolUsage;
 pub use admin_access::AdminAccess;
+pub use email::EmailPolicy;
 pub use error::AuthError;
 pub use events::Events;
 pub use hashing::{Hashing, HashingStats};
@@ -63,6 +65,7 @@ use ring::rand::SystemRandom;
 use crate::alerts::AlertSink;
 use crate::crypto::RefreshToken;
 use crate::domain::{Clock, Timestamp};
+use crate::mail::Outbox;
 use crate::store::{SessionRecord, Store, UserRecord};
 use crate::tokens::AccessTokens;
 use error::token_internal;
@@ -79,6 +82,8 @@ pub struct AuthService {
     revocations: Arc<RevocationFollower>,
     events: Events,
     sweeper: Sweeper,
+    /// Wakes the mail deliverer once a flow has queued a mail.
+    outbox: Outbox,
 }
 
 impl AuthService {
@@ -90,6 +95,7 @@ impl AuthService {
         policy: Policy,
         issuer: &str,
         audience: &str,
+        outbox: Outbox,
     ) -> Result<AuthService, AuthError> {
         let keys = KeyRing::open(
             Arc::clone(&store),
@@ -119,6 +125,7 @@ impl AuthService {
             revocations,
             events,
             sweeper,
+            outbox,
         })
     }
 
@@ -167,10 +174,11 @@ impl AuthService {
         let access_expires_at = now.plus(self.policy.access_ttl).min(session.expires_at());
         let claims = metadata::custom_claims(&self.policy.custom_claims, &user.app_metadata);
         let access_token = keys
-            .issue_with_claims(
+            .issue_for(
                 user.id,
                 session.id,
                 &user.roles,
+                user.email_verified_at.is_some(),
                 now,
                 access_expires_at,
                 claims.as_ref(),

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::admin_access::AdminAccess;
+use super::email::EmailPolicy;
 use super::feed::FeedCredentials;
 use super::keys::KeyPolicy;
 use super::lockout::LockoutPolicy;
@@ -31,4 +32,6 @@ pub struct Policy {
     pub custom_claims: Vec<String>,
     /// The signing keys: algorithm, sealing at rest, publish-ahead.
     pub keys: KeyPolicy,
+    /// The flows by email: verification, reset, sign-in links.
+    pub email: EmailPolicy,
 }

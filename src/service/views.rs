@@ -25,6 +25,8 @@ pub struct UserView {
     pub id: UserId,
     pub email: String,
     pub created_at: Timestamp,
+    /// The address was proved by a mailed link.
+    pub email_verified: bool,
     /// The user's metadata, where the answer was read from the account (token responses, the
     /// metadata endpoints); `None` in the memory of sessions, which stays small.
     pub metadata: Option<UserMetadata>,
@@ -58,6 +60,7 @@ impl UserView {
             id: u.id,
             email: u.email.as_str().to_owned(),
             created_at: u.created_at,
+            email_verified: u.email_verified_at.is_some(),
             metadata: None,
         }
     }

@@ -33,7 +33,7 @@ use crate::service::aligned_clock::DatabaseAlignedClock;
 use crate::service::feed::FeedCredentials;
 use crate::service::lockout::LockoutPolicy;
 use crate::service::AdminAccess;
-use crate::service::{AuthError, AuthService, KeyPolicy, Policy};
+use crate::service::{AuthError, AuthService, EmailPolicy, KeyPolicy, Policy};
 use crate::store::{self, Store, StoreError};
 
 /// How long in-flight requests may take to finish after a shutdown signal (the contract
@@ -189,6 +189,7 @@ impl Application {
                 policy(config),
                 &config.issuer,
                 &config.audience,
+                outbox.clone(),
             )
             .await?,
         );
@@ -200,6 +201,8 @@ impl Application {
             register_limit: Arc::new(RateLimiter::new(config.login_rate)),
             refresh_limit: Arc::new(RateLimiter::new(config.refresh_rate)),
             admin_limit: Arc::new(RateLimiter::new(config.admin_rate)),
+            email_limit: Arc::new(RateLimiter::new(config.login_rate)),
+            email_address_limit: Arc::new(RateLimiter::new(http::email::PER_ADDRESS_PER_MINUTE)),
             metrics: Arc::new(match service.pool_usage() {
                 Some(_) => Metrics::new().with_pool_gauges(),
                 None => Metrics::new(),
@@ -216,6 +219,8 @@ impl Application {
             Arc::clone(&state.register_limit),
             Arc::clone(&state.refresh_limit),
             Arc::clone(&state.admin_limit),
+            Arc::clone(&state.email_limit),
+            Arc::clone(&state.email_address_limit),
         ];
         let fd_limit = raise_open_file_limit();
         let max_connections = effective_connection_cap(
@@ -368,5 +373,12 @@ pub fn policy(c: &Config) -> Policy {
         admin: AdminAccess::new(&c.admin_role, &c.admin_credentials),
         custom_claims: c.custom_claims.clone(),
         keys: KeyPolicy::new(c.signing_alg, c.master_keys(), c.key_publish_ahead, c.access_ttl),
+        email: EmailPolicy {
+            require_verified: c.require_verified_email,
+            verify_ttl: c.email_verify_ttl,
+            reset_ttl: c.password_reset_ttl,
+            link_signin: c.email_link_signin,
+            link_ttl: c.email_link_ttl,
+        },
     }
 }

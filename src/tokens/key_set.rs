@@ -188,7 +188,7 @@ impl AccessTokens {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<String, TokenError> {
-        self.issue_with_claims(user, session, roles, now, expires_at, None)
+        self.issue_for(user, session, roles, false, now, expires_at, None)
     }
 
     /// As [`Self::issue`], with `extra` claims beside the standard ones (custom claims: their
@@ -198,6 +198,21 @@ impl AccessTokens {
         user: UserId,
         session: SessionId,
         roles: &[String],
+        now: Timestamp,
+        expires_at: Timestamp,
+        extra: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<String, TokenError> {
+        self.issue_for(user, session, roles, false, now, expires_at, extra)
+    }
+
+    /// As [`Self::issue_with_claims`], with the `email_verified` claim.
+    #[allow(clippy::too_many_arguments)]
+    pub fn issue_for(
+        &self,
+        user: UserId,
+        session: SessionId,
+        roles: &[String],
+        email_verified: bool,
         now: Timestamp,
         expires_at: Timestamp,
         extra: Option<&serde_json::Map<String, serde_json::Value>>,
@@ -215,6 +230,7 @@ impl AccessTokens {
             exp: expires_at.seconds(),
             jti: uuid::Uuid::now_v7().to_string(),
             roles: roles.to_vec(),
+            email_verified,
         };
         // JWS compact serialisation (RFC 7515 §7.1): header.claims.signature, signed by ring.
         let claims = match extra {

@@ -67,6 +67,10 @@ pub struct AccessClaims {
     pub exp: i64,
     pub jti: String,
     pub roles: Vec<String>,
+    /// Whether the user's address was verified when the token was issued (absent from tokens
+    /// issued before the claim existed: false).
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
 /// `sub` as it travels: a UUID string.
