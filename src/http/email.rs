@@ -25,7 +25,12 @@ pub const PER_ADDRESS_PER_MINUTE: u32 = 3;
 
 /// The per-address limit: keyed by the address as typed, trimmed and lower-cased (which is
 /// how accounts are stored), so an unknown address is limited like a known one.
-fn limit_address(state: &AppState, limiter: &RateLimiter, endpoint: &'static str, key: &str) -> Result<(), ApiError> {
+fn limit_address(
+    state: &AppState,
+    limiter: &RateLimiter,
+    endpoint: &'static str,
+    key: &str,
+) -> Result<(), ApiError> {
     limiter.check(&key.trim().to_lowercase()).map_err(|retry_after| {
         state.metrics.rate_limited(endpoint);
         ApiError::RateLimited(retry_after)
@@ -89,7 +94,10 @@ pub async fn verify_email(
     let token = f.required_str("token");
     f.finish()?;
     let user = state.service.verify_email(token, &client).await?;
-    Ok(Json(UserResponse { user: User::from(&user) }).into_response())
+    Ok(Json(UserResponse {
+        user: User::from(&user),
+    })
+    .into_response())
 }
 
 #[utoipa::path(
@@ -271,7 +279,10 @@ pub async fn confirm_email_change(
     let token = f.required_str("token");
     f.finish()?;
     let user = state.service.confirm_email_change(token, &client).await?;
-    Ok(Json(UserResponse { user: User::from(&user) }).into_response())
+    Ok(Json(UserResponse {
+        user: User::from(&user),
+    })
+    .into_response())
 }
 
 #[utoipa::path(
@@ -374,5 +385,10 @@ pub(super) fn register_pending(email: &str) -> Response {
         status: "verification_sent",
         email,
     };
-    (StatusCode::ACCEPTED, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+    (
+        StatusCode::ACCEPTED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(body),
+    )
+        .into_response()
 }

@@ -73,7 +73,10 @@ fn minutes(d: Duration) -> u64 {
 /// A presented token: present, and not absurdly long.
 fn check_token_field(token: &str) -> Result<(), AuthError> {
     if token.is_empty() {
-        return Err(AuthError::Validation(vec![FieldError::new("token", "must not be empty")]));
+        return Err(AuthError::Validation(vec![FieldError::new(
+            "token",
+            "must not be empty",
+        )]));
     }
     if token.len() > MAX_TOKEN_CHARS {
         return Err(AuthError::InvalidEmailToken);
@@ -117,7 +120,12 @@ impl AuthService {
     }
 
     /// Stores the token and queues its mail in one transaction, then wakes the deliverer.
-    async fn queue_token_mail(&self, record: &EmailTokenRecord, mail: Mail, now: Timestamp) -> Result<(), AuthError> {
+    async fn queue_token_mail(
+        &self,
+        record: &EmailTokenRecord,
+        mail: Mail,
+        now: Timestamp,
+    ) -> Result<(), AuthError> {
         let mail = mail.expiring_at(record.expires_at).record(now);
         self.store.insert_email_token(record, &mail).await?;
         self.outbox.queued();
@@ -129,7 +137,11 @@ impl AuthService {
     async fn queue_notice(&self, to: &Email, kind: MailKind) {
         if let Err(e) = self
             .outbox
-            .send(self.store.as_ref(), &Mail::new(to.clone(), kind), self.clock.now())
+            .send(
+                self.store.as_ref(),
+                &Mail::new(to.clone(), kind),
+                self.clock.now(),
+            )
             .await
         {
             tracing::warn!(error = %e, "could not queue a notice mail");
@@ -139,8 +151,13 @@ impl AuthService {
     /// Mails `user` a link that verifies their address (registration, and resending).
     pub(super) async fn send_verification(&self, user: &UserRecord) -> Result<(), AuthError> {
         let now = self.clock.now();
-        let (token, record) =
-            self.issue_email_token(EmailTokenKind::VerifyEmail, user, None, self.policy.email.verify_ttl, now)?;
+        let (token, record) = self.issue_email_token(
+            EmailTokenKind::VerifyEmail,
+            user,
+            None,
+            self.policy.email.verify_ttl,
+            now,
+        )?;
         let mail = Mail::new(user.email.clone(), MailKind::VerifyEmail { token });
         self.queue_token_mail(&record, mail, now).await
     }
@@ -278,7 +295,8 @@ impl AuthService {
         }
         let now = self.clock.now();
         let ttl = self.policy.email.reset_ttl;
-        let (token, record) = self.issue_email_token(EmailTokenKind::PasswordReset, &account.user, None, ttl, now)?;
+        let (token, record) =
+            self.issue_email_token(EmailTokenKind::PasswordReset, &account.user, None, ttl, now)?;
         let mail = Mail::new(
             account.user.email.clone(),
             MailKind::PasswordReset {
@@ -293,7 +311,12 @@ impl AuthService {
     /// moves the credential epoch and revokes every session, so no session (nor a login in
     /// flight with the old password) outlives it; the per-account lock is lifted, and the
     /// holder is told.
-    pub async fn reset_password(&self, token: &str, new_password: &str, client: &ClientInfo) -> Result<(), AuthError> {
+    pub async fn reset_password(
+        &self,
+        token: &str,
+        new_password: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AuthError> {
         let mut errors = Vec::new();
         if token.is_empty() {
             errors.push(FieldError::new("token", "must not be empty"));
@@ -308,7 +331,9 @@ impl AuthService {
         let Some(new) = new.filter(|_| errors.is_empty()) else {
             return Err(AuthError::Validation(errors));
         };
-        let (record, user) = self.check_email_token(token, EmailTokenKind::PasswordReset).await?;
+        let (record, user) = self
+            .check_email_token(token, EmailTokenKind::PasswordReset)
+            .await?;
         // Issued before the password last changed (or the account was disabled): void.
         if record.credential_epoch != user.credential_epoch {
             return Err(AuthError::InvalidEmailToken);
@@ -402,7 +427,10 @@ impl AuthService {
         if current_password.is_empty() {
             errors.push(FieldError::new("current_password", "must not be empty"));
         } else if current_password.chars().count() > Password::MAX_CHARS {
-            errors.push(FieldError::new("current_password", "must be at most 1024 characters"));
+            errors.push(FieldError::new(
+                "current_password",
+                "must be at most 1024 characters",
+            ));
         }
         let Some(new_email) = new_email.filter(|_| errors.is_empty()) else {
             return Err(AuthError::Validation(errors));
@@ -479,7 +507,11 @@ impl AuthService {
 
     /// Moves the account to the address the confirmation link was sent to (which it proves).
     /// An address taken meanwhile is `EmailTaken`, and the account keeps its address.
-    pub async fn confirm_email_change(&self, token: &str, client: &ClientInfo) -> Result<UserView, AuthError> {
+    pub async fn confirm_email_change(
+        &self,
+        token: &str,
+        client: &ClientInfo,
+    ) -> Result<UserView, AuthError> {
         let (record, user) = self.check_email_token(token, EmailTokenKind::EmailChange).await?;
         let new_email = record.new_email.clone().ok_or(AuthError::InvalidEmailToken)?;
         self.use_email_token(&record).await?;
@@ -534,7 +566,8 @@ impl AuthService {
         }
         let now = self.clock.now();
         let ttl = self.policy.email.link_ttl;
-        let (token, record) = self.issue_email_token(EmailTokenKind::SignInLink, &account.user, None, ttl, now)?;
+        let (token, record) =
+            self.issue_email_token(EmailTokenKind::SignInLink, &account.user, None, ttl, now)?;
         let mail = Mail::new(
             account.user.email.clone(),
             MailKind::SignInLink {
@@ -575,7 +608,12 @@ impl AuthService {
                 Transport::Body => None,
                 Transport::Cookie => Some(crypto::random_token(&self.rng, 32)?),
             },
-            ..SessionRecord::opened(user.id, now, absolute, now.plus(self.policy.refresh_ttl).min(absolute))
+            ..SessionRecord::opened(
+                user.id,
+                now,
+                absolute,
+                now.plus(self.policy.refresh_ttl).min(absolute),
+            )
         };
         let refresh = RefreshToken::issue(&self.rng, session.id, 0)?;
         // Under the epoch the token was found with: disabled (or reset) meanwhile, no session.
@@ -612,7 +650,10 @@ impl AuthService {
                 .user_agent
                 .clone()
                 .unwrap_or_else(|| "an unknown device".to_owned()),
-            ip: client.ip.clone().unwrap_or_else(|| "an unknown address".to_owned()),
+            ip: client
+                .ip
+                .clone()
+                .unwrap_or_else(|| "an unknown address".to_owned()),
             at,
         };
         self.queue_notice(&user.email, kind).await;

@@ -66,7 +66,11 @@ impl Sweeper {
         }
         // Mailed tokens a day past their expiry (until then a late click is told "expired").
         let tokens_before = now.minus(std::time::Duration::from_secs(86_400));
-        sweep_in_batches(|| self.store.delete_email_tokens_expired_before(tokens_before, SWEEP_BATCH)).await?;
+        sweep_in_batches(|| {
+            self.store
+                .delete_email_tokens_expired_before(tokens_before, SWEEP_BATCH)
+        })
+        .await?;
         let before = now.minus(ENDED_SESSION_RETENTION);
         let ended = sweep_in_batches(|| self.store.delete_sessions_ended_before(before, SWEEP_BATCH)).await?;
         Ok(ended + self.idle_sessions(before).await?)

@@ -68,7 +68,8 @@ pub trait EmailTokenStore: Send + Sync {
     async fn use_email_token(&self, hash: &str, now: Timestamp) -> StoreResult<bool>;
     /// Marks every unused token of `user` of `kind` used (a password changed otherwise makes
     /// pending reset links void).
-    async fn void_email_tokens(&self, user: UserId, kind: EmailTokenKind, now: Timestamp) -> StoreResult<u64>;
+    async fn void_email_tokens(&self, user: UserId, kind: EmailTokenKind, now: Timestamp)
+        -> StoreResult<u64>;
     /// Records the user's address as proved at `now` (keeps the first time); returns whether
     /// the user exists.
     async fn mark_email_verified(&self, user: UserId, now: Timestamp) -> StoreResult<bool>;

@@ -20,6 +20,7 @@ mod cookies;
 mod cors;
 mod crash;
 mod discovery;
+mod email_flows;
 mod errors;
 mod expiry;
 mod forwarded_for;

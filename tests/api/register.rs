@@ -15,10 +15,11 @@ async fn register_answers_201_with_the_user() {
     assert_eq!(r.status().as_u16(), 201);
     let body: Value = r.json().await.unwrap();
     assert_user(&body["user"], EMAIL);
+    assert_eq!(body["user"]["email_verified"], false, "{body}");
     assert_eq!(
         body["user"].as_object().unwrap().len(),
-        5,
-        "only id, email, created_at and the (empty) metadata: {body}"
+        6,
+        "only id, email, created_at, email_verified and the (empty) metadata: {body}"
     );
     assert_eq!(body["user"]["user_metadata"], serde_json::json!({}));
     assert_eq!(body["user"]["app_metadata"], serde_json::json!({}));

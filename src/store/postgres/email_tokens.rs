@@ -11,7 +11,9 @@ fn token_from_row(row: &PgRow) -> Result<EmailTokenRecord, sqlx::Error> {
         kind: EmailTokenKind::parse(&kind)
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown email token kind {kind}").into()))?,
         user_id: UserId(row.try_get("user_id")?),
-        new_email: row.try_get::<Option<String>, _>("new_email")?.map(Email::from_stored),
+        new_email: row
+            .try_get::<Option<String>, _>("new_email")?
+            .map(Email::from_stored),
         credential_epoch: row.try_get("t_epoch")?,
         created_at: Timestamp(row.try_get("t_created_at")?),
         expires_at: Timestamp(row.try_get("expires_at")?),
@@ -82,7 +84,12 @@ impl EmailTokenStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn void_email_tokens(&self, user: UserId, kind: EmailTokenKind, now: Timestamp) -> StoreResult<u64> {
+    async fn void_email_tokens(
+        &self,
+        user: UserId,
+        kind: EmailTokenKind,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
         let done = sqlx::query(
             "UPDATE email_tokens SET used_at = $3 WHERE user_id = $1 AND kind = $2 AND used_at IS NULL",
         )
@@ -96,12 +103,13 @@ impl EmailTokenStore for PostgresStore {
     }
 
     async fn mark_email_verified(&self, user: UserId, now: Timestamp) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE users SET email_verified_at = coalesce(email_verified_at, $2) WHERE id = $1")
-            .bind(user.0)
-            .bind(now.millis())
-            .execute(&self.pool)
-            .await
-            .map_err(map_pg)?;
+        let done =
+            sqlx::query("UPDATE users SET email_verified_at = coalesce(email_verified_at, $2) WHERE id = $1")
+                .bind(user.0)
+                .bind(now.millis())
+                .execute(&self.pool)
+                .await
+                .map_err(map_pg)?;
         Ok(done.rows_affected() == 1)
     }
 

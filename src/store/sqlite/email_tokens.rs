@@ -83,7 +83,12 @@ impl EmailTokenStore for SqliteStore {
         Ok(done == 1)
     }
 
-    async fn void_email_tokens(&self, user: UserId, kind: EmailTokenKind, now: Timestamp) -> StoreResult<u64> {
+    async fn void_email_tokens(
+        &self,
+        user: UserId,
+        kind: EmailTokenKind,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
         let done = self
             .write(move |c| {
                 c.prepare_cached(
