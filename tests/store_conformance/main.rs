@@ -131,6 +131,7 @@ fn one_step(presented: RefreshTokenKey, now: Timestamp, csrf: Option<&str>) -> C
 mod accounts;
 mod alerts;
 mod audit;
+mod email_tokens;
 mod keys;
 mod lockout;
 mod mail;
@@ -217,4 +218,7 @@ conformance!(
     mail::a_mail_given_up_is_final_and_finished_mails_are_pruned,
     mail::concurrent_mail_claimers_never_get_the_same_mail,
     sessions::known_devices_come_from_sessions_and_successful_logins,
+    email_tokens::an_email_token_is_stored_with_its_mail_and_superseded_by_a_newer_one,
+    email_tokens::concurrent_uses_of_an_email_token_have_one_winner,
+    email_tokens::an_address_is_verified_and_changed_unless_taken,
 );
