@@ -1,6 +1,7 @@
 //! The built-in pages: `/` (what this server is, with links), `/docs` (the API reference,
 //! rendered from `/openapi.json` in the browser), `/login` (sign in, create an account) and
-//! `/account` (who am I, my devices, sign out). The files are compiled into the binary, so serving them needs nothing
+//! `/account` (who am I, my devices, sign out), and those of the mailed links: `/forgot`,
+//! `/reset#token=`, `/verify#token=` (or `#change=`); `/login#link=` signs in by link. The files are compiled into the binary, so serving them needs nothing
 //! at run time; one static script drives both through the public API with the cookie
 //! transport, exactly as any browser app would. `pages = false` leaves them unmounted (404).
 //! `/admin` (`admin_page = true`, off by default) drives the admin API the same way.
@@ -22,6 +23,9 @@ const DOCS_STYLES: &str = include_str!("pages/docs.css");
 const LOGIN_HTML: &str = include_str!("pages/login.html");
 const ACCOUNT_HTML: &str = include_str!("pages/account.html");
 const ADMIN_HTML: &str = include_str!("pages/admin.html");
+const FORGOT_HTML: &str = include_str!("pages/forgot.html");
+const RESET_HTML: &str = include_str!("pages/reset.html");
+const VERIFY_HTML: &str = include_str!("pages/verify.html");
 const SCRIPT: &str = include_str!("pages/tessera.js");
 const STYLES: &str = include_str!("pages/tessera.css");
 
@@ -97,6 +101,10 @@ pub fn router<S: Clone + Send + Sync + 'static>(settings: PageSettings, admin: b
         .route("/docs", html(DOCS_HTML))
         .route("/login", html(LOGIN_HTML))
         .route("/account", html(ACCOUNT_HTML))
+        // The pages mailed links open (their token in the fragment, read by the script).
+        .route("/forgot", html(FORGOT_HTML))
+        .route("/reset", html(RESET_HTML))
+        .route("/verify", html(VERIFY_HTML))
         .route(
             "/pages/config.json",
             get(move || {

@@ -104,6 +104,9 @@ function message(e) {
   switch (e.code) {
     case 'invalid_credentials': return 'That email and password don’t match. Check both and try again.';
     case 'email_taken': return 'An account with this email already exists. Sign in instead.';
+    case 'email_not_verified': return 'Confirm your email address first: follow the link we mailed you.';
+    case 'invalid_email_token': return 'This link is no longer valid: it was used already or replaced by a newer one. Ask for a new one.';
+    case 'email_token_expired': return 'This link has expired. Ask for a new one.';
     case 'rate_limited': {
       const s = e.retryAfter || 60;
       return `Too many attempts. Please wait ${s} second${s === 1 ? '' : 's'} and try again.`;
@@ -202,6 +205,13 @@ function loginPage() {
   const title = document.getElementById('title');
   const password = document.getElementById('password');
   let mode = 'signin';
+  // A mailed sign-in link: /login#link=TOKEN (the fragment never reaches a server log).
+  const link = fragmentParam('link');
+  if (link) {
+    history.replaceState(null, '', location.pathname + location.search);
+    call('POST', '/v1/auth/email/link/verify', { token: link, transport: 'cookie' })
+      .then(() => afterSignIn((to) => location.replace(to)), (e) => show('error', message(e)));
+  }
   const reason = new URLSearchParams(location.search).get('reason');
   if (reason && REASONS[reason]) show('notice', REASONS[reason]);
   // Someone already signed in (a cookie session exists) has nothing to do here.
@@ -237,7 +247,16 @@ function loginPage() {
     show('error', '');
     show('notice', '');
     try {
-      if (mode === 'register') await call('POST', '/v1/auth/register', { email, password: password.value });
+      if (mode === 'register') {
+        const created = await call('POST', '/v1/auth/register', { email, password: password.value });
+        // With required verification the account waits for its address to be confirmed.
+        if (created && created.status === 'verification_sent') {
+          show('notice', `We mailed a link to ${email}. Follow it to confirm your address, then sign in.`);
+          setMode('signin');
+          submit.disabled = false;
+          return;
+        }
+      }
       await call('POST', '/v1/auth/login', { email, password: password.value, transport: 'cookie' });
       await afterSignIn((to) => location.assign(to));
     } catch (e) {
@@ -252,6 +271,91 @@ function loginPage() {
       (form.querySelector('[aria-invalid="true"]') || password).focus();
     }
   });
+}
+
+// ---- the mailed links: /forgot, /reset#token=, /verify#token= (or #change=) ----
+
+function fragmentParam(name) {
+  return new URLSearchParams(location.hash.slice(1)).get(name);
+}
+
+function forgotPage() {
+  const form = document.getElementById('forgot-form');
+  const submit = document.getElementById('submit');
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const email = document.getElementById('email').value.trim();
+    if (!email) {
+      show('error', 'Enter your email.');
+      return;
+    }
+    submit.disabled = true;
+    show('error', '');
+    try {
+      await call('POST', '/v1/auth/password/forgot', { email });
+      // The same answer whether or not the address has an account.
+      show('notice', `If ${email} has an account, a link to reset its password is on its way. Check your mail.`);
+      form.hidden = true;
+    } catch (e) {
+      show('error', message(e));
+      submit.disabled = false;
+    }
+  });
+}
+
+function resetPage() {
+  const token = fragmentParam('token');
+  const form = document.getElementById('reset-form');
+  const submit = document.getElementById('submit');
+  // Out of the address bar (and the history) once read.
+  history.replaceState(null, '', location.pathname);
+  if (!token) {
+    show('error', 'This page needs the link from your reset mail. Ask for a new one on the sign-in page.');
+    form.hidden = true;
+    return;
+  }
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const password = document.getElementById('new-password');
+    if (!password.value) {
+      show('error', 'Enter a new password.');
+      return;
+    }
+    submit.disabled = true;
+    show('error', '');
+    try {
+      await call('POST', '/v1/auth/password/reset', { token, new_password: password.value });
+      form.hidden = true;
+      show('notice', 'Your password is set, and every device was signed out. Sign in with the new password.');
+    } catch (e) {
+      show('error', message(e));
+      submit.disabled = false;
+    }
+  });
+}
+
+async function verifyPage() {
+  const token = fragmentParam('token');
+  const change = fragmentParam('change');
+  history.replaceState(null, '', location.pathname);
+  const title = document.getElementById('title');
+  if (!token && !change) {
+    title.textContent = 'Confirm your address';
+    show('error', 'This page needs the link from your mail.');
+    return;
+  }
+  try {
+    const done = token
+      ? await call('POST', '/v1/auth/email/verify', { token })
+      : await call('POST', '/v1/auth/email/change/confirm', { token: change });
+    title.textContent = 'Address confirmed';
+    show('notice', change
+      ? `Your account’s address is now ${done.user.email}.`
+      : `Thank you: ${done.user.email} is confirmed.`);
+  } catch (e) {
+    title.textContent = 'Address not confirmed';
+    show('error', message(e));
+  }
 }
 
 // ---- /account ----
@@ -362,6 +466,8 @@ function accountPage() {
       ]);
       document.getElementById('who-email').textContent = me.user.email;
       document.getElementById('who-since').textContent = day(me.user.created_at);
+      document.getElementById('who-verified').textContent = me.user.email_verified ? 'Confirmed' : 'Not confirmed yet';
+      document.getElementById('resend-verification').hidden = Boolean(me.user.email_verified);
       // This device first, then the others as the server orders them (most recent use first).
       sessions = [...listed.sessions].sort((a, b) => Number(b.current) - Number(a.current));
       render();
@@ -429,6 +535,19 @@ function accountPage() {
       }
     } finally {
       button.disabled = false;
+    }
+  });
+
+  const resend = document.getElementById('resend-verification');
+  resend.addEventListener('click', async () => {
+    resend.disabled = true;
+    try {
+      await authed('POST', '/v1/auth/email/verify/resend');
+      show('notice', 'A new confirmation link is on its way. Check your mail.');
+    } catch (e) {
+      fail(e);
+    } finally {
+      resend.disabled = false;
     }
   });
 
@@ -611,3 +730,6 @@ applyBranding();
 if (document.body.dataset.page === 'login') loginPage();
 if (document.body.dataset.page === 'account') accountPage();
 if (document.body.dataset.page === 'admin') adminPage();
+if (document.body.dataset.page === 'forgot') forgotPage();
+if (document.body.dataset.page === 'reset') resetPage();
+if (document.body.dataset.page === 'verify') verifyPage();
