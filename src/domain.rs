@@ -378,6 +378,7 @@ pub const RESERVED_CLAIMS: &[&str] = &[
     "at_hash",
     "groups",
     "entitlements",
+    "email_verified",
 ];
 
 /// The most custom claims a deployment may copy into access tokens.

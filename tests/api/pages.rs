@@ -6,7 +6,9 @@ use reqwest::Response;
 
 use crate::helpers::*;
 
-const PAGES: [&str; 8] = ["/", "/login", "/account", "/docs", "/admin", "/forgot", "/reset", "/verify"];
+const PAGES: [&str; 8] = [
+    "/", "/login", "/account", "/docs", "/admin", "/forgot", "/reset", "/verify",
+];
 const ASSETS: [(&str, &str); 5] = [
     ("/pages/brand.css", "text/css"),
     ("/pages/tessera.js", "text/javascript"),
