@@ -593,13 +593,17 @@ impl AuthService {
         let keys = self.keys.for_signing().await?;
         self.use_email_token(&record).await?;
         let now = self.clock.now();
-        if user.email_verified_at.is_none() {
+        let newly_verified = user.email_verified_at.is_none();
+        if newly_verified {
             self.store.mark_email_verified(user.id, now).await?;
         }
         let user = UserRecord {
             email_verified_at: user.email_verified_at.or(Some(now)),
             ..user
         };
+        if newly_verified {
+            self.refresh_user_snapshots(&user).await;
+        }
         let absolute = now.plus(self.policy.session_ttl);
         let session = SessionRecord {
             user_agent: client.user_agent.clone(),
