@@ -23,6 +23,8 @@ export interface User {
   id: string;
   email: string;
   created_at: string;
+  /** The address was proved by a mailed link. */
+  email_verified?: boolean;
 }
 
 export interface Session {
@@ -365,6 +367,58 @@ export class TesseraClient {
 
   async me(): Promise<Me> {
     return this.authed<Me>('GET', '/v1/auth/me');
+  }
+
+  // ---- the account by email: the tokens come from the mailed links' fragments
+  // (`/verify#token=`, `/reset#token=`, `/verify#change=`, `/login#link=`) ----
+
+  /** Verifies the address with the token of a verification mail. */
+  async verifyEmail(token: string): Promise<User> {
+    return (await this.call<{ user: User }>('POST', '/v1/auth/email/verify', { token })).user;
+  }
+
+  /** Mails the signed-in user a new verification link (older ones stop working). */
+  async resendVerification(): Promise<void> {
+    await this.authed('POST', '/v1/auth/email/verify/resend');
+  }
+
+  /** Mails a reset link if the address has an account; the answer is the same either way. */
+  async forgotPassword(email: string): Promise<void> {
+    await this.call('POST', '/v1/auth/password/forgot', { email });
+  }
+
+  /** Sets a new password with a reset link's token; every session of the account ends. */
+  async resetPassword(token: string, newPassword: string): Promise<void> {
+    await this.call('POST', '/v1/auth/password/reset', { token, new_password: newPassword });
+  }
+
+  /** Asks to move the signed-in account to `newEmail`; the link mailed there confirms it. */
+  async changeEmail(newEmail: string, currentPassword: string): Promise<void> {
+    await this.authed('POST', '/v1/auth/email/change', {
+      new_email: newEmail,
+      current_password: currentPassword,
+    });
+  }
+
+  /** Confirms an address change with the token mailed to the new address. */
+  async confirmEmailChange(token: string): Promise<User> {
+    return (await this.call<{ user: User }>('POST', '/v1/auth/email/change/confirm', { token })).user;
+  }
+
+  /** Mails a sign-in link if the address has an account (`TESSERA_EMAIL_LINK_SIGNIN`). */
+  async sendSignInLink(email: string): Promise<void> {
+    await this.call('POST', '/v1/auth/email/link', { email });
+  }
+
+  /** Signs in with a sign-in link's token, as `login` does with a password. */
+  async signInWithLink(token: string): Promise<LoginResult> {
+    const grant = await this.call<TokenResponse>('POST', '/v1/auth/email/link/verify', {
+      token,
+      transport: this.transport,
+    });
+    if (this.transport === 'cookie' && this.checkCookies) await this.cookiesStored(grant);
+    await this.writeState({ epoch: (await this.readState()).epoch + 1, ...this.tokensOf(grant) });
+    return { user: grant.user, sessionId: grant.session_id, expiresIn: grant.expires_in };
   }
 
   /**
