@@ -263,11 +263,22 @@ impl AuthService {
             }
         };
         let this = network(client.ip.as_deref());
+        let family = agent_family(client.user_agent.as_deref());
         !known.is_empty()
             && !known
                 .iter()
-                .any(|(agent, ip)| *agent == client.user_agent && network(ip.as_deref()) == this)
+                .any(|(agent, ip)| agent_family(agent.as_deref()) == family && network(ip.as_deref()) == this)
     }
+}
+
+/// A user agent without its version numbers (`Firefox/121.0` → `Firefox/`), so that a
+/// browser's update alone is no new device.
+fn agent_family(agent: Option<&str>) -> Option<String> {
+    agent.map(|a| {
+        a.chars()
+            .filter(|c| !c.is_ascii_digit() && *c != '.' && *c != '_')
+            .collect()
+    })
 }
 
 /// How many known (user agent, IP) pairs a login compares itself with, at most.
@@ -338,7 +349,23 @@ impl AuthService {
 
 #[cfg(test)]
 mod tests {
-    use super::network;
+    use super::{agent_family, network};
+
+    #[test]
+    fn an_agent_family_ignores_versions() {
+        let chrome = |v: &str| {
+            format!("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v} Safari/537.36")
+        };
+        assert_eq!(
+            agent_family(Some(&chrome("131.0.0.0"))),
+            agent_family(Some(&chrome("132.0.6834.83")))
+        );
+        assert_ne!(
+            agent_family(Some("Firefox/120.0")),
+            agent_family(Some("Chromium/120.0"))
+        );
+        assert_eq!(agent_family(None), None);
+    }
 
     #[test]
     fn a_network_is_an_ipv4_slash_24_or_an_ipv6_slash_48() {
