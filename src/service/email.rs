@@ -134,7 +134,7 @@ impl AuthService {
 
     /// Queues a mail that goes with no state change (a notice); a failure is logged, never
     /// the caller's: the change it tells of is made.
-    async fn queue_notice(&self, to: &Email, kind: MailKind) {
+    pub(super) async fn queue_notice(&self, to: &Email, kind: MailKind) {
         if let Err(e) = self
             .outbox
             .send(

@@ -140,6 +140,9 @@ impl AuthService {
                 )
                 .await;
         }
+        // The holder is told (whoever changed it may not be the holder).
+        self.queue_notice(&user.email, crate::mail::MailKind::PasswordChanged)
+            .await;
         self.grant(&keys, &user, &rotated, next, now)
     }
 }

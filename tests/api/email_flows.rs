@@ -334,6 +334,8 @@ async fn a_reset_token_expires_and_is_superseded_by_a_newer_request_or_a_passwor
         .await;
     assert_eq!(r.status(), 200);
     assert_problem(reset(newer).await, 400, "invalid_email_token").await;
+    // A password change is mailed to the holder too.
+    wait_mail(&sink, email, "was just changed", 1).await;
     // Three a minute per address: the fourth is refused (an unknown address alike).
     let r = forgot(&app, email).await;
     assert_problem(r, 429, "rate_limited").await;
