@@ -4,12 +4,14 @@
 //! Components, each owning its state: [`KeyRing`] (`keys`: the signing keys, reloaded and
 //! watched), [`Hashing`] (bounded password hashing), [`RevocationFollower`] (`revocations`:
 //! session liveness from memory, kept in step with revocations made anywhere, over
-//! `liveness`), [`Events`] (audit and alerts) and [`Sweeper`] (`sweep`). [`AuthService`]
+//! `liveness`), [`Events`] (audit and alerts), [`Sweeper`] (`sweep`) and the mail outbox's
+//! wake-up (`mail::Outbox`: flows queue mail in their transaction). [`AuthService`]
 //! composes them; each flow is a file of its own that borrows the components it needs:
 //! `login` (register, login, with `attempt` and `lockout` for the per-account lock),
 //! `refresh` (rotation, grace replay and reuse detection, over the pure `rotation`),
-//! `sessions` (authentication, listing, revocation, logout), `password` (change) and
-//! `feed` (the revocation feed). `admin` is the account and session administration of the
+//! `sessions` (authentication, listing, revocation, logout), `password` (change), `email`
+//! (verification, reset, address change, sign-in links, new-device notices) and `feed` (the
+//! revocation feed). `admin` is the account and session administration of the
 //! command line and the admin API (`admin_access`: who may call it), `import` the command
 //! line's import of accounts from other systems; `metadata` checks user and app metadata.
 
