@@ -23,7 +23,8 @@ enum Command {
     Serve,
     /// Create or upgrade the database schema, then exit.
     Migrate,
-    /// Accounts: add, list, show, disable, enable, set-roles, import.
+    /// Accounts: add, list, show, disable, enable, set-roles, set-password, set-email-verified,
+    /// delete, import.
     Users {
         #[command(subcommand)]
         command: cli::UsersCommand,

@@ -116,6 +116,12 @@ pub enum UsersCommand {
         #[arg(value_name = "ROLE")]
         roles: Vec<String>,
     },
+    /// Mark the account's address as proved (`true`: checked another way) or not (`false`).
+    SetEmailVerified {
+        email: String,
+        #[arg(value_name = "true|false", action = clap::ArgAction::Set)]
+        verified: bool,
+    },
     /// Set a new password (read as `add` reads one): the account's every session is revoked,
     /// as with a password change.
     SetPassword {
@@ -279,9 +285,13 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<(), CliErro
                     ("roles", account.roles.join(" ")),
                     ("created", account.created_at.to_rfc3339()),
                     ("disabled", or_dash(account.disabled_at.map(|t| t.to_rfc3339()))),
+                    (
+                        "email verified",
+                        if account.email_verified { "yes" } else { "no" }.to_owned(),
+                    ),
                     ("live sessions", account.live_sessions.unwrap_or(0).to_string()),
                 ] {
-                    out.line(&format!("{name:<14}{value}"))?;
+                    out.line(&format!("{name:<16}{value}"))?;
                 }
             }
         }
@@ -302,6 +312,20 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<(), CliErro
             } else {
                 format!("{email} was not disabled")
             })?;
+        }
+        UsersCommand::SetEmailVerified { email, verified } => {
+            let update = crate::service::admin::AccountUpdate {
+                email_verified: Some(verified),
+                ..Default::default()
+            };
+            admin
+                .update_user(&email, update)
+                .await?
+                .ok_or_else(|| CliError::NoSuchUser(email.clone()))?;
+            out.line(&format!(
+                "{email}: address {}",
+                if verified { "verified" } else { "not verified" }
+            ))?;
         }
         UsersCommand::SetRoles { email, roles } => {
             let roles = admin

@@ -42,6 +42,8 @@ pub(super) struct AdminUser {
     /// Set while the account is disabled.
     #[schema(format = DateTime)]
     disabled_at: Option<String>,
+    /// Has the account proved its address?
+    email_verified: bool,
     /// Profile data the user edits.
     #[schema(value_type = Object)]
     user_metadata: Value,
@@ -212,6 +214,9 @@ pub(super) struct UpdateUserRequest {
     /// Replaces `app_metadata` (at most 4096 bytes as JSON).
     #[schema(value_type = Option<Object>, nullable = false)]
     app_metadata: Option<Value>,
+    /// Marks the address proved (`true`) or not (`false`).
+    #[schema(nullable = false)]
+    email_verified: Option<bool>,
 }
 
 #[derive(ToSchema)]
@@ -504,7 +509,7 @@ pub async fn show_user(
     patch,
     path = "/v1/admin/users/{id}",
     tag = "admin",
-    summary = "Change an account's roles or app_metadata",
+    summary = "Change an account's roles, app_metadata or email_verified",
     params(("id" = String, Path, description = "A user id.")),
     request_body = UpdateUserRequest,
     responses(
@@ -530,10 +535,19 @@ pub async fn update_user(
     let mut f = Fields::new(&body);
     let roles = string_list(&mut f, &body, "roles");
     let app_metadata = object(&mut f, &body, "app_metadata");
+    let email_verified = match body.0.as_ref().and_then(|m| m.get("email_verified")) {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            f.invalid("email_verified", "must be true or false");
+            None
+        }
+    };
     f.finish()?;
     let update = AccountUpdate {
         roles: roles.as_deref(),
         app_metadata,
+        email_verified,
     };
     let user = found(caller.service(&state).update_user(id, update).await?)?;
     Ok(no_store(user))

@@ -3,7 +3,7 @@
 //! handlers: the rules are `service::email`'s.
 //!
 //! Rate limits: every one of these is counted per client network (at the login rate), and
-//! the ones that mail an address (`password/forgot`, `email/link`, `email/verify/resend`) also
+//! the ones that mail an address (`password/forgot`, `email-link`, `email/verify/resend`) also
 //! per address (or account), [`PER_ADDRESS_PER_MINUTE`] a minute, known or not.
 
 use axum::extract::State;
@@ -126,7 +126,7 @@ pub async fn resend_verification(
     Ok(accepted())
 }
 
-// The body of `password/forgot` and `email/link`.
+// The body of `password/forgot` and `email-link`.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(super) struct EmailRequest {
@@ -287,7 +287,7 @@ pub async fn confirm_email_change(
 
 #[utoipa::path(
     post,
-    path = "/v1/auth/email/link",
+    path = "/v1/auth/email-link",
     tag = "email",
     summary = "Mail a sign-in link, if the address has an account (TESSERA_EMAIL_LINK_SIGNIN)",
     request_body = EmailRequest,
@@ -318,7 +318,7 @@ pub async fn email_link(
     Ok(accepted())
 }
 
-// The body `email/link/verify` reads.
+// The body `email-link/verify` reads.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(super) struct LinkSignInRequest {
@@ -331,7 +331,7 @@ pub(super) struct LinkSignInRequest {
 
 #[utoipa::path(
     post,
-    path = "/v1/auth/email/link/verify",
+    path = "/v1/auth/email-link/verify",
     tag = "email",
     summary = "Sign in with a sign-in link's token: a new session, as a login gives",
     request_body = LinkSignInRequest,

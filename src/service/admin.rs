@@ -97,7 +97,8 @@ pub struct AccountView {
     pub roles: Vec<String>,
     pub created_at: Timestamp,
     pub disabled_at: Option<Timestamp>,
-    // `email_verified` joins here when the email flows add it.
+    /// Has the account proved its address (a mailed link, or an administrator)?
+    pub email_verified: bool,
     pub user_metadata: serde_json::Value,
     pub app_metadata: serde_json::Value,
     /// Counted for a single account (`users show`), not for listings.
@@ -113,6 +114,7 @@ impl AccountView {
             roles: account.user.roles,
             created_at: account.user.created_at,
             disabled_at: account.disabled_at,
+            email_verified: account.user.email_verified_at.is_some(),
             user_metadata: metadata_value(&account.user.user_metadata),
             app_metadata: metadata_value(&account.user.app_metadata),
             live_sessions,
@@ -147,7 +149,8 @@ pub struct NewAccount<'a> {
 pub struct AccountUpdate<'a> {
     pub roles: Option<&'a [String]>,
     pub app_metadata: Option<&'a serde_json::Value>,
-    // `email_verified` joins here when the email flows add it.
+    /// Marks the address proved (or not): for an address checked another way, or a mistake.
+    pub email_verified: Option<bool>,
 }
 
 /// A page of the audit trail for the admin API, newest first.
@@ -441,6 +444,22 @@ impl AdminService {
             if !self.set_roles_of(&account, roles).await? {
                 return Ok(None);
             }
+        }
+        if let Some(verified) = update.email_verified {
+            let found = match verified {
+                true => self.store.mark_email_verified(id, self.clock.now()).await?,
+                false => self.store.unmark_email_verified(id).await?,
+            };
+            if !found {
+                return Ok(None);
+            }
+            self.audit(
+                AuditKind::AdminUserUpdated,
+                Some(id),
+                None,
+                json!({ "email": account.user.email.as_str(), "email_verified": verified }),
+            )
+            .await;
         }
         if let Some(app) = &app {
             if !self.store.update_app_metadata(id, app).await? {

@@ -73,6 +73,9 @@ pub trait EmailTokenStore: Send + Sync {
     /// Records the user's address as proved at `now` (keeps the first time); returns whether
     /// the user exists.
     async fn mark_email_verified(&self, user: UserId, now: Timestamp) -> StoreResult<bool>;
+    /// Records the user's address as not proved (an administrator's correction); returns
+    /// whether the user exists.
+    async fn unmark_email_verified(&self, user: UserId) -> StoreResult<bool>;
     /// Changes the user's address to `new_email`, proved at `now`; `Conflict` when another
     /// account has it. Returns whether the user exists.
     async fn change_email(&self, user: UserId, new_email: &Email, now: Timestamp) -> StoreResult<bool>;

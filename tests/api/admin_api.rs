@@ -651,3 +651,76 @@ async fn the_admin_api_has_its_own_rate_limit() {
     // Not the others'.
     app.signup_and_login("eve@example.com").await;
 }
+
+#[tokio::test]
+async fn an_administrator_marks_an_address_verified_or_not_and_tokens_follow() {
+    let app = admin_app().await;
+    let id = create(&app, "checked@example.com", &[]).await;
+    let user = format!("/v1/admin/users/{id}");
+    let shown = ok(&app, Method::GET, &user, READ_SECRET, None).await;
+    assert_eq!(shown["user"]["email_verified"], false);
+    let updated = ok(
+        &app,
+        Method::PATCH,
+        &user,
+        WRITE_SECRET,
+        Some(json!({ "email_verified": true })),
+    )
+    .await;
+    assert_eq!(updated["email_verified"], true);
+    let t = json_ok(app.login_with("checked@example.com", PASSWORD).await).await;
+    let claims = crate::jose::Jwt::parse(&s(&t, "access_token")).claims;
+    assert_eq!(claims["email_verified"], true);
+    // And back: the next login's token says so.
+    let updated = ok(
+        &app,
+        Method::PATCH,
+        &user,
+        WRITE_SECRET,
+        Some(json!({ "email_verified": false })),
+    )
+    .await;
+    assert_eq!(updated["email_verified"], false);
+    let t = json_ok(app.login_with("checked@example.com", PASSWORD).await).await;
+    let claims = crate::jose::Jwt::parse(&s(&t, "access_token")).claims;
+    assert_eq!(claims["email_verified"], false);
+    // Not a boolean: refused by name; a read credential may not.
+    assert_problem(
+        call(
+            &app,
+            Method::PATCH,
+            &user,
+            WRITE_SECRET,
+            Some(json!({ "email_verified": "yes" })),
+        )
+        .await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_problem(
+        call(
+            &app,
+            Method::PATCH,
+            &user,
+            READ_SECRET,
+            Some(json!({ "email_verified": true })),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let audited = ok(
+        &app,
+        Method::GET,
+        "/v1/admin/audit?kind=admin_user_updated",
+        READ_SECRET,
+        None,
+    )
+    .await;
+    assert!(
+        audited.to_string().contains("\"email_verified\":true"),
+        "the change is audited: {audited}"
+    );
+}

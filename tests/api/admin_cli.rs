@@ -447,3 +447,38 @@ async fn a_password_set_and_a_deletion_from_the_command_line() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["email"], Value::Null);
 }
+
+#[tokio::test]
+async fn users_show_and_set_whether_an_address_is_verified() {
+    let app = spawn_app().await;
+    assert_eq!(app.register("vera@example.com").await.status(), 201);
+    let shown = tessera(&app, &["users", "show", "vera@example.com"], None).await;
+    assert!(shown.out().contains("email verified  no"), "{}", shown.stdout);
+    let set = tessera(
+        &app,
+        &["users", "set-email-verified", "vera@example.com", "true"],
+        None,
+    )
+    .await;
+    assert!(set.out().contains("address verified"), "{}", set.stdout);
+    let shown = tessera(&app, &["users", "show", "vera@example.com", "--json"], None).await;
+    assert_eq!(shown.json_lines()[0]["email_verified"], true);
+    let unset = tessera(
+        &app,
+        &["users", "set-email-verified", "vera@example.com", "false"],
+        None,
+    )
+    .await;
+    assert!(unset.out().contains("not verified"), "{}", unset.stdout);
+    let missing = tessera(
+        &app,
+        &["users", "set-email-verified", "nobody@example.com", "true"],
+        None,
+    )
+    .await;
+    assert!(
+        !missing.ok && missing.stderr.contains("no account"),
+        "{}",
+        missing.stderr
+    );
+}

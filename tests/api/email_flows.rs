@@ -104,7 +104,7 @@ async fn change_with(app: &TestApp, access: &str, new_email: &str, password: &st
 }
 
 async fn link_with(app: &TestApp, email: &str) -> reqwest::Response {
-    app.post_json("/v1/auth/email/link", &json!({ "email": email }))
+    app.post_json("/v1/auth/email-link", &json!({ "email": email }))
         .await
 }
 
@@ -464,11 +464,11 @@ async fn an_address_taken_before_the_confirmation_fails_cleanly() {
 async fn sign_in_links_are_off_by_default() {
     let app = spawn_app().await;
     let r = app
-        .post_json("/v1/auth/email/link", &json!({ "email": "a@example.com" }))
+        .post_json("/v1/auth/email-link", &json!({ "email": "a@example.com" }))
         .await;
     assert_problem(r, 404, "not_found").await;
     let r = app
-        .post_json("/v1/auth/email/link/verify", &json!({ "token": "t".repeat(43) }))
+        .post_json("/v1/auth/email-link/verify", &json!({ "token": "t".repeat(43) }))
         .await;
     assert_problem(r, 404, "not_found").await;
 }
@@ -492,7 +492,7 @@ async fn a_sign_in_link_signs_in_once_and_expires() {
     assert_eq!(known, unknown);
     let token = token_of(&sink, email, LINK, 1).await;
     let r = app
-        .post_json("/v1/auth/email/link/verify", &json!({ "token": token }))
+        .post_json("/v1/auth/email-link/verify", &json!({ "token": token }))
         .await;
     let tokens = json_ok(r).await;
     assert!(s(&tokens, "refresh_token").starts_with("tsr_"));
@@ -505,7 +505,7 @@ async fn a_sign_in_link_signs_in_once_and_expires() {
         email
     );
     let again = app
-        .post_json("/v1/auth/email/link/verify", &json!({ "token": token }))
+        .post_json("/v1/auth/email-link/verify", &json!({ "token": token }))
         .await;
     assert_problem(again, 400, "invalid_email_token").await;
 
@@ -514,7 +514,7 @@ async fn a_sign_in_link_signs_in_once_and_expires() {
     let token = token_of(&sink, email, LINK, 2).await;
     let r = app
         .post_json(
-            "/v1/auth/email/link/verify",
+            "/v1/auth/email-link/verify",
             &json!({ "token": token, "transport": "cookie" }),
         )
         .await;
@@ -528,7 +528,7 @@ async fn a_sign_in_link_signs_in_once_and_expires() {
     let token = token_of(&sink, email, LINK, 3).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = app
-        .post_json("/v1/auth/email/link/verify", &json!({ "token": token }))
+        .post_json("/v1/auth/email-link/verify", &json!({ "token": token }))
         .await;
     assert_problem(r, 400, "email_token_expired").await;
 }

@@ -407,12 +407,12 @@ export class TesseraClient {
 
   /** Mails a sign-in link if the address has an account (`TESSERA_EMAIL_LINK_SIGNIN`). */
   async sendSignInLink(email: string): Promise<void> {
-    await this.call('POST', '/v1/auth/email/link', { email });
+    await this.call('POST', '/v1/auth/email-link', { email });
   }
 
   /** Signs in with a sign-in link's token, as `login` does with a password. */
   async signInWithLink(token: string): Promise<LoginResult> {
-    const grant = await this.call<TokenResponse>('POST', '/v1/auth/email/link/verify', {
+    const grant = await this.call<TokenResponse>('POST', '/v1/auth/email-link/verify', {
       token,
       transport: this.transport,
     });

@@ -209,7 +209,7 @@ function loginPage() {
   const link = fragmentParam('link');
   if (link) {
     history.replaceState(null, '', location.pathname + location.search);
-    call('POST', '/v1/auth/email/link/verify', { token: link, transport: 'cookie' })
+    call('POST', '/v1/auth/email-link/verify', { token: link, transport: 'cookie' })
       .then(() => afterSignIn((to) => location.replace(to)), (e) => show('error', message(e)));
   }
   const reason = new URLSearchParams(location.search).get('reason');

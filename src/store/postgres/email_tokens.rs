@@ -113,6 +113,15 @@ impl EmailTokenStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn unmark_email_verified(&self, user: UserId) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET email_verified_at = NULL WHERE id = $1")
+            .bind(user.0)
+            .execute(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn change_email(&self, user: UserId, new_email: &Email, now: Timestamp) -> StoreResult<bool> {
         let done = sqlx::query("UPDATE users SET email = $2, email_verified_at = $3 WHERE id = $1")
             .bind(user.0)

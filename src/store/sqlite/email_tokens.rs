@@ -112,6 +112,16 @@ impl EmailTokenStore for SqliteStore {
         Ok(done == 1)
     }
 
+    async fn unmark_email_verified(&self, user: UserId) -> StoreResult<bool> {
+        let done = self
+            .write(move |c| {
+                c.prepare_cached("UPDATE users SET email_verified_at = NULL WHERE id = ?1")?
+                    .execute(params![user.to_string()])
+            })
+            .await?;
+        Ok(done == 1)
+    }
+
     async fn change_email(&self, user: UserId, new_email: &Email, now: Timestamp) -> StoreResult<bool> {
         let email = new_email.as_str().to_owned();
         let done = self
