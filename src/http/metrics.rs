@@ -53,6 +53,7 @@ pub struct Metrics {
     hashes_peak: Gauge,
     hash_permits: Gauge,
     hashes_finished: Gauge,
+    mails: Family<OutcomeLabels, Gauge>,
     live_sessions: Gauge,
     /// When the live sessions were last counted. Held across the count, so concurrent scrapes
     /// wait for one count instead of each starting one.
@@ -139,6 +140,12 @@ impl Metrics {
             "Password hashes finished since start (a running total)",
             hashes_finished.clone(),
         );
+        let mails = Family::<OutcomeLabels, Gauge>::default();
+        registry.register(
+            "tessera_mails",
+            "Mails since start, a running total by outcome: queued (by this instance's flows), sent, failed_attempt (retried or given up), given_up",
+            mails.clone(),
+        );
         let live_sessions = Gauge::default();
         registry.register(
             "tessera_live_sessions",
@@ -154,6 +161,7 @@ impl Metrics {
             hashes_peak,
             hash_permits,
             hashes_finished,
+            mails,
             requests,
             latency,
             logins,
@@ -214,6 +222,21 @@ impl Metrics {
         self.hashes_peak.set(gauge(stats.peak() as u64));
         self.hash_permits.set(gauge(stats.permits() as u64));
         self.hashes_finished.set(gauge(stats.finished()));
+    }
+
+    /// Copies the mail outbox's counts into their gauges (read when scraped).
+    fn set_mail(&self, stats: &crate::mail::MailStats) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for (outcome, value) in [
+            ("queued", stats.queued()),
+            ("sent", stats.sent()),
+            ("failed_attempt", stats.failed_attempts()),
+            ("given_up", stats.given_up()),
+        ] {
+            self.mails
+                .get_or_create(&OutcomeLabels { outcome })
+                .set(gauge(value));
+        }
     }
 
     /// Recounts the live sessions if the last count is stale. A failed count keeps the last
@@ -307,6 +330,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
 )]
 pub async fn render(State(state): State<AppState>) -> Response {
     state.metrics.set_hashing(state.service.hashing().stats());
+    state.metrics.set_mail(&state.service.mail_stats());
     state.metrics.set_pool(state.service.pool_usage());
     state.metrics.refresh_live_sessions(&state.service).await;
     match state.metrics.render() {

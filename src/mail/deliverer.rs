@@ -107,6 +107,7 @@ pub struct Deliverer {
     claimer: String,
     wake: Arc<Notify>,
     in_flight: Arc<Semaphore>,
+    stats: Arc<super::MailStats>,
 }
 
 impl Deliverer {
@@ -128,6 +129,7 @@ impl Deliverer {
             claimer: uuid::Uuid::new_v4().to_string(),
             wake: outbox.wake(),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            stats: outbox.stats(),
         }
     }
 
@@ -215,8 +217,12 @@ impl Deliverer {
             }),
         };
         let now = self.clock.now();
+        if sent.is_err() {
+            self.stats.count_failed_attempt();
+        }
         match sent {
             Ok(()) => {
+                self.stats.count_sent();
                 if !self.transport.is_log() {
                     tracing::info!(id = %mail.id, kind = %mail.kind, attempt = mail.attempts, "mail sent");
                 }
@@ -251,6 +257,7 @@ impl Deliverer {
     }
 
     async fn give_up(&self, mail: &QueuedMail, error: &str) {
+        self.stats.count_given_up();
         tracing::warn!(id = %mail.id, kind = %mail.kind, attempts = mail.attempts, error,
             "mail given up");
         if let Err(e) = self

@@ -17,6 +17,7 @@ mod deliverer;
 mod templates;
 mod transport;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -167,6 +168,47 @@ impl Mail {
 #[derive(Clone, Default)]
 pub struct Outbox {
     wake: Arc<Notify>,
+    stats: Arc<MailStats>,
+}
+
+/// Mail as it goes, for `/metrics`: counts since this process started (queued by this
+/// instance's flows; sent, failed attempts and given up by its deliverer).
+#[derive(Debug, Default)]
+pub struct MailStats {
+    queued: AtomicU64,
+    sent: AtomicU64,
+    failed_attempts: AtomicU64,
+    given_up: AtomicU64,
+}
+
+impl MailStats {
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    pub fn failed_attempts(&self) -> u64 {
+        self.failed_attempts.load(Ordering::Relaxed)
+    }
+
+    pub fn given_up(&self) -> u64 {
+        self.given_up.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_sent(&self) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_failed_attempt(&self) {
+        self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_given_up(&self) {
+        self.given_up.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Outbox {
@@ -176,11 +218,16 @@ impl Outbox {
 
     /// Call after the transaction that queued a mail has committed.
     pub fn queued(&self) {
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
     }
 
     pub(crate) fn wake(&self) -> Arc<Notify> {
         Arc::clone(&self.wake)
+    }
+
+    pub fn stats(&self) -> Arc<MailStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Queues `mail` alone (no state change goes with it) and wakes the deliverer; returns

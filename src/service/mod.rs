@@ -145,6 +145,11 @@ impl AuthService {
         &self.revocations
     }
 
+    /// What the mail outbox has done, for `/metrics`.
+    pub fn mail_stats(&self) -> Arc<crate::mail::MailStats> {
+        self.outbox.stats()
+    }
+
     pub fn sweeper(&self) -> &Sweeper {
         &self.sweeper
     }

@@ -354,3 +354,55 @@ fn without_an_smtp_server_serve_says_so_and_logs_each_mail() {
     assert!(log.contains("sent to dev@example.com"), "{log}");
     served.terminate();
 }
+
+/// `tessera_mails{outcome}` in `/metrics`.
+async fn mails_metric(app: &TestApp, outcome: &str) -> u64 {
+    let text = app.get("/metrics").await.text().await.expect("metrics");
+    let prefix = format!("tessera_mails{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_dead_smtp_server_neither_fails_nor_slows_a_request() {
+    // A server that accepts connections (the kernel completes them) and never says a word.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "smtp://127.0.0.1:{}?tls=none",
+        hole.local_addr().expect("addr").port()
+    );
+    let dead = spawn_app_with(|c| with_mail(c, &url, None)).await;
+    // The same server with mail written to the log: what a registration costs anyway.
+    let logged = spawn_app().await;
+    let mut with_dead = Vec::new();
+    let mut with_log = Vec::new();
+    for i in 0..4 {
+        for (app, times) in [(&dead, &mut with_dead), (&logged, &mut with_log)] {
+            let started = Instant::now();
+            let r = app.register(&format!("slow{i}@example.com")).await;
+            times.push(started.elapsed());
+            assert_eq!(r.status(), 201, "a dead mail server fails no request");
+        }
+    }
+    with_dead.sort();
+    with_log.sort();
+    let (dead_median, log_median) = (with_dead[2], with_log[2]);
+    // Measured: the same order (each registration queues its verification mail in the same
+    // transaction; the connection that hangs is the deliverer's, never the request's).
+    assert!(
+        dead_median < log_median * 2 + Duration::from_millis(200),
+        "with a dead SMTP server {dead_median:?}, without {log_median:?}"
+    );
+    assert_eq!(mails_metric(&dead, "queued").await, 4);
+    assert_eq!(mails_metric(&dead, "sent").await, 0);
+    // With the log instead of a server, each mail counts as sent.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mails_metric(&logged, "sent").await < 4 {
+        assert!(Instant::now() < deadline, "logged mails counted as sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(mails_metric(&logged, "queued").await, 4);
+    drop(hole);
+}
