@@ -13,6 +13,9 @@ pub const ACCESS_COOKIE: &str = "tessera_at";
 pub const REFRESH_COOKIE: &str = "tessera_rt";
 pub const CSRF_COOKIE: &str = "tessera_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// What the browser that asked for a sign-in link keeps, so the link signs in there only.
+pub const LINK_COOKIE: &str = "tessera_link";
+const LINK_COOKIE_PATH: &str = "/v1/auth/email-link";
 const REFRESH_COOKIE_PATH: &str = "/v1/auth";
 
 /// The Tessera cookies a request carried.
@@ -21,6 +24,7 @@ pub struct RequestCookies {
     pub access: Option<String>,
     pub refresh: Option<String>,
     pub csrf: Option<String>,
+    pub link: Option<String>,
 }
 
 impl RequestCookies {
@@ -33,6 +37,7 @@ impl RequestCookies {
                     ACCESS_COOKIE => &mut found.access,
                     REFRESH_COOKIE => &mut found.refresh,
                     CSRF_COOKIE => &mut found.csrf,
+                    LINK_COOKIE => &mut found.link,
                     _ => continue,
                 };
                 if !cookie.value().is_empty() {
@@ -208,4 +213,18 @@ mod properties {
             prop_assert_eq!(c.access, None);
         }
     }
+}
+
+/// The sign-in link's browser cookie: HttpOnly, sent only to the link endpoints, and living
+/// as long as a link does (`ttl`).
+pub fn set_link_cookie(headers: &mut HeaderMap, value: String, ttl: std::time::Duration, secure: bool) {
+    let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    append(
+        headers,
+        cookie(LINK_COOKIE, value, LINK_COOKIE_PATH, secure)
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .max_age(max_age(seconds))
+            .build(),
+    );
 }

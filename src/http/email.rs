@@ -7,13 +7,14 @@
 //! per address (or account), [`PER_ADDRESS_PER_MINUTE`] a minute, known or not.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::{rate_limit, token_response, TokenResponse, TransportName, User};
+use super::cookies::{set_link_cookie, RequestCookies};
 use super::error::ApiError;
 use super::extract::{Authenticated, Client, Fields, JsonBody};
 use super::rate_limit::RateLimiter;
@@ -126,12 +127,24 @@ pub async fn resend_verification(
     Ok(accepted())
 }
 
-// The body of `password/forgot` and `email-link`.
+// The body of `password/forgot`.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(super) struct EmailRequest {
     #[schema(format = Email, max_length = 254)]
     email: String,
+}
+
+// The body of `email-link`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct LinkRequest {
+    #[schema(format = Email, max_length = 254)]
+    email: String,
+    /// `cookie` from a browser: the answer sets `tessera_link`, and the link signs in only
+    /// in this browser.
+    #[schema(nullable = false)]
+    transport: Option<TransportName>,
 }
 
 #[utoipa::path(
@@ -290,9 +303,10 @@ pub async fn confirm_email_change(
     path = "/v1/auth/email-link",
     tag = "email",
     summary = "Mail a sign-in link, if the address has an account (TESSERA_EMAIL_LINK_SIGNIN)",
-    request_body = EmailRequest,
+    request_body = LinkRequest,
     responses(
-        (status = 202, description = "The same answer, after the same work, whether or not the address has an account.", body = Accepted),
+        (status = 202, description = "The same answer, after the same work, whether or not the address has an account.", body = Accepted,
+            headers(("set-cookie" = String, description = "Cookie transport only: `tessera_link`, which the link then needs."))),
         (status = 400, description = "`malformed_request`"),
         (status = 404, description = "`not_found`: sign-in links are off"),
         (status = 408, description = "`request_timeout`"),
@@ -309,13 +323,35 @@ pub async fn email_link(
     rate_limit(&state, &state.email_limit, "email_link", &client)?;
     let mut f = Fields::new(&body);
     let email = f.required_str("email");
+    let in_browser = transport(&mut f) == Transport::Cookie;
     f.finish()?;
     if !state.service.offers_sign_in_links() {
         return Err(crate::service::AuthError::LinkSigninDisabled.into());
     }
     limit_address(&state, &state.email_address_limit, "email_link", email)?;
-    state.service.send_sign_in_link(email)?;
-    Ok(accepted())
+    let browser = state.service.send_sign_in_link(email, in_browser)?;
+    let mut response = accepted();
+    if let Some(browser) = browser {
+        set_link_cookie(
+            response.headers_mut(),
+            browser,
+            state.service.sign_in_link_ttl(),
+            state.cookie_secure,
+        );
+    }
+    Ok(response)
+}
+
+/// The `transport` field: `body` (the default) or `cookie`.
+fn transport(f: &mut Fields<'_>) -> Transport {
+    match f.optional_str("transport") {
+        None | Some("body") => Transport::Body,
+        Some("cookie") => Transport::Cookie,
+        Some(_) => {
+            f.invalid("transport", "must be \"body\" or \"cookie\"");
+            Transport::Body
+        }
+    }
 }
 
 // The body `email-link/verify` reads.
@@ -338,7 +374,7 @@ pub(super) struct LinkSignInRequest {
     responses(
         (status = 200, description = "A new session, as `POST /v1/auth/login` answers (cookie transport likewise).", body = TokenResponse,
             headers(("set-cookie" = String, description = "Cookie transport only: `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
-        (status = 400, description = "`malformed_request`, `invalid_email_token`, `email_token_expired`"),
+        (status = 400, description = "`malformed_request`, `invalid_email_token`, `email_token_expired`, `email_link_other_browser` (asked for in another browser)"),
         (status = 404, description = "`not_found`: sign-in links are off"),
         (status = 408, description = "`request_timeout`"),
         (status = 413, description = "`payload_too_large`"),
@@ -350,21 +386,19 @@ pub(super) struct LinkSignInRequest {
 pub async fn email_link_verify(
     State(state): State<AppState>,
     Client(client): Client,
+    headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     rate_limit(&state, &state.email_limit, "email_link_verify", &client)?;
     let mut f = Fields::new(&body);
     let token = f.required_str("token");
-    let transport = match f.optional_str("transport") {
-        None | Some("body") => Transport::Body,
-        Some("cookie") => Transport::Cookie,
-        Some(_) => {
-            f.invalid("transport", "must be \"body\" or \"cookie\"");
-            Transport::Body
-        }
-    };
+    let transport = transport(&mut f);
     f.finish()?;
-    let grant = state.service.sign_in_with_link(token, transport, &client).await?;
+    let browser = RequestCookies::from_headers(&headers).link;
+    let grant = state
+        .service
+        .sign_in_with_link(token, transport, browser.as_deref(), &client)
+        .await?;
     Ok(token_response(&grant, state.cookie_secure))
 }
 

@@ -62,6 +62,7 @@ pub enum ProblemCode {
     SessionNotFound,
     InvalidEmailToken,
     EmailTokenExpired,
+    EmailLinkOtherBrowser,
     EmailNotVerified,
     RateLimited,
     NotFound,
@@ -180,6 +181,11 @@ impl ApiError {
                     StatusCode::BAD_REQUEST,
                     C::InvalidEmailToken,
                     "This link is not valid: it was already used, replaced by a newer one, or never issued.",
+                ),
+                A::EmailLinkOtherBrowser => s(
+                    StatusCode::BAD_REQUEST,
+                    C::EmailLinkOtherBrowser,
+                    "This sign-in link was asked for in another browser: open it there, or ask for a new one here.",
                 ),
                 A::EmailTokenExpired => s(
                     StatusCode::BAD_REQUEST,

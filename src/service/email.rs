@@ -115,6 +115,7 @@ impl AuthService {
             created_at: now,
             expires_at: now.plus(ttl),
             used_at: None,
+            browser_hash: None,
         };
         Ok((token, record))
     }
@@ -543,21 +544,38 @@ impl AuthService {
     /// Mails a sign-in link to the account with this address, if there is one; as
     /// [`forgot_password`](Self::forgot_password), the answer and its timing are the same
     /// either way. `LinkSigninDisabled` when the option is off.
-    pub fn send_sign_in_link(self: &Arc<Self>, email: &str) -> Result<(), AuthError> {
+    /// How long a sign-in link works.
+    pub fn sign_in_link_ttl(&self) -> Duration {
+        self.policy.email.link_ttl
+    }
+
+    /// With `in_browser` (cookie transport) the answer is a secret for the asking browser to
+    /// keep (a cookie): the link then signs in only where it is presented again. Made for every
+    /// request alike, whether or not the address has an account.
+    pub fn send_sign_in_link(
+        self: &Arc<Self>,
+        email: &str,
+        in_browser: bool,
+    ) -> Result<Option<String>, AuthError> {
         if !self.policy.email.link_signin {
             return Err(AuthError::LinkSigninDisabled);
         }
         let email = Email::parse(email).map_err(|e| AuthError::Validation(vec![e]))?;
+        let browser = match in_browser {
+            true => Some(crypto::random_token(&self.rng, 32)?),
+            false => None,
+        };
+        let for_task = browser.clone();
         let service = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(e) = service.queue_sign_in_link(&email).await {
+            if let Err(e) = service.queue_sign_in_link(&email, for_task.as_deref()).await {
                 tracing::warn!(error = %e, "could not queue a sign-in link");
             }
         });
-        Ok(())
+        Ok(browser)
     }
 
-    async fn queue_sign_in_link(&self, email: &Email) -> Result<(), AuthError> {
+    async fn queue_sign_in_link(&self, email: &Email, browser: Option<&str>) -> Result<(), AuthError> {
         let Some(account) = self.store.find_account(email).await? else {
             return Ok(());
         };
@@ -566,8 +584,9 @@ impl AuthService {
         }
         let now = self.clock.now();
         let ttl = self.policy.email.link_ttl;
-        let (token, record) =
+        let (token, mut record) =
             self.issue_email_token(EmailTokenKind::SignInLink, &account.user, None, ttl, now)?;
+        record.browser_hash = browser.map(token_hash);
         let mail = Mail::new(
             account.user.email.clone(),
             MailKind::SignInLink {
@@ -579,16 +598,26 @@ impl AuthService {
     }
 
     /// Opens a session with a sign-in link's token (which also proves the address).
+    /// `browser` is what the presenting browser holds (see [`Self::send_sign_in_link`]).
     pub async fn sign_in_with_link(
         &self,
         token: &str,
         transport: Transport,
+        browser: Option<&str>,
         client: &ClientInfo,
     ) -> Result<TokenGrant, AuthError> {
         if !self.policy.email.link_signin {
             return Err(AuthError::LinkSigninDisabled);
         }
         let (record, user) = self.check_email_token(token, EmailTokenKind::SignInLink).await?;
+        // A link asked for in a browser signs in there only: a mail read (or intercepted)
+        // elsewhere does not open a session for whoever has it. Checked before the token is
+        // spent, so the right browser can still use it.
+        if let Some(expected) = &record.browser_hash {
+            if !browser.is_some_and(|b| crypto::secrets_equal(expected, &token_hash(b))) {
+                return Err(AuthError::EmailLinkOtherBrowser);
+            }
+        }
         // Checked before the token is used: no token is spent on a session that gets no tokens.
         let keys = self.keys.for_signing().await?;
         self.use_email_token(&record).await?;

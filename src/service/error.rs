@@ -50,6 +50,9 @@ pub enum AuthError {
     /// A mailed link's token past its time.
     #[error("email link token expired")]
     EmailTokenExpired,
+    /// A sign-in link asked for in a browser, presented without that browser's cookie.
+    #[error("sign-in link asked for in another browser")]
+    EmailLinkOtherBrowser,
     /// Sign-in needs a verified address (`TESSERA_REQUIRE_VERIFIED_EMAIL`).
     #[error("email address not verified")]
     EmailNotVerified,

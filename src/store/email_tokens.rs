@@ -54,6 +54,9 @@ pub struct EmailTokenRecord {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub used_at: Option<Timestamp>,
+    /// A sign-in link asked for from a browser: the hash of what that browser holds, without
+    /// which the link does not sign in.
+    pub browser_hash: Option<String>,
 }
 
 #[async_trait]

@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0010_mail_outbox.sql"),
     include_str!("../../migrations/sqlite/0011_user_data.sql"),
     include_str!("../../migrations/sqlite/0012_email_tokens.sql"),
+    include_str!("../../migrations/sqlite/0013_email_link_browser.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.

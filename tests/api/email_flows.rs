@@ -568,3 +568,68 @@ async fn a_login_from_a_new_device_mails_the_holder_and_a_known_one_does_not() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(mails_to(&sink, email, "Firefox/").is_empty());
 }
+
+#[tokio::test]
+async fn a_link_asked_for_in_a_browser_signs_in_in_that_browser_only() {
+    let Some((sink, app)) = app_with_mail("email_flows::link_browser", |c| c.email_link_signin = true).await
+    else {
+        return;
+    };
+    let email = "bea@example.com";
+    assert_eq!(app.register(email).await.status(), 201);
+    // Asked for from a browser (cookie transport): it keeps a cookie for the link endpoints.
+    let r = app
+        .post_json(
+            "/v1/auth/email-link",
+            &json!({ "email": email, "transport": "cookie" }),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let set = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .find(|c| c.starts_with("tessera_link="))
+        .expect("the link cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/v1/auth/email-link"] {
+        assert!(set.contains(attribute), "{attribute} missing: {set}");
+    }
+    let cookie = set.split(';').next().expect("name=value").to_owned();
+    // An unknown address gets a cookie too: the answers do not differ.
+    let r = app
+        .post_json(
+            "/v1/auth/email-link",
+            &json!({ "email": "ghost@example.com", "transport": "cookie" }),
+        )
+        .await;
+    assert!(r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|c| c.to_str().unwrap_or_default().starts_with("tessera_link=")));
+    let token = token_of(&sink, email, LINK, 1).await;
+
+    // Opened elsewhere (no cookie, or another browser's): refused, and the link is not spent.
+    let verify = |cookie: Option<String>| {
+        let mut req = app
+            .client
+            .post(app.url("/v1/auth/email-link/verify"))
+            .json(&json!({ "token": token, "transport": "cookie" }));
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie);
+        }
+        req.send()
+    };
+    let r = verify(None).await.expect("request");
+    assert_problem(r, 400, "email_link_other_browser").await;
+    let r = verify(Some("tessera_link=someone-elses".into()))
+        .await
+        .expect("request");
+    assert_problem(r, 400, "email_link_other_browser").await;
+    // In the browser that asked: signed in.
+    let r = verify(Some(cookie)).await.expect("request");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["user"]["email"], email);
+}

@@ -16,6 +16,7 @@ fn token(user: &UserRecord, kind: EmailTokenKind, hash: &str, at: Timestamp) -> 
         created_at: at,
         expires_at: Timestamp(at.0 + 60_000),
         used_at: None,
+        browser_hash: None,
     }
 }
 
@@ -141,4 +142,24 @@ pub(crate) async fn an_address_is_verified_and_changed_unless_taken(store: Arc<d
     assert!(found("b@example.com").await.is_none());
     let c = found("c@example.com").await.expect("moved");
     assert_eq!((c.id, c.email_verified_at), (b.id, Some(later)));
+}
+
+/// A sign-in link asked for in a browser keeps the hash of what that browser holds.
+pub(crate) async fn a_sign_in_links_browser_binding_is_kept(store: Arc<dyn Store>) {
+    let u = user("bound@example.com");
+    store.insert_user(&u).await.expect("user");
+    let bound = EmailTokenRecord {
+        browser_hash: Some("b".repeat(64)),
+        ..token(&u, EmailTokenKind::SignInLink, "h-bound", T0)
+    };
+    store
+        .insert_email_token(&bound, &new_mail("bound@example.com", T0, None))
+        .await
+        .expect("insert");
+    let (found, _) = store
+        .find_email_token("h-bound")
+        .await
+        .expect("find")
+        .expect("stored");
+    assert_eq!(found, bound);
 }

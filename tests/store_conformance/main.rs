@@ -219,6 +219,7 @@ conformance!(
     mail::concurrent_mail_claimers_never_get_the_same_mail,
     sessions::known_devices_come_from_sessions_and_successful_logins,
     email_tokens::an_email_token_is_stored_with_its_mail_and_superseded_by_a_newer_one,
+    email_tokens::a_sign_in_links_browser_binding_is_kept,
     email_tokens::concurrent_uses_of_an_email_token_have_one_winner,
     email_tokens::an_address_is_verified_and_changed_unless_taken,
 );

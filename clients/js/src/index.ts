@@ -405,9 +405,12 @@ export class TesseraClient {
     return (await this.call<{ user: User }>('POST', '/v1/auth/email/change/confirm', { token })).user;
   }
 
-  /** Mails a sign-in link if the address has an account (`TESSERA_EMAIL_LINK_SIGNIN`). */
+  /**
+   * Mails a sign-in link if the address has an account (`TESSERA_EMAIL_LINK_SIGNIN`). In cookie
+   * transport the link then signs in only in this browser (it keeps a `tessera_link` cookie).
+   */
   async sendSignInLink(email: string): Promise<void> {
-    await this.call('POST', '/v1/auth/email-link', { email });
+    await this.call('POST', '/v1/auth/email-link', { email, transport: this.transport });
   }
 
   /** Signs in with a sign-in link's token, as `login` does with a password. */

@@ -18,13 +18,14 @@ fn token_from_row(row: &PgRow) -> Result<EmailTokenRecord, sqlx::Error> {
         created_at: Timestamp(row.try_get("t_created_at")?),
         expires_at: Timestamp(row.try_get("expires_at")?),
         used_at: row.try_get::<Option<i64>, _>("used_at")?.map(Timestamp),
+        browser_hash: row.try_get("browser_hash")?,
     })
 }
 
 static FIND_TOKEN: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT t.hash, t.kind, t.user_id, t.new_email, t.credential_epoch AS t_epoch, \
-         t.created_at AS t_created_at, t.expires_at, t.used_at, {USER_COLUMNS} \
+         t.created_at AS t_created_at, t.expires_at, t.used_at, t.browser_hash, {USER_COLUMNS} \
          FROM email_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1"
     )
 });
@@ -43,8 +44,8 @@ impl EmailTokenStore for PostgresStore {
         .await
         .map_err(map_pg)?;
         sqlx::query(
-            "INSERT INTO email_tokens (hash, kind, user_id, new_email, credential_epoch, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO email_tokens (hash, kind, user_id, new_email, credential_epoch, created_at, expires_at, browser_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&token.hash)
         .bind(token.kind.as_str())
@@ -53,6 +54,7 @@ impl EmailTokenStore for PostgresStore {
         .bind(token.credential_epoch)
         .bind(token.created_at.millis())
         .bind(token.expires_at.millis())
+        .bind(token.browser_hash.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(map_pg)?;

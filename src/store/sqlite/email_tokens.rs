@@ -21,6 +21,7 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<EmailTokenRecord> {
         created_at: Timestamp(row.get("t_created_at")?),
         expires_at: Timestamp(row.get("expires_at")?),
         used_at: row.get::<_, Option<i64>>("used_at")?.map(Timestamp),
+        browser_hash: row.get("browser_hash")?,
     })
 }
 
@@ -39,8 +40,8 @@ impl EmailTokenStore for SqliteStore {
                     token.created_at.millis()
                 ])?;
                 c.prepare_cached(
-                    "INSERT INTO email_tokens (hash, kind, user_id, new_email, credential_epoch, created_at, expires_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO email_tokens (hash, kind, user_id, new_email, credential_epoch, created_at, expires_at, browser_hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
                 .execute(params![
                     token.hash,
@@ -49,7 +50,8 @@ impl EmailTokenStore for SqliteStore {
                     token.new_email.as_ref().map(Email::as_str),
                     token.credential_epoch,
                     token.created_at.millis(),
-                    token.expires_at.millis()
+                    token.expires_at.millis(),
+                    token.browser_hash
                 ])?;
                 super::mail::queue_mail(c, &mail)
             })
@@ -61,7 +63,7 @@ impl EmailTokenStore for SqliteStore {
         self.readers.read(|c| {
             c.prepare_cached(concat!(
                 "SELECT t.hash, t.kind, t.user_id, t.new_email, t.credential_epoch AS t_epoch, \
-                 t.created_at AS t_created_at, t.expires_at, t.used_at, ",
+                 t.created_at AS t_created_at, t.expires_at, t.used_at, t.browser_hash, ",
                 user_columns!(),
                 " FROM email_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?1"
             ))?
