@@ -133,6 +133,16 @@ impl Deliverer {
         }
     }
 
+    /// Hands back the mails this deliverer had claimed, once its task has stopped (a clean
+    /// shutdown): the next start, or another instance, tries them without waiting out the lease.
+    pub async fn release_claims(&self) {
+        match self.store.release_mail_claims(&self.claimer).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(mails = n, "mails in delivery handed back at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "could not hand back the mails in delivery"),
+        }
+    }
+
     /// Delivers until the task is aborted.
     pub async fn run(self: Arc<Self>) {
         let mut last_prune = Timestamp(0);

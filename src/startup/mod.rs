@@ -287,7 +287,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let _maintenance = Maintenance::spawn(
+        let maintenance = Maintenance::spawn(
             Arc::clone(&self.service),
             self.limiters.clone(),
             self.deliverer.clone(),
@@ -345,6 +345,9 @@ impl Application {
                 tracing::warn!("requests still in flight at the shutdown deadline were cut off");
             }
         }
+        // The background tasks stop here; what the mail deliverer held goes back at once.
+        drop(maintenance);
+        self.mailer.release_claims().await;
         Ok(())
     }
 }

@@ -86,6 +86,9 @@ pub trait MailStore: Send + Sync {
         next_attempt_at: Timestamp,
         error: &str,
     ) -> StoreResult<bool>;
+    /// Hands back every mail `claimer` still holds (a deliverer stopping): another instance,
+    /// or the next start, may try them at once instead of after the lease. Returns how many.
+    async fn release_mail_claims(&self, claimer: &str) -> StoreResult<u64>;
     /// Gives a mail up: marks it failed with `error` and erases its payload, if `claimer`
     /// still holds it; returns whether it did.
     async fn mark_mail_failed(

@@ -240,12 +240,11 @@ async fn mail_queued_while_the_smtp_server_is_down_arrives_once_it_is_back_acros
     .expect("sink");
     let back = Instant::now();
     let app = start(config, storage).await;
-    // The back-off is capped at 30 s; but a stop that caught an attempt in flight (a loaded
-    // machine) leaves that instance's claim to run out first (60 s), and only then may the new
-    // instance try again.
-    let got = sink.wait_for(1, Duration::from_secs(100)).await;
+    // The back-off is capped at 30 s, and a clean stop hands back a mail it was trying (no
+    // waiting out its lease): well within a minute of the server's return.
+    let got = sink.wait_for(1, Duration::from_secs(60)).await;
     assert_eq!(got[0].rcpt_tos(), ["later@example.com"]);
-    assert!(back.elapsed() < Duration::from_secs(95), "{:?}", back.elapsed());
+    assert!(back.elapsed() < Duration::from_secs(40), "{:?}", back.elapsed());
     let m = wait_for_mail(&app, id, Duration::from_secs(5), |m| m.sent_at.is_some()).await;
     assert!(m.attempts >= 3, "{m:?}");
     assert_eq!(m.payload, "", "sent: its payload is erased");

@@ -178,3 +178,35 @@ pub(crate) async fn concurrent_mail_claimers_never_get_the_same_mail(store: Arc<
     expected.sort();
     assert_eq!(claimed, expected, "each mail claimed exactly once");
 }
+
+/// A deliverer stopping hands back what it holds: another claims it at once, not after the
+/// lease; the mails of other claimers stay theirs.
+pub(crate) async fn released_claims_are_claimable_at_once(store: Arc<dyn Store>) {
+    let (mine, theirs) = (
+        new_mail("mine@example.com", T0, None),
+        new_mail("theirs@example.com", T0, None),
+    );
+    store.insert_mail(&mine).await.expect("insert");
+    let now = Timestamp(T0.0 + 1000);
+    let lease = Timestamp(now.0 + 60_000);
+    assert_eq!(
+        store
+            .claim_mails("stopping", now, lease, 10)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+    store.insert_mail(&theirs).await.expect("insert");
+    assert_eq!(
+        store
+            .claim_mails("other", now, lease, 10)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+    assert_eq!(store.release_mail_claims("stopping").await.expect("release"), 1);
+    let next = store.claim_mails("next", now, lease, 10).await.expect("claim");
+    assert_eq!(next.iter().map(|m| m.id).collect::<Vec<_>>(), vec![mine.id]);
+}

@@ -217,6 +217,7 @@ conformance!(
     mail::mails_are_queued_claimed_rescheduled_and_sent,
     mail::a_mail_given_up_is_final_and_finished_mails_are_pruned,
     mail::concurrent_mail_claimers_never_get_the_same_mail,
+    mail::released_claims_are_claimable_at_once,
     sessions::known_devices_come_from_sessions_and_successful_logins,
     email_tokens::an_email_token_is_stored_with_its_mail_and_superseded_by_a_newer_one,
     email_tokens::a_sign_in_links_browser_binding_is_kept,

@@ -129,6 +129,18 @@ impl MailStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn release_mail_claims(&self, claimer: &str) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE mail_outbox SET claimed_until = NULL, claimed_by = NULL \
+             WHERE claimed_by = $1 AND sent_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(claimer)
+        .execute(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        Ok(done.rows_affected())
+    }
+
     async fn mark_mail_failed(
         &self,
         id: uuid::Uuid,

@@ -122,6 +122,20 @@ impl MailStore for SqliteStore {
         Ok(done == 1)
     }
 
+    async fn release_mail_claims(&self, claimer: &str) -> StoreResult<u64> {
+        let claimer = claimer.to_owned();
+        let done = self
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE mail_outbox SET claimed_until = NULL, claimed_by = NULL \
+                     WHERE claimed_by = ?1 AND sent_at IS NULL AND failed_at IS NULL",
+                )?
+                .execute(params![claimer])
+            })
+            .await?;
+        Ok(done as u64)
+    }
+
     async fn mark_mail_failed(
         &self,
         id: uuid::Uuid,
