@@ -86,8 +86,12 @@ pub enum UsersCommand {
     Add {
         email: String,
         /// Read the password from the first line of standard input.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "invite")]
         password_stdin: bool,
+        /// No password: mail the address a link to choose one (a running server sends it;
+        /// the link works for 7 days).
+        #[arg(long)]
+        invite: bool,
         /// A role for the access token's `roles` claim (repeat for several).
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
@@ -241,9 +245,13 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<(), CliErro
         UsersCommand::Add {
             email,
             password_stdin,
+            invite,
             roles,
         } => {
-            let password = password::read_new_password(password_stdin)?;
+            let password = match invite {
+                true => None,
+                false => Some(password::read_new_password(password_stdin)?),
+            };
             let account = admin
                 .add_user(&email, password, &roles)
                 .await
@@ -251,7 +259,12 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<(), CliErro
                     AuthError::EmailTaken => CliError::EmailTaken(email.trim().to_lowercase()),
                     other => other.into(),
                 })?;
-            out.line(&format!("added {} ({})", account.email, account.id))?;
+            out.line(&format!(
+                "added {} ({}){}",
+                account.email,
+                account.id,
+                if invite { "; invitation queued" } else { "" }
+            ))?;
         }
         UsersCommand::List { json } => {
             let mut table = Table::new(&["EMAIL", "ID", "ROLES", "CREATED", "DISABLED"]);

@@ -194,9 +194,10 @@ pub(super) struct AdminAlertList {
 pub(super) struct CreateUserRequest {
     #[schema(format = Email, max_length = 254)]
     email: String,
-    /// 8 to 1024 Unicode characters.
-    #[schema(min_length = 8, max_length = 1024)]
-    password: String,
+    /// 8 to 1024 Unicode characters. Without one, the address is mailed an invitation: a link
+    /// to choose a password, good for 7 days.
+    #[schema(min_length = 8, max_length = 1024, nullable = false)]
+    password: Option<String>,
     #[schema(nullable = false)]
     roles: Option<Vec<String>>,
     #[schema(value_type = Option<Object>, nullable = false)]
@@ -453,11 +454,16 @@ pub async fn create_user(
     if let (false, Err(e)) = (email.is_empty(), Email::parse(email)) {
         f.invalid("email", &e.message);
     }
-    let password = password(&mut f, "password");
+    // No password: the account is invited (a mail with a link to choose one).
+    let password = match body.0.as_ref().and_then(|m| m.get("password")) {
+        None | Some(Value::Null) => Some(None),
+        Some(_) => password(&mut f, "password").map(Some),
+    };
     let roles = string_list(&mut f, &body, "roles").unwrap_or_default();
     let app_metadata = object(&mut f, &body, "app_metadata");
     let user_metadata = object(&mut f, &body, "user_metadata");
     f.finish()?;
+    // A password given but refused was reported by `finish` above.
     let Some(password) = password else {
         return Err(AuthError::Internal("password checked above".into()).into());
     };

@@ -61,6 +61,8 @@ pub enum MailKind {
     SignupAttempt,
     /// A password reset link: `/reset#token=`, good for `expires_in_minutes`.
     PasswordReset { token: String, expires_in_minutes: u64 },
+    /// An account an administrator made without a password: choose one (`/reset#token=`).
+    Invitation { token: String, expires_in_minutes: u64 },
     /// The password was changed or reset.
     PasswordChanged,
     /// To the new address: confirm the change (`/verify#change=`).
@@ -100,6 +102,7 @@ impl MailKind {
         "verify_email",
         "signup_attempt",
         "password_reset",
+        "invitation",
         "password_changed",
         "email_change_confirm",
         "email_change_notice",
@@ -113,6 +116,7 @@ impl MailKind {
             MailKind::VerifyEmail { .. } => "verify_email",
             MailKind::SignupAttempt => "signup_attempt",
             MailKind::PasswordReset { .. } => "password_reset",
+            MailKind::Invitation { .. } => "invitation",
             MailKind::PasswordChanged => "password_changed",
             MailKind::EmailChangeConfirm { .. } => "email_change_confirm",
             MailKind::EmailChangeNotice { .. } => "email_change_notice",
@@ -253,6 +257,10 @@ mod tests {
             MailKind::PasswordReset {
                 token: "t".into(),
                 expires_in_minutes: 30,
+            },
+            MailKind::Invitation {
+                token: "t".into(),
+                expires_in_minutes: 10_080,
             },
             MailKind::PasswordChanged,
             MailKind::EmailChangeConfirm {

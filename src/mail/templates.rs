@@ -58,6 +58,11 @@ const BUILT_IN: &[(&str, &str, &str)] = &[
         include_str!("templates/sign_in_link.html"),
     ),
     (
+        "invitation",
+        include_str!("templates/invitation.txt"),
+        include_str!("templates/invitation.html"),
+    ),
+    (
         "new_device",
         include_str!("templates/new_device.txt"),
         include_str!("templates/new_device.html"),
@@ -72,7 +77,7 @@ fn offered(kind: &str) -> &'static [&'static str] {
     match kind {
         "verify_email" | "signup_attempt" | "password_changed" => &["link"],
         "email_change_confirm" | "email_change_notice" => &["link", "new_email"],
-        "password_reset" | "sign_in_link" => &["link", "expires_in"],
+        "password_reset" | "invitation" | "sign_in_link" => &["link", "expires_in"],
         "new_device" => &["link", "device", "ip", "time"],
         _ => &[],
     }
@@ -262,7 +267,7 @@ impl Templates {
             MailKind::EmailChangeConfirm { token, .. } => {
                 format!("{base}/verify#change={}", escape_component(token))
             }
-            MailKind::PasswordReset { token, .. } => {
+            MailKind::PasswordReset { token, .. } | MailKind::Invitation { token, .. } => {
                 format!("{base}/reset#token={}", escape_component(token))
             }
             MailKind::SignInLink { token, .. } => format!("{base}/login#link={}", escape_component(token)),
@@ -282,6 +287,9 @@ impl Templates {
         }
         match kind {
             MailKind::PasswordReset {
+                expires_in_minutes, ..
+            }
+            | MailKind::Invitation {
                 expires_in_minutes, ..
             }
             | MailKind::SignInLink {
@@ -327,6 +335,7 @@ impl Templates {
 fn minutes(n: u64) -> String {
     match n {
         1 => "1 minute".to_owned(),
+        n if n % 1440 == 0 && n >= 2880 => format!("{} days", n / 1440),
         n if n % 60 == 0 && n >= 120 => format!("{} hours", n / 60),
         60 => "1 hour".to_owned(),
         n => format!("{n} minutes"),
@@ -363,6 +372,10 @@ mod tests {
             MailKind::PasswordReset {
                 token: "tok_2".into(),
                 expires_in_minutes: 30,
+            },
+            MailKind::Invitation {
+                token: "tok_inv".into(),
+                expires_in_minutes: 10_080,
             },
             MailKind::PasswordChanged,
             MailKind::EmailChangeConfirm {

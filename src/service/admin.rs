@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ring::rand::SystemRandom;
 use serde::Serialize;
 use serde_json::json;
 
@@ -22,11 +23,12 @@ use super::revocations::RevocationFollower;
 use super::views::ClientInfo;
 use super::AuthError;
 use crate::alerts::{Alert, AlertSink, NoAlerts};
-use crate::crypto::{PasswordHashString, PasswordHasher};
+use crate::crypto::{self, PasswordHashString, PasswordHasher};
 use crate::domain::{AuditKind, Clock, Email, FieldError, Password, SessionId, Timestamp, UserId};
+use crate::mail::{Mail, MailKind};
 use crate::store::{
-    AccountFilter, AuditEvent, AuditFilter, Store, StoreError, StoredAlert, StoredAuditEvent, UserAccount,
-    UserRecord,
+    AccountFilter, AuditEvent, AuditFilter, EmailTokenKind, EmailTokenRecord, Store, StoreError, StoredAlert,
+    StoredAuditEvent, UserAccount, UserRecord,
 };
 
 /// The `user_agent` recorded on the audit events of administrative actions.
@@ -138,7 +140,9 @@ pub struct AccountDetail {
 #[derive(Debug)]
 pub struct NewAccount<'a> {
     pub email: &'a str,
-    pub password: Password,
+    /// `None`: the account gets no usable password, and its address an invitation to choose
+    /// one ([`INVITATION_TTL`]).
+    pub password: Option<Password>,
     pub roles: &'a [String],
     pub app_metadata: Option<&'a serde_json::Value>,
     pub user_metadata: Option<&'a serde_json::Value>,
@@ -228,7 +232,23 @@ pub struct AdminService {
     /// The server's memory of sessions (the admin API), told at once of revocations made
     /// here; the CLI's are learnt from the revocation log within a poll.
     follower: Option<Arc<RevocationFollower>>,
+    /// Wakes the server's mail deliverer (the admin API); the CLI's mails wait for a running
+    /// server's next poll of the outbox.
+    outbox: Option<crate::mail::Outbox>,
 }
+
+/// What the admin API's service shares with the running server.
+pub(super) struct ServerParts {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) alerts: Arc<dyn AlertSink>,
+    pub(super) hashing: Arc<Hashing>,
+    pub(super) follower: Arc<RevocationFollower>,
+    pub(super) outbox: crate::mail::Outbox,
+}
+
+/// How long an invitation's link works.
+pub const INVITATION_TTL: Duration = Duration::from_secs(7 * 86_400);
 
 impl AdminService {
     /// For the command line: `actor` is the operating-system user.
@@ -244,27 +264,21 @@ impl AdminService {
             alerts: Arc::new(NoAlerts),
             hashing: None,
             follower: None,
+            outbox: None,
         }
     }
 
     /// For the admin API (`AuthService::admin`): a caller over HTTP, the server's hashing.
-    pub(super) fn for_request(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        alerts: Arc<dyn AlertSink>,
-        hashing: Arc<Hashing>,
-        follower: Arc<RevocationFollower>,
-        actor: Actor,
-        client: ClientInfo,
-    ) -> AdminService {
+    pub(super) fn for_request(server: ServerParts, actor: Actor, client: ClientInfo) -> AdminService {
         AdminService {
-            store,
-            clock,
+            store: server.store,
+            clock: server.clock,
             actor,
             client,
-            alerts,
-            hashing: Some(hashing),
-            follower: Some(follower),
+            alerts: server.alerts,
+            hashing: Some(server.hashing),
+            follower: Some(server.follower),
+            outbox: Some(server.outbox),
         }
     }
 
@@ -299,11 +313,11 @@ impl AdminService {
         self.alerts.raise(alert).await;
     }
 
-    /// Creates an account with a password and roles.
+    /// Creates an account with a password and roles (no password: an invitation is mailed).
     pub async fn add_user(
         &self,
         email: &str,
-        password: Password,
+        password: Option<Password>,
         roles: &[String],
     ) -> Result<AccountView, AuthError> {
         self.create_user(NewAccount {
@@ -346,7 +360,14 @@ impl AdminService {
             return Err(AuthError::Validation(errors));
         }
         let (email, roles, app, profile) = (email?, roles?, app?, profile?);
-        let hash = self.hash(new.password).await?;
+        let invited = new.password.is_none();
+        let password = match new.password {
+            Some(p) => p,
+            // Nobody knows it: the account opens only through the invitation's link.
+            None => Password::parse(&crypto::random_token(&SystemRandom::new(), 32)?)
+                .map_err(|e| AuthError::Validation(vec![e]))?,
+        };
+        let hash = self.hash(password).await?;
         let fresh = UserRecord::new(email, hash, self.clock.now());
         let user = UserRecord {
             roles,
@@ -359,11 +380,14 @@ impl AdminService {
             Err(StoreError::Conflict(_)) => return Err(AuthError::EmailTaken),
             Err(e) => return Err(e.into()),
         }
+        if invited {
+            self.invite(&user).await?;
+        }
         self.audit(
             AuditKind::AdminUserAdded,
             Some(user.id),
             None,
-            json!({ "email": user.email.as_str(), "roles": user.roles }),
+            json!({ "email": user.email.as_str(), "roles": user.roles, "invited": invited }),
         )
         .await;
         Ok(AccountView::new(
@@ -373,6 +397,39 @@ impl AdminService {
             },
             Some(0),
         ))
+    }
+
+    /// Mails `user` a link to choose a password: a reset token (so `/reset` and
+    /// `POST /v1/auth/password/reset` take it), stored with its mail in one transaction.
+    async fn invite(&self, user: &UserRecord) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        let token = crypto::random_token(&SystemRandom::new(), 32)?;
+        let expires_at = now.plus(INVITATION_TTL);
+        let record = EmailTokenRecord {
+            hash: super::email::token_hash(&token),
+            kind: EmailTokenKind::PasswordReset,
+            user_id: user.id,
+            new_email: None,
+            credential_epoch: user.credential_epoch,
+            created_at: now,
+            expires_at,
+            used_at: None,
+            browser_hash: None,
+        };
+        let mail = Mail::new(
+            user.email.clone(),
+            MailKind::Invitation {
+                token,
+                expires_in_minutes: INVITATION_TTL.as_secs() / 60,
+            },
+        )
+        .expiring_at(expires_at)
+        .record(now);
+        self.store.insert_email_token(&record, &mail).await?;
+        if let Some(outbox) = &self.outbox {
+            outbox.queued();
+        }
+        Ok(())
     }
 
     /// One account, with how many live sessions it has.

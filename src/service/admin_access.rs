@@ -121,15 +121,15 @@ impl AuthService {
 
     /// The administration service acting for `actor`, from `client`.
     pub fn admin(&self, actor: Actor, client: ClientInfo) -> AdminService {
-        AdminService::for_request(
-            Arc::clone(&self.store),
-            Arc::clone(&self.clock),
-            self.events.sink(),
-            Arc::clone(&self.hashing),
-            Arc::clone(&self.revocations),
-            actor,
-            client,
-        )
+        let server = super::admin::ServerParts {
+            store: Arc::clone(&self.store),
+            clock: Arc::clone(&self.clock),
+            alerts: self.events.sink(),
+            hashing: Arc::clone(&self.hashing),
+            follower: Arc::clone(&self.revocations),
+            outbox: self.outbox.clone(),
+        };
+        AdminService::for_request(server, actor, client)
     }
 }
 

@@ -58,7 +58,7 @@ impl Default for EmailPolicy {
 const MAX_TOKEN_CHARS: usize = 128;
 
 /// The SHA-256 of a mailed token, in lower-case hex: all the database ever holds of it.
-fn token_hash(token: &str) -> String {
+pub(super) fn token_hash(token: &str) -> String {
     digest::digest(&digest::SHA256, token.as_bytes())
         .as_ref()
         .iter()

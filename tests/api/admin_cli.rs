@@ -482,3 +482,18 @@ async fn users_show_and_set_whether_an_address_is_verified() {
         missing.stderr
     );
 }
+
+#[tokio::test]
+async fn users_add_invite_makes_an_account_that_waits_for_its_password() {
+    let app = spawn_app().await;
+    let added = tessera(&app, &["users", "add", "invitee@example.com", "--invite"], None).await;
+    assert!(added.out().contains("invitation queued"), "{}", added.stdout);
+    let events = audit(&app, &["--kind", "admin_user_added"]).await;
+    assert_eq!(events[0]["detail"]["invited"], true);
+    assert_problem(
+        app.login_with("invitee@example.com", PASSWORD).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+}

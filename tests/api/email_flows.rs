@@ -633,3 +633,46 @@ async fn a_link_asked_for_in_a_browser_signs_in_in_that_browser_only() {
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["user"]["email"], email);
 }
+
+#[tokio::test]
+async fn an_account_made_without_a_password_is_invited_to_choose_one() {
+    let Some((sink, app)) = app_with_mail("email_flows::invite", |c| {
+        c.admin_credentials = crate::admin_api::admin_credentials();
+    })
+    .await
+    else {
+        return;
+    };
+    let r = app
+        .client
+        .post(app.url("/v1/admin/users"))
+        .bearer_auth(crate::admin_api::WRITE_SECRET)
+        .json(&json!({ "email": "newbie@example.com", "roles": ["support"] }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 201);
+    let mail = wait_mail(&sink, "newbie@example.com", RESET, 1).await;
+    assert!(
+        mail.header("Subject").contains("invited"),
+        "{}",
+        mail.header("Subject")
+    );
+    assert!(mail.text().contains("7 days"), "{}", mail.text());
+    // Until a password is chosen nobody signs in (there is none to guess).
+    assert_problem(
+        app.login_with("newbie@example.com", "a brand new password").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    let token = token_in(&mail, RESET);
+    assert_eq!(reset_with(&app, token.clone()).await.status(), 204);
+    let t = json_ok(app.login_with("newbie@example.com", "a brand new password").await).await;
+    assert_eq!(
+        Jwt::parse(&s(&t, "access_token")).claims["roles"],
+        json!(["support"])
+    );
+    // The link works once.
+    assert_problem(reset_with(&app, token).await, 400, "invalid_email_token").await;
+}
