@@ -1,7 +1,5 @@
 //! `/v1/auth/*`: thin handlers that parse input, call the service and shape the response.
 
-use std::net::IpAddr;
-
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,11 +9,10 @@ use utoipa::ToSchema;
 
 use super::cookies::{clear_cookies, set_grant_cookies, RequestCookies};
 use super::error::ApiError;
-use super::extract::{bearer, Authenticated, Client, Fields, JsonBody};
-use super::rate_limit::RateLimiter;
+use super::extract::{bearer, rate_limit, Authenticated, Client, Fields, JsonBody};
 use super::AppState;
-use crate::domain::{ClientNetwork, SessionId, Timestamp, UserId};
-use crate::service::{AuthError, ClientInfo, LogoutOutcome, LogoutScope, TokenGrant, Transport, UserView};
+use crate::domain::{SessionId, Timestamp, UserId};
+use crate::service::{AuthError, LogoutOutcome, LogoutScope, TokenGrant, Transport, UserView};
 
 /// A user as the API shows one.
 #[derive(Serialize, ToSchema)]
@@ -106,29 +103,6 @@ pub(super) fn token_response(grant: &TokenGrant, cookie_secure: bool) -> Respons
     response
 }
 
-pub(super) fn rate_limit(
-    state: &AppState,
-    limiter: &RateLimiter,
-    endpoint: &'static str,
-    client: &ClientInfo,
-) -> Result<(), ApiError> {
-    limiter
-        .check(&rate_limit_key(client.ip.as_deref()))
-        .map_err(|retry_after| {
-            state.metrics.rate_limited(endpoint);
-            ApiError::RateLimited(retry_after)
-        })
-}
-
-/// Whom a rate limit counts: the client's [`ClientNetwork`] (text that is not an address
-/// stands for itself).
-fn rate_limit_key(ip: Option<&str>) -> String {
-    match ip.and_then(|ip| ip.parse::<IpAddr>().ok()) {
-        Some(ip) => ClientNetwork::of(ip).to_string(),
-        None => ip.unwrap_or("unknown").to_owned(),
-    }
-}
-
 // The body `register` reads. Handlers read bodies field by field (`Fields`), so that every
 // wrong field is reported at once, in the contract's words; these `*Request` types describe
 // those bodies for the OpenAPI document and are never deserialized.
@@ -160,7 +134,7 @@ pub(super) struct RegisterResponse<'a> {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "The account was created (a verification link is mailed to it).", body = RegisterResponse),
-        (status = 202, description = "With `TESSERA_REQUIRE_VERIFIED_EMAIL`: the same answer whether or not the address had an account (a new one gets a verification link, an existing one's owner a notice).", body = super::email::RegisterPending),
+        (status = 202, description = "With `TESSERA_REQUIRE_VERIFIED_EMAIL`: the same answer whether or not the address had an account (a new one gets a verification link, an existing one's owner a notice).", body = RegisterPending),
         (status = 400, description = "`malformed_request`"),
         (status = 408, description = "`request_timeout`"),
         (status = 409, description = "`email_taken`"),
@@ -187,7 +161,7 @@ pub async fn register(
             .service
             .register_quietly(email, password, user_metadata, &client)
             .await?;
-        return Ok(super::email::register_pending(email.as_str()));
+        return Ok(register_pending(email.as_str()));
     }
     let user = state
         .service
@@ -476,17 +450,27 @@ pub async fn logout_all(
     Ok(response)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::rate_limit_key;
+/// The answer of `register` when sign-in needs a verified address: the same whether or not
+/// the address had an account.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RegisterPending<'a> {
+    /// Always `verification_sent`.
+    #[schema(value_type = String, pattern = "^verification_sent$")]
+    status: &'static str,
+    #[schema(value_type = String, format = Email)]
+    email: &'a str,
+}
 
-    #[test]
-    fn ipv6_clients_are_counted_per_64() {
-        assert_eq!(rate_limit_key(Some("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
-        assert_eq!(rate_limit_key(Some("2001:db8:1:2:bbbb::9")), "2001:db8:1:2::/64");
-        assert_ne!(rate_limit_key(Some("2001:db8:1:3::1")), "2001:db8:1:2::/64");
-        assert_eq!(rate_limit_key(Some("::ffff:192.0.2.7")), "192.0.2.7");
-        assert_eq!(rate_limit_key(Some("192.0.2.7")), "192.0.2.7");
-        assert_eq!(rate_limit_key(None), "unknown");
-    }
+/// `register` with `TESSERA_REQUIRE_VERIFIED_EMAIL`: `202` and the same body either way.
+pub(super) fn register_pending(email: &str) -> Response {
+    let body = RegisterPending {
+        status: "verification_sent",
+        email,
+    };
+    (
+        StatusCode::ACCEPTED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(body),
+    )
+        .into_response()
 }

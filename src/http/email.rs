@@ -13,10 +13,10 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::{rate_limit, token_response, TokenResponse, TransportName, User};
+use super::auth::{token_response, TokenResponse, TransportName, User};
 use super::cookies::{set_link_cookie, RequestCookies};
 use super::error::ApiError;
-use super::extract::{Authenticated, Client, Fields, JsonBody};
+use super::extract::{rate_limit, Authenticated, Client, Fields, JsonBody};
 use super::rate_limit::RateLimiter;
 use super::AppState;
 use crate::service::Transport;
@@ -400,29 +400,4 @@ pub async fn email_link_verify(
         .sign_in_with_link(token, transport, browser.as_deref(), &client)
         .await?;
     Ok(token_response(&grant, state.cookie_secure))
-}
-
-/// The answer of `register` when sign-in needs a verified address: the same whether or not
-/// the address had an account.
-#[derive(Serialize, ToSchema)]
-pub(super) struct RegisterPending<'a> {
-    /// Always `verification_sent`.
-    #[schema(value_type = String, pattern = "^verification_sent$")]
-    status: &'static str,
-    #[schema(value_type = String, format = Email)]
-    email: &'a str,
-}
-
-/// `register` with `TESSERA_REQUIRE_VERIFIED_EMAIL`: `202` and the same body either way.
-pub(super) fn register_pending(email: &str) -> Response {
-    let body = RegisterPending {
-        status: "verification_sent",
-        email,
-    };
-    (
-        StatusCode::ACCEPTED,
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(body),
-    )
-        .into_response()
 }

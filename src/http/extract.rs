@@ -11,8 +11,9 @@ use serde_json::{Map, Value};
 
 use super::cookies::RequestCookies;
 use super::error::ApiError;
+use super::rate_limit::RateLimiter;
 use super::AppState;
-use crate::domain::{AdminScope, FieldError};
+use crate::domain::{AdminScope, ClientNetwork, FieldError};
 use crate::service::admin::{Actor, AdminService};
 use crate::service::{AuthContext, AuthError, ClientInfo};
 
@@ -232,7 +233,7 @@ impl FromRequestParts<AppState> for AdminCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Client(client) = Client::from_request_parts(parts, state).await?;
-        super::auth::rate_limit(state, &state.admin_limit, "admin", &client)?;
+        rate_limit(state, &state.admin_limit, "admin", &client)?;
         let needs = match parts.method {
             Method::GET | Method::HEAD => AdminScope::Read,
             _ => AdminScope::Write,
@@ -337,9 +338,42 @@ fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
     ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
+pub(super) fn rate_limit(
+    state: &AppState,
+    limiter: &RateLimiter,
+    endpoint: &'static str,
+    client: &ClientInfo,
+) -> Result<(), ApiError> {
+    limiter
+        .check(&rate_limit_key(client.ip.as_deref()))
+        .map_err(|retry_after| {
+            state.metrics.rate_limited(endpoint);
+            ApiError::RateLimited(retry_after)
+        })
+}
+
+/// Whom a rate limit counts: the client's [`ClientNetwork`] (text that is not an address
+/// stands for itself).
+fn rate_limit_key(ip: Option<&str>) -> String {
+    match ip.and_then(|ip| ip.parse::<IpAddr>().ok()) {
+        Some(ip) => ClientNetwork::of(ip).to_string(),
+        None => ip.unwrap_or("unknown").to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        assert_eq!(rate_limit_key(Some("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
+        assert_eq!(rate_limit_key(Some("2001:db8:1:2:bbbb::9")), "2001:db8:1:2::/64");
+        assert_ne!(rate_limit_key(Some("2001:db8:1:3::1")), "2001:db8:1:2::/64");
+        assert_eq!(rate_limit_key(Some("::ffff:192.0.2.7")), "192.0.2.7");
+        assert_eq!(rate_limit_key(Some("192.0.2.7")), "192.0.2.7");
+        assert_eq!(rate_limit_key(None), "unknown");
+    }
 
     #[test]
     fn json_content_types() {
