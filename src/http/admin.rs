@@ -354,8 +354,10 @@ fn object<'a>(f: &mut Fields<'_>, body: &'a JsonBody, name: &str) -> Option<&'a 
     }
 }
 
+/// A password field: `None` when it is missing, empty or refused, each reported by name (the
+/// caller's `finish` answers 422 then).
 fn password(f: &mut Fields<'_>, name: &str) -> Option<Password> {
-    let raw = f.required_str(name);
+    let raw = f.required_nonempty_str(name);
     if raw.is_empty() {
         return None;
     }

@@ -93,6 +93,16 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A string field that must be present and not empty.
+    pub fn required_nonempty_str(&mut self, name: &str) -> &'a str {
+        let present = matches!(self.map.and_then(|m| m.get(name)), Some(Value::String(_)));
+        let value = self.required_str(name);
+        if present && value.is_empty() {
+            self.errors.push(FieldError::new(name, "must not be empty"));
+        }
+        value
+    }
+
     /// A string field that may be absent (or null).
     pub fn optional_str(&mut self, name: &str) -> Option<&'a str> {
         match self.map.and_then(|m| m.get(name)) {

@@ -724,3 +724,28 @@ async fn an_administrator_marks_an_address_verified_or_not_and_tokens_follow() {
         "the change is audited: {audited}"
     );
 }
+
+#[tokio::test]
+async fn an_empty_password_is_a_validation_error_not_a_server_error() {
+    let app = admin_app().await;
+    let id = create(&app, "empty@example.com", &[]).await;
+    // Schemathesis found these answering 500.
+    let r = call(
+        &app,
+        Method::POST,
+        &format!("/v1/admin/users/{id}/password"),
+        WRITE_SECRET,
+        Some(json!({ "password": "" })),
+    )
+    .await;
+    assert_problem(r, 422, "validation_failed").await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/admin/users",
+        WRITE_SECRET,
+        Some(json!({ "email": "another@example.com", "password": "" })),
+    )
+    .await;
+    assert_problem(r, 422, "validation_failed").await;
+}
