@@ -154,13 +154,17 @@ fn main() -> ExitCode {
         .enable_all()
         .max_blocking_threads(config.hash_concurrency + BLOCKING_THREADS_HEADROOM)
         .build();
-    match runtime {
+    let code = match runtime {
         Ok(runtime) => runtime.block_on(run(cli.command, config)),
         Err(e) => {
+            telemetry::flush();
             eprintln!("tessera: cannot start the runtime: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Log lines still held by the writer thread go out before the process ends.
+    telemetry::flush();
+    code
 }
 
 /// Blocking threads beyond those password hashing may hold.
@@ -189,6 +193,8 @@ async fn run(command: Command, config: Config) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // After what was logged before it, as it happened.
+            telemetry::flush();
             eprintln!("tessera: {e}");
             ExitCode::FAILURE
         }
@@ -198,6 +204,7 @@ async fn run(command: Command, config: Config) -> ExitCode {
 /// One line per finding: problems on standard error, the rest on standard output.
 async fn check(config: &Config) -> ExitCode {
     let findings = operator::check(config).await;
+    telemetry::flush();
     let mut failed = false;
     for finding in &findings {
         if finding.severity == Severity::Problem {
