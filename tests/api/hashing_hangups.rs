@@ -90,7 +90,12 @@ async fn logins_that_hang_up_leave_hashing_bounded_and_audited() {
     }
     let peak = gauge(&served, "tessera_password_hashes_peak");
     assert!(finished > 0, "some hashes ran");
-    assert_eq!(peak, PERMITS as u64, "hashes at once never beyond the permits");
+    // At most the permits; fewer is possible on a slow machine, where the clients' hang-ups
+    // can outrun the hashing that would have overlapped.
+    assert!(
+        (1..=PERMITS as u64).contains(&peak),
+        "hashes at once never beyond the permits: {peak}"
+    );
     let rss = peak_rss_kib(served.pid());
     eprintln!(
         "{finished} hashes ran, at most {peak} at once; peak RSS {} MiB",
