@@ -193,7 +193,7 @@ impl Application {
             )
             .await?,
         );
-        let state = AppState {
+        let state = AppState::new(http::Shared {
             service: Arc::clone(&service),
             trust_proxy_headers: config.trust_proxy_headers,
             cookie_secure: config.cookie_secure,
@@ -213,7 +213,7 @@ impl Application {
                 &config.audience,
                 !config.revocation_feed_credentials.is_empty(),
             )),
-        };
+        });
         let limiters = vec![
             Arc::clone(&state.login_limit),
             Arc::clone(&state.register_limit),
