@@ -22,8 +22,8 @@ impl SessionStore for PostgresStore {
             "WITH u AS (SELECT id FROM users WHERE id = $2 AND disabled_at IS NULL \
                AND credential_epoch = $12 FOR SHARE), \
              s AS (INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
-             refresh_expires_at, user_agent, ip, generation, csrf_token, current_hash) \
-             SELECT $1, u.id, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM u RETURNING id) \
+             refresh_expires_at, user_agent, ip, generation, csrf_token, current_hash, amr, auth_time) \
+             SELECT $1, u.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14 FROM u RETURNING id) \
              INSERT INTO refresh_tokens (hash, session_id, generation) SELECT $11, id, $9 FROM s",
         )
         .bind(s.id.0)
@@ -38,6 +38,8 @@ impl SessionStore for PostgresStore {
         .bind(&s.csrf_token)
         .bind(&first.0[..])
         .bind(credential_epoch)
+        .bind(roles_json(&s.amr))
+        .bind(s.auth_time.millis())
         .execute(&self.pool)
         .await
         .map_err(map_pg)?
