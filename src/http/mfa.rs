@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::extract::{rate_limit, Authenticated, Client, Fields, JsonBody};
 use super::AppState;
 use crate::domain::{FieldError, Timestamp};
-use crate::service::{DisableProof, FactorProof, FactorsView, LoginOutcome, MfaChallenge};
+use crate::service::{FactorProof, FactorsView, HolderProof, LoginOutcome, MfaChallenge};
 
 /// The answer of a sign-in (password or link) for an account with a second factor: no
 /// tokens, no session; finish with `POST /v1/auth/mfa/verify`.
@@ -325,8 +325,9 @@ pub async fn confirm_totp(
     ))
 }
 
-// The body `DELETE totp` and `recovery-codes` read.
-/// Either `password`, or `code` (with `method`, `totp` by default).
+// The body `DELETE totp`, `recovery-codes` and `reauthenticate` read.
+/// Either `password`, or `code` (with `method`, `totp` by default). Changing factors without
+/// either needs a recent sign-in; `reauthenticate` needs one of them.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(super) struct ProveRequest {
@@ -339,8 +340,8 @@ pub(super) struct ProveRequest {
     code: Option<String>,
 }
 
-/// Reads a `ProveRequest`.
-fn prove(body: &JsonBody) -> Result<DisableProof, ApiError> {
+/// Reads a `ProveRequest` (`None`: no proof in it).
+fn prove(body: &JsonBody) -> Result<Option<HolderProof>, ApiError> {
     let mut f = Fields::new(body);
     f.only(&["password", "method", "code"]);
     let password = f.optional_str("password");
@@ -353,7 +354,7 @@ fn prove(body: &JsonBody) -> Result<DisableProof, ApiError> {
         f.invalid("code", "must be at most 64 characters");
     }
     f.finish()?;
-    Ok(DisableProof::from_fields(password, method, code)?)
+    Ok(HolderProof::from_fields(password, method, code)?)
 }
 
 #[utoipa::path(
@@ -424,4 +425,37 @@ pub async fn regenerate_recovery_codes(
             recovery_codes: codes.0,
         },
     ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/auth/reauthenticate",
+    tag = "auth",
+    summary = "Prove it is still you (password or a second factor): a recent sign-in for sensitive changes",
+    request_body = ProveRequest,
+    responses(
+        (status = 200, description = "The session's `auth_time` is now (and its `amr` says what was proved); fresh tokens saying so, the refresh token rotated as a password change does.", body = TokenResponse,
+            headers(("set-cookie" = String, description = "Cookie transport only: fresh `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
+        (status = 400, description = "`malformed_request`"),
+        (status = 401, description = "`invalid_credentials`, `invalid_mfa_code`, `mfa_code_replayed`, `invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 429, description = "`rate_limited`: the account is locked after repeated failures"),
+        (status = 503, description = "`service_unavailable`"),
+    ),
+    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
+)]
+pub async fn reauthenticate(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Client(client): Client,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let Some(proof) = prove(&body)? else {
+        return Err(vec![FieldError::new("password", "send either password or code")].into());
+    };
+    let grant = state.service.reauthenticate(&ctx, proof, &client).await?;
+    Ok(token_response(&grant, state.cookie_secure))
 }

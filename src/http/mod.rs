@@ -73,6 +73,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::logout_all))
         .routes(routes!(account::change_password))
         .routes(routes!(mfa::verify))
+        .routes(routes!(mfa::reauthenticate))
         .routes(routes!(mfa::factors))
         .routes(routes!(mfa::start_totp, mfa::disable_totp))
         .routes(routes!(mfa::confirm_totp))

@@ -436,6 +436,7 @@ impl AuthService {
         let Some(new_email) = new_email.filter(|_| errors.is_empty()) else {
             return Err(AuthError::Validation(errors));
         };
+        self.require_recent_sign_in(ctx)?;
         let (session, user) = self
             .store
             .find_session_with_user(ctx.session_id())

@@ -273,11 +273,12 @@ impl AuthService {
         Ok(codes)
     }
 
-    /// Turns TOTP off (and its recovery codes), proven with the password or a code.
+    /// Turns TOTP off (and its recovery codes), proven with the password or a code, or
+    /// without one after a recent sign-in.
     pub async fn disable_totp(
         &self,
         ctx: &AuthContext,
-        proof: DisableProof,
+        proof: Option<HolderProof>,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
         let (_, user) = self
@@ -289,7 +290,7 @@ impl AuthService {
             Some(f) if f.confirmed_at.is_some() => {}
             _ => return Err(AuthError::MfaNotEnabled),
         }
-        self.prove_holder(&user, proof, ctx, client).await?;
+        self.prove_or_recent(&user, proof, ctx, client).await?;
         self.store.delete_totp(user.id).await?;
         self.events
             .security(
@@ -303,11 +304,12 @@ impl AuthService {
         Ok(())
     }
 
-    /// A new set of recovery codes (the old set dies), proven with the password or a code.
+    /// A new set of recovery codes (the old set dies), proven with the password or a code, or
+    /// without one after a recent sign-in.
     pub async fn regenerate_recovery_codes(
         &self,
         ctx: &AuthContext,
-        proof: DisableProof,
+        proof: Option<HolderProof>,
         client: &ClientInfo,
     ) -> Result<RecoveryCodes, AuthError> {
         let (_, user) = self
@@ -318,7 +320,7 @@ impl AuthService {
         if !self.factors_of(user.id).await?.any_active() {
             return Err(AuthError::MfaNotEnabled);
         }
-        self.prove_holder(&user, proof, ctx, client).await?;
+        self.prove_or_recent(&user, proof, ctx, client).await?;
         let codes = self.new_recovery_codes()?;
         let hashes: Vec<String> = codes.0.iter().map(|c| recovery_code_hash(user.id, c)).collect();
         self.store
@@ -336,31 +338,46 @@ impl AuthService {
         Ok(codes)
     }
 
-    /// The holder proves themself again (password or a second factor), on the account's lock.
-    async fn prove_holder(
+    /// A change of factors: proven in the request, or else by a recent sign-in.
+    async fn prove_or_recent(
         &self,
         user: &UserRecord,
-        proof: DisableProof,
+        proof: Option<HolderProof>,
         ctx: &AuthContext,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
+        match proof {
+            Some(proof) => self.prove_holder(user, proof, ctx, client).await.map(|_| ()),
+            None => self.require_recent_sign_in(ctx),
+        }
+    }
+
+    /// The holder proves themself again (password or a second factor), on the account's lock;
+    /// answers the RFC 8176 value of what was proved.
+    pub(super) async fn prove_holder(
+        &self,
+        user: &UserRecord,
+        proof: HolderProof,
+        ctx: &AuthContext,
+        client: &ClientInfo,
+    ) -> Result<&'static str, AuthError> {
         let attempt = self.reserve_attempt(&user.email, None, None).await?;
         let outcome = match proof {
-            DisableProof::Password(password) => {
+            HolderProof::Password(password) => {
                 if self
                     .hashing
                     .verify_in_turn(password, user.password_hash.clone())
                     .await?
                 {
-                    Ok(())
+                    Ok("pwd")
                 } else {
                     Err(AuthError::InvalidCredentials)
                 }
             }
-            DisableProof::Factor(proof) => self.check_factor(user, &proof, client).await.map(|_| ()),
+            HolderProof::Factor(proof) => self.check_factor(user, &proof, client).await,
         };
         match (&outcome, attempt) {
-            (Ok(()), Some(attempt)) => attempt.succeeded().await,
+            (Ok(_), Some(attempt)) => attempt.succeeded().await,
             (
                 Err(AuthError::InvalidCredentials | AuthError::InvalidMfaCode | AuthError::MfaCodeReplayed),
                 Some(attempt),
@@ -370,7 +387,7 @@ impl AuthService {
                     Some(user.id),
                     Some(ctx.session_id()),
                     client,
-                    Some("wrong proof for a change of factors".into()),
+                    Some("wrong proof of the holder".into()),
                 );
                 attempt.failed(self.events.alerts(), &failure, failure.at).await;
                 self.events.write(failure).await;
@@ -461,22 +478,23 @@ impl AuthService {
 }
 
 /// How a holder proves themself to change their factors.
-pub enum DisableProof {
+pub enum HolderProof {
     Password(String),
     Factor(FactorProof),
 }
 
-impl DisableProof {
-    /// From a body's `password`, or `method` (default `totp`) and `code`.
+impl HolderProof {
+    /// From a body's `password`, or `method` (default `totp`) and `code`; `None` for neither.
     pub fn from_fields(
         password: Option<&str>,
         method: Option<&str>,
         code: Option<&str>,
-    ) -> Result<DisableProof, AuthError> {
+    ) -> Result<Option<HolderProof>, AuthError> {
         match (password, code) {
-            (Some(p), None) if !p.is_empty() => Ok(DisableProof::Password(p.to_owned())),
+            (None, None) if method.is_none() => Ok(None),
+            (Some(p), None) if !p.is_empty() => Ok(Some(HolderProof::Password(p.to_owned()))),
             (None, Some(c)) => FactorProof::parse(method.unwrap_or("totp"), c)
-                .map(DisableProof::Factor)
+                .map(|p| Some(HolderProof::Factor(p)))
                 .ok_or_else(|| {
                     AuthError::Validation(vec![FieldError::new(
                         "method",

@@ -14,11 +14,11 @@
 use std::time::Duration;
 
 use super::email::token_hash;
-use super::mfa::{FactorProof, FactorsView};
-use super::{AuthError, AuthService, ClientInfo, MfaChallenge, TokenGrant, Transport};
-use crate::crypto;
+use super::mfa::{FactorProof, FactorsView, HolderProof};
+use super::{AuthContext, AuthError, AuthService, ClientInfo, MfaChallenge, TokenGrant, Transport};
+use crate::crypto::{self, RefreshToken};
 use crate::domain::AuditKind;
-use crate::store::{MfaChallengeRecord, UserRecord};
+use crate::store::{MfaChallengeRecord, Rotation, SessionRecord, UserRecord};
 
 /// How long a second step may take.
 pub const MFA_CHALLENGE_TTL: Duration = Duration::from_secs(300);
@@ -175,5 +175,87 @@ impl AuthService {
             Some(detail.into()),
         )
         .await
+    }
+}
+
+impl AuthService {
+    /// Refuses a sensitive change unless the caller's access token says the holder signed in
+    /// (or reauthenticated) within `reauthentication_max_age`. Read from the token, so it costs
+    /// nothing; `reauthenticate` answers a fresh token with the new `auth_time`.
+    pub(super) fn require_recent_sign_in(&self, ctx: &AuthContext) -> Result<(), AuthError> {
+        let max_age = i64::try_from(self.policy.reauthentication_max_age.as_secs()).unwrap_or(i64::MAX);
+        match ctx.claims.auth_time {
+            Some(at) if self.clock.now().seconds().saturating_sub(at) <= max_age => Ok(()),
+            _ => Err(AuthError::ReauthenticationRequired),
+        }
+    }
+
+    /// The holder of the caller's session proves themself again (the password, or a second
+    /// factor): the session's `auth_time` is now and its `amr` gains what was proved, and the
+    /// answer is fresh tokens saying so (the refresh token rotated, as a password change does).
+    pub async fn reauthenticate(
+        &self,
+        ctx: &AuthContext,
+        proof: HolderProof,
+        client: &ClientInfo,
+    ) -> Result<TokenGrant, AuthError> {
+        let keys = self.keys.for_signing().await?;
+        let (session, user) = self
+            .store
+            .find_session_with_user(ctx.session_id())
+            .await?
+            .ok_or(AuthError::SessionRevoked)?;
+        let proved = self.prove_holder(&user, proof, ctx, client).await?;
+        let now = self.clock.now();
+        let amr = match proved {
+            "pwd" => {
+                let mut amr = session.amr.clone();
+                if !amr.iter().any(|a| a == "pwd") {
+                    amr.insert(0, "pwd".to_owned());
+                }
+                amr
+            }
+            factor => with_factor(session.amr.clone(), factor),
+        };
+        if !self.store.reauthenticate_session(session.id, &amr, now).await? {
+            return Err(AuthError::SessionRevoked);
+        }
+        let generation = session
+            .generation
+            .checked_add(1)
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        let next = RefreshToken::issue(&self.rng, session.id, generation)?;
+        let refresh_expires_at = now.plus(self.policy.refresh_ttl).min(session.absolute_expires_at);
+        let rotation = Rotation {
+            session_id: session.id,
+            expected_generation: session.generation,
+            new_hash: next.hash(),
+            sealed_new: None,
+            now,
+            refresh_expires_at,
+        };
+        if !self.store.rotate(&rotation).await? {
+            return Err(AuthError::SessionRevoked);
+        }
+        let rotated = SessionRecord {
+            generation,
+            last_used_at: now,
+            rotated_at: Some(now),
+            refresh_expires_at,
+            sealed_current: None,
+            amr,
+            auth_time: now,
+            ..session
+        };
+        self.events
+            .audit(
+                AuditKind::LoginSucceeded,
+                Some(user.id),
+                Some(rotated.id),
+                client,
+                Some(format!("reauthenticated ({proved})")),
+            )
+            .await;
+        self.grant(&keys, &user, &rotated, next, now)
     }
 }

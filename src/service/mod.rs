@@ -54,7 +54,7 @@ pub use keys::{
     open_key_set_records, Encrypted, KeyOps, KeyPolicy, KeyRing, KeyView, Revoked, JWKS_MAX_AGE,
     KEY_RELOAD_EVERY, KEY_SET_MAX_AGE, MIN_KEY_PUBLISH_AHEAD,
 };
-pub use mfa::{DisableProof, FactorProof, FactorsView, PasskeyView, RecoveryCodes, TotpEnrolment, TotpView};
+pub use mfa::{FactorProof, FactorsView, HolderProof, PasskeyView, RecoveryCodes, TotpEnrolment, TotpView};
 pub use policy::Policy;
 pub use revocations::{
     RevocationFollower, REMEMBERED_SESSIONS, REVOCATION_LOG_RETENTION, REVOCATION_POLL_EVERY,
@@ -74,7 +74,7 @@ use crate::crypto::RefreshToken;
 use crate::domain::{Clock, Timestamp};
 use crate::mail::Outbox;
 use crate::store::{SessionRecord, Store, UserRecord};
-use crate::tokens::AccessTokens;
+use crate::tokens::{AccessTokens, SignedIn};
 use error::token_internal;
 
 /// The service the HTTP layer calls: the components, the store and the policy. Each flow
@@ -194,6 +194,10 @@ impl AuthService {
                 now,
                 access_expires_at,
                 claims.as_ref(),
+                Some(SignedIn {
+                    amr: &session.amr,
+                    auth_time: session.auth_time,
+                }),
             )
             .map_err(token_internal)?;
         Ok(TokenGrant {

@@ -192,6 +192,14 @@ pub trait SessionStore: Send + Sync {
         rotation: &CurrentRotation,
     ) -> StoreResult<Option<(SessionRecord, UserRecord)>>;
 
+    /// Records that the holder of the live session `id` proved themself again: `amr` and
+    /// `auth_time` replaced; returns whether the session is live.
+    async fn reauthenticate_session(
+        &self,
+        id: SessionId,
+        amr: &[String],
+        auth_time: Timestamp,
+    ) -> StoreResult<bool>;
     /// Revokes one session if not already revoked; returns whether this call revoked it.
     async fn revoke_session(&self, id: SessionId, now: Timestamp, reason: &str) -> StoreResult<bool>;
     /// Revokes every live session of a user, except `keep` if given; returns how many.

@@ -73,6 +73,13 @@ pub fn claims(access_token: &str) -> Value {
 pub async fn enrolled(app: &TestApp, clock: &TestClock, email: &str) -> (String, String, Vec<String>) {
     let tokens = app.signup_and_login(email).await;
     let access = s(&tokens, "access_token");
+    let (secret, codes) = enable_totp(app, clock, &access).await;
+    (access, secret, codes)
+}
+
+/// Turns TOTP on for the holder of `access`; returns the secret and the recovery codes.
+pub async fn enable_totp(app: &TestApp, clock: &TestClock, access: &str) -> (String, Vec<String>) {
+    let access = access.to_owned();
     let r = app.post_authed("/v1/account/mfa/totp", &access, None).await;
     assert_eq!(r.status(), 201);
     let enrolment: Value = r.json().await.expect("json");
@@ -92,7 +99,7 @@ pub async fn enrolled(app: &TestApp, clock: &TestClock, email: &str) -> (String,
         .collect();
     // The confirming code's step is spent: the next code is the next step's.
     clock.advance(Duration::from_secs(30));
-    (access, secret, codes)
+    (secret, codes)
 }
 
 /// Logs in with the password; asserts the `mfa_required` answer and returns its challenge.
@@ -413,7 +420,11 @@ async fn totp_is_turned_off_with_the_password_or_a_code() {
                 .expect("send")
         }
     };
-    assert_validation(off(json!({})).await, &["password"]).await;
+    assert_validation(
+        off(json!({ "password": PASSWORD, "code": "333333" })).await,
+        &["password"],
+    )
+    .await;
     assert_problem(off(json!({ "code": "333333" })).await, 401, "invalid_mfa_code").await;
     assert_eq!(off(json!({ "code": code(&secret, &clock) })).await.status(), 204);
     assert_problem(off(json!({ "password": PASSWORD })).await, 409, "mfa_not_enabled").await;
@@ -455,4 +466,125 @@ async fn totp_is_turned_off_with_the_password_or_a_code() {
         .await
         .expect("send");
     assert_eq!(r.status(), 204);
+}
+
+#[tokio::test]
+async fn tokens_say_how_and_when_the_holder_signed_in_also_after_a_refresh() {
+    let clock = TestClock::new();
+    let app = spawn_with_clock(Arc::clone(&clock), |_| {}).await;
+    let email = "amr@example.com";
+    let tokens = app.signup_and_login(email).await;
+    let plain = claims(&s(&tokens, "access_token"));
+    assert_eq!(plain["amr"], json!(["pwd"]));
+    assert_eq!(plain["auth_time"], clock.now().seconds());
+
+    let (secret, _) = enable_totp(&app, &clock, &s(&tokens, "access_token")).await;
+    let challenge = self::challenge(&app, email).await;
+    clock.advance(Duration::from_secs(7));
+    let signed_in_at = clock.now().seconds();
+    let tokens = json_ok(verify(&app, &challenge, "totp", &code(&secret, &clock)).await).await;
+    let two_step = claims(&s(&tokens, "access_token"));
+    assert_eq!(two_step["amr"], json!(["pwd", "otp", "mfa"]));
+    assert_eq!(two_step["auth_time"], signed_in_at);
+
+    // A refresh keeps both (the sign-in's time, not the refresh's).
+    clock.advance(Duration::from_secs(60));
+    let refreshed = app.refresh_ok(&s(&tokens, "refresh_token")).await;
+    let later = claims(&s(&refreshed, "access_token"));
+    assert_eq!(later["amr"], json!(["pwd", "otp", "mfa"]));
+    assert_eq!(later["auth_time"], signed_in_at);
+    assert!(later["iat"].as_i64() > two_step["iat"].as_i64());
+}
+
+#[tokio::test]
+async fn sensitive_changes_need_a_recent_sign_in_which_reauthenticate_renews() {
+    let clock = TestClock::new();
+    let app = spawn_with_clock(Arc::clone(&clock), |c| {
+        c.reauthentication_max_age = Duration::from_secs(600);
+        c.access_ttl = Duration::from_secs(3600);
+    })
+    .await;
+    let email = "stepup@example.com";
+    let (access, secret, _) = enrolled(&app, &clock, email).await;
+    let first = claims(&access)["auth_time"].as_i64().expect("auth_time");
+
+    // Fresh enough: a new set of recovery codes needs no proof in the request.
+    let r = app
+        .post_authed("/v1/account/mfa/recovery-codes", &access, Some(&json!({})))
+        .await;
+    assert_eq!(r.status(), 200);
+
+    clock.advance(Duration::from_secs(601));
+    let r = app
+        .post_authed("/v1/account/mfa/recovery-codes", &access, Some(&json!({})))
+        .await;
+    assert_problem(r, 403, "reauthentication_required").await;
+    let r = app
+        .client
+        .delete(app.url("/v1/account/mfa/totp"))
+        .bearer_auth(&access)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("send");
+    assert_problem(r, 403, "reauthentication_required").await;
+    let r = app
+        .post_authed(
+            "/v1/auth/password",
+            &access,
+            Some(&json!({ "current_password": PASSWORD, "new_password": "another good password" })),
+        )
+        .await;
+    assert_problem(r, 403, "reauthentication_required").await;
+    let r = app
+        .post_authed(
+            "/v1/auth/email/change",
+            &access,
+            Some(&json!({ "new_email": "new@example.com", "current_password": PASSWORD })),
+        )
+        .await;
+    assert_problem(r, 403, "reauthentication_required").await;
+
+    // Reauthenticate: a wrong password is refused, a code renews auth_time and amr.
+    let r = app
+        .post_authed(
+            "/v1/auth/reauthenticate",
+            &access,
+            Some(&json!({ "password": "nope nope" })),
+        )
+        .await;
+    assert_problem(r, 401, "invalid_credentials").await;
+    assert_validation(
+        app.post_authed("/v1/auth/reauthenticate", &access, Some(&json!({})))
+            .await,
+        &["password"],
+    )
+    .await;
+    let r = app
+        .post_authed(
+            "/v1/auth/reauthenticate",
+            &access,
+            Some(&json!({ "method": "totp", "code": code(&secret, &clock) })),
+        )
+        .await;
+    let fresh = json_ok(r).await;
+    let renewed = claims(&s(&fresh, "access_token"));
+    assert_eq!(renewed["auth_time"], clock.now().seconds());
+    assert!(renewed["auth_time"].as_i64() > Some(first));
+    assert_eq!(renewed["amr"], json!(["pwd", "otp", "mfa"]));
+    let access = s(&fresh, "access_token");
+    let r = app
+        .post_authed(
+            "/v1/auth/password",
+            &access,
+            Some(&json!({ "current_password": PASSWORD, "new_password": "another good password" })),
+        )
+        .await;
+    let changed = json_ok(r).await;
+    // And a refresh keeps the renewed time.
+    let refreshed = app.refresh_ok(&s(&changed, "refresh_token")).await;
+    assert_eq!(
+        claims(&s(&refreshed, "access_token"))["auth_time"],
+        clock.now().seconds()
+    );
 }

@@ -265,6 +265,7 @@ async fn request_body_schemas_name_the_fields_the_handlers_read() {
     let doc = document(&app).await;
     let schemas = &doc["components"]["schemas"];
     let mut checked = 0;
+    let mut accounts = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             let Some(reference) =
@@ -287,8 +288,9 @@ async fn request_body_schemas_name_the_fields_the_handlers_read() {
             let token = if admin {
                 Some(crate::admin_api::WRITE_SECRET.to_owned())
             } else if signed_in {
-                // Per operation: two may share a body schema.
-                let email = format!("{}-{}@example.com", name.to_lowercase(), method);
+                // Per operation: several may share a body schema.
+                accounts += 1;
+                let email = format!("{}-{accounts}@example.com", name.to_lowercase());
                 Some(s(&app.signup_and_login(&email).await, "access_token"))
             } else {
                 None

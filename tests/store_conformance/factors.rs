@@ -187,4 +187,21 @@ pub(crate) async fn sessions_keep_how_and_when_their_holder_signed_in(store: Arc
     let found = store.find_session(s.id).await.expect("find").expect("there");
     assert_eq!(found.amr, s.amr);
     assert_eq!(found.auth_time, s.auth_time);
+
+    let again = vec!["pwd".to_owned(), "otp".to_owned(), "mfa".to_owned()];
+    let at = Timestamp(T0.0 + 60_000);
+    assert!(store
+        .reauthenticate_session(s.id, &again, at)
+        .await
+        .expect("reauthenticate"));
+    let found = store.find_session(s.id).await.expect("find").expect("there");
+    assert_eq!((found.amr, found.auth_time), (again.clone(), at));
+    store.revoke_session(s.id, at, "logout").await.expect("revoke");
+    assert!(
+        !store
+            .reauthenticate_session(s.id, &again, at)
+            .await
+            .expect("reauthenticate"),
+        "not revoked ones"
+    );
 }

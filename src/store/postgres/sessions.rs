@@ -149,6 +149,23 @@ impl SessionStore for PostgresStore {
         self.rotations.rotate(r.clone()).await
     }
 
+    async fn reauthenticate_session(
+        &self,
+        id: SessionId,
+        amr: &[String],
+        auth_time: Timestamp,
+    ) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE sessions SET amr = $2, auth_time = $3 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id.0)
+                .bind(roles_json(amr))
+                .bind(auth_time.millis())
+                .execute(&self.pool)
+                .await
+                .map_err(map_pg)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn revoke_session(&self, id: SessionId, now: Timestamp, reason: &str) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2, sealed_current = NULL \

@@ -193,6 +193,24 @@ impl SessionStore for SqliteStore {
         .await
     }
 
+    async fn reauthenticate_session(
+        &self,
+        id: SessionId,
+        amr: &[String],
+        auth_time: Timestamp,
+    ) -> StoreResult<bool> {
+        let amr = roles_json(amr);
+        let done = self
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE sessions SET amr = ?2, auth_time = ?3 WHERE id = ?1 AND revoked_at IS NULL",
+                )?
+                .execute(params![id.to_string(), amr, auth_time.millis()])
+            })
+            .await?;
+        Ok(done == 1)
+    }
+
     async fn revoke_session(&self, id: SessionId, now: Timestamp, reason: &str) -> StoreResult<bool> {
         let reason = reason.to_owned();
         let done = self
