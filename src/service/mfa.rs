@@ -17,7 +17,8 @@ use serde::Serialize;
 use super::{AuthContext, AuthError, AuthService, ClientInfo};
 use crate::crypto::master_key::TOTP_AAD_PREFIX;
 use crate::domain::{AuditKind, FieldError, Timestamp, UserId};
-use crate::store::UserRecord;
+use crate::mail::MailKind;
+use crate::store::{Store, UserRecord};
 
 /// The TOTP parameters every authenticator app understands: SHA-1, 6 digits, 30 s, ±1 step.
 const TOTP_STEP_SECONDS: i64 = 30;
@@ -117,6 +118,46 @@ impl FactorsView {
         self.totp.as_ref().is_some_and(|t| t.enabled) || !self.passkeys.is_empty()
     }
 
+    /// One JSON object per factor, for operators (`type`: `totp`, `recovery_codes`, `passkey`).
+    pub fn as_list(&self) -> Vec<serde_json::Value> {
+        let mut list = Vec::new();
+        if let Some(t) = &self.totp {
+            list.push(serde_json::json!({
+                "type": "totp", "enabled": t.enabled, "created_at": t.created_at.to_rfc3339(),
+            }));
+        }
+        if self.recovery_codes_left > 0 {
+            list.push(serde_json::json!({ "type": "recovery_codes", "left": self.recovery_codes_left }));
+        }
+        for p in &self.passkeys {
+            list.push(serde_json::json!({
+                "type": "passkey", "id": p.id, "name": p.name, "created_at": p.created_at.to_rfc3339(),
+            }));
+        }
+        list
+    }
+
+    /// A line for people: `totp, 9 recovery codes`, or `-`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        match &self.totp {
+            Some(t) if t.enabled => parts.push("totp".to_owned()),
+            Some(_) => parts.push("totp (not confirmed)".to_owned()),
+            None => {}
+        }
+        if !self.passkeys.is_empty() {
+            parts.push(format!("{} passkey(s)", self.passkeys.len()));
+        }
+        if self.recovery_codes_left > 0 {
+            parts.push(format!("{} recovery codes", self.recovery_codes_left));
+        }
+        if parts.is_empty() {
+            "-".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+
     /// The methods a second step may use, in the order a page offers them.
     pub fn methods(&self) -> Vec<&'static str> {
         let mut methods = Vec::new();
@@ -176,24 +217,30 @@ fn matching_step(totp: &totp_rs::Totp, code: &str, now: Timestamp) -> Option<i64
         .find(|&step| u64::try_from(step * TOTP_STEP_SECONDS).is_ok_and(|t| totp.check(code, t).is_some()))
 }
 
-impl AuthService {
-    /// The factors of `user`. The passkeys flow fills [`AuthService::passkey_views`].
-    pub async fn factors_of(&self, user: UserId) -> Result<FactorsView, AuthError> {
-        let totp = self.store.find_totp(user).await?.map(|t| TotpView {
-            enabled: t.confirmed_at.is_some(),
-            created_at: t.confirmed_at.unwrap_or(t.created_at),
-        });
-        let recovery_codes_left = self.store.count_recovery_codes(user).await?;
-        Ok(FactorsView {
-            totp,
-            recovery_codes_left,
-            passkeys: self.passkey_views(user).await?,
-        })
-    }
+/// The factors of `user`: the one place that lists them (the account's page, the login's
+/// gate, the admin API and `tessera users show`). Passkeys join in [`passkey_views`].
+pub(super) async fn factors_of(store: &dyn Store, user: UserId) -> Result<FactorsView, AuthError> {
+    let totp = store.find_totp(user).await?.map(|t| TotpView {
+        enabled: t.confirmed_at.is_some(),
+        created_at: t.confirmed_at.unwrap_or(t.created_at),
+    });
+    let recovery_codes_left = store.count_recovery_codes(user).await?;
+    Ok(FactorsView {
+        totp,
+        recovery_codes_left,
+        passkeys: passkey_views(store, user).await?,
+    })
+}
 
-    /// The passkeys of `user` (none until passkeys land).
-    pub async fn passkey_views(&self, _user: UserId) -> Result<Vec<PasskeyView>, AuthError> {
-        Ok(Vec::new())
+/// The passkeys of `user` (none until passkeys land).
+pub(super) async fn passkey_views(_store: &dyn Store, _user: UserId) -> Result<Vec<PasskeyView>, AuthError> {
+    Ok(Vec::new())
+}
+
+impl AuthService {
+    /// The factors of `user` (see [`factors_of`]).
+    pub async fn factors_of(&self, user: UserId) -> Result<FactorsView, AuthError> {
+        factors_of(self.store.as_ref(), user).await
     }
 
     /// The caller's factors.
@@ -270,6 +317,8 @@ impl AuthService {
                 Some("totp".into()),
             )
             .await;
+        self.security_notice(&ctx.session.user.email, "two-step verification was turned on")
+            .await;
         Ok(codes)
     }
 
@@ -300,6 +349,8 @@ impl AuthService {
                 client,
                 Some("totp".into()),
             )
+            .await;
+        self.security_notice(user.email.as_str(), "two-step verification was turned off")
             .await;
         Ok(())
     }
@@ -335,6 +386,11 @@ impl AuthService {
                 Some("recovery codes regenerated".into()),
             )
             .await;
+        self.security_notice(
+            user.email.as_str(),
+            "new recovery codes were made (the old ones no longer work)",
+        )
+        .await;
         Ok(codes)
     }
 
@@ -439,9 +495,26 @@ impl AuthService {
                         Some(format!("{left} recovery code(s) left")),
                     )
                     .await;
+                self.security_notice(
+                    user.email.as_str(),
+                    &format!("a recovery code was used to sign in ({left} left)"),
+                )
+                .await;
                 Ok("otp")
             }
         }
+    }
+
+    /// Tells the holder of a change to their sign-in security (`security_change` mail).
+    async fn security_notice(&self, email: &str, change: &str) {
+        let to = crate::domain::Email::from_stored(email.to_owned());
+        self.queue_notice(
+            &to,
+            MailKind::SecurityChange {
+                change: change.to_owned(),
+            },
+        )
+        .await;
     }
 
     /// The raw TOTP secret of `user` from what is stored.

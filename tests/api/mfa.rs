@@ -588,3 +588,57 @@ async fn sensitive_changes_need_a_recent_sign_in_which_reauthenticate_renews() {
         clock.now().seconds()
     );
 }
+
+#[tokio::test]
+async fn operators_see_the_factors_and_reset_them() {
+    let clock = TestClock::new();
+    let app = spawn_with_clock(Arc::clone(&clock), |c| {
+        c.admin_credentials = crate::admin_api::admin_credentials();
+    })
+    .await;
+    let email = "lost-phone@example.com";
+    let (access, _, _) = enrolled(&app, &clock, email).await;
+    let id = s(&json_ok(app.me(&access).await).await["user"], "id");
+
+    let shown = crate::admin_cli::tessera(&app, &["users", "show", email], None).await;
+    assert!(
+        shown.out().contains("second factors  totp, 10 recovery codes"),
+        "{}",
+        shown.stdout
+    );
+    let json = crate::admin_cli::tessera(&app, &["users", "show", email, "--json"], None)
+        .await
+        .json_lines();
+    assert_eq!(json[0]["factors"][0]["type"], "totp");
+    let detail = json_ok(
+        app.get_authed(&format!("/v1/admin/users/{id}"), crate::admin_api::WRITE_SECRET)
+            .await,
+    )
+    .await;
+    assert_eq!(detail["factors"][0]["type"], "totp", "{detail}");
+    assert_eq!(detail["factors"][0]["enabled"], true);
+    assert_eq!(
+        detail["factors"][1],
+        json!({ "type": "recovery_codes", "left": 10 })
+    );
+
+    let reset = crate::admin_cli::tessera(&app, &["users", "mfa", "reset", email], None).await;
+    assert_eq!(
+        reset.out().trim(),
+        format!("removed the second factors of {email}")
+    );
+    let again = crate::admin_cli::tessera(&app, &["users", "mfa", "reset", email], None).await;
+    assert_eq!(again.out().trim(), format!("{email} had no second factor"));
+    assert!(
+        app.login_ok(email).await["access_token"].is_string(),
+        "the password alone"
+    );
+    let shown = crate::admin_cli::tessera(&app, &["users", "show", email], None).await;
+    assert!(shown.out().contains("second factors  -"), "{}", shown.stdout);
+    assert!(app
+        .audit_events(email)
+        .await
+        .iter()
+        .any(|e| e.event == "mfa_disabled"
+            && e.detail.as_deref().is_some_and(|d| d.contains("\"reset\":true"))));
+}
