@@ -107,6 +107,11 @@ function message(e) {
     case 'email_not_verified': return 'Confirm your email address first: follow the link we mailed you.';
     case 'invalid_email_token': return 'This link is no longer valid: it was used already or replaced by a newer one. Ask for a new one.';
     case 'email_token_expired': return 'This link has expired. Ask for a new one.';
+    case 'invalid_mfa_code': return 'That code is not right. Check it and try again.';
+    case 'mfa_code_replayed': return 'That code was used already. Wait for the next one in your app.';
+    case 'mfa_challenge_expired':
+    case 'mfa_challenge_invalid':
+    case 'mfa_challenge_other_browser': return 'This sign-in has expired. Enter your email and password again.';
     case 'rate_limited': {
       const s = e.retryAfter || 60;
       return `Too many attempts. Please wait ${s} second${s === 1 ? '' : 's'} and try again.`;
@@ -210,8 +215,64 @@ function loginPage() {
   if (link) {
     history.replaceState(null, '', location.pathname + location.search);
     call('POST', '/v1/auth/email-link/verify', { token: link, transport: 'cookie' })
-      .then(() => afterSignIn((to) => location.replace(to)), (e) => show('error', message(e)));
+      .then((answer) => signedInOrCode(answer, (to) => location.replace(to)), (e) => show('error', message(e)));
   }
+
+  // The second step: an account with a second factor answers a challenge, not a session.
+  const mfaForm = document.getElementById('mfa-form');
+  const mfaCode = document.getElementById('mfa-code');
+  let challenge = null;
+  let method = 'totp';
+  async function signedInOrCode(answer, navigate) {
+    if (!answer || !answer.mfa_required) return afterSignIn(navigate);
+    challenge = answer.challenge;
+    form.hidden = true;
+    document.getElementById('forgot-line').hidden = true;
+    mfaForm.hidden = false;
+    title.textContent = 'Two-step verification';
+    mfaCode.focus();
+  }
+  document.getElementById('mfa-switch').addEventListener('click', () => {
+    method = method === 'totp' ? 'recovery_code' : 'totp';
+    const totp = method === 'totp';
+    document.getElementById('mfa-label').textContent = totp ? 'Verification code' : 'Recovery code';
+    document.getElementById('mfa-hint').textContent = totp
+      ? 'Enter the 6-digit code from your authenticator app.'
+      : 'Enter one of the recovery codes you saved (each works once).';
+    document.getElementById('mfa-switch').textContent = totp ? 'Use a recovery code instead' : 'Use your authenticator app instead';
+    mfaCode.inputMode = totp ? 'numeric' : 'text';
+    mfaCode.value = '';
+    mfaCode.focus();
+  });
+  mfaForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const code = mfaCode.value.trim();
+    if (!code) {
+      show('error', 'Enter the code.');
+      return;
+    }
+    const button = document.getElementById('mfa-submit');
+    button.disabled = true;
+    show('error', '');
+    try {
+      await call('POST', '/v1/auth/mfa/verify', { challenge, method, code });
+      await afterSignIn((to) => location.assign(to));
+    } catch (e) {
+      show('error', message(e));
+      button.disabled = false;
+      if (e.code && e.code.startsWith('mfa_challenge')) {
+        mfaForm.hidden = true;
+        form.hidden = false;
+        document.getElementById('forgot-line').hidden = false;
+        setMode('signin');
+        show('error', message(e));
+        password.value = '';
+        password.focus();
+      } else {
+        mfaCode.select();
+      }
+    }
+  });
   const reason = new URLSearchParams(location.search).get('reason');
   if (reason && REASONS[reason]) show('notice', REASONS[reason]);
   // Someone already signed in (a cookie session exists) has nothing to do here.
@@ -257,8 +318,9 @@ function loginPage() {
           return;
         }
       }
-      await call('POST', '/v1/auth/login', { email, password: password.value, transport: 'cookie' });
-      await afterSignIn((to) => location.assign(to));
+      const answer = await call('POST', '/v1/auth/login', { email, password: password.value, transport: 'cookie' });
+      await signedInOrCode(answer, (to) => location.assign(to));
+      submit.disabled = false;
     } catch (e) {
       if (e.code === 'email_taken') setMode('signin');
       show('error', message(e));
