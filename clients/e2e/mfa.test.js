@@ -84,3 +84,29 @@ test('/login asks for the second factor; a wrong code is refused, a recovery cod
   await page.locator('#who-email', { hasText: email }).waitFor();
   await context.close();
 });
+
+test('/account turns two-step verification on (QR code, a first code, recovery codes) and off', async () => {
+  const email = 'account-two-step@example.com';
+  assert.equal((await api('/v1/auth/register', { email, password: PASSWORD })).status, 201);
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${tessera.base}/login`);
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await page.waitForURL('**/account');
+  await page.locator('#mfa-status', { hasText: 'Off' }).waitFor();
+  await page.getByRole('button', { name: 'Turn on two-step verification' }).click();
+  await page.locator('#mfa-qr svg').waitFor();
+  const secret = (await page.locator('#mfa-secret').textContent()).trim();
+  await page.getByLabel('Code from the app').fill(totp(secret));
+  await page.getByRole('button', { name: 'Confirm' }).click();
+  await page.locator('#mfa-status', { hasText: 'On' }).waitFor();
+  assert.equal(await page.locator('#mfa-code-list li').count(), 10);
+  await page.screenshot({ path: new URL('./artifacts/account-two-step.png', import.meta.url).pathname, fullPage: true });
+
+  await page.getByLabel('Password (to turn it off)').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Turn off two-step verification' }).click();
+  await page.locator('#mfa-status', { hasText: 'Off' }).waitFor();
+  await context.close();
+});

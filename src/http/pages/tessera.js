@@ -584,7 +584,15 @@ function accountPage() {
     show('notice', '');
     try {
       // Fresh cookies for this device come back; every other session has ended.
-      await authed('POST', '/v1/auth/password', { current_password: current.value, new_password: next.value });
+      const change = { current_password: current.value, new_password: next.value };
+      try {
+        await authed('POST', '/v1/auth/password', change);
+      } catch (e) {
+        if (e.code !== 'reauthentication_required') throw e;
+        // An old sign-in: the current password just typed proves it is still you.
+        await authed('POST', '/v1/auth/reauthenticate', { password: current.value });
+        await authed('POST', '/v1/auth/password', change);
+      }
       passwordForm.reset();
       show('notice', 'Password changed. Every other device was signed out.');
       await load();
@@ -634,9 +642,99 @@ function accountPage() {
     }
   }, 30_000);
   load();
+  twoStep(fail);
 }
 
 // ---- /admin ----
+
+// The two-step verification section of /account: turn TOTP on (QR code, a first code, the
+// recovery codes shown once) or off (with the password).
+function twoStep(fail) {
+  const status = document.getElementById('mfa-status');
+  const start = document.getElementById('mfa-start');
+  const enrol = document.getElementById('mfa-enrol');
+  const off = document.getElementById('mfa-off');
+  const codes = document.getElementById('mfa-codes');
+
+  async function refresh() {
+    try {
+      const factors = await authed('GET', '/v1/account/mfa');
+      const on = Boolean(factors.totp && factors.totp.enabled);
+      status.textContent = on
+        ? `On: a code from your authenticator app is asked for after your password. ${factors.recovery_codes_left} recovery codes left.`
+        : 'Off: your password alone signs you in.';
+      start.hidden = on || !enrol.hidden;
+      off.hidden = !on;
+    } catch (e) {
+      fail(e);
+    }
+  }
+
+  start.addEventListener('click', async () => {
+    start.disabled = true;
+    try {
+      const e = await authed('POST', '/v1/account/mfa/totp');
+      // Our server's SVG (shapes only), parsed as SVG, never as HTML; the page's policy runs
+      // no inline script either way.
+      const svg = new DOMParser().parseFromString(e.qr_svg, 'image/svg+xml').documentElement;
+      document.getElementById('mfa-qr').replaceChildren(document.importNode(svg, true));
+      document.getElementById('mfa-secret').textContent = e.secret;
+      enrol.hidden = false;
+      start.hidden = true;
+      codes.hidden = true;
+      document.getElementById('mfa-confirm-code').focus();
+    } catch (e) {
+      fail(e);
+    } finally {
+      start.disabled = false;
+    }
+  });
+
+  enrol.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const input = document.getElementById('mfa-confirm-code');
+    const button = document.getElementById('mfa-confirm');
+    button.disabled = true;
+    show('error', '');
+    try {
+      const answer = await authed('POST', '/v1/account/mfa/totp/confirm', { code: input.value.trim() });
+      enrol.reset();
+      enrol.hidden = true;
+      const list = document.getElementById('mfa-code-list');
+      list.replaceChildren(...answer.recovery_codes.map((c) => el('li', 'code', c)));
+      codes.hidden = false;
+      show('notice', 'Two-step verification is on.');
+      await refresh();
+    } catch (e) {
+      fail(e);
+      input.select();
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  off.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const password = document.getElementById('mfa-off-password');
+    const button = document.getElementById('mfa-disable');
+    button.disabled = true;
+    show('error', '');
+    try {
+      await authed('DELETE', '/v1/account/mfa/totp', { password: password.value });
+      off.reset();
+      codes.hidden = true;
+      show('notice', 'Two-step verification is off.');
+      await refresh();
+    } catch (e) {
+      if (e.code === 'invalid_credentials') show('error', 'Your password is not right.');
+      else fail(e);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  refresh();
+}
 
 function adminPage() {
   const main = document.querySelector('main');
