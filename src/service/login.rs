@@ -123,27 +123,36 @@ impl AuthService {
             None,
         );
         // A right password for an account with a second factor is only half a login: it clears
-        // no failures (wrong codes count on the same lock), it hands its reservation back.
-        let factors = match &user {
-            Some(u) => Some(self.factors_of(u.id).await?),
-            None => None,
-        };
-        let gated = factors.as_ref().is_some_and(|f| f.any_active());
-        let (events, clock, known) = (self.events.clone(), Arc::clone(&self.clock), user.is_some());
-        let (matches, upgrade) = tokio::spawn(async move {
+        // no failures (wrong codes count on the same lock), it hands its reservation back. The
+        // factors are read only once the password matched, so a wrong password (or an unknown
+        // address) costs no extra read and its timing says nothing about factors.
+        let (events, clock, known) = (
+            self.events.clone(),
+            Arc::clone(&self.clock),
+            user.as_ref().map(|u| u.id),
+        );
+        let store = Arc::clone(&self.store);
+        let (matches, upgrade, factors) = tokio::spawn(async move {
             let (matches, upgrade) = hashing.await.map_err(|e| AuthError::Internal(e.to_string()))?;
-            if matches && known {
-                if let Some(attempt) = attempt.filter(|_| !gated) {
-                    attempt.succeeded().await;
+            let mut factors = None;
+            match known {
+                Some(id) if matches => {
+                    let found = super::mfa::factors_of(store.as_ref(), id).await;
+                    let gated = found.as_ref().map_or(true, |f| f.any_active());
+                    if let Some(attempt) = attempt.filter(|_| !gated) {
+                        attempt.succeeded().await;
+                    }
+                    factors = Some(found?);
                 }
-            } else {
-                let at = clock.now();
-                if let Some(attempt) = attempt {
-                    attempt.failed(events.alerts(), &failure, at).await;
+                _ => {
+                    let at = clock.now();
+                    if let Some(attempt) = attempt {
+                        attempt.failed(events.alerts(), &failure, at).await;
+                    }
+                    events.write(AuditEvent { at, ..failure }).await;
                 }
-                events.write(AuditEvent { at, ..failure }).await;
             }
-            Ok::<_, AuthError>((matches, upgrade))
+            Ok::<_, AuthError>((matches, upgrade, factors))
         })
         .await
         .map_err(|e| AuthError::Internal(e.to_string()))??;
