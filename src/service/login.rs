@@ -139,8 +139,12 @@ impl AuthService {
                 Some(id) if matches => {
                     let found = super::mfa::factors_of(store.as_ref(), id).await;
                     let gated = found.as_ref().map_or(true, |f| f.any_active());
-                    if let Some(attempt) = attempt.filter(|_| !gated) {
-                        attempt.succeeded().await;
+                    if let Some(attempt) = attempt {
+                        if gated {
+                            attempt.released().await;
+                        } else {
+                            attempt.succeeded().await;
+                        }
                     }
                     factors = Some(found?);
                 }
