@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 mod feed;
 pub mod metrics;
+mod mfa;
 pub mod openapi;
 mod pages;
 pub mod rate_limit;
@@ -90,6 +91,12 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::logout))
         .routes(routes!(auth::logout_all))
         .routes(routes!(account::change_password))
+        .routes(routes!(mfa::verify))
+        .routes(routes!(mfa::reauthenticate))
+        .routes(routes!(mfa::factors))
+        .routes(routes!(mfa::start_totp, mfa::disable_totp))
+        .routes(routes!(mfa::confirm_totp))
+        .routes(routes!(mfa::regenerate_recovery_codes))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::revoke_session))
         .routes(routes!(account::me, account::update_me))

@@ -34,4 +34,6 @@ pub struct Policy {
     pub keys: KeyPolicy,
     /// The flows by email: verification, reset, sign-in links.
     pub email: EmailPolicy,
+    /// How recent a sign-in must be for sensitive changes.
+    pub reauthentication_max_age: Duration,
 }

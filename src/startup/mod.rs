@@ -383,5 +383,6 @@ pub fn policy(c: &Config) -> Policy {
             link_signin: c.email_link_signin,
             link_ttl: c.email_link_ttl,
         },
+        reauthentication_max_age: c.reauthentication_max_age,
     }
 }
