@@ -3,6 +3,7 @@
 # Tessera against the reference peer (../shared/bench/compare.sh, A B A B), the load
 # generator's own ceiling against a trivial server, the database ceiling for a rotation
 # (limit.sh), memory idle and under load, and verify latency while logins saturate the CPU.
+# Tessera runs in its default configuration (logging at `info` included), rate limits off.
 #
 #   scripts/benchmark.sh sqlite|postgres
 #
@@ -40,7 +41,7 @@ case "$backend" in
   *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
 esac
 
-TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$port" RUST_LOG=warn \
+TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$port" \
   TESSERA_DATABASE_URL="$tessera_db" "$tessera" serve >"$out/tessera.log" 2>&1 &
 tessera_pid=$!
 hello_pid=""
