@@ -390,6 +390,34 @@ pub const RESERVED_CLAIMS: &[&str] = &[
 /// The most custom claims a deployment may copy into access tokens.
 pub const MAX_CUSTOM_CLAIMS: usize = 16;
 
+/// Role names: 1 to [`MAX_ROLE_CHARS`] letters, digits and `_ - . :` (a role travels in
+/// every access token's `roles` claim).
+pub const MAX_ROLE_CHARS: usize = 64;
+
+pub fn is_role_name(role: &str) -> bool {
+    !role.is_empty()
+        && role.chars().count() <= MAX_ROLE_CHARS
+        && role
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+}
+
+/// Comma-separated role names (a setting), repeats dropped.
+pub fn parse_role_names(text: &str) -> Result<Vec<String>, String> {
+    let mut roles: Vec<String> = Vec::new();
+    for role in text.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        if !is_role_name(role) {
+            return Err(format!(
+                "{role:?} is not 1 to {MAX_ROLE_CHARS} letters, digits, `_`, `-`, `.` or `:`"
+            ));
+        }
+        if !roles.iter().any(|r| r == role) {
+            roles.push(role.to_owned());
+        }
+    }
+    Ok(roles)
+}
+
 /// Comma-separated `app_metadata` keys to copy into access tokens as claims of the same name.
 pub fn parse_claim_names(text: &str) -> Result<Vec<String>, String> {
     let mut names: Vec<String> = Vec::new();

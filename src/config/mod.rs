@@ -26,7 +26,7 @@ use crate::crypto::master_key::{MasterKey, MasterKeys};
 pub use crate::tokens::SigningAlg;
 pub use modes::{LogFormat, SessionCheck};
 pub use secret::Secret;
-use setting::{AdminCredentials, BaseUrl, ClaimNames, DatabaseUrl, Events, Origins, WebhookUrl};
+use setting::{AdminCredentials, BaseUrl, ClaimNames, DatabaseUrl, Events, Origins, RoleNames, WebhookUrl};
 pub use smtp::{SmtpSecurity, SmtpUrl};
 pub use values::{
     format_duration, parse_duration, parse_origins, redact_url, redact_webhook_url, MIN_FEED_CREDENTIAL_LEN,
@@ -214,6 +214,13 @@ settings! {
     /// the password, the email address, the second factors.
     #[arg(env = "TESSERA_REAUTHENTICATION_MAX_AGE")]
     reauthentication_max_age: Duration = Duration::from_secs(10 * 60);
+    // Enforced where roles take effect: access tokens carry these roles, and the admin API
+    // honours them, only for sessions signed in with a second factor.
+    /// Comma-separated roles that need a second factor, e.g. `admin`: a session of an account
+    /// holding one that was not signed in with a second factor gets tokens without those roles
+    /// (its holder can still sign in, enrol a factor and reauthenticate with it). None by default.
+    #[arg(env = "TESSERA_MFA_REQUIRED_ROLES")]
+    mfa_required_roles: Vec<String> as RoleNames = Vec::new();
     /// Comma-separated bearer credentials (each at least 32 characters) that resource servers
     /// present to read the revocation feed, `GET /v1/revocations`; the feed is off without one.
     #[arg(env = "TESSERA_REVOCATION_FEED_CREDENTIALS", hide_env_values = true)]

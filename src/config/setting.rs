@@ -258,6 +258,30 @@ impl Setting for Vec<Secret> {
     }
 }
 
+/// Marker: role names, comma-separated.
+pub(super) enum RoleNames {}
+
+impl Setting for RoleNames {
+    type Raw = String;
+    type Value = Vec<String>;
+
+    fn parse(raw: String) -> Result<Vec<String>, String> {
+        crate::domain::parse_role_names(&raw)
+    }
+
+    fn debug(value: &Vec<String>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(value, f)
+    }
+
+    fn print(key: &str, value: &Vec<String>) -> Option<String> {
+        if value.is_empty() {
+            not_set(key)
+        } else {
+            line(key, value.join(","))
+        }
+    }
+}
+
 /// Marker: custom claim names, comma-separated (reserved names refused).
 pub(super) enum ClaimNames {}
 

@@ -72,6 +72,7 @@ pub enum ProblemCode {
     MfaAlreadyEnabled,
     MfaNotEnabled,
     ReauthenticationRequired,
+    SecondFactorRequired,
     RateLimited,
     NotFound,
     MethodNotAllowed,
@@ -244,6 +245,11 @@ impl ApiError {
                     StatusCode::FORBIDDEN,
                     C::ReauthenticationRequired,
                     "Sign in again (POST /v1/auth/reauthenticate) to make this change.",
+                ),
+                A::SecondFactorRequired => s(
+                    StatusCode::FORBIDDEN,
+                    C::SecondFactorRequired,
+                    "This role needs a second factor: sign in with one, or reauthenticate with one (POST /v1/auth/reauthenticate).",
                 ),
                 A::LinkSigninDisabled => s(
                     StatusCode::NOT_FOUND,

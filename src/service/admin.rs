@@ -35,10 +35,6 @@ use crate::store::{
 /// The `user_agent` recorded on the audit events of administrative actions.
 pub const ADMIN_USER_AGENT: &str = concat!("tessera-cli/", env!("CARGO_PKG_VERSION"));
 
-/// A role name: letters, digits and `_ - . :`, 1 to 64 characters (it travels in every
-/// access token's `roles` claim).
-const MAX_ROLE_CHARS: usize = 64;
-
 /// Who is acting, recorded on every audit event an action writes (`detail.by`, and
 /// `detail.actor` for its kind).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -887,15 +883,14 @@ fn parse_email(email: &str) -> Result<Email, AuthError> {
 pub(super) fn normalize_roles(roles: &[String]) -> Result<Vec<String>, AuthError> {
     let mut out: Vec<String> = Vec::with_capacity(roles.len());
     for role in roles {
-        let ok = !role.is_empty()
-            && role.chars().count() <= MAX_ROLE_CHARS
-            && role
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+        let ok = crate::domain::is_role_name(role);
         if !ok {
             return Err(AuthError::Validation(vec![FieldError::new(
                 "role",
-                format!("{role:?}: letters, digits and _ - . : only, 1 to {MAX_ROLE_CHARS} characters"),
+                format!(
+                    "{role:?}: letters, digits and _ - . : only, 1 to {} characters",
+                    crate::domain::MAX_ROLE_CHARS
+                ),
             )]));
         }
         if !out.contains(role) {

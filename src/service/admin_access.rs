@@ -102,7 +102,14 @@ impl AuthService {
         let account = self.store.find_account_by_id(ctx.user_id()).await?;
         match account {
             Some(a) if a.disabled_at.is_none() && a.user.roles.contains(&self.policy.admin.role) => {
-                Ok(Actor::User(a.user.id))
+                if self
+                    .policy
+                    .role_in_effect(&self.policy.admin.role, &ctx.claims.amr)
+                {
+                    Ok(Actor::User(a.user.id))
+                } else {
+                    Err(AuthError::SecondFactorRequired)
+                }
             }
             _ => Err(AuthError::Forbidden),
         }

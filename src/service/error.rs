@@ -83,6 +83,10 @@ pub enum AuthError {
     /// A sensitive change needs a recent sign-in (`reauthentication_max_age`).
     #[error("reauthentication required")]
     ReauthenticationRequired,
+    /// A role that needs a second factor (`mfa_required_roles`), in a session signed in
+    /// without one.
+    #[error("second factor required")]
+    SecondFactorRequired,
     #[error(transparent)]
     Store(#[from] StoreError),
     /// No resource-server credential is configured, so there is no revocation feed.

@@ -189,7 +189,7 @@ impl AuthService {
             .issue_for(
                 user.id,
                 session.id,
-                &user.roles,
+                &self.policy.session_roles(&user.roles, &session.amr),
                 user.email_verified_at.is_some(),
                 now,
                 access_expires_at,

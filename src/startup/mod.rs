@@ -384,5 +384,6 @@ pub fn policy(c: &Config) -> Policy {
             link_ttl: c.email_link_ttl,
         },
         reauthentication_max_age: c.reauthentication_max_age,
+        mfa_required_roles: c.mfa_required_roles.clone(),
     }
 }

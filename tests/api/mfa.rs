@@ -642,3 +642,55 @@ async fn operators_see_the_factors_and_reset_them() {
         .any(|e| e.event == "mfa_disabled"
             && e.detail.as_deref().is_some_and(|d| d.contains("\"reset\":true"))));
 }
+
+/// `mfa_required_roles`: an administrator signed in with the password alone gets tokens
+/// without the admin role and is refused by the admin API until a second factor is in the
+/// session (a login with the code, or reauthenticating with one); other roles are untouched.
+#[tokio::test]
+async fn roles_that_need_a_second_factor_take_effect_only_with_one() {
+    use crate::admin_api::{admin_credentials, create};
+    let clock = TestClock::new();
+    let app = spawn_with_clock(Arc::clone(&clock), |c| {
+        c.admin_credentials = admin_credentials();
+        c.mfa_required_roles = vec!["admin".into()];
+    })
+    .await;
+    create(&app, "boss@example.com", &["admin", "support"]).await;
+
+    // Password alone: signed in, but the admin role is not in effect.
+    let tokens = json_ok(app.login("boss@example.com").await).await;
+    let access = s(&tokens, "access_token");
+    assert_eq!(claims(&access)["roles"], json!(["support"]));
+    let r = app.get_authed("/v1/admin/users", &access).await;
+    assert_eq!(r.status(), 403);
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(problem["code"], "second_factor_required", "{problem}");
+
+    // Enrolling and reauthenticating with the code puts it in effect for this session.
+    let (secret, _) = enable_totp(&app, &clock, &access).await;
+    let r = app
+        .post_authed(
+            "/v1/auth/reauthenticate",
+            &access,
+            Some(&json!({ "method": "totp", "code": code(&secret, &clock) })),
+        )
+        .await;
+    let renewed = json_ok(r).await;
+    let access = s(&renewed, "access_token");
+    assert_eq!(claims(&access)["roles"], json!(["admin", "support"]));
+    let r = app.get_authed("/v1/admin/users", &access).await;
+    assert_eq!(r.status(), 200);
+
+    // A later login with the code has it from the start, and keeps it over a refresh.
+    clock.advance(Duration::from_secs(30));
+    let challenge = challenge(&app, "boss@example.com").await;
+    let tokens = json_ok(verify(&app, &challenge, "totp", &code(&secret, &clock)).await).await;
+    assert_eq!(
+        claims(&s(&tokens, "access_token"))["roles"],
+        json!(["admin", "support"])
+    );
+    let refreshed = json_ok(app.refresh(&s(&tokens, "refresh_token")).await).await;
+    let access = s(&refreshed, "access_token");
+    assert_eq!(claims(&access)["roles"], json!(["admin", "support"]));
+    assert_eq!(app.get_authed("/v1/admin/users", &access).await.status(), 200);
+}

@@ -16,7 +16,7 @@ const ROUTER_SOURCE: &str = include_str!("../../src/http/mod.rs");
 
 /// Problem codes the server uses beyond those the contract names (the contract leaves timeouts,
 /// overload and internal failures to the implementation; the flows by email are its own).
-const CODES_BEYOND_THE_CONTRACT: [&str; 16] = [
+const CODES_BEYOND_THE_CONTRACT: [&str; 17] = [
     "request_timeout",
     "service_unavailable",
     "internal_error",
@@ -33,6 +33,7 @@ const CODES_BEYOND_THE_CONTRACT: [&str; 16] = [
     "mfa_already_enabled",
     "mfa_not_enabled",
     "reauthentication_required",
+    "second_factor_required",
 ];
 
 async fn document(app: &TestApp) -> Value {
