@@ -172,15 +172,16 @@ async fn run(config: &Config, command: KeysCommand, by: &str) -> Result<(), CliE
                 ));
             }
             let done = ops.encrypt(now, by).await?;
-            if done.sealed + done.resealed == 0 {
+            if done.sealed + done.resealed + done.totp_secrets == 0 {
                 out.line(&format!(
-                    "nothing to do: all {} signing key(s) are encrypted with TESSERA_MASTER_KEY",
+                    "nothing to do: all {} signing key(s) and every TOTP secret are encrypted with TESSERA_MASTER_KEY",
                     done.unchanged
                 ))?;
             } else {
                 out.line(&format!(
-                    "encrypted {} signing key(s), re-encrypted {} under the new master key; {} already were",
-                    done.sealed, done.resealed, done.unchanged
+                    "encrypted {} signing key(s), re-encrypted {} under the new master key; {} already were; \
+                     {} TOTP secret(s) encrypted with TESSERA_MASTER_KEY",
+                    done.sealed, done.resealed, done.unchanged, done.totp_secrets
                 ))?;
             }
         }

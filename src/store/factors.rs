@@ -62,6 +62,16 @@ pub trait FactorStore: Send + Sync {
     async fn insert_pending_totp(&self, user: UserId, secret: &[u8], now: Timestamp) -> StoreResult<bool>;
     /// The account's TOTP factor, confirmed or not.
     async fn find_totp(&self, user: UserId) -> StoreResult<Option<TotpFactor>>;
+    /// Up to `limit` stored TOTP secrets (as stored: sealed or in clear) of accounts after
+    /// `after`, in account order: `tessera keys encrypt` walks them all.
+    async fn list_totp_secrets(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<(UserId, Vec<u8>)>>;
+    /// Replaces the stored TOTP secret `old` of `user` with `new` (the same secret, sealed
+    /// anew); false, writing nothing, when it is no longer `old`.
+    async fn update_totp_secret(&self, user: UserId, old: &[u8], new: &[u8]) -> StoreResult<bool>;
     /// Confirms a pending TOTP factor with the code of `step`, replacing the recovery codes
     /// with `code_hashes`, in one transaction; false when there was no pending factor.
     async fn confirm_totp(

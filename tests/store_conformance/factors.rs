@@ -205,3 +205,41 @@ pub(crate) async fn sessions_keep_how_and_when_their_holder_signed_in(store: Arc
         "not revoked ones"
     );
 }
+
+pub(crate) async fn totp_secrets_are_listed_in_pages_and_replaced_only_if_unchanged(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let u = user(&format!("page{i}@example.com"));
+        store.insert_user(&u).await.expect("user");
+        assert!(store
+            .insert_pending_totp(u.id, format!("secret{i}").as_bytes(), T0)
+            .await
+            .expect("pending"));
+        ids.push(u.id);
+    }
+    ids.sort_by_key(|id| id.to_string());
+    let first = store.list_totp_secrets(None, 3).await.expect("list");
+    let rest = store
+        .list_totp_secrets(first.last().map(|(id, _)| *id), 3)
+        .await
+        .expect("list");
+    let listed: Vec<_> = first.iter().chain(&rest).map(|(id, _)| *id).collect();
+    assert_eq!(listed, ids, "every account once, in order");
+
+    let (id, old) = &first[0];
+    assert!(store
+        .update_totp_secret(*id, old, b"sealed")
+        .await
+        .expect("update"));
+    assert!(
+        !store
+            .update_totp_secret(*id, old, b"again")
+            .await
+            .expect("update"),
+        "compare-and-set: no longer the old secret"
+    );
+    assert_eq!(
+        store.find_totp(*id).await.expect("find").expect("there").secret,
+        b"sealed"
+    );
+}

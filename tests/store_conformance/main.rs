@@ -230,4 +230,5 @@ conformance!(
     factors::recovery_codes_are_replaced_as_a_set_and_spent_once,
     factors::a_login_challenge_is_used_once_and_dies_after_wrong_codes,
     factors::sessions_keep_how_and_when_their_holder_signed_in,
+    factors::totp_secrets_are_listed_in_pages_and_replaced_only_if_unchanged,
 );

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{at_rest, KeyPolicy};
 use crate::alerts::AlertSink;
-use crate::crypto::master_key::{is_sealed, MasterKeys, SealState};
+use crate::crypto::master_key::{is_sealed, MasterKey, MasterKeys, SealState, TOTP_AAD_PREFIX};
 use crate::domain::{AuditKind, Timestamp};
 use crate::service::error::{token_internal, AuthError};
 use crate::store::{AfterKeyRevocation, AuditEvent, KeyRevocation, Store};
@@ -46,6 +46,9 @@ pub struct Encrypted {
     pub resealed: usize,
     /// Keys already sealed with the current master key.
     pub unchanged: usize,
+    /// TOTP secrets sealed or re-sealed under the current master key (they are sealed with
+    /// it like signing keys, so changing it must re-seal them too).
+    pub totp_secrets: usize,
 }
 
 /// The key operations of the command line and of start-up: each writes the key table (new
@@ -192,14 +195,52 @@ impl KeyOps<'_> {
                 done.unchanged += 1;
             }
         }
-        if done.sealed + done.resealed > 0 {
+        done.totp_secrets = self.seal_totp_secrets(current).await?;
+        if done.sealed + done.resealed + done.totp_secrets > 0 {
             let detail = serde_json::json!({
                 "by": by, "sealed": done.sealed, "resealed": done.resealed,
+                "totp_secrets": done.totp_secrets,
             });
             let event = audit_event(AuditKind::SigningKeysEncrypted, now, self.with_admin(detail));
             crate::service::events::write_audit(self.store, event).await;
         }
         Ok(done)
+    }
+
+    /// Seals every TOTP secret stored in clear or under the previous master key with
+    /// `current`; how many it wrote.
+    async fn seal_totp_secrets(&self, current: &MasterKey) -> Result<usize, AuthError> {
+        const PAGE: u32 = 500;
+        let mut written = 0;
+        let mut after = None;
+        loop {
+            let page = self.store.list_totp_secrets(after, PAGE).await?;
+            for (user, stored) in &page {
+                let id = user.to_string();
+                let at_rest_totp = |e| AuthError::KeyAtRest {
+                    kid: format!("totp secret of user {id}"),
+                    reason: format!("{e}"),
+                };
+                let (plain, state) = self
+                    .master
+                    .open_for(TOTP_AAD_PREFIX, &id, stored)
+                    .map_err(at_rest_totp)?;
+                if state == SealState::Current {
+                    continue;
+                }
+                let sealed = current
+                    .seal_for(TOTP_AAD_PREFIX, &id, &plain)
+                    .map_err(at_rest_totp)?;
+                // Compare-and-set: a secret replaced meanwhile (a new enrolment) is kept.
+                if self.store.update_totp_secret(*user, stored, &sealed).await? {
+                    written += 1;
+                }
+            }
+            match page.last() {
+                Some((user, _)) if page.len() == PAGE as usize => after = Some(*user),
+                _ => return Ok(written),
+            }
+        }
     }
 
     /// Every key with its stage at `now`, oldest first.

@@ -120,6 +120,37 @@ impl FactorStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn list_totp_secrets(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<(UserId, Vec<u8>)>> {
+        let rows = sqlx::query(
+            "SELECT user_id, secret FROM totp_factors WHERE $1::uuid IS NULL OR user_id > $1 \
+             ORDER BY user_id LIMIT $2",
+        )
+        .bind(after.map(|u| u.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_pg)?;
+        rows.iter()
+            .map(|r| Ok((UserId(r.try_get("user_id")?), r.try_get("secret")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_pg)
+    }
+
+    async fn update_totp_secret(&self, user: UserId, old: &[u8], new: &[u8]) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE totp_factors SET secret = $3 WHERE user_id = $1 AND secret = $2")
+            .bind(user.0)
+            .bind(old)
+            .bind(new)
+            .execute(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn delete_totp(&self, user: UserId) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(map_pg)?;
         sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")

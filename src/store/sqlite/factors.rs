@@ -105,6 +105,34 @@ impl FactorStore for SqliteStore {
         Ok(done == 1)
     }
 
+    async fn list_totp_secrets(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+    ) -> StoreResult<Vec<(UserId, Vec<u8>)>> {
+        let after = after.map(|u| u.to_string()).unwrap_or_default();
+        self.readers.read(move |c| {
+            c.prepare_cached(
+                "SELECT user_id, secret FROM totp_factors WHERE user_id > ?1 ORDER BY user_id LIMIT ?2",
+            )?
+            .query_map(params![after, limit], |r| {
+                Ok((UserId(uuid_col(r, "user_id")?), r.get::<_, Vec<u8>>(1)?))
+            })?
+            .collect()
+        })
+    }
+
+    async fn update_totp_secret(&self, user: UserId, old: &[u8], new: &[u8]) -> StoreResult<bool> {
+        let (old, new) = (old.to_vec(), new.to_vec());
+        let done = self
+            .write(move |c| {
+                c.prepare_cached("UPDATE totp_factors SET secret = ?3 WHERE user_id = ?1 AND secret = ?2")?
+                    .execute(params![user.to_string(), old, new])
+            })
+            .await?;
+        Ok(done == 1)
+    }
+
     async fn delete_totp(&self, user: UserId) -> StoreResult<bool> {
         self.write(move |c| {
             let user = user.to_string();
