@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every figure of docs/BENCHMARKS.md's table for one backend, in one run on this machine:
-# Tessera against the reference peer (../shared/bench/compare.sh, A B A B), the load
+# Tessera against the reference peers (../shared/bench/compare.sh, A B A B: the Node tutorial
+# stack, then better-auth), the argon2 limit for logins, the load
 # generator's own ceiling against a trivial server, the database ceiling for a rotation
 # (limit.sh), memory idle and under load, and verify latency while logins saturate the CPU.
 # Tessera runs in its default configuration (logging at `info` included), rate limits off.
@@ -57,7 +58,21 @@ rss() { awk -v k="$1" '$1 == k":" { print int($2 / 1024) }' "/proc/$tessera_pid/
 echo "rss_idle_mib $(rss VmRSS)" | tee "$out/summary.txt"
 
 TESSERA_URL="http://127.0.0.1:$port" RESULTS="$out/compare.jsonl" "$bench/compare.sh" 2>&1 | tee "$out/compare.txt"
+# The peer a team would pick today, same scenarios (its /token mints an access token for the
+# session, without rotating anything; its /protected reads the session from the database).
+[ -d "$bench/peer-better-auth/node_modules" ] || "$bench/peer-better-auth/setup.sh" >&2
+PEER=better-auth TESSERA_URL="http://127.0.0.1:$port" RESULTS="$out/compare-better-auth.jsonl" \
+  "$bench/compare.sh" 2>&1 | tee "$out/compare-better-auth.txt"
 echo "rss_peak_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
+
+# The argon2 limit for logins: the cores over one argon2id hash with Tessera's parameters in
+# the reference C implementation (Debian's `argon2`), the median of 9 runs.
+if command -v argon2 >/dev/null; then
+  hash_s="$(for _ in $(seq 1 9); do echo -n pw | argon2 somesaltsomesalt -id -t 2 -k 19456 -p 1 | awk '/seconds/ {print $1}'; done | sort -n | sed -n 5p)"
+  echo "argon2_hash_s $hash_s login_limit_per_s $(awk -v t="$hash_s" -v n="$(nproc)" 'BEGIN {printf "%.1f", n / t}')" | tee -a "$out/summary.txt"
+else
+  echo "argon2_hash_s unknown (apt-get install argon2)" | tee -a "$out/summary.txt"
+fi
 
 # Verify while 32 other clients keep the password hasher saturated with logins.
 "$tessera_bench" run --url "http://127.0.0.1:$port" --scenario login -c 32 -d $((SECS + WARMUP + 2)) \
