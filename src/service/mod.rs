@@ -30,6 +30,7 @@ pub mod liveness;
 pub mod lockout;
 mod login;
 pub mod metadata;
+mod passkeys;
 mod password;
 mod policy;
 mod profile;
@@ -50,6 +51,7 @@ pub use keys::{
     open_key_set_records, Encrypted, KeyOps, KeyPolicy, KeyRing, KeyView, Revoked, JWKS_MAX_AGE,
     KEY_RELOAD_EVERY, KEY_SET_MAX_AGE, MIN_KEY_PUBLISH_AHEAD,
 };
+pub use passkeys::{PasskeyPolicy, PasskeySignInOptions, PasskeyView, CEREMONY_TTL};
 pub use policy::Policy;
 pub use revocations::{
     RevocationFollower, REMEMBERED_SESSIONS, REVOCATION_LOG_RETENTION, REVOCATION_POLL_EVERY,

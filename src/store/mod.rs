@@ -20,6 +20,7 @@ mod email_tokens;
 mod keys;
 mod lockout;
 mod mail;
+mod passkeys;
 pub mod postgres;
 mod revocations;
 mod sessions;
@@ -33,6 +34,7 @@ pub use email_tokens::{EmailTokenKind, EmailTokenRecord, EmailTokenStore};
 pub use keys::{AfterKeyRevocation, KeyRevocation, KeyStore};
 pub use lockout::{FailureKey, LockoutStore, LoginFailures, LoginFailuresChange, NextLoginFailures};
 pub use mail::{MailStore, NewMail, QueuedMail};
+pub use passkeys::{CeremonyRecord, PasskeyRecord, PasskeyStore};
 pub use revocations::{
     FeedRevocation, RevocationListener, RevocationNotice, RevocationStore, RevocationsSince,
 };
@@ -74,6 +76,7 @@ pub trait Store:
     + AlertStore
     + MailStore
     + EmailTokenStore
+    + PasskeyStore
     + Send
     + Sync
     + 'static

@@ -20,6 +20,7 @@ mod alerts;
 mod email_tokens;
 pub(super) mod mail;
 mod operator;
+mod passkeys;
 mod rotations;
 pub use operator::inspect;
 

@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0011_user_data.sql"),
     include_str!("../../migrations/sqlite/0012_email_tokens.sql"),
     include_str!("../../migrations/sqlite/0013_email_link_browser.sql"),
+    include_str!("../../migrations/sqlite/0014_passkeys.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
@@ -97,6 +98,8 @@ mod alerts;
 pub(super) mod mail;
 // Single-use tokens sent by mail.
 mod email_tokens;
+// Passkeys and their ceremonies.
+mod passkeys;
 
 pub struct SqliteStore {
     readers: Readers,
