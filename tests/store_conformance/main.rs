@@ -135,6 +135,7 @@ mod email_tokens;
 mod keys;
 mod lockout;
 mod mail;
+mod passkeys;
 mod postgres_batches;
 mod revocations;
 mod rotations;
@@ -223,4 +224,6 @@ conformance!(
     email_tokens::a_sign_in_links_browser_binding_is_kept,
     email_tokens::concurrent_uses_of_an_email_token_have_one_winner,
     email_tokens::an_address_is_verified_and_changed_unless_taken,
+    passkeys::passkeys_are_per_account_and_unique_by_credential,
+    passkeys::a_ceremony_is_taken_once_and_replaced_by_its_handle,
 );
