@@ -30,16 +30,24 @@ impl Config {
         let configured = self.webauthn_rp_id.is_some() || !self.webauthn_origins.is_empty();
         let public = self.public_url();
         let public_origin = origin_of(public);
-        let id = match &self.webauthn_rp_id {
-            Some(id) => id.trim().trim_end_matches('.').to_ascii_lowercase(),
-            None => match host_of(public) {
-                Some(host) => host,
-                None => return invalid("public_url", format!("{public:?} has no host")),
-            },
+        // A public URL that is no URL is the issuer check's to report (`tessera check`); here
+        // it only leaves nothing to derive from.
+        let underivable = |name, what| {
+            let why = format!("the public URL {public:?} gives no {what}");
+            if configured {
+                invalid(name, format!("is required: {why}"))
+            } else {
+                Ok(Passkeys::Off(why))
+            }
+        };
+        let id = match (&self.webauthn_rp_id, host_of(public)) {
+            (Some(id), _) => id.trim().trim_end_matches('.').to_ascii_lowercase(),
+            (None, Some(host)) => host,
+            (None, None) => return underivable("webauthn_rp_id", "host"),
         };
         let origins = match (&self.webauthn_origins[..], public_origin) {
             ([], Some(origin)) => vec![origin],
-            ([], None) => return invalid("public_url", format!("{public:?} has no origin")),
+            ([], None) => return underivable("webauthn_origins", "origin"),
             (given, _) => given.to_vec(),
         };
         let setting = if self.webauthn_rp_id.is_some() {
@@ -162,6 +170,12 @@ mod tests {
         assert!(matches!(c.passkeys().unwrap(), Passkeys::Off(why) if why.contains("IP address")));
         let c = config(Some("http://auth.example.com"), None, &[]);
         assert!(matches!(c.passkeys().unwrap(), Passkeys::Off(why) if why.contains("https://")));
+        // An issuer that is no URL is reported by its own check, not refused here.
+        let c = Config {
+            issuer: "auth server".into(),
+            ..Config::default()
+        };
+        assert!(matches!(c.passkeys().unwrap(), Passkeys::Off(why) if why.contains("no host")));
     }
 
     #[test]

@@ -366,11 +366,11 @@ impl AuthService {
         passkey.update_credential(&result);
         let now = self.clock.now();
         let serialised = serde_json::to_string(&passkey).map_err(internal)?;
-        // Only over the counter this check read: two answers signed with the same counter
-        // (a cloned key racing) do not both pass.
+        // Only while the stored counter is below this one: two answers signed with the same
+        // counter (a cloned key racing this check) do not both pass.
         if !self
             .store
-            .record_passkey_use(record.id, &serialised, record.counter, result.counter(), now)
+            .record_passkey_use(record.id, &serialised, result.counter(), now)
             .await?
         {
             let error = AuthError::PasskeyCounterRegressed;

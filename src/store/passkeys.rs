@@ -63,13 +63,13 @@ pub trait PasskeyStore: Send + Sync {
     /// Deletes the user's passkey `id`; the deleted passkey, if the user had it.
     async fn delete_passkey(&self, user: UserId, id: PasskeyId) -> StoreResult<Option<PasskeyRecord>>;
     /// Records a use: the credential as it is now and its counter, at `now`, only if the
-    /// counter is still `seen` (a concurrent use of a cloned key does not pass twice).
-    /// Returns whether it did.
+    /// stored counter is below `counter` (or `counter` is 0: an authenticator without one), so
+    /// two uses signed with the same counter (a cloned key racing) do not both pass. Returns
+    /// whether it did.
     async fn record_passkey_use(
         &self,
         id: PasskeyId,
         passkey: &str,
-        seen: u32,
         counter: u32,
         now: Timestamp,
     ) -> StoreResult<bool>;

@@ -1,6 +1,7 @@
 //! Passkeys and their ceremonies: a credential id belongs to one account, an account sees and
-//! changes only its own passkeys, a use is recorded only over the counter it was checked
-//! against, and a ceremony is taken once (one winner among racers), expired ones swept.
+//! changes only its own passkeys, a use is recorded only over a lower stored counter (so one
+//! counter passes once), and a ceremony is taken once (one winner among racers), expired ones
+//! swept.
 
 use super::*;
 use tessera::domain::PasskeyId;
@@ -87,11 +88,16 @@ pub(crate) async fn passkeys_are_per_account_and_unique_by_credential(store: Arc
     // A use is recorded over the counter it was checked against, once.
     let at = Timestamp(T0.0 + 5);
     assert!(store
-        .record_passkey_use(second.id, "{\"v\":2}", 0, 3, at)
+        .record_passkey_use(second.id, "{\"v\":2}", 3, at)
+        .await
+        .expect("use"));
+    // The same counter again (a clone racing), or an older one: refused.
+    assert!(!store
+        .record_passkey_use(second.id, "{\"v\":3}", 3, at)
         .await
         .expect("use"));
     assert!(!store
-        .record_passkey_use(second.id, "{\"v\":3}", 0, 3, at)
+        .record_passkey_use(second.id, "{\"v\":3}", 2, at)
         .await
         .expect("use"));
     let now = store.find_passkeys(alice.id).await.expect("list");
@@ -99,6 +105,15 @@ pub(crate) async fn passkeys_are_per_account_and_unique_by_credential(store: Arc
         (now[0].counter, now[0].last_used_at, now[0].passkey.as_str()),
         (3, Some(at), "{\"v\":2}")
     );
+    // An authenticator without a counter (0) is recorded every time.
+    let third = passkey(&alice, "cred-3", T0);
+    store.insert_passkey(&third).await.expect("third");
+    for _ in 0..2 {
+        assert!(store
+            .record_passkey_use(third.id, "{}", 0, at)
+            .await
+            .expect("use"));
+    }
     // An account deleted takes its passkeys along.
     store.delete_user(alice.id, T0).await.expect("delete user");
     assert!(store

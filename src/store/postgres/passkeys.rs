@@ -160,16 +160,15 @@ impl PasskeyStore for PostgresStore {
         &self,
         id: PasskeyId,
         passkey: &str,
-        seen: u32,
         counter: u32,
         now: Timestamp,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE passkeys SET passkey = $2, counter = $4, last_used_at = $5 WHERE id = $1 AND counter = $3",
+            "UPDATE passkeys SET passkey = $2, counter = $3, last_used_at = $4 \
+             WHERE id = $1 AND ($3 = 0 OR counter < $3)",
         )
         .bind(id.0)
         .bind(passkey)
-        .bind(i64::from(seen))
         .bind(i64::from(counter))
         .bind(now.millis())
         .execute(&self.pool)

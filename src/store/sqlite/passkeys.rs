@@ -160,7 +160,6 @@ impl PasskeyStore for SqliteStore {
         &self,
         id: PasskeyId,
         passkey: &str,
-        seen: u32,
         counter: u32,
         now: Timestamp,
     ) -> StoreResult<bool> {
@@ -168,9 +167,10 @@ impl PasskeyStore for SqliteStore {
         let done = self
             .write(move |c| {
                 c.prepare_cached(
-                    "UPDATE passkeys SET passkey = ?2, counter = ?4, last_used_at = ?5 WHERE id = ?1 AND counter = ?3",
+                    "UPDATE passkeys SET passkey = ?2, counter = ?3, last_used_at = ?4 \
+                     WHERE id = ?1 AND (?3 = 0 OR counter < ?3)",
                 )?
-                .execute(params![id.to_string(), passkey, seen, counter, now.millis()])
+                .execute(params![id.to_string(), passkey, counter, now.millis()])
             })
             .await?;
         Ok(done == 1)
