@@ -534,3 +534,20 @@ async fn a_ceremony_answered_after_its_time_is_refused() {
     // One made later is still good.
     json_ok(app.passkey_sign_in(&ceremony2, &auth.get(&options2, 1)).await).await;
 }
+
+#[test]
+fn an_inconsistent_relying_party_stops_serve_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("TESSERA_WEBAUTHN_RP_ID", "example.com".to_owned()),
+        ("TESSERA_WEBAUTHN_ORIGINS", "https://example.org".to_owned()),
+    ];
+    let (mut served, _stdout) = crate::binary::Served::spawn(dir.path(), &[], &env);
+    let status = served.wait_for_exit();
+    assert!(!status.success(), "exit status {status}");
+    let stderr = served.stderr();
+    assert!(
+        stderr.contains("webauthn_origins") && stderr.contains("https://example.org"),
+        "{stderr}"
+    );
+}
