@@ -106,6 +106,8 @@ fn rotation_decision(c: &mut Criterion) {
             now,
             now.plus(Duration::from_secs(90 * 24 * 3600)),
             now.plus(Duration::from_secs(30 * 24 * 3600)),
+            vec!["pwd".into()],
+            now,
         )
     };
     for (name, generation, expected) in [

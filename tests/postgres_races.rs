@@ -41,6 +41,8 @@ async fn sessions(store: &dyn Store, user: &UserRecord, n: i64) -> Vec<SessionId
             at,
             Timestamp(T0.0 + 90 * DAY),
             Timestamp(T0.0 + 30 * DAY),
+            vec!["pwd".into()],
+            at,
         );
         let hash = RefreshToken::issue(&ring::rand::SystemRandom::new(), s.id, 0)
             .expect("rng")

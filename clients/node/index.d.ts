@@ -9,6 +9,10 @@ export interface TesseraAuth {
   userId: string;
   sessionId: string;
   roles: string[];
+  /** How the holder signed in (`amr`, RFC 8176): `['pwd']`, `['pwd', 'otp', 'mfa']`, ... */
+  amr: string[];
+  /** When the holder signed in or last reauthenticated (`auth_time`, seconds since the epoch). */
+  authTime?: number;
   claims: JWTPayload;
 }
 
@@ -71,6 +75,9 @@ export type Middleware = (req: IncomingMessage & { auth?: TesseraAuth }, res: Se
 
 export function requireAuth(options: RequireAuthOptions): Middleware;
 export function requireRole(...roles: string[]): Middleware;
+/** After requireAuth: a second factor (`amr` has `mfa`, else `403 mfa_required`) and, with
+ * `maxAge` (seconds), a sign-in that recent (else `403 reauthentication_required`). */
+export function requireMfa(options?: { mfa?: boolean; maxAge?: number }): Middleware;
 export function sendProblem(res: ServerResponse, status: number, code: string, detail: string): void;
 
 declare global {

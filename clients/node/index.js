@@ -370,8 +370,35 @@ export function requireAuth(options) {
       userId: claims.sub,
       sessionId: claims.sid,
       roles: Array.isArray(claims.roles) ? claims.roles.filter((r) => typeof r === 'string') : [],
+      amr: Array.isArray(claims.amr) ? claims.amr.filter((a) => typeof a === 'string') : [],
+      authTime: Number.isInteger(claims.auth_time) ? claims.auth_time : undefined,
       claims,
     };
+    next();
+  };
+}
+
+/**
+ * `requireMfa()`: after requireAuth, lets through callers who signed in with a second factor
+ * (`amr` has `mfa`), else `403 mfa_required`. With `{ maxAge: seconds }`, the sign-in (or the
+ * last `POST /v1/auth/reauthenticate`) must also be that recent, else
+ * `403 reauthentication_required`; `{ mfa: false, maxAge }` asks for a recent sign-in alone.
+ */
+export function requireMfa({ mfa = true, maxAge } = {}) {
+  if (maxAge !== undefined && !(Number.isFinite(maxAge) && maxAge >= 0)) {
+    throw new TypeError('requireMfa: maxAge must be a number of seconds');
+  }
+  return function tesseraMfa(req, res, next) {
+    if (!req.auth) return sendProblem(res, 401, 'invalid_token', 'no access token');
+    if (mfa && !req.auth.amr.includes('mfa')) {
+      return sendProblem(res, 403, 'mfa_required', 'sign in with a second factor to do this');
+    }
+    if (maxAge !== undefined) {
+      const now = Math.floor(Date.now() / 1000);
+      if (req.auth.authTime === undefined || now - req.auth.authTime > maxAge) {
+        return sendProblem(res, 403, 'reauthentication_required', 'sign in again to do this');
+      }
+    }
     next();
   };
 }

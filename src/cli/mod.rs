@@ -80,6 +80,12 @@ impl From<AuthError> for CliError {
 }
 
 #[derive(Subcommand)]
+pub enum MfaCommand {
+    /// Remove every second factor of the account (TOTP and its recovery codes).
+    Reset { email: String },
+}
+
+#[derive(Subcommand)]
 pub enum UsersCommand {
     /// Create an account. The password is read from standard input with --password-stdin,
     /// else asked for twice on the terminal; it is never echoed.
@@ -137,6 +143,12 @@ pub enum UsersCommand {
     /// Delete the account: its sessions are revoked and deleted; its audit events stay under
     /// its id, with its email erased from them.
     Delete { email: String },
+    /// Second factors: `reset` removes every one (the holder signs in with the password
+    /// alone), audited and mailed to the holder.
+    Mfa {
+        #[command(subcommand)]
+        command: MfaCommand,
+    },
     /// Import accounts from JSON Lines: {"email", "password_hash", "created_at"?, "roles"?},
     /// hashes bcrypt ($2a$, $2b$, $2y$) or argon2 PHC. Present emails are left alone, so a
     /// second run changes nothing; bad lines are reported by number and skipped.
@@ -289,8 +301,17 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<(), CliErro
                 .show_user(&email)
                 .await?
                 .ok_or_else(|| CliError::NoSuchUser(email.clone()))?;
+            let factors = admin
+                .factors(&email)
+                .await?
+                .ok_or_else(|| CliError::NoSuchUser(email.clone()))?;
             if json {
-                out.json(&account)?;
+                let mut value =
+                    serde_json::to_value(&account).map_err(|e| CliError::Invalid(e.to_string()))?;
+                if let Some(fields) = value.as_object_mut() {
+                    fields.insert("factors".into(), factors.as_list().into());
+                }
+                out.json(&value)?;
             } else {
                 for (name, value) in [
                     ("email", account.email.clone()),
@@ -303,6 +324,7 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<(), CliErro
                         if account.email_verified { "yes" } else { "no" }.to_owned(),
                     ),
                     ("live sessions", account.live_sessions.unwrap_or(0).to_string()),
+                    ("second factors", factors.summary()),
                 ] {
                     out.line(&format!("{name:<16}{value}"))?;
                 }
@@ -314,6 +336,19 @@ pub async fn users(config: &Config, command: UsersCommand) -> Result<(), CliErro
                 .await?
                 .ok_or_else(|| CliError::NoSuchUser(email.clone()))?;
             out.line(&format!("disabled {email}; {revoked} session(s) revoked"))?;
+        }
+        UsersCommand::Mfa {
+            command: MfaCommand::Reset { email },
+        } => {
+            let removed = admin
+                .reset_mfa(&email)
+                .await?
+                .ok_or_else(|| CliError::NoSuchUser(email.clone()))?;
+            out.line(&if removed {
+                format!("removed the second factors of {email}")
+            } else {
+                format!("{email} had no second factor")
+            })?;
         }
         UsersCommand::Enable { email } => {
             let enabled = admin

@@ -212,6 +212,10 @@ settings! {
     /// How long a mailed sign-in link works.
     #[arg(env = "TESSERA_EMAIL_LINK_TTL")]
     email_link_ttl: Duration = Duration::from_secs(15 * 60);
+    /// How recent a sign-in (or `POST /v1/auth/reauthenticate`) must be for sensitive changes:
+    /// the password, the email address, the second factors.
+    #[arg(env = "TESSERA_REAUTHENTICATION_MAX_AGE")]
+    reauthentication_max_age: Duration = Duration::from_secs(10 * 60);
     /// Comma-separated bearer credentials (each at least 32 characters) that resource servers
     /// present to read the revocation feed, `GET /v1/revocations`; the feed is off without one.
     #[arg(env = "TESSERA_REVOCATION_FEED_CREDENTIALS", hide_env_values = true)]

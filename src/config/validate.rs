@@ -26,6 +26,7 @@ impl Config {
             ("email_verify_ttl", self.email_verify_ttl),
             ("password_reset_ttl", self.password_reset_ttl),
             ("email_link_ttl", self.email_link_ttl),
+            ("reauthentication_max_age", self.reauthentication_max_age),
         ] {
             if ttl.is_zero() {
                 return invalid(name, "must be positive");

@@ -29,6 +29,9 @@ const HKDF_SALT: &[u8] = b"tessera master key v1";
 const HKDF_INFO: &[u8] = b"tessera signing-key sealing";
 /// Prefixes the kid in the associated data, so the AAD of this use cannot collide with another.
 const AAD_PREFIX: &[u8] = b"tessera signing key\0";
+/// Prefixes the user id in the associated data of a sealed TOTP secret: a secret sealed for a
+/// signing key, or for another account, does not open as this one's.
+pub const TOTP_AAD_PREFIX: &[u8] = b"tessera totp secret\0";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MasterKeyError {
@@ -99,6 +102,17 @@ impl MasterKey {
 
     /// Seals a private key for `kid`.
     pub fn seal(&self, kid: &str, private: &[u8]) -> Result<Vec<u8>, MasterKeyError> {
+        self.seal_for(AAD_PREFIX, kid, private)
+    }
+
+    /// Opens what [`MasterKey::seal`] made for `kid`.
+    pub fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, MasterKeyError> {
+        self.open_for(AAD_PREFIX, kid, sealed)
+    }
+
+    /// Seals `private` for the use named by `purpose` (an AAD prefix such as
+    /// [`TOTP_AAD_PREFIX`]) and the object `id`.
+    pub fn seal_for(&self, purpose: &[u8], id: &str, private: &[u8]) -> Result<Vec<u8>, MasterKeyError> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
@@ -107,7 +121,7 @@ impl MasterKey {
         self.sealing_key()
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(kid)),
+                Aad::from(aad(purpose, id)),
                 &mut in_out,
             )
             .map_err(|_| MasterKeyError::Seal)?;
@@ -118,8 +132,8 @@ impl MasterKey {
         Ok(sealed)
     }
 
-    /// Opens what [`MasterKey::seal`] made for `kid`.
-    pub fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, MasterKeyError> {
+    /// Opens what [`MasterKey::seal_for`] made for `purpose` and `id`.
+    pub fn open_for(&self, purpose: &[u8], id: &str, sealed: &[u8]) -> Result<Vec<u8>, MasterKeyError> {
         let body = sealed
             .strip_prefix(SEALED_MAGIC.as_slice())
             .ok_or(MasterKeyError::Open)?;
@@ -131,14 +145,14 @@ impl MasterKey {
         let mut in_out = ciphertext.to_vec();
         let plain = self
             .sealing_key()
-            .open_in_place(nonce, Aad::from(aad(kid)), &mut in_out)
+            .open_in_place(nonce, Aad::from(aad(purpose, id)), &mut in_out)
             .map_err(|_| MasterKeyError::Open)?;
         Ok(plain.to_vec())
     }
 }
 
-fn aad(kid: &str) -> Vec<u8> {
-    [AAD_PREFIX, kid.as_bytes()].concat()
+fn aad(purpose: &[u8], id: &str) -> Vec<u8> {
+    [purpose, id.as_bytes()].concat()
 }
 
 /// Is this stored private key sealed (rather than plain PKCS#8)?
@@ -169,6 +183,22 @@ pub enum SealState {
 impl MasterKeys {
     /// The plain PKCS#8 of a stored private key, and how it was stored.
     pub fn open(&self, kid: &str, stored: &[u8]) -> Result<(Vec<u8>, SealState), MasterKeyError> {
+        self.open_for(AAD_PREFIX, kid, stored)
+    }
+
+    /// What to store for a new private key: sealed when a master key is set, else in clear.
+    pub fn seal_for_storage(&self, kid: &str, private: &[u8]) -> Result<Vec<u8>, MasterKeyError> {
+        self.seal_for_storage_as(AAD_PREFIX, kid, private)
+    }
+
+    /// [`MasterKeys::open`] for another use (`purpose`, an AAD prefix) of the master key.
+    /// What is stored in clear must never start with the sealed format's magic bytes.
+    pub fn open_for(
+        &self,
+        purpose: &[u8],
+        id: &str,
+        stored: &[u8],
+    ) -> Result<(Vec<u8>, SealState), MasterKeyError> {
         if !is_sealed(stored) {
             return Ok((stored.to_vec(), SealState::Plain));
         }
@@ -176,22 +206,27 @@ impl MasterKeys {
             return Err(MasterKeyError::NoMasterKey);
         }
         if let Some(current) = &self.current {
-            if let Ok(plain) = current.open(kid, stored) {
+            if let Ok(plain) = current.open_for(purpose, id, stored) {
                 return Ok((plain, SealState::Current));
             }
         }
         if let Some(previous) = &self.previous {
-            if let Ok(plain) = previous.open(kid, stored) {
+            if let Ok(plain) = previous.open_for(purpose, id, stored) {
                 return Ok((plain, SealState::Previous));
             }
         }
         Err(MasterKeyError::Open)
     }
 
-    /// What to store for a new private key: sealed when a master key is set, else in clear.
-    pub fn seal_for_storage(&self, kid: &str, private: &[u8]) -> Result<Vec<u8>, MasterKeyError> {
+    /// [`MasterKeys::seal_for_storage`] for another use (`purpose`) of the master key.
+    pub fn seal_for_storage_as(
+        &self,
+        purpose: &[u8],
+        id: &str,
+        private: &[u8],
+    ) -> Result<Vec<u8>, MasterKeyError> {
         match &self.current {
-            Some(key) => key.seal(kid, private),
+            Some(key) => key.seal_for(purpose, id, private),
             None => Ok(private.to_vec()),
         }
     }

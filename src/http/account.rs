@@ -36,7 +36,7 @@ pub(super) struct ChangePasswordRequest {
             headers(("set-cookie" = String, description = "Cookie transport only: fresh `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
         (status = 400, description = "`malformed_request`"),
         (status = 401, description = "`invalid_credentials` (wrong current password), `invalid_token`, `token_expired`, `session_revoked`"),
-        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 403, description = "`csrf_failed` (cookie transport), `reauthentication_required` (the sign-in is older than `reauthentication_max_age`: `POST /v1/auth/reauthenticate` first)"),
         (status = 408, description = "`request_timeout`"),
         (status = 413, description = "`payload_too_large`"),
         (status = 422, description = "`validation_failed`"),

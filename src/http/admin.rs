@@ -88,7 +88,8 @@ pub(super) struct UserDetail {
     user: AdminUser,
     /// Most recently used first.
     sessions: Vec<AdminSession>,
-    /// Second factors (none exist yet).
+    /// Second factors, one object each: `{"type": "totp", "enabled", "created_at"}`,
+    /// `{"type": "recovery_codes", "left"}`, `{"type": "passkey", "id", "name", "created_at"}`.
     #[schema(value_type = Vec<Object>)]
     factors: Vec<Value>,
     #[schema(format = DateTime)]

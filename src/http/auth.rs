@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use super::cookies::{clear_cookies, set_grant_cookies, RequestCookies};
 use super::error::ApiError;
 use super::extract::{bearer, rate_limit, Authenticated, Client, Fields, JsonBody};
+use super::mfa::{login_response, LoginAnswer};
 use super::AppState;
 use crate::domain::{SessionId, Timestamp, UserId};
 use crate::service::{AuthError, LogoutOutcome, LogoutScope, TokenGrant, Transport, UserView};
@@ -208,8 +209,8 @@ pub(super) struct LoginRequest {
     summary = "Sign in: a new session (one per device)",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "A new session. In cookie transport the tokens are cookies and the body has `csrf_token` instead.", body = TokenResponse,
-            headers(("set-cookie" = String, description = "Cookie transport only: `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
+        (status = 200, description = "A new session. In cookie transport the tokens are cookies and the body has `csrf_token` instead. For an account with a second factor: `mfa_required` and a challenge instead (no tokens, no session; finish with `POST /v1/auth/mfa/verify`).", body = LoginAnswer,
+            headers(("set-cookie" = String, description = "Cookie transport only: `tessera_at`, `tessera_rt` and `tessera_csrf`; or, with `mfa_required`, `tessera_mfa`."))),
         (status = 400, description = "`malformed_request`"),
         (status = 401, description = "`invalid_credentials`"),
         (status = 408, description = "`request_timeout`"),
@@ -250,8 +251,7 @@ pub async fn login(
     state
         .metrics
         .login(if result.is_ok() { "success" } else { "failure" });
-    let grant = result?;
-    Ok(token_response(&grant, state.cookie_secure))
+    Ok(login_response(&result?, state.cookie_secure))
 }
 
 // The body `refresh` reads (see `RegisterRequest` for why it is not deserialized).

@@ -16,6 +16,9 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// What the browser that asked for a sign-in link keeps, so the link signs in there only.
 pub const LINK_COOKIE: &str = "tessera_link";
 const LINK_COOKIE_PATH: &str = "/v1/auth/email-link";
+/// A login's second step in cookie transport: the browser that started it.
+pub const MFA_COOKIE: &str = "tessera_mfa";
+const MFA_COOKIE_PATH: &str = "/v1/auth/mfa";
 const REFRESH_COOKIE_PATH: &str = "/v1/auth";
 
 /// The Tessera cookies a request carried.
@@ -25,6 +28,7 @@ pub struct RequestCookies {
     pub refresh: Option<String>,
     pub csrf: Option<String>,
     pub link: Option<String>,
+    pub mfa: Option<String>,
 }
 
 impl RequestCookies {
@@ -38,6 +42,7 @@ impl RequestCookies {
                     REFRESH_COOKIE => &mut found.refresh,
                     CSRF_COOKIE => &mut found.csrf,
                     LINK_COOKIE => &mut found.link,
+                    MFA_COOKIE => &mut found.mfa,
                     _ => continue,
                 };
                 if !cookie.value().is_empty() {
@@ -222,6 +227,20 @@ pub fn set_link_cookie(headers: &mut HeaderMap, value: String, ttl: std::time::D
     append(
         headers,
         cookie(LINK_COOKIE, value, LINK_COOKIE_PATH, secure)
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .max_age(max_age(seconds))
+            .build(),
+    );
+}
+
+/// The second step's browser cookie: HttpOnly, SameSite=Strict, sent only to
+/// `/v1/auth/mfa/*`, living as long as the challenge (`ttl`).
+pub fn set_mfa_cookie(headers: &mut HeaderMap, value: String, ttl: std::time::Duration, secure: bool) {
+    let seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    append(
+        headers,
+        cookie(MFA_COOKIE, value, MFA_COOKIE_PATH, secure)
             .http_only(true)
             .same_site(SameSite::Strict)
             .max_age(max_age(seconds))

@@ -13,10 +13,11 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::{token_response, TokenResponse, TransportName, User};
+use super::auth::{TransportName, User};
 use super::cookies::{set_link_cookie, RequestCookies};
 use super::error::ApiError;
 use super::extract::{rate_limit, Authenticated, Client, Fields, JsonBody};
+use super::mfa::{login_response, LoginAnswer};
 use super::rate_limit::RateLimiter;
 use super::AppState;
 use crate::service::Transport;
@@ -238,7 +239,7 @@ pub(super) struct ChangeEmailRequest {
         (status = 202, description = "A confirmation link goes to the new address (none if it has an account: the same answer) and a notice to the current one. Nothing changes until the link is used.", body = Accepted),
         (status = 400, description = "`malformed_request`"),
         (status = 401, description = "`invalid_credentials` (wrong current password), `invalid_token`, `token_expired`, `session_revoked`"),
-        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 403, description = "`csrf_failed` (cookie transport), `reauthentication_required` (the sign-in is older than `reauthentication_max_age`: `POST /v1/auth/reauthenticate` first)"),
         (status = 408, description = "`request_timeout`"),
         (status = 413, description = "`payload_too_large`"),
         (status = 422, description = "`validation_failed`"),
@@ -372,8 +373,8 @@ pub(super) struct LinkSignInRequest {
     summary = "Sign in with a sign-in link's token: a new session, as a login gives",
     request_body = LinkSignInRequest,
     responses(
-        (status = 200, description = "A new session, as `POST /v1/auth/login` answers (cookie transport likewise).", body = TokenResponse,
-            headers(("set-cookie" = String, description = "Cookie transport only: `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
+        (status = 200, description = "A new session, as `POST /v1/auth/login` answers (cookie transport likewise); for an account with a second factor, `mfa_required` and a challenge, as `login` answers.", body = LoginAnswer,
+            headers(("set-cookie" = String, description = "Cookie transport only: `tessera_at`, `tessera_rt` and `tessera_csrf`; or, with `mfa_required`, `tessera_mfa`."))),
         (status = 400, description = "`malformed_request`, `invalid_email_token`, `email_token_expired`, `email_link_other_browser` (asked for in another browser)"),
         (status = 404, description = "`not_found`: sign-in links are off"),
         (status = 408, description = "`request_timeout`"),
@@ -395,9 +396,9 @@ pub async fn email_link_verify(
     let transport = transport(&mut f);
     f.finish()?;
     let browser = RequestCookies::from_headers(&headers).link;
-    let grant = state
+    let outcome = state
         .service
         .sign_in_with_link(token, transport, browser.as_deref(), &client)
         .await?;
-    Ok(token_response(&grant, state.cookie_secure))
+    Ok(login_response(&outcome, state.cookie_secure))
 }

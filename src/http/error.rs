@@ -82,6 +82,14 @@ pub enum ProblemCode {
     PasskeyCounterRegressed,
     /// This passkey is registered already.
     PasskeyAlreadyRegistered,
+    MfaChallengeInvalid,
+    MfaChallengeExpired,
+    MfaChallengeOtherBrowser,
+    InvalidMfaCode,
+    MfaCodeReplayed,
+    MfaAlreadyEnabled,
+    MfaNotEnabled,
+    ReauthenticationRequired,
     RateLimited,
     NotFound,
     MethodNotAllowed,
@@ -214,6 +222,46 @@ impl ApiError {
                     StatusCode::FORBIDDEN,
                     C::EmailNotVerified,
                     "Confirm your email address first: follow the link we mailed you.",
+                ),
+                A::MfaChallengeInvalid => s(
+                    StatusCode::UNAUTHORIZED,
+                    C::MfaChallengeInvalid,
+                    "The sign-in challenge is unknown or already used; sign in again.",
+                ),
+                A::MfaChallengeExpired => s(
+                    StatusCode::UNAUTHORIZED,
+                    C::MfaChallengeExpired,
+                    "The sign-in challenge has expired; sign in again.",
+                ),
+                A::MfaChallengeOtherBrowser => s(
+                    StatusCode::UNAUTHORIZED,
+                    C::MfaChallengeOtherBrowser,
+                    "Finish signing in in the browser where it started.",
+                ),
+                A::InvalidMfaCode => s(
+                    StatusCode::UNAUTHORIZED,
+                    C::InvalidMfaCode,
+                    "The code is wrong.",
+                ),
+                A::MfaCodeReplayed => s(
+                    StatusCode::UNAUTHORIZED,
+                    C::MfaCodeReplayed,
+                    "This code was already used; wait for the next one.",
+                ),
+                A::MfaAlreadyEnabled => s(
+                    StatusCode::CONFLICT,
+                    C::MfaAlreadyEnabled,
+                    "Two-step verification with an authenticator app is already on.",
+                ),
+                A::MfaNotEnabled => s(
+                    StatusCode::CONFLICT,
+                    C::MfaNotEnabled,
+                    "There is no such second factor (or no enrolment to confirm).",
+                ),
+                A::ReauthenticationRequired => s(
+                    StatusCode::FORBIDDEN,
+                    C::ReauthenticationRequired,
+                    "Sign in again (POST /v1/auth/reauthenticate) to make this change.",
                 ),
                 A::LinkSigninDisabled => s(
                     StatusCode::NOT_FOUND,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 mod feed;
 pub mod metrics;
+mod mfa;
 pub mod openapi;
 mod pages;
 mod passkeys;
@@ -37,9 +38,28 @@ use error::ApiError;
 use metrics::Metrics;
 use rate_limit::RateLimiter;
 
-/// What every handler can reach.
+/// What every handler can reach: one pointer, so that handing it to a request is one atomic
+/// increment. (axum clones the state into every request's handler service; with a dozen
+/// `Arc` fields that clone and its drop were 4 % of a verify's CPU.)
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct Shared {
     pub service: Arc<AuthService>,
     pub trust_proxy_headers: bool,
     /// The `Secure` attribute of our cookies (off only for plain-HTTP development hosts).
@@ -72,6 +92,12 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::logout))
         .routes(routes!(auth::logout_all))
         .routes(routes!(account::change_password))
+        .routes(routes!(mfa::verify))
+        .routes(routes!(mfa::reauthenticate))
+        .routes(routes!(mfa::factors))
+        .routes(routes!(mfa::start_totp, mfa::disable_totp))
+        .routes(routes!(mfa::confirm_totp))
+        .routes(routes!(mfa::regenerate_recovery_codes))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::revoke_session))
         .routes(routes!(account::me, account::update_me))

@@ -32,8 +32,8 @@ pub(super) struct PasskeyBody {
     last_used_at: Option<Timestamp>,
 }
 
-impl From<&crate::service::PasskeyView> for PasskeyBody {
-    fn from(p: &crate::service::PasskeyView) -> Self {
+impl From<&crate::service::RegisteredPasskey> for PasskeyBody {
+    fn from(p: &crate::service::RegisteredPasskey) -> Self {
         PasskeyBody {
             id: p.id,
             name: p.name.clone(),

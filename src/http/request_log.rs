@@ -19,7 +19,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use tracing::Instrument as _;
+
+use crate::telemetry;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -40,11 +41,10 @@ pub async fn log_requests(mut request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
     let id = request_id.to_str().unwrap_or_default();
     // Events logged while the request runs (a database error, say) carry its id.
-    let span = tracing::info_span!("request", request_id = id);
-    let mut response = next.run(request).instrument(span).await;
+    let mut response = telemetry::with_request_id(id, next.run(request)).await;
     let latency = started.elapsed();
     tracing::info!(
-        target: "tessera::access",
+        target: telemetry::ACCESS_TARGET,
         method = method.as_str(),
         route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
         status = response.status().as_u16(),

@@ -71,6 +71,9 @@ pub enum MailKind {
     EmailChangeNotice { new_email: String },
     /// A sign-in link: `/login#link=`, good for `expires_in_minutes`.
     SignInLink { token: String, expires_in_minutes: u64 },
+    /// A change of the account's sign-in security (second factors turned on or off, a
+    /// recovery code used, factors reset by an operator): `change` says which.
+    SecurityChange { change: String },
     /// A login from a device not seen before for the account.
     NewDevice {
         device: String,
@@ -108,6 +111,7 @@ impl MailKind {
         "email_change_notice",
         "sign_in_link",
         "new_device",
+        "security_change",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -122,6 +126,7 @@ impl MailKind {
             MailKind::EmailChangeNotice { .. } => "email_change_notice",
             MailKind::SignInLink { .. } => "sign_in_link",
             MailKind::NewDevice { .. } => "new_device",
+            MailKind::SecurityChange { .. } => "security_change",
         }
     }
 }
@@ -278,6 +283,9 @@ mod tests {
                 device: "Firefox on Linux".into(),
                 ip: "192.0.2.1".into(),
                 at: Timestamp(1_700_000_000_000),
+            },
+            MailKind::SecurityChange {
+                change: "two-step verification was turned on".into(),
             },
         ];
         assert_eq!(kinds.len(), MailKind::NAMES.len());

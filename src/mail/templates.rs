@@ -67,6 +67,11 @@ const BUILT_IN: &[(&str, &str, &str)] = &[
         include_str!("templates/new_device.txt"),
         include_str!("templates/new_device.html"),
     ),
+    (
+        "security_change",
+        include_str!("templates/security_change.txt"),
+        include_str!("templates/security_change.html"),
+    ),
 ];
 
 /// The values every template may use.
@@ -79,6 +84,7 @@ fn offered(kind: &str) -> &'static [&'static str] {
         "email_change_confirm" | "email_change_notice" => &["link", "new_email"],
         "password_reset" | "invitation" | "sign_in_link" => &["link", "expires_in"],
         "new_device" => &["link", "device", "ip", "time"],
+        "security_change" => &["link", "change"],
         _ => &[],
     }
 }
@@ -272,7 +278,11 @@ impl Templates {
             }
             MailKind::SignInLink { token, .. } => format!("{base}/login#link={}", escape_component(token)),
             MailKind::SignupAttempt | MailKind::PasswordChanged => format!("{base}/forgot"),
-            MailKind::EmailChangeNotice { .. } | MailKind::NewDevice { .. } => format!("{base}/account"),
+            MailKind::EmailChangeNotice { .. }
+            | MailKind::NewDevice { .. }
+            | MailKind::SecurityChange { .. } => {
+                format!("{base}/account")
+            }
         })
     }
 
@@ -299,6 +309,9 @@ impl Templates {
             }
             MailKind::EmailChangeConfirm { new_email, .. } | MailKind::EmailChangeNotice { new_email } => {
                 values.insert("new_email", clean(new_email));
+            }
+            MailKind::SecurityChange { change } => {
+                values.insert("change", clean(change));
             }
             MailKind::NewDevice { device, ip, at } => {
                 values.insert("device", clean(device));
@@ -378,6 +391,9 @@ mod tests {
                 expires_in_minutes: 10_080,
             },
             MailKind::PasswordChanged,
+            MailKind::SecurityChange {
+                change: "Two-step verification was turned off".into(),
+            },
             MailKind::EmailChangeConfirm {
                 token: "tok_3".into(),
                 new_email: "new@example.com".into(),

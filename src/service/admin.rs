@@ -19,6 +19,7 @@ use serde_json::json;
 use super::events::record_security_event;
 use super::hashing::Hashing;
 use super::metadata::{metadata_text, metadata_value};
+use super::mfa::FactorsView;
 use super::revocations::RevocationFollower;
 use super::views::ClientInfo;
 use super::AuthError;
@@ -130,7 +131,7 @@ pub struct AccountDetail {
     pub user: AccountView,
     /// Its live sessions, most recently used first.
     pub sessions: Vec<SessionView>,
-    /// Its second factors (none exist yet: the place where they will be listed).
+    /// Its second factors, one object each (`type`: `totp`, `recovery_codes`, `passkey`).
     pub factors: Vec<serde_json::Value>,
     /// Its last successful login still in the audit trail.
     pub last_login_at: Option<Timestamp>,
@@ -473,10 +474,11 @@ impl AdminService {
         let id = account.user.id;
         let live = self.store.find_live_sessions(id, self.clock.now()).await?;
         let last_login_at = self.store.find_last_login(id).await?;
+        let factors = super::mfa::factors_of(self.store.as_ref(), id).await?;
         Ok(Some(AccountDetail {
             user: AccountView::new(account, Some(live.len())),
             sessions: live.iter().map(SessionView::from).collect(),
-            factors: Vec::new(),
+            factors: factors.as_list(),
             last_login_at,
         }))
     }
@@ -607,6 +609,51 @@ impl AdminService {
         .await;
         self.alert_revoked(id, None, "user_deleted", revoked).await;
         Ok(Some(revoked))
+    }
+
+    /// Removes every second factor of the account (TOTP and its recovery codes): the holder
+    /// who lost them signs in with the password alone again. Audited (`mfa_disabled`) and
+    /// mailed to the holder. `Some(false)`: it had none.
+    pub async fn reset_mfa<'a>(&self, user: impl Into<UserRef<'a>>) -> Result<Option<bool>, AuthError> {
+        let Some(account) = self.account(user).await? else {
+            return Ok(None);
+        };
+        let id = account.user.id;
+        if !self.store.delete_totp(id).await? {
+            return Ok(Some(false));
+        }
+        self.audit(
+            AuditKind::MfaDisabled,
+            Some(id),
+            None,
+            json!({ "email": account.user.email.as_str(), "reset": true }),
+        )
+        .await;
+        let mail = Mail::new(
+            account.user.email.clone(),
+            MailKind::SecurityChange {
+                change: "an administrator removed your two-step verification".into(),
+            },
+        );
+        let now = self.clock.now();
+        let queued = match &self.outbox {
+            Some(outbox) => outbox.send(self.store.as_ref(), &mail, now).await.map(|_| ()),
+            None => self.store.insert_mail(&mail.record(now)).await,
+        };
+        if let Err(e) = queued {
+            tracing::warn!(error = %e, "could not queue the factor reset's notice");
+        }
+        Ok(Some(true))
+    }
+
+    /// The second factors of the account.
+    pub async fn factors<'a>(&self, user: impl Into<UserRef<'a>>) -> Result<Option<FactorsView>, AuthError> {
+        let Some(account) = self.account(user).await? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            super::mfa::factors_of(self.store.as_ref(), account.user.id).await?,
+        ))
     }
 
     /// Disables an account and revokes every session it has; returns how many it revoked.

@@ -72,6 +72,21 @@ impl Attempt {
         }
     }
 
+    /// The password was right but is only half a login (the account has a second factor):
+    /// the reservation is handed back before the answer, clearing nothing, so the second
+    /// step's own attempt finds it gone.
+    pub(super) async fn released(mut self) {
+        self.settled = true;
+        let (policy, now) = (self.policy, self.clock.now());
+        let done = self
+            .store
+            .change_login_failures(&self.key, Box::new(move |r| policy.release(r, now)))
+            .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "could not release a login attempt");
+        }
+    }
+
     /// The password was wrong: counts the failure. The failure that locks the account is
     /// audited (and logged, and alerted) as `account_locked`, and the failure that reaches
     /// [`LockoutPolicy::burst`] within a window as `login_failed_burst` (so at most once per

@@ -18,7 +18,7 @@ use ring::digest;
 
 use super::events::revoked_by;
 use super::liveness::{Known, SessionSnapshot};
-use super::{AuthContext, AuthError, AuthService, ClientInfo, TokenGrant, Transport, UserView};
+use super::{AuthContext, AuthError, AuthService, ClientInfo, LoginOutcome, Transport, UserView};
 use crate::crypto::{self, RefreshToken};
 use crate::domain::{AuditKind, Email, FieldError, Password, Timestamp};
 use crate::mail::{Mail, MailKind};
@@ -436,6 +436,7 @@ impl AuthService {
         let Some(new_email) = new_email.filter(|_| errors.is_empty()) else {
             return Err(AuthError::Validation(errors));
         };
+        self.require_recent_sign_in(ctx)?;
         let (session, user) = self
             .store
             .find_session_with_user(ctx.session_id())
@@ -605,7 +606,7 @@ impl AuthService {
         transport: Transport,
         browser: Option<&str>,
         client: &ClientInfo,
-    ) -> Result<TokenGrant, AuthError> {
+    ) -> Result<LoginOutcome, AuthError> {
         if !self.policy.email.link_signin {
             return Err(AuthError::LinkSigninDisabled);
         }
@@ -633,6 +634,13 @@ impl AuthService {
         if newly_verified {
             self.refresh_user_snapshots(&user).await;
         }
+        // The link stands for the password, never for the second factor: an account with one
+        // gets the same challenge as after a password. (`email` is not an RFC 8176 value;
+        // resource servers read it as "proved the mailbox".)
+        let amr = vec!["email".to_owned()];
+        if let Some(challenge) = self.mfa_gate(&user, transport, amr.clone()).await? {
+            return Ok(LoginOutcome::MfaRequired(challenge));
+        }
         let absolute = now.plus(self.policy.session_ttl);
         let session = SessionRecord {
             user_agent: client.user_agent.clone(),
@@ -646,6 +654,8 @@ impl AuthService {
                 now,
                 absolute,
                 now.plus(self.policy.refresh_ttl).min(absolute),
+                amr,
+                now,
             )
         };
         let refresh = RefreshToken::issue(&self.rng, session.id, 0)?;
@@ -674,6 +684,7 @@ impl AuthService {
             )
             .await;
         self.grant(&keys, &user, &session, refresh, now)
+            .map(LoginOutcome::Tokens)
     }
 
     /// Tells the account's holder of a sign-in from a device not seen before.

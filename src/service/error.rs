@@ -86,6 +86,30 @@ pub enum AuthError {
     /// This credential is registered already.
     #[error("passkey already registered")]
     PasskeyAlreadyRegistered,
+    /// A second step's challenge that is unknown, used (or used up by wrong codes).
+    #[error("invalid or used second-factor challenge")]
+    MfaChallengeInvalid,
+    /// A second step's challenge past its time.
+    #[error("second-factor challenge expired")]
+    MfaChallengeExpired,
+    /// A cookie-transport challenge presented without its browser's `tessera_mfa` cookie.
+    #[error("second-factor challenge from another browser")]
+    MfaChallengeOtherBrowser,
+    /// A wrong TOTP or recovery code.
+    #[error("invalid second-factor code")]
+    InvalidMfaCode,
+    /// A TOTP code (or an older one) already accepted.
+    #[error("second-factor code already used")]
+    MfaCodeReplayed,
+    /// TOTP is already on (enrolment, confirmation).
+    #[error("second factor already enabled")]
+    MfaAlreadyEnabled,
+    /// No such factor (or no enrolment pending) to confirm, remove or renew codes for.
+    #[error("second factor not enabled")]
+    MfaNotEnabled,
+    /// A sensitive change needs a recent sign-in (`reauthentication_max_age`).
+    #[error("reauthentication required")]
+    ReauthenticationRequired,
     #[error(transparent)]
     Store(#[from] StoreError),
     /// No resource-server credential is configured, so there is no revocation feed.

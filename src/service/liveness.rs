@@ -202,7 +202,14 @@ mod tests {
         );
         let session = SessionRecord {
             revoked_at: revoked.then_some(Timestamp(1)),
-            ..SessionRecord::opened(user.id, Timestamp(0), Timestamp(1_000), Timestamp(500))
+            ..SessionRecord::opened(
+                user.id,
+                Timestamp(0),
+                Timestamp(1_000),
+                Timestamp(500),
+                vec!["pwd".into()],
+                Timestamp(0),
+            )
         };
         Arc::new(SessionSnapshot::new(&session, &user))
     }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use super::attempt::Attempt;
-use super::{AuthError, AuthService, ClientInfo, TokenGrant, Transport, UserView};
+use super::{AuthError, AuthService, ClientInfo, LoginOutcome, TokenGrant, Transport, UserView};
 use crate::crypto::{self, RefreshToken};
-use crate::domain::{AuditKind, Email, FieldError, Password, SessionId, UserId};
+use crate::domain::{AuditKind, Email, FieldError, Password, SessionId, Timestamp, UserId};
 use crate::store::{AuditEvent, FailureKey, SessionRecord, StoreError, UserRecord};
 
 impl AuthService {
@@ -69,7 +69,7 @@ impl AuthService {
         transport: Transport,
         held_refresh_token: Option<&str>,
         client: &ClientInfo,
-    ) -> Result<TokenGrant, AuthError> {
+    ) -> Result<LoginOutcome, AuthError> {
         let mut errors = Vec::new();
         if email.trim().is_empty() {
             errors.push(FieldError::new("email", "must not be empty"));
@@ -122,21 +122,41 @@ impl AuthService {
             client,
             None,
         );
-        let (events, clock, known) = (self.events.clone(), Arc::clone(&self.clock), user.is_some());
-        let (matches, upgrade) = tokio::spawn(async move {
+        // A right password for an account with a second factor is only half a login: it clears
+        // no failures (wrong codes count on the same lock), it hands its reservation back. The
+        // factors are read only once the password matched, so a wrong password (or an unknown
+        // address) costs no extra read and its timing says nothing about factors.
+        let (events, clock, known) = (
+            self.events.clone(),
+            Arc::clone(&self.clock),
+            user.as_ref().map(|u| u.id),
+        );
+        let store = Arc::clone(&self.store);
+        let (matches, upgrade, factors) = tokio::spawn(async move {
             let (matches, upgrade) = hashing.await.map_err(|e| AuthError::Internal(e.to_string()))?;
-            if matches && known {
-                if let Some(attempt) = attempt {
-                    attempt.succeeded().await;
+            let mut factors = None;
+            match known {
+                Some(id) if matches => {
+                    let found = super::mfa::factors_of(store.as_ref(), id).await;
+                    let gated = found.as_ref().map_or(true, |f| f.any_active());
+                    if let Some(attempt) = attempt {
+                        if gated {
+                            attempt.released().await;
+                        } else {
+                            attempt.succeeded().await;
+                        }
+                    }
+                    factors = Some(found?);
                 }
-            } else {
-                let at = clock.now();
-                if let Some(attempt) = attempt {
-                    attempt.failed(events.alerts(), &failure, at).await;
+                _ => {
+                    let at = clock.now();
+                    if let Some(attempt) = attempt {
+                        attempt.failed(events.alerts(), &failure, at).await;
+                    }
+                    events.write(AuditEvent { at, ..failure }).await;
                 }
-                events.write(AuditEvent { at, ..failure }).await;
             }
-            Ok::<_, AuthError>((matches, upgrade))
+            Ok::<_, AuthError>((matches, upgrade, factors))
         })
         .await
         .map_err(|e| AuthError::Internal(e.to_string()))??;
@@ -149,6 +169,42 @@ impl AuthService {
             return Err(AuthError::EmailNotVerified);
         }
 
+        let mut detail = None;
+        if let Some((old, new)) = upgrade {
+            // Only if unchanged: a password set meanwhile is not overwritten. A failure
+            // leaves the imported hash, which the next login upgrades.
+            match self.store.upgrade_password_hash(user.id, &old, &new).await {
+                Ok(true) => detail = Some("password hash upgraded to argon2id".to_owned()),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(user = %user.id, error = %e, "could not upgrade a password hash"),
+            }
+        }
+        let amr = vec!["pwd".to_owned()];
+        // An account with a second factor gets no session for its password alone.
+        if let Some(factors) = factors.filter(|f| f.any_active()) {
+            let challenge = self.issue_mfa_challenge(&user, transport, amr, &factors).await?;
+            return Ok(LoginOutcome::MfaRequired(challenge));
+        }
+        let now = self.clock.now();
+        self.open_session(&user, user.credential_epoch, transport, client, amr, now, detail)
+            .await
+            .map(LoginOutcome::Tokens)
+    }
+
+    /// Opens a session for `user` (under `credential_epoch`: a password changed or the account
+    /// disabled since leaves none) whose holder proved `amr` at `auth_time`, and answers its
+    /// tokens: the session limit applied, the login audited, a new device announced.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn open_session(
+        &self,
+        user: &UserRecord,
+        credential_epoch: i64,
+        transport: Transport,
+        client: &ClientInfo,
+        amr: Vec<String>,
+        auth_time: Timestamp,
+        detail: Option<String>,
+    ) -> Result<TokenGrant, AuthError> {
         // Checked before anything is written: no session is created that gets no tokens.
         let keys = self.keys.for_signing().await?;
         let now = self.clock.now();
@@ -165,6 +221,8 @@ impl AuthService {
                 now,
                 absolute,
                 now.plus(self.policy.refresh_ttl).min(absolute),
+                amr,
+                auth_time,
             )
         };
         let refresh = RefreshToken::issue(&self.rng, session.id, 0)?;
@@ -174,7 +232,7 @@ impl AuthService {
         // disabled) since it was read leaves no session behind for the old password.
         if !self
             .store
-            .insert_session(&session, &refresh.hash(), user.credential_epoch)
+            .insert_session(&session, &refresh.hash(), credential_epoch)
             .await?
         {
             // The same answer as a wrong password, after the same work, so disabling an
@@ -198,16 +256,6 @@ impl AuthService {
                 )
                 .await;
             return Err(AuthError::InvalidCredentials);
-        }
-        let mut detail = None;
-        if let Some((old, new)) = upgrade {
-            // Only if unchanged: a password set meanwhile is not overwritten. A failure
-            // leaves the imported hash, which the next login upgrades.
-            match self.store.upgrade_password_hash(user.id, &old, &new).await {
-                Ok(true) => detail = Some("password hash upgraded to argon2id".to_owned()),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(user = %user.id, error = %e, "could not upgrade a password hash"),
-            }
         }
         let evicted = self
             .store
@@ -245,9 +293,9 @@ impl AuthService {
                     None,
                 )
                 .await;
-            self.notify_new_device(&user, client, now).await;
+            self.notify_new_device(user, client, now).await;
         }
-        self.grant(&keys, &user, &session, refresh, now)
+        self.grant(&keys, user, &session, refresh, now)
     }
 
     /// Is this login's device new to the account: no session of it (live, or ended and not

@@ -8,6 +8,8 @@
 //! wake-up (`mail::Outbox`: flows queue mail in their transaction). [`AuthService`]
 //! composes them; each flow is a file of its own that borrows the components it needs:
 //! `login` (register, login, with `attempt` and `lockout` for the per-account lock),
+//! `mfa` (second factors: TOTP, recovery codes) and `mfa_login` (the second step of a login,
+//! reauthentication),
 //! `refresh` (rotation, grace replay and reuse detection, over the pure `rotation`),
 //! `sessions` (authentication, listing, revocation, logout), `password` (change), `email`
 //! (verification, reset, address change, sign-in links, new-device notices) and `feed` (the
@@ -30,6 +32,8 @@ pub mod liveness;
 pub mod lockout;
 mod login;
 pub mod metadata;
+mod mfa;
+mod mfa_login;
 mod passkeys;
 mod password;
 mod policy;
@@ -51,15 +55,16 @@ pub use keys::{
     open_key_set_records, Encrypted, KeyOps, KeyPolicy, KeyRing, KeyView, Revoked, JWKS_MAX_AGE,
     KEY_RELOAD_EVERY, KEY_SET_MAX_AGE, MIN_KEY_PUBLISH_AHEAD,
 };
-pub use passkeys::{PasskeyPolicy, PasskeySignInOptions, PasskeyView, CEREMONY_TTL};
+pub use mfa::{FactorProof, FactorsView, HolderProof, PasskeyView, RecoveryCodes, TotpEnrolment, TotpView};
+pub use passkeys::{PasskeyPolicy, PasskeySignInOptions, RegisteredPasskey, CEREMONY_TTL};
 pub use policy::Policy;
 pub use revocations::{
     RevocationFollower, REMEMBERED_SESSIONS, REVOCATION_LOG_RETENTION, REVOCATION_POLL_EVERY,
 };
 pub use sweep::{Sweeper, ENDED_SESSION_RETENTION};
 pub use views::{
-    AuthContext, ClientInfo, LogoutOutcome, LogoutScope, SessionView, TokenGrant, Transport, UserMetadata,
-    UserView,
+    AuthContext, ClientInfo, LoginOutcome, LogoutOutcome, LogoutScope, MfaChallenge, SessionView, TokenGrant,
+    Transport, UserMetadata, UserView,
 };
 
 use std::sync::Arc;
@@ -71,7 +76,7 @@ use crate::crypto::RefreshToken;
 use crate::domain::{Clock, Timestamp};
 use crate::mail::Outbox;
 use crate::store::{SessionRecord, Store, UserRecord};
-use crate::tokens::AccessTokens;
+use crate::tokens::{AccessTokens, SignedIn};
 use error::token_internal;
 
 /// The service the HTTP layer calls: the components, the store and the policy. Each flow
@@ -191,6 +196,10 @@ impl AuthService {
                 now,
                 access_expires_at,
                 claims.as_ref(),
+                Some(SignedIn {
+                    amr: &session.amr,
+                    auth_time: session.auth_time,
+                }),
             )
             .map_err(token_internal)?;
         Ok(TokenGrant {

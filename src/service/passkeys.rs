@@ -14,15 +14,15 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use webauthn_rs::prelude::{
-    DiscoverableAuthentication, Passkey, PasskeyRegistration, PublicKeyCredential,
+    AuthenticationResult, DiscoverableAuthentication, Passkey, PasskeyRegistration, PublicKeyCredential,
     RegisterPublicKeyCredential, Url, Webauthn, WebauthnBuilder, WebauthnError,
 };
 
 use super::email::token_hash;
 use super::{AuthContext, AuthError, AuthService, ClientInfo, TokenGrant, Transport};
-use crate::crypto::{self, RefreshToken};
+use crate::crypto;
 use crate::domain::{AuditKind, FieldError, PasskeyId, Timestamp};
-use crate::store::{CeremonyRecord, PasskeyRecord, SessionRecord, StoreError, UserRecord};
+use crate::store::{CeremonyRecord, PasskeyRecord, StoreError, UserRecord};
 
 /// How long a ceremony waits for its answer (also the timeout the browser is given).
 pub const CEREMONY_TTL: Duration = Duration::from_secs(5 * 60);
@@ -78,16 +78,16 @@ impl PasskeyPolicy {
 
 /// A passkey as the account sees it.
 #[derive(Clone, Debug)]
-pub struct PasskeyView {
+pub struct RegisteredPasskey {
     pub id: PasskeyId,
     pub name: String,
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
 }
 
-impl From<&PasskeyRecord> for PasskeyView {
+impl From<&PasskeyRecord> for RegisteredPasskey {
     fn from(p: &PasskeyRecord) -> Self {
-        PasskeyView {
+        RegisteredPasskey {
             id: p.id,
             name: p.name.clone(),
             created_at: p.created_at,
@@ -113,6 +113,18 @@ fn refused(e: WebauthnError) -> AuthError {
         WebauthnError::CredentialPossibleCompromise => AuthError::PasskeyCounterRegressed,
         other => AuthError::PasskeyInvalid(other.to_string()),
     }
+}
+
+/// `amr` (RFC 8176) of a passkey use: `swk` for a passkey that may be synced (backup
+/// eligible), `hwk` for one bound to its device; `user` and `mfa` when the person was verified
+/// (biometrics or a PIN: WebAuthn does not say which), as webauthn-rs requires.
+pub(super) fn passkey_amr(result: &AuthenticationResult) -> Vec<String> {
+    let key = if result.backup_eligible() { "swk" } else { "hwk" };
+    let mut amr = vec![key.to_owned()];
+    if result.user_verified() {
+        amr.extend(["user".to_owned(), "mfa".to_owned()]);
+    }
+    amr
 }
 
 fn credential_id(bytes: &[u8]) -> String {
@@ -194,7 +206,7 @@ impl AuthService {
         name: Option<&str>,
         credential: &serde_json::Value,
         client: &ClientInfo,
-    ) -> Result<PasskeyView, AuthError> {
+    ) -> Result<RegisteredPasskey, AuthError> {
         let webauthn = self.policy.passkeys.webauthn()?;
         let name = name.map(check_name).transpose()?;
         let credential: RegisterPublicKeyCredential = serde_json::from_value(credential.clone())
@@ -233,14 +245,14 @@ impl AuthService {
                 Some(format!("passkey {} ({})", record.id, record.name)),
             )
             .await;
-        Ok(PasskeyView::from(&record))
+        Ok(RegisteredPasskey::from(&record))
     }
 
     /// The account's passkeys, oldest first.
-    pub async fn list_passkeys(&self, ctx: &AuthContext) -> Result<Vec<PasskeyView>, AuthError> {
+    pub async fn list_passkeys(&self, ctx: &AuthContext) -> Result<Vec<RegisteredPasskey>, AuthError> {
         self.policy.passkeys.webauthn()?;
         let passkeys = self.store.find_passkeys(ctx.user_id()).await?;
-        Ok(passkeys.iter().map(PasskeyView::from).collect())
+        Ok(passkeys.iter().map(RegisteredPasskey::from).collect())
     }
 
     /// Renames one of the account's passkeys (another account's is not found).
@@ -249,7 +261,7 @@ impl AuthService {
         ctx: &AuthContext,
         id: &str,
         name: &str,
-    ) -> Result<PasskeyView, AuthError> {
+    ) -> Result<RegisteredPasskey, AuthError> {
         self.policy.passkeys.webauthn()?;
         let id = PasskeyId::parse(id).ok_or(AuthError::PasskeyNotFound)?;
         let name = check_name(name)?;
@@ -260,7 +272,7 @@ impl AuthService {
         passkeys
             .iter()
             .find(|p| p.id == id)
-            .map(PasskeyView::from)
+            .map(RegisteredPasskey::from)
             .ok_or(AuthError::PasskeyNotFound)
     }
 
@@ -380,7 +392,18 @@ impl AuthService {
         if self.policy.email.require_verified && user.email_verified_at.is_none() {
             return Err(AuthError::EmailNotVerified);
         }
-        self.open_passkey_session(&user, transport, client).await
+        // A passkey verified with the person's fingerprint, face or PIN is two factors in
+        // itself: no second step follows.
+        self.open_session(
+            &user,
+            user.credential_epoch,
+            transport,
+            client,
+            passkey_amr(&result),
+            now,
+            Some("passkey".into()),
+        )
+        .await
     }
 
     /// Audits a refused sign-in; a counter gone backwards is a security event (a cloned
@@ -423,90 +446,5 @@ impl AuthService {
             return Err(AuthError::PasskeyCeremonyExpired);
         }
         Ok(ceremony)
-    }
-
-    /// A session for `user`, who proved a passkey: as a login opens one (session limit, audit,
-    /// new-device notice).
-    async fn open_passkey_session(
-        &self,
-        user: &UserRecord,
-        transport: Transport,
-        client: &ClientInfo,
-    ) -> Result<TokenGrant, AuthError> {
-        let keys = self.keys.for_signing().await?;
-        let now = self.clock.now();
-        let absolute = now.plus(self.policy.session_ttl);
-        let session = SessionRecord {
-            user_agent: client.user_agent.clone(),
-            ip: client.ip.clone(),
-            csrf_token: match transport {
-                Transport::Body => None,
-                Transport::Cookie => Some(crypto::random_token(&self.rng, 32)?),
-            },
-            ..SessionRecord::opened(
-                user.id,
-                now,
-                absolute,
-                now.plus(self.policy.refresh_ttl).min(absolute),
-            )
-        };
-        let refresh = RefreshToken::issue(&self.rng, session.id, 0)?;
-        let new_device = self.is_new_device(user.id, client).await;
-        // Under the epoch the account was read with: disabled meanwhile, no session.
-        if !self
-            .store
-            .insert_session(&session, &refresh.hash(), user.credential_epoch)
-            .await?
-        {
-            self.events
-                .audit(
-                    AuditKind::LoginFailed,
-                    Some(user.id),
-                    None,
-                    client,
-                    Some("passkey: account disabled".into()),
-                )
-                .await;
-            return Err(AuthError::PasskeyUnknown);
-        }
-        let evicted = self
-            .store
-            .revoke_sessions_over_limit(user.id, self.policy.max_sessions, now)
-            .await?;
-        if evicted > 0 {
-            self.revocations.learn_own().await;
-            let detail = format!("{evicted} least recently used session(s) revoked: session limit");
-            self.events
-                .audit(
-                    AuditKind::SessionEvicted,
-                    Some(user.id),
-                    None,
-                    client,
-                    Some(detail),
-                )
-                .await;
-        }
-        self.events
-            .audit(
-                AuditKind::LoginSucceeded,
-                Some(user.id),
-                Some(session.id),
-                client,
-                Some("passkey".into()),
-            )
-            .await;
-        if new_device {
-            self.events
-                .security(
-                    AuditKind::LoginNewDevice,
-                    Some(user.id),
-                    Some(session.id),
-                    client,
-                    None,
-                )
-                .await;
-            self.notify_new_device(user, client, now).await;
-        }
-        self.grant(&keys, user, &session, refresh, now)
     }
 }

@@ -35,6 +35,7 @@ impl AuthService {
         let Some(new) = new.filter(|_| errors.is_empty()) else {
             return Err(AuthError::Validation(errors));
         };
+        self.require_recent_sign_in(ctx)?;
         let keys = self.keys.for_signing().await?;
         let (session, user) = self
             .store

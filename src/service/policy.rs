@@ -37,4 +37,6 @@ pub struct Policy {
     pub email: EmailPolicy,
     /// The WebAuthn relying party of passkeys, or why they are off.
     pub passkeys: PasskeyPolicy,
+    /// How recent a sign-in must be for sensitive changes.
+    pub reauthentication_max_age: Duration,
 }

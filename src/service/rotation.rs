@@ -75,6 +75,8 @@ mod tests {
                 Timestamp(0),
                 Timestamp(1_000_000),
                 Timestamp(500_000),
+                vec!["pwd".into()],
+                Timestamp(0),
             )
         }
     }

@@ -71,6 +71,12 @@ impl Sweeper {
                 .delete_email_tokens_expired_before(tokens_before, SWEEP_BATCH)
         })
         .await?;
+        // A second step's challenges, likewise a day past their five minutes.
+        sweep_in_batches(|| {
+            self.store
+                .delete_mfa_challenges_expired_before(tokens_before, SWEEP_BATCH)
+        })
+        .await?;
         let before = now.minus(ENDED_SESSION_RETENTION);
         let ended = sweep_in_batches(|| self.store.delete_sessions_ended_before(before, SWEEP_BATCH)).await?;
         Ok(ended + self.idle_sessions(before).await?)

@@ -157,3 +157,33 @@ pub enum LogoutOutcome {
     /// was revoked as stolen (the answer is still 204).
     ReuseDetected,
 }
+
+/// What a correct first credential (a password, a sign-in link) leads to.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// A new session.
+    Tokens(TokenGrant),
+    /// The account has a second factor: no session yet, a challenge for the second step.
+    MfaRequired(MfaChallenge),
+}
+
+/// A login's pending second step, as handed to the client. Its `Debug` shows no secret.
+pub struct MfaChallenge {
+    /// The opaque challenge for `POST /v1/auth/mfa/verify`.
+    pub challenge: String,
+    pub expires_in: i64,
+    /// The methods the account can use (`totp`, `passkey`, `recovery_code`).
+    pub methods: Vec<&'static str>,
+    /// Cookie transport: the value of the `tessera_mfa` cookie that must come back with the
+    /// challenge (so only this browser can finish).
+    pub browser_cookie: Option<String>,
+}
+
+impl std::fmt::Debug for MfaChallenge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MfaChallenge")
+            .field("expires_in", &self.expires_in)
+            .field("methods", &self.methods)
+            .finish_non_exhaustive()
+    }
+}

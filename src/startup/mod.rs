@@ -200,7 +200,7 @@ impl Application {
             )
             .await?,
         );
-        let state = AppState {
+        let state = AppState::new(http::Shared {
             service: Arc::clone(&service),
             trust_proxy_headers: config.trust_proxy_headers,
             cookie_secure: config.cookie_secure,
@@ -220,7 +220,7 @@ impl Application {
                 &config.audience,
                 !config.revocation_feed_credentials.is_empty(),
             )),
-        };
+        });
         let limiters = vec![
             Arc::clone(&state.login_limit),
             Arc::clone(&state.register_limit),
@@ -399,5 +399,6 @@ pub fn policy(c: &Config) -> Policy {
             Ok(Passkeys::Off(reason)) => PasskeyPolicy::off(reason),
             Err(e) => PasskeyPolicy::off(e.to_string()),
         },
+        reauthentication_max_age: c.reauthentication_max_age,
     }
 }

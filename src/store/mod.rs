@@ -1,5 +1,5 @@
 //! Storage: one small trait per aggregate (users, sessions, revocations, lockout, audit,
-//! keys, accounts, alerts, mail), composed into [`Store`], each implemented per database (SQLite
+//! keys, accounts, alerts, mail, email tokens, factors), composed into [`Store`], each implemented per database (SQLite
 //! embedded, PostgreSQL for several instances) in a file of its own, side by side. The service
 //! layer talks only to these traits; SQL lives in the implementations.
 //!
@@ -17,6 +17,7 @@ mod accounts;
 mod alerts;
 mod audit;
 mod email_tokens;
+mod factors;
 mod keys;
 mod lockout;
 mod mail;
@@ -31,6 +32,7 @@ pub use accounts::{AccountFilter, AccountStore, AuditFilter, StoredAuditEvent, U
 pub use alerts::{AlertStore, NewAlert, StoredAlert};
 pub use audit::{AuditEvent, AuditStore};
 pub use email_tokens::{EmailTokenKind, EmailTokenRecord, EmailTokenStore};
+pub use factors::{FactorStore, MfaChallengeRecord, TotpFactor};
 pub use keys::{AfterKeyRevocation, KeyRevocation, KeyStore};
 pub use lockout::{FailureKey, LockoutStore, LoginFailures, LoginFailuresChange, NextLoginFailures};
 pub use mail::{MailStore, NewMail, QueuedMail};
@@ -77,6 +79,7 @@ pub trait Store:
     + MailStore
     + EmailTokenStore
     + PasskeyStore
+    + FactorStore
     + Send
     + Sync
     + 'static

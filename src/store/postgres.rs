@@ -18,6 +18,7 @@ use super::*;
 mod accounts;
 mod alerts;
 mod email_tokens;
+mod factors;
 pub(super) mod mail;
 mod operator;
 mod passkeys;
@@ -43,7 +44,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.absolute_expires_at, \
      s.refresh_expires_at, s.revoked_at, s.revoked_reason, s.user_agent, s.ip, s.generation, \
-     s.rotated_at, s.sealed_current, s.csrf_token";
+     s.rotated_at, s.sealed_current, s.csrf_token, s.amr, s.auth_time";
 const USER_COLUMNS: &str =
     "u.id AS u_id, u.email, u.password_hash, u.roles, u.created_at AS u_created_at, u.credential_epoch, \
      u.user_metadata, u.app_metadata, u.email_verified_at";
@@ -135,6 +136,13 @@ fn session_from_row(row: &PgRow) -> Result<SessionRecord, sqlx::Error> {
         rotated_at: row.try_get::<Option<i64>, _>("rotated_at")?.map(Timestamp),
         sealed_current: row.try_get("sealed_current")?,
         csrf_token: row.try_get("csrf_token")?,
+        amr: row
+            .try_get::<Option<String>, _>("amr")?
+            .map_or_else(Vec::new, |a| parse_roles(&a)),
+        auth_time: Timestamp(
+            row.try_get::<Option<i64>, _>("auth_time")?
+                .map_or_else(|| row.try_get("created_at"), Ok)?,
+        ),
     })
 }
 

@@ -32,6 +32,11 @@ pub struct SessionRecord {
     pub sealed_current: Option<Vec<u8>>,
     /// Set for browser (cookie transport) sessions: the CSRF token bound to the session.
     pub csrf_token: Option<String>,
+    /// How the holder signed in (RFC 8176 values: `pwd`, `otp`, `mfa`, ...), renewed by
+    /// reauthentication; empty for sessions older than the column.
+    pub amr: Vec<String>,
+    /// When the holder last proved themself (the login, or a reauthentication).
+    pub auth_time: Timestamp,
 }
 
 impl std::fmt::Debug for SessionRecord {
@@ -49,19 +54,24 @@ impl std::fmt::Debug for SessionRecord {
             .field("ip", &self.ip)
             .field("generation", &self.generation)
             .field("rotated_at", &self.rotated_at)
+            .field("amr", &self.amr)
+            .field("auth_time", &self.auth_time)
             .finish_non_exhaustive()
     }
 }
 
 impl SessionRecord {
-    /// A session of `user_id` opened at `now`, ending at `absolute_expires_at` at the latest:
-    /// its first refresh token (generation 0) is current, nothing rotated or revoked yet, no
-    /// device recorded and no CSRF token bound (set those with struct update syntax).
+    /// A session of `user_id` opened at `now`, ending at `absolute_expires_at` at the latest,
+    /// of a holder who proved `amr` at `auth_time`: its first refresh token (generation 0) is
+    /// current, nothing rotated or revoked yet, no device recorded and no CSRF token bound
+    /// (set those with struct update syntax).
     pub fn opened(
         user_id: UserId,
         now: Timestamp,
         absolute_expires_at: Timestamp,
         refresh_expires_at: Timestamp,
+        amr: Vec<String>,
+        auth_time: Timestamp,
     ) -> SessionRecord {
         SessionRecord {
             id: SessionId::new(),
@@ -78,6 +88,8 @@ impl SessionRecord {
             rotated_at: None,
             sealed_current: None,
             csrf_token: None,
+            amr,
+            auth_time,
         }
     }
 
@@ -180,6 +192,14 @@ pub trait SessionStore: Send + Sync {
         rotation: &CurrentRotation,
     ) -> StoreResult<Option<(SessionRecord, UserRecord)>>;
 
+    /// Records that the holder of the live session `id` proved themself again: `amr` and
+    /// `auth_time` replaced; returns whether the session is live.
+    async fn reauthenticate_session(
+        &self,
+        id: SessionId,
+        amr: &[String],
+        auth_time: Timestamp,
+    ) -> StoreResult<bool>;
     /// Revokes one session if not already revoked; returns whether this call revoked it.
     async fn revoke_session(&self, id: SessionId, now: Timestamp, reason: &str) -> StoreResult<bool>;
     /// Revokes every live session of a user, except `keep` if given; returns how many.

@@ -43,7 +43,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0011_user_data.sql"),
     include_str!("../../migrations/sqlite/0012_email_tokens.sql"),
     include_str!("../../migrations/sqlite/0013_email_link_browser.sql"),
-    include_str!("../../migrations/sqlite/0014_passkeys.sql"),
+    include_str!("../../migrations/sqlite/0014_mfa.sql"),
+    include_str!("../../migrations/sqlite/0015_passkeys.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
@@ -67,14 +68,15 @@ macro_rules! session_columns {
     () => {
         "s.id, s.user_id, s.created_at, s.last_used_at, s.absolute_expires_at, \
          s.refresh_expires_at, s.revoked_at, s.revoked_reason, s.user_agent, s.ip, s.generation, \
-         s.rotated_at, s.sealed_current, s.csrf_token"
+         s.rotated_at, s.sealed_current, s.csrf_token, s.amr, s.auth_time"
     };
 }
 /// The same columns as `RETURNING` names them (no table alias there).
 macro_rules! returned_session_columns {
     () => {
         "id, user_id, created_at, last_used_at, absolute_expires_at, refresh_expires_at, \
-         revoked_at, revoked_reason, user_agent, ip, generation, rotated_at, sealed_current, csrf_token"
+         revoked_at, revoked_reason, user_agent, ip, generation, rotated_at, sealed_current, csrf_token, \
+         amr, auth_time"
     };
 }
 macro_rules! user_columns {
@@ -100,6 +102,8 @@ pub(super) mod mail;
 mod email_tokens;
 // Passkeys and their ceremonies.
 mod passkeys;
+// Second factors and login challenges.
+mod factors;
 
 pub struct SqliteStore {
     readers: Readers,
@@ -422,6 +426,13 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         rotated_at: row.get::<_, Option<i64>>("rotated_at")?.map(Timestamp),
         sealed_current: row.get("sealed_current")?,
         csrf_token: row.get("csrf_token")?,
+        amr: row
+            .get::<_, Option<String>>("amr")?
+            .map_or_else(Vec::new, |a| parse_roles(&a)),
+        auth_time: Timestamp(
+            row.get::<_, Option<i64>>("auth_time")?
+                .unwrap_or(row.get("created_at")?),
+        ),
     })
 }
 

@@ -10,7 +10,7 @@ use ring::rand::SystemRandom;
 use tessera_jws::CompactJws;
 
 use super::keys::{signing_key_at, LoadedKey, SigningKeyRecord};
-use super::{AccessClaims, TokenError};
+use super::{AccessClaims, SignedIn, TokenError};
 use crate::domain::{SessionId, Timestamp, UserId};
 
 /// Issues and verifies access tokens with the server's key set.
@@ -188,7 +188,7 @@ impl AccessTokens {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<String, TokenError> {
-        self.issue_for(user, session, roles, false, now, expires_at, None)
+        self.issue_for(user, session, roles, false, now, expires_at, None, None)
     }
 
     /// As [`Self::issue`], with `extra` claims beside the standard ones (custom claims: their
@@ -202,10 +202,11 @@ impl AccessTokens {
         expires_at: Timestamp,
         extra: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> Result<String, TokenError> {
-        self.issue_for(user, session, roles, false, now, expires_at, extra)
+        self.issue_for(user, session, roles, false, now, expires_at, extra, None)
     }
 
-    /// As [`Self::issue_with_claims`], with the `email_verified` claim.
+    /// As [`Self::issue_with_claims`], with the `email_verified` claim and how the holder
+    /// signed in (`amr`, `auth_time`).
     #[allow(clippy::too_many_arguments)]
     pub fn issue_for(
         &self,
@@ -216,6 +217,7 @@ impl AccessTokens {
         now: Timestamp,
         expires_at: Timestamp,
         extra: Option<&serde_json::Map<String, serde_json::Value>>,
+        signed_in: Option<SignedIn<'_>>,
     ) -> Result<String, TokenError> {
         let key = self
             .signing_kid(now)
@@ -231,6 +233,8 @@ impl AccessTokens {
             jti: uuid::Uuid::now_v7().to_string(),
             roles: roles.to_vec(),
             email_verified,
+            amr: signed_in.map(|s| s.amr.to_vec()).unwrap_or_default(),
+            auth_time: signed_in.map(|s| s.auth_time.seconds()),
         };
         // JWS compact serialisation (RFC 7515 §7.1): header.claims.signature, signed by ring.
         let claims = match extra {

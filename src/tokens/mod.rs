@@ -25,7 +25,7 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{SessionId, UserId};
+use crate::domain::{SessionId, Timestamp, UserId};
 
 pub use key_set::AccessTokens;
 pub use keys::{signing_key_at, KeyStage, SigningKeyRecord};
@@ -71,6 +71,21 @@ pub struct AccessClaims {
     /// issued before the claim existed: false).
     #[serde(default)]
     pub email_verified: bool,
+    /// How the holder signed in (RFC 8176: `pwd`, `otp`, `mfa`, ...); absent from tokens of
+    /// sessions older than the claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// When the holder last proved themself (seconds since the epoch; OpenID Connect's
+    /// `auth_time`): the sign-in, or a reauthentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+}
+
+/// How and when the holder of a session signed in, as its access tokens say.
+#[derive(Clone, Copy, Debug)]
+pub struct SignedIn<'a> {
+    pub amr: &'a [String],
+    pub auth_time: Timestamp,
 }
 
 /// `sub` as it travels: a UUID string.

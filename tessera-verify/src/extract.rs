@@ -27,11 +27,32 @@ pub struct AuthUser {
     pub user_id: String,
     pub session_id: String,
     pub roles: Vec<String>,
+    /// How the holder signed in (`amr`, RFC 8176); empty for tokens of older sessions.
+    pub amr: Vec<String>,
+    /// When the holder signed in or last reauthenticated (`auth_time`, seconds since the epoch).
+    pub auth_time: Option<i64>,
 }
 
 impl AuthUser {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
+    }
+
+    /// Did the holder prove a second factor (`amr` has `mfa`)?
+    pub fn has_mfa(&self) -> bool {
+        self.amr.iter().any(|a| a == "mfa")
+    }
+
+    /// Did the holder sign in (or reauthenticate) within `max_age` of now? For actions that
+    /// want a recent sign-in: answer `403` otherwise and send the user through
+    /// `POST /v1/auth/reauthenticate`.
+    pub fn signed_in_within(&self, max_age: std::time::Duration) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        self.auth_time.is_some_and(|at| now.saturating_sub(at) <= max_age)
     }
 }
 
@@ -48,6 +69,8 @@ pub enum Rejection {
     CsrfFailed,
     /// 403 `forbidden`: authenticated, but without the role.
     Forbidden(&'static str),
+    /// 403 `mfa_required`: authenticated, but the holder signed in without a second factor.
+    MfaRequired,
     /// 503 `jwks_unavailable`: Tessera's keys could not be fetched for an unknown `kid`.
     KeysUnavailable,
     /// 503 `revocations_unavailable`: the revocation feed is out of step for longer than the
@@ -78,6 +101,11 @@ impl Rejection {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 format!("requires the role {role}"),
+            ),
+            Rejection::MfaRequired => (
+                StatusCode::FORBIDDEN,
+                "mfa_required",
+                "sign in with a second factor to do this".into(),
             ),
             Rejection::KeysUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -219,6 +247,8 @@ where
             user_id: claims.user_id,
             session_id: claims.session_id,
             roles: claims.roles,
+            amr: claims.amr,
+            auth_time: claims.auth_time,
         };
         parts.extensions.insert(user.clone());
         Ok(user)
@@ -261,6 +291,27 @@ where
             return Err(Rejection::Forbidden(R::NAME));
         }
         Ok(RequireRole(user, PhantomData))
+    }
+}
+
+/// An [`AuthUser`] who signed in with a second factor (`amr` has `mfa`); `403 mfa_required`
+/// otherwise. Use as `RequireMfa(user): RequireMfa`.
+#[derive(Debug)]
+pub struct RequireMfa(pub AuthUser);
+
+impl<S> FromRequestParts<S> for RequireMfa
+where
+    Verifier: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        if !user.has_mfa() {
+            return Err(Rejection::MfaRequired);
+        }
+        Ok(RequireMfa(user))
     }
 }
 

@@ -38,14 +38,18 @@
 //! - `verifier`: [`Verifier`], the fetched and cached key set (refetch on unknown `kid`,
 //!   rate-limited; `Cache-Control: max-age`), discovery from the issuer.
 //! - `revocations`: the opt-in follower of Tessera's revocation feed.
-//! - `extract`: the axum extractors [`AuthUser`] and [`RequireRole`], problem+json rejections.
+//! - `extract`: the axum extractors [`AuthUser`], [`RequireRole`] and [`RequireMfa`] (a
+//!   second factor: `amr` has `mfa`; `AuthUser::signed_in_within` for a recent sign-in),
+//!   problem+json rejections.
 
 mod extract;
 mod revocations;
 mod token;
 mod verifier;
 
-pub use extract::{AuthUser, Rejection, RequireRole, RoleName, ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER};
+pub use extract::{
+    AuthUser, Rejection, RequireMfa, RequireRole, RoleName, ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER,
+};
 pub use tessera_jws::Alg;
 pub use token::{Claims, ACCESS_TOKEN_TYP, MAX_LEEWAY_SECS};
 pub use verifier::{

@@ -29,6 +29,29 @@ pub struct Claims {
     pub iat: i64,
     /// The token's unique id.
     pub jti: String,
+    /// `amr` (RFC 8176): how the holder signed in, e.g. `["pwd"]` or `["pwd", "otp", "mfa"]`;
+    /// empty in tokens of older sessions.
+    pub amr: Vec<String>,
+    /// `auth_time`: seconds since the Unix epoch when the holder signed in or last
+    /// reauthenticated; `None` in tokens of older sessions.
+    pub auth_time: Option<i64>,
+}
+
+impl Claims {
+    /// How the holder signed in (RFC 8176 values).
+    pub fn amr(&self) -> &[String] {
+        &self.amr
+    }
+
+    /// When the holder signed in or last reauthenticated (seconds since the epoch).
+    pub fn auth_time(&self) -> Option<i64> {
+        self.auth_time
+    }
+
+    /// Did the holder prove a second factor (`amr` has `mfa`)?
+    pub fn has_mfa(&self) -> bool {
+        self.amr.iter().any(|a| a == "mfa")
+    }
 }
 
 /// Why a token was refused by the pure checks.
@@ -53,6 +76,10 @@ struct Payload {
     exp: i64,
     jti: String,
     roles: Vec<String>,
+    #[serde(default)]
+    amr: Vec<String>,
+    #[serde(default)]
+    auth_time: Option<i64>,
 }
 
 /// The expectations a token is checked against.
@@ -90,6 +117,8 @@ pub fn verify(
         exp: claims.exp,
         iat: claims.iat,
         jti: claims.jti,
+        amr: claims.amr,
+        auth_time: claims.auth_time,
     })
 }
 
@@ -161,6 +190,20 @@ mod tests {
         assert_eq!(claims.session_id, "s-1");
         assert_eq!(claims.roles, vec!["admin".to_string()]);
         assert_eq!(claims.exp, NOW_MS / 1000 + 60);
+    }
+
+    #[test]
+    fn how_and_when_the_holder_signed_in_is_read_when_present() {
+        let f = fixture();
+        let plain = f.check(&f.sign(&header(), &claims()), NOW_MS).unwrap();
+        assert!(plain.amr().is_empty() && plain.auth_time().is_none() && !plain.has_mfa());
+        let mut two_step = claims();
+        two_step["amr"] = json!(["pwd", "otp", "mfa"]);
+        two_step["auth_time"] = json!(NOW_MS / 1000 - 30);
+        let c = f.check(&f.sign(&header(), &two_step), NOW_MS).unwrap();
+        assert_eq!(c.amr(), ["pwd", "otp", "mfa"]);
+        assert_eq!(c.auth_time(), Some(NOW_MS / 1000 - 30));
+        assert!(c.has_mfa());
     }
 
     #[test]

@@ -676,3 +676,48 @@ async fn an_account_made_without_a_password_is_invited_to_choose_one() {
     // The link works once.
     assert_problem(reset_with(&app, token).await, 400, "invalid_email_token").await;
 }
+
+/// A sign-in link stands for the password, never for the second factor: an account with one
+/// gets the `mfa_required` challenge from the link, and tokens only after a code.
+#[tokio::test]
+async fn a_sign_in_link_asks_for_the_second_factor_too() {
+    let Some((sink, app)) = app_with_mail("email_flows::link_mfa", |c| c.email_link_signin = true).await
+    else {
+        return;
+    };
+    let email = "twostep@example.com";
+    let access = s(&app.signup_and_login(email).await, "access_token");
+    let r = app.post_authed("/v1/account/mfa/totp", &access, None).await;
+    assert_eq!(r.status(), 201);
+    let secret = s(&r.json::<Value>().await.expect("json"), "secret");
+    let now = tessera::domain::Clock::now(&tessera::domain::SystemClock);
+    let r = app
+        .post_authed(
+            "/v1/account/mfa/totp/confirm",
+            &access,
+            Some(&json!({ "code": crate::mfa::code_at(&secret, now) })),
+        )
+        .await;
+    let codes = json_ok(r).await["recovery_codes"].clone();
+
+    assert_eq!(link_with(&app, email).await.status(), 202);
+    let token = token_of(&sink, email, LINK, 1).await;
+    let r = app
+        .post_json("/v1/auth/email-link/verify", &json!({ "token": token }))
+        .await;
+    let body = json_ok(r).await;
+    assert_eq!(body["mfa_required"], true, "{body}");
+    assert!(body.get("access_token").is_none() && body.get("refresh_token").is_none());
+    let r = crate::mfa::verify(
+        &app,
+        &s(&body, "challenge"),
+        "recovery_code",
+        codes[0].as_str().expect("a code"),
+    )
+    .await;
+    let tokens = json_ok(r).await;
+    assert_eq!(
+        crate::mfa::claims(&s(&tokens, "access_token"))["sub"],
+        tokens["user"]["id"]
+    );
+}

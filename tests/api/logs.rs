@@ -255,6 +255,20 @@ async fn a_full_flow_logs_one_json_line_per_request_and_no_secret() {
         .filter(|l| l["route"] == "/v1/auth/login" && l["status"] == 401)
         .count();
     assert_eq!(failed_login, 1);
+
+    // An event logged while a request ran carries that request's id: the reuse warning, the
+    // id of the refresh answered 401.
+    let warning: Value = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|l| l["message"] == "refresh token reuse detected; session revoked")
+        .unwrap_or_else(|| panic!("no reuse warning:\n{log}"));
+    let reused = lines
+        .iter()
+        .find(|l| l["route"] == "/v1/auth/refresh" && l["status"] == 401)
+        .expect("the reused refresh's line");
+    assert_eq!(warning["request_id"], reused["request_id"], "{warning}");
+    assert_eq!(warning["level"], "WARN");
 }
 
 #[test]
@@ -275,6 +289,11 @@ fn text_logs_have_no_colour_in_a_file_and_name_the_route() {
         "{line}"
     );
     assert!(line.contains("status=200"), "{line}");
+    assert!(
+        line.contains(" INFO tessera::access: request method=\"GET\""),
+        "{line}"
+    );
+    assert!(line.contains(" request_id=\""), "{line}");
     assert!(
         serde_json::from_str::<Value>(line).is_err(),
         "text, not JSON: {line}"

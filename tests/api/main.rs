@@ -40,6 +40,7 @@ mod logs;
 mod mail;
 mod me;
 mod metrics;
+mod mfa;
 mod openapi;
 mod operator;
 mod pages;

@@ -64,6 +64,8 @@ fn session(user: &UserRecord, last_used: Timestamp) -> SessionRecord {
             last_used,
             Timestamp(T0.0 + 90 * DAY),
             Timestamp(T0.0 + 30 * DAY),
+            vec!["pwd".into()],
+            last_used,
         )
     }
 }
@@ -132,6 +134,7 @@ mod accounts;
 mod alerts;
 mod audit;
 mod email_tokens;
+mod factors;
 mod keys;
 mod lockout;
 mod mail;
@@ -226,4 +229,8 @@ conformance!(
     email_tokens::an_address_is_verified_and_changed_unless_taken,
     passkeys::passkeys_are_per_account_and_unique_by_credential,
     passkeys::a_ceremony_is_taken_once_and_replaced_by_its_handle,
+    factors::a_totp_factor_counts_once_confirmed_and_accepts_each_step_once,
+    factors::recovery_codes_are_replaced_as_a_set_and_spent_once,
+    factors::a_login_challenge_is_used_once_and_dies_after_wrong_codes,
+    factors::sessions_keep_how_and_when_their_holder_signed_in,
 );

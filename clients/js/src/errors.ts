@@ -69,6 +69,34 @@ export class NetworkError extends TesseraError {}
  * session is stored on this side; `status` is 0 (no answer of Tessera was an error). */
 export class CookiesNotStoredError extends TesseraError {}
 
+/** Not a failure: the password (or sign-in link) was right, and the account has a second
+ * factor. Nothing is signed in yet: ask the person for a code and call
+ * `client.verifyMfa(error.challenge, 'totp' | 'recovery_code', code)` within `expiresIn`
+ * seconds. `status` is 200 (what Tessera answered). */
+export class MfaRequiredError extends TesseraError {
+  /** The opaque, single-use challenge for `verifyMfa`. */
+  readonly challenge: string;
+  /** What the account can prove: `totp`, `passkey`, `recovery_code`. */
+  readonly methods: string[];
+  /** Seconds the challenge stays valid. */
+  readonly expiresIn: number;
+  constructor(body: { challenge: string; methods?: string[]; expires_in?: number }) {
+    super(200, 'mfa_required', {
+      title: 'A second factor is required',
+      detail: 'The password was right; enter a code from your authenticator app (or a recovery code).',
+    });
+    this.challenge = body.challenge;
+    this.methods = body.methods ?? [];
+    this.expiresIn = body.expires_in ?? 0;
+  }
+}
+export class InvalidMfaCodeError extends TesseraError {}
+export class MfaCodeReplayedError extends TesseraError {}
+export class MfaChallengeInvalidError extends TesseraError {}
+export class MfaChallengeExpiredError extends TesseraError {}
+export class MfaChallengeOtherBrowserError extends TesseraError {}
+export class ReauthenticationRequiredError extends TesseraError {}
+
 type ErrorClass = new (status: number, code: string, problem?: ProblemDocument) => TesseraError;
 
 export const ERROR_CLASSES = {
@@ -88,6 +116,12 @@ export const ERROR_CLASSES = {
   not_found: NotFoundError,
   method_not_allowed: MethodNotAllowedError,
   rate_limited: RateLimitedError,
+  invalid_mfa_code: InvalidMfaCodeError,
+  mfa_code_replayed: MfaCodeReplayedError,
+  mfa_challenge_invalid: MfaChallengeInvalidError,
+  mfa_challenge_expired: MfaChallengeExpiredError,
+  mfa_challenge_other_browser: MfaChallengeOtherBrowserError,
+  reauthentication_required: ReauthenticationRequiredError,
 } satisfies Record<string, ErrorClass>;
 
 export type ErrorCode = keyof typeof ERROR_CLASSES;

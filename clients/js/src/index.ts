@@ -12,6 +12,7 @@ import {
   CookiesNotStoredError,
   errorFromResponse,
   InvalidRefreshTokenError,
+  MfaRequiredError,
   NetworkError,
   SIGNED_OUT_CODES,
   TesseraError,
@@ -153,7 +154,16 @@ interface SharedState {
   refreshToken?: string;
 }
 
+/** The `200` of a sign-in for an account with a second factor. */
+interface MfaRequiredBody {
+  mfa_required: true;
+  challenge: string;
+  expires_in: number;
+  methods: string[];
+}
+
 interface TokenResponse {
+  mfa_required?: undefined;
   access_token?: string;
   refresh_token?: string;
   csrf_token?: string;
@@ -301,12 +311,28 @@ export class TesseraClient {
     // owner gets through a lock that others' guesses caused (cookie transport sends the
     // refresh cookie by itself).
     const held = this.transport === 'body' ? (await this.readState()).refreshToken : undefined;
-    const grant = await this.call<TokenResponse>('POST', '/v1/auth/login', {
+    const grant = await this.call<TokenResponse | MfaRequiredBody>('POST', '/v1/auth/login', {
       email,
       password,
       transport: this.transport,
       ...(held ? { refresh_token: held } : {}),
     });
+    return this.signedInWith(grant);
+  }
+
+  /**
+   * The second step of a sign-in that threw {@link MfaRequiredError}: its `challenge` and a
+   * code (`totp`: the authenticator app's, `recovery_code`: one of the recovery codes) open
+   * the session, as `login` would have. In cookie transport only this browser can finish it.
+   */
+  async verifyMfa(challenge: string, method: 'totp' | 'recovery_code', code: string): Promise<LoginResult> {
+    const grant = await this.call<TokenResponse>('POST', '/v1/auth/mfa/verify', { challenge, method, code });
+    return this.signedInWith(grant);
+  }
+
+  /** Stores the session a sign-in answered, or throws `MfaRequiredError` for its challenge. */
+  private async signedInWith(grant: TokenResponse | MfaRequiredBody): Promise<LoginResult> {
+    if (grant.mfa_required) throw new MfaRequiredError(grant);
     if (this.transport === 'cookie' && this.checkCookies) await this.cookiesStored(grant);
     await this.writeState({ epoch: (await this.readState()).epoch + 1, ...this.tokensOf(grant) });
     return { user: grant.user, sessionId: grant.session_id, expiresIn: grant.expires_in };
@@ -425,13 +451,11 @@ export class TesseraClient {
 
   /** Signs in with a sign-in link's token, as `login` does with a password. */
   async signInWithLink(token: string): Promise<LoginResult> {
-    const grant = await this.call<TokenResponse>('POST', '/v1/auth/email-link/verify', {
+    const grant = await this.call<TokenResponse | MfaRequiredBody>('POST', '/v1/auth/email-link/verify', {
       token,
       transport: this.transport,
     });
-    if (this.transport === 'cookie' && this.checkCookies) await this.cookiesStored(grant);
-    await this.writeState({ epoch: (await this.readState()).epoch + 1, ...this.tokensOf(grant) });
-    return { user: grant.user, sessionId: grant.session_id, expiresIn: grant.expires_in };
+    return this.signedInWith(grant);
   }
 
   // ---- passkeys (WebAuthn): the browser's ceremonies with Tessera's options and checks ----

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 
 import {
   TesseraClient, TesseraError, ERROR_CLASSES, RateLimitedError, RefreshTokenReusedError,
-  ValidationFailedError, errorFromResponse, CookiesNotStoredError,
+  ValidationFailedError, errorFromResponse, CookiesNotStoredError, MfaRequiredError, InvalidMfaCodeError,
 } from '../dist/index.js';
 
 const json = (status, body, headers = {}) =>
@@ -369,4 +369,35 @@ test('an asynchronous store (AsyncStorage, a keychain) works like localStorage',
   await restarted.logout();
   assert.equal(await client.isSignedIn(), false);
   assert.equal(server.requests.at(-1).body.refresh_token, 'rt2');
+});
+
+test('a sign-in for an account with a second factor throws MfaRequiredError; verifyMfa finishes it', async () => {
+  const storage = memoryStorage();
+  const requests = [];
+  const fetchImpl = async (input, init = {}) => {
+    const url = new URL(typeof input === 'string' ? input : input.url);
+    const body = init.body ? JSON.parse(init.body) : undefined;
+    requests.push({ path: url.pathname, body });
+    if (url.pathname === '/v1/auth/login') {
+      return json(200, { mfa_required: true, challenge: 'ch-1', expires_in: 300, methods: ['totp', 'recovery_code'] });
+    }
+    if (url.pathname === '/v1/auth/mfa/verify') {
+      if (body.code !== '123456') return problem(401, 'invalid_mfa_code');
+      return json(200, {
+        access_token: 'at1', refresh_token: 'rt1', token_type: 'Bearer', expires_in: 60, session_id: 'sid-1',
+        user: { id: 'u1', email: 'a@b.c', created_at: '' },
+      });
+    }
+    return problem(404, 'not_found');
+  };
+  const client = new TesseraClient({ baseUrl: 'http://tessera.test', transport: 'body', storage, fetch: fetchImpl });
+  const err = await client.login('a@b.c', 'pw').catch((e) => e);
+  assert.ok(err instanceof MfaRequiredError, String(err));
+  assert.deepEqual([err.code, err.challenge, err.expiresIn, err.methods], ['mfa_required', 'ch-1', 300, ['totp', 'recovery_code']]);
+  assert.equal(client.signedIn, false, 'nothing stored before the code');
+  await assert.rejects(client.verifyMfa('ch-1', 'totp', '000000'), InvalidMfaCodeError);
+  const result = await client.verifyMfa(err.challenge, 'totp', '123456');
+  assert.equal(result.sessionId, 'sid-1');
+  assert.equal(client.signedIn, true);
+  assert.deepEqual(requests.at(-1).body, { challenge: 'ch-1', method: 'totp', code: '123456' });
 });

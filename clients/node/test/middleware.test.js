@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 
-import { requireAuth, requireRole, TesseraAuthError } from '../index.js';
+import { requireAuth, requireMfa, requireRole, TesseraAuthError } from '../index.js';
 import { signIn, startTessera } from './tessera-server.js';
 
 const ACCESS_TTL_S = 3;
@@ -177,6 +177,27 @@ test('requireRole answers 403 without the role, and passes with it', async () =>
   const res = { setHeader() {}, end() { throw new Error('refused an admin'); } };
   requireRole('auditor', 'admin')({ auth: { roles: ['admin'] } }, res, () => { passed = true; });
   assert.ok(passed);
+});
+
+test('requireMfa answers 403 without a second factor or a recent sign-in', async () => {
+  const app = await listen(requireAuth(options()), requireMfa());
+  const token = (await signIn(tessera.base, 'bearer@example.com')).access_token;
+  const r = await call(app, { token });
+  app.close();
+  assert.deepEqual([r.status, r.body.code], [403, 'mfa_required']);
+  assert.deepEqual(claimsOf(token).amr, ['pwd']);
+
+  const now = Math.floor(Date.now() / 1000);
+  const outcome = (auth, options) => {
+    let status = 'passed';
+    const res = { statusCode: 0, setHeader() {}, end(body) { status = JSON.parse(body).code; } };
+    requireMfa(options)({ auth }, res, () => {});
+    return status;
+  };
+  assert.equal(outcome({ amr: ['pwd', 'otp', 'mfa'], authTime: now }), 'passed');
+  assert.equal(outcome({ amr: ['pwd', 'otp', 'mfa'], authTime: now - 601 }, { maxAge: 600 }), 'reauthentication_required');
+  assert.equal(outcome({ amr: ['pwd'], authTime: now }, { mfa: false, maxAge: 600 }), 'passed');
+  assert.equal(outcome({ amr: ['pwd'] }, { mfa: false, maxAge: 600 }), 'reauthentication_required');
 });
 
 test('an unknown kid refetches the JWKS once the cooldown allows (a rotated-in key)', async () => {

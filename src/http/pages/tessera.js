@@ -107,6 +107,11 @@ function message(e) {
     case 'email_not_verified': return 'Confirm your email address first: follow the link we mailed you.';
     case 'invalid_email_token': return 'This link is no longer valid: it was used already or replaced by a newer one. Ask for a new one.';
     case 'email_token_expired': return 'This link has expired. Ask for a new one.';
+    case 'invalid_mfa_code': return 'That code is not right. Check it and try again.';
+    case 'mfa_code_replayed': return 'That code was used already. Wait for the next one in your app.';
+    case 'mfa_challenge_expired':
+    case 'mfa_challenge_invalid':
+    case 'mfa_challenge_other_browser': return 'This sign-in has expired. Enter your email and password again.';
     case 'rate_limited': {
       const s = e.retryAfter || 60;
       return `Too many attempts. Please wait ${s} second${s === 1 ? '' : 's'} and try again.`;
@@ -210,8 +215,64 @@ function loginPage() {
   if (link) {
     history.replaceState(null, '', location.pathname + location.search);
     call('POST', '/v1/auth/email-link/verify', { token: link, transport: 'cookie' })
-      .then(() => afterSignIn((to) => location.replace(to)), (e) => show('error', message(e)));
+      .then((answer) => signedInOrCode(answer, (to) => location.replace(to)), (e) => show('error', message(e)));
   }
+
+  // The second step: an account with a second factor answers a challenge, not a session.
+  const mfaForm = document.getElementById('mfa-form');
+  const mfaCode = document.getElementById('mfa-code');
+  let challenge = null;
+  let method = 'totp';
+  async function signedInOrCode(answer, navigate) {
+    if (!answer || !answer.mfa_required) return afterSignIn(navigate);
+    challenge = answer.challenge;
+    form.hidden = true;
+    document.getElementById('forgot-line').hidden = true;
+    mfaForm.hidden = false;
+    title.textContent = 'Two-step verification';
+    mfaCode.focus();
+  }
+  document.getElementById('mfa-switch').addEventListener('click', () => {
+    method = method === 'totp' ? 'recovery_code' : 'totp';
+    const totp = method === 'totp';
+    document.getElementById('mfa-label').textContent = totp ? 'Verification code' : 'Recovery code';
+    document.getElementById('mfa-hint').textContent = totp
+      ? 'Enter the 6-digit code from your authenticator app.'
+      : 'Enter one of the recovery codes you saved (each works once).';
+    document.getElementById('mfa-switch').textContent = totp ? 'Use a recovery code instead' : 'Use your authenticator app instead';
+    mfaCode.inputMode = totp ? 'numeric' : 'text';
+    mfaCode.value = '';
+    mfaCode.focus();
+  });
+  mfaForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const code = mfaCode.value.trim();
+    if (!code) {
+      show('error', 'Enter the code.');
+      return;
+    }
+    const button = document.getElementById('mfa-submit');
+    button.disabled = true;
+    show('error', '');
+    try {
+      await call('POST', '/v1/auth/mfa/verify', { challenge, method, code });
+      await afterSignIn((to) => location.assign(to));
+    } catch (e) {
+      show('error', message(e));
+      button.disabled = false;
+      if (e.code && e.code.startsWith('mfa_challenge')) {
+        mfaForm.hidden = true;
+        form.hidden = false;
+        document.getElementById('forgot-line').hidden = false;
+        setMode('signin');
+        show('error', message(e));
+        password.value = '';
+        password.focus();
+      } else {
+        mfaCode.select();
+      }
+    }
+  });
   const reason = new URLSearchParams(location.search).get('reason');
   if (reason && REASONS[reason]) show('notice', REASONS[reason]);
   // Someone already signed in (a cookie session exists) has nothing to do here.
@@ -257,8 +318,9 @@ function loginPage() {
           return;
         }
       }
-      await call('POST', '/v1/auth/login', { email, password: password.value, transport: 'cookie' });
-      await afterSignIn((to) => location.assign(to));
+      const answer = await call('POST', '/v1/auth/login', { email, password: password.value, transport: 'cookie' });
+      await signedInOrCode(answer, (to) => location.assign(to));
+      submit.disabled = false;
     } catch (e) {
       if (e.code === 'email_taken') setMode('signin');
       show('error', message(e));
@@ -522,7 +584,15 @@ function accountPage() {
     show('notice', '');
     try {
       // Fresh cookies for this device come back; every other session has ended.
-      await authed('POST', '/v1/auth/password', { current_password: current.value, new_password: next.value });
+      const change = { current_password: current.value, new_password: next.value };
+      try {
+        await authed('POST', '/v1/auth/password', change);
+      } catch (e) {
+        if (e.code !== 'reauthentication_required') throw e;
+        // An old sign-in: the current password just typed proves it is still you.
+        await authed('POST', '/v1/auth/reauthenticate', { password: current.value });
+        await authed('POST', '/v1/auth/password', change);
+      }
       passwordForm.reset();
       show('notice', 'Password changed. Every other device was signed out.');
       await load();
@@ -572,9 +642,99 @@ function accountPage() {
     }
   }, 30_000);
   load();
+  twoStep(fail);
 }
 
 // ---- /admin ----
+
+// The two-step verification section of /account: turn TOTP on (QR code, a first code, the
+// recovery codes shown once) or off (with the password).
+function twoStep(fail) {
+  const status = document.getElementById('mfa-status');
+  const start = document.getElementById('mfa-start');
+  const enrol = document.getElementById('mfa-enrol');
+  const off = document.getElementById('mfa-off');
+  const codes = document.getElementById('mfa-codes');
+
+  async function refresh() {
+    try {
+      const factors = await authed('GET', '/v1/account/mfa');
+      const on = Boolean(factors.totp && factors.totp.enabled);
+      status.textContent = on
+        ? `On: a code from your authenticator app is asked for after your password. ${factors.recovery_codes_left} recovery codes left.`
+        : 'Off: your password alone signs you in.';
+      start.hidden = on || !enrol.hidden;
+      off.hidden = !on;
+    } catch (e) {
+      fail(e);
+    }
+  }
+
+  start.addEventListener('click', async () => {
+    start.disabled = true;
+    try {
+      const e = await authed('POST', '/v1/account/mfa/totp');
+      // Our server's SVG (shapes only), parsed as SVG, never as HTML; the page's policy runs
+      // no inline script either way.
+      const svg = new DOMParser().parseFromString(e.qr_svg, 'image/svg+xml').documentElement;
+      document.getElementById('mfa-qr').replaceChildren(document.importNode(svg, true));
+      document.getElementById('mfa-secret').textContent = e.secret;
+      enrol.hidden = false;
+      start.hidden = true;
+      codes.hidden = true;
+      document.getElementById('mfa-confirm-code').focus();
+    } catch (e) {
+      fail(e);
+    } finally {
+      start.disabled = false;
+    }
+  });
+
+  enrol.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const input = document.getElementById('mfa-confirm-code');
+    const button = document.getElementById('mfa-confirm');
+    button.disabled = true;
+    show('error', '');
+    try {
+      const answer = await authed('POST', '/v1/account/mfa/totp/confirm', { code: input.value.trim() });
+      enrol.reset();
+      enrol.hidden = true;
+      const list = document.getElementById('mfa-code-list');
+      list.replaceChildren(...answer.recovery_codes.map((c) => el('li', 'code', c)));
+      codes.hidden = false;
+      show('notice', 'Two-step verification is on.');
+      await refresh();
+    } catch (e) {
+      fail(e);
+      input.select();
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  off.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const password = document.getElementById('mfa-off-password');
+    const button = document.getElementById('mfa-disable');
+    button.disabled = true;
+    show('error', '');
+    try {
+      await authed('DELETE', '/v1/account/mfa/totp', { password: password.value });
+      off.reset();
+      codes.hidden = true;
+      show('notice', 'Two-step verification is off.');
+      await refresh();
+    } catch (e) {
+      if (e.code === 'invalid_credentials') show('error', 'Your password is not right.');
+      else fail(e);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  refresh();
+}
 
 function adminPage() {
   const main = document.querySelector('main');

@@ -22,8 +22,8 @@ impl SessionStore for PostgresStore {
             "WITH u AS (SELECT id FROM users WHERE id = $2 AND disabled_at IS NULL \
                AND credential_epoch = $12 FOR SHARE), \
              s AS (INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
-             refresh_expires_at, user_agent, ip, generation, csrf_token, current_hash) \
-             SELECT $1, u.id, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM u RETURNING id) \
+             refresh_expires_at, user_agent, ip, generation, csrf_token, current_hash, amr, auth_time) \
+             SELECT $1, u.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14 FROM u RETURNING id) \
              INSERT INTO refresh_tokens (hash, session_id, generation) SELECT $11, id, $9 FROM s",
         )
         .bind(s.id.0)
@@ -38,6 +38,8 @@ impl SessionStore for PostgresStore {
         .bind(&s.csrf_token)
         .bind(&first.0[..])
         .bind(credential_epoch)
+        .bind(roles_json(&s.amr))
+        .bind(s.auth_time.millis())
         .execute(&self.pool)
         .await
         .map_err(map_pg)?
@@ -145,6 +147,23 @@ impl SessionStore for PostgresStore {
         // row lock; when it commits, the UPDATE re-checks its WHERE against the new row
         // version, finds the generation moved, and returns nothing for this one.
         self.rotations.rotate(r.clone()).await
+    }
+
+    async fn reauthenticate_session(
+        &self,
+        id: SessionId,
+        amr: &[String],
+        auth_time: Timestamp,
+    ) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE sessions SET amr = $2, auth_time = $3 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id.0)
+                .bind(roles_json(amr))
+                .bind(auth_time.millis())
+                .execute(&self.pool)
+                .await
+                .map_err(map_pg)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn revoke_session(&self, id: SessionId, now: Timestamp, reason: &str) -> StoreResult<bool> {

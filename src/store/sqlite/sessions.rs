@@ -21,8 +21,8 @@ impl SessionStore for SqliteStore {
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
-                 refresh_expires_at, user_agent, ip, generation, csrf_token, current_hash) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 \
+                 refresh_expires_at, user_agent, ip, generation, csrf_token, current_hash, amr, auth_time) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, ?14 \
                  WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled_at IS NULL \
                    AND credential_epoch = ?12)",
             )?
@@ -39,6 +39,8 @@ impl SessionStore for SqliteStore {
                 s.csrf_token,
                 &first.0[..],
                 credential_epoch,
+                roles_json(&s.amr),
+                s.auth_time.millis(),
             ])
             .map(|inserted| inserted == 1)
         })
@@ -189,6 +191,24 @@ impl SessionStore for SqliteStore {
             Ok(Some((session, user)))
         })
         .await
+    }
+
+    async fn reauthenticate_session(
+        &self,
+        id: SessionId,
+        amr: &[String],
+        auth_time: Timestamp,
+    ) -> StoreResult<bool> {
+        let amr = roles_json(amr);
+        let done = self
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE sessions SET amr = ?2, auth_time = ?3 WHERE id = ?1 AND revoked_at IS NULL",
+                )?
+                .execute(params![id.to_string(), amr, auth_time.millis()])
+            })
+            .await?;
+        Ok(done == 1)
     }
 
     async fn revoke_session(&self, id: SessionId, now: Timestamp, reason: &str) -> StoreResult<bool> {

@@ -16,6 +16,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+mod request_lines;
+
+use request_lines::RequestLines;
+pub use request_lines::{with_request_id, ACCESS_TARGET};
+
 /// The filter when `RUST_LOG` is unset: our events from `info` up, chatty dependencies quieter.
 const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn";
 
@@ -178,15 +183,15 @@ where
         .with_writer(writer)
         .with_ansi(ansi);
     match format {
-        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Text => Box::new(builder.map_event_format(RequestLines::text).finish()),
         LogFormat::Json => Box::new(
             builder
                 .json()
-                // Fields at the top level (`"route": ...`, not `"fields": {"route": ...}`), and
-                // the enclosing request span (its `request_id`) on events logged inside it.
+                // Fields at the top level (`"route": ...`, not `"fields": {"route": ...}`).
                 .flatten_event(true)
-                .with_current_span(true)
+                .with_current_span(false)
                 .with_span_list(false)
+                .map_event_format(RequestLines::json)
                 .finish(),
         ),
     }

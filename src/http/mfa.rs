@@ -1,0 +1,461 @@
+//! Second factors: the signed-in account's factors (`/v1/account/mfa/*`) and a login's second
+//! step (`POST /v1/auth/mfa/verify`), plus the `mfa_required` answer every sign-in gives for an
+//! account with a factor.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth::{token_response, TokenResponse};
+use super::cookies::{set_mfa_cookie, RequestCookies};
+use super::error::ApiError;
+use super::extract::{rate_limit, Authenticated, Client, Fields, JsonBody};
+use super::AppState;
+use crate::domain::{FieldError, Timestamp};
+use crate::service::{FactorProof, FactorsView, HolderProof, LoginOutcome, MfaChallenge};
+
+/// The answer of a sign-in (password or link) for an account with a second factor: no
+/// tokens, no session; finish with `POST /v1/auth/mfa/verify`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct MfaRequired<'a> {
+    /// Always `true`.
+    mfa_required: bool,
+    /// Opaque, single-use: send it to `POST /v1/auth/mfa/verify`.
+    #[schema(value_type = String)]
+    challenge: &'a str,
+    /// Seconds the challenge stays valid.
+    expires_in: i64,
+    /// What the account can prove: `totp`, `passkey`, `recovery_code`.
+    #[schema(value_type = Vec<String>)]
+    methods: &'a [&'static str],
+}
+
+fn mfa_required_response(challenge: &MfaChallenge, cookie_secure: bool) -> Response {
+    let body = MfaRequired {
+        mfa_required: true,
+        challenge: &challenge.challenge,
+        expires_in: challenge.expires_in,
+        methods: &challenge.methods,
+    };
+    let mut response = (
+        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
+        Json(body),
+    )
+        .into_response();
+    if let Some(browser) = &challenge.browser_cookie {
+        set_mfa_cookie(
+            response.headers_mut(),
+            browser.clone(),
+            std::time::Duration::from_secs(challenge.expires_in.unsigned_abs()),
+            cookie_secure,
+        );
+    }
+    response
+}
+
+/// What a sign-in answers with `200`: a token response, or, for an account with a second
+/// factor, `mfa_required` and a challenge.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Describes the two bodies; never built.
+pub(super) enum LoginAnswer<'a> {
+    Tokens(TokenResponse<'a>),
+    MfaRequired(MfaRequired<'a>),
+}
+
+/// A sign-in's answer: tokens, or the second step's challenge.
+pub(super) fn login_response(outcome: &LoginOutcome, cookie_secure: bool) -> Response {
+    match outcome {
+        LoginOutcome::Tokens(grant) => token_response(grant, cookie_secure),
+        LoginOutcome::MfaRequired(challenge) => mfa_required_response(challenge, cookie_secure),
+    }
+}
+
+/// A second factor's method.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(super) enum MfaMethodName {
+    /// A code of the authenticator app.
+    Totp,
+    /// One of the recovery codes.
+    RecoveryCode,
+}
+
+// The body `mfa/verify` reads (see `RegisterRequest` for why it is not deserialized).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct MfaVerifyRequest {
+    /// The `challenge` of the `mfa_required` answer.
+    #[schema(min_length = 1, max_length = 128)]
+    challenge: String,
+    method: MfaMethodName,
+    /// The 6-digit code of the authenticator app, or a recovery code.
+    #[schema(min_length = 1, max_length = 64)]
+    code: String,
+}
+
+/// Reads `method` and `code`.
+fn proof(f: &mut Fields<'_>) -> Option<FactorProof> {
+    let method = f.required_str("method");
+    let code = f.required_str("code");
+    if code.is_empty() || code.len() > 64 {
+        f.invalid("code", "must be 1 to 64 characters");
+    }
+    let proof = FactorProof::parse(method, code);
+    if proof.is_none() && !method.is_empty() {
+        f.invalid("method", "must be \"totp\" or \"recovery_code\"");
+    }
+    proof
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/auth/mfa/verify",
+    tag = "auth",
+    summary = "A sign-in's second step: the challenge and a code give the session",
+    request_body = MfaVerifyRequest,
+    responses(
+        (status = 200, description = "A new session, exactly as `POST /v1/auth/login` answers it (in the transport the login asked for).", body = TokenResponse,
+            headers(("set-cookie" = String, description = "Cookie transport only: `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
+        (status = 400, description = "`malformed_request`"),
+        (status = 401, description = "`mfa_challenge_invalid` (unknown, used, or used up by wrong codes), `mfa_challenge_expired`, `mfa_challenge_other_browser` (cookie transport: without the `tessera_mfa` cookie of the browser that signed in), `invalid_mfa_code`, `mfa_code_replayed`"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 429, description = "`rate_limited`: per client IP, or the account is locked after repeated failures (wrong codes count)"),
+        (status = 503, description = "`service_unavailable`"),
+    )
+)]
+pub async fn verify(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    rate_limit(&state, &state.login_limit, "mfa_verify", &client)?;
+    let mut f = Fields::new(&body);
+    f.only(&["challenge", "method", "code"]);
+    let challenge = f.required_str("challenge");
+    let proof = proof(&mut f);
+    f.finish()?;
+    let Some(proof) = proof else {
+        return Err(vec![FieldError::new("method", "must be \"totp\" or \"recovery_code\"")].into());
+    };
+    let browser = RequestCookies::from_headers(&headers).mfa;
+    let result = state
+        .service
+        .verify_mfa(challenge, proof, browser.as_deref(), &client)
+        .await;
+    state
+        .metrics
+        .login(if result.is_ok() { "success" } else { "failure" });
+    Ok(token_response(&result?, state.cookie_secure))
+}
+
+/// The account's TOTP factor.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TotpFactorBody {
+    /// Confirmed with a first code (an enrolment not yet confirmed is no factor).
+    enabled: bool,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+}
+
+/// A passkey of the account.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PasskeyBody {
+    id: String,
+    name: String,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Timestamp,
+}
+
+/// The second factors of the caller's account.
+#[derive(Serialize, ToSchema)]
+pub(super) struct FactorsResponse {
+    /// `null` without TOTP.
+    totp: Option<TotpFactorBody>,
+    recovery_codes_left: u32,
+    passkeys: Vec<PasskeyBody>,
+}
+
+impl From<FactorsView> for FactorsResponse {
+    fn from(f: FactorsView) -> Self {
+        FactorsResponse {
+            totp: f.totp.map(|t| TotpFactorBody {
+                enabled: t.enabled,
+                created_at: t.created_at,
+            }),
+            recovery_codes_left: f.recovery_codes_left,
+            passkeys: f
+                .passkeys
+                .into_iter()
+                .map(|p| PasskeyBody {
+                    id: p.id,
+                    name: p.name,
+                    created_at: p.created_at,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn no_store<T: Serialize>(status: StatusCode, body: T) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/account/mfa",
+    tag = "auth",
+    summary = "The caller's second factors",
+    responses(
+        (status = 200, description = "TOTP, recovery codes left, passkeys.", body = FactorsResponse),
+        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 503, description = "`service_unavailable`"),
+    ),
+    security(("bearer" = []), ("access_cookie" = []))
+)]
+pub async fn factors(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+) -> Result<Response, ApiError> {
+    let factors = state.service.my_factors(&ctx).await?;
+    Ok(no_store(StatusCode::OK, FactorsResponse::from(factors)))
+}
+
+/// A TOTP enrolment: what goes into the authenticator app.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TotpEnrolmentResponse {
+    /// The secret in base32, for typing it in.
+    secret: String,
+    /// `otpauth://totp/...`, what the QR code holds.
+    otpauth_uri: String,
+    /// The URI as a QR code: an SVG document.
+    qr_svg: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/account/mfa/totp",
+    tag = "auth",
+    summary = "Start a TOTP enrolment (not on until confirmed)",
+    responses(
+        (status = 201, description = "A new secret; confirm it with a first code. Starting again replaces an unconfirmed one.", body = TotpEnrolmentResponse),
+        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 409, description = "`mfa_already_enabled`"),
+        (status = 503, description = "`service_unavailable`"),
+    ),
+    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
+)]
+pub async fn start_totp(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+) -> Result<Response, ApiError> {
+    let e = state.service.start_totp(&ctx).await?;
+    Ok(no_store(
+        StatusCode::CREATED,
+        TotpEnrolmentResponse {
+            secret: e.secret.clone(),
+            otpauth_uri: e.otpauth_uri.clone(),
+            qr_svg: e.qr_svg.clone(),
+        },
+    ))
+}
+
+// The body `totp/confirm` reads.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct TotpConfirmRequest {
+    /// The authenticator app's current 6-digit code.
+    #[schema(min_length = 1, max_length = 64)]
+    code: String,
+}
+
+/// Recovery codes: shown once, never again.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RecoveryCodesResponse {
+    /// Ten single-use codes.
+    recovery_codes: Vec<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/account/mfa/totp/confirm",
+    tag = "auth",
+    summary = "Confirm the TOTP enrolment with a first code: TOTP is on",
+    request_body = TotpConfirmRequest,
+    responses(
+        (status = 200, description = "TOTP is on; the first recovery codes, shown once.", body = RecoveryCodesResponse),
+        (status = 400, description = "`malformed_request`"),
+        (status = 401, description = "`invalid_mfa_code`, `invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 409, description = "`mfa_already_enabled`, `mfa_not_enabled` (no enrolment started)"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 503, description = "`service_unavailable`"),
+    ),
+    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
+)]
+pub async fn confirm_totp(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Client(client): Client,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let mut f = Fields::new(&body);
+    f.only(&["code"]);
+    let code = f.required_str("code");
+    if code.len() > 64 {
+        f.invalid("code", "must be at most 64 characters");
+    }
+    f.finish()?;
+    let codes = state.service.confirm_totp(&ctx, code, &client).await?;
+    Ok(no_store(
+        StatusCode::OK,
+        RecoveryCodesResponse {
+            recovery_codes: codes.0,
+        },
+    ))
+}
+
+// The body `DELETE totp`, `recovery-codes` and `reauthenticate` read.
+/// Either `password`, or `code` (with `method`, `totp` by default). Changing factors without
+/// either needs a recent sign-in; `reauthenticate` needs one of them.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ProveRequest {
+    #[schema(nullable = false, min_length = 1, max_length = 1024)]
+    password: Option<String>,
+    /// With `code`: `totp` (the default) or `recovery_code`.
+    #[schema(nullable = false)]
+    method: Option<MfaMethodName>,
+    #[schema(nullable = false, min_length = 1, max_length = 64)]
+    code: Option<String>,
+}
+
+/// Reads a `ProveRequest` (`None`: no proof in it).
+fn prove(body: &JsonBody) -> Result<Option<HolderProof>, ApiError> {
+    let mut f = Fields::new(body);
+    f.only(&["password", "method", "code"]);
+    let password = f.optional_str("password");
+    let method = f.optional_str("method");
+    let code = f.optional_str("code");
+    if password.is_some_and(|p| p.chars().count() > 1024) {
+        f.invalid("password", "must be at most 1024 characters");
+    }
+    if code.is_some_and(|c| c.len() > 64) {
+        f.invalid("code", "must be at most 64 characters");
+    }
+    f.finish()?;
+    Ok(HolderProof::from_fields(password, method, code)?)
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/account/mfa/totp",
+    tag = "auth",
+    summary = "Turn TOTP off (and its recovery codes), proving the password or a code",
+    request_body = ProveRequest,
+    responses(
+        (status = 204, description = "TOTP is off."),
+        (status = 400, description = "`malformed_request`"),
+        (status = 401, description = "`invalid_credentials`, `invalid_mfa_code`, `mfa_code_replayed`, `invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 403, description = "`csrf_failed` (cookie transport), `reauthentication_required`"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 409, description = "`mfa_not_enabled`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 429, description = "`rate_limited`: the account is locked after repeated failures"),
+        (status = 503, description = "`service_unavailable`"),
+    ),
+    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
+)]
+pub async fn disable_totp(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Client(client): Client,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let proof = prove(&body)?;
+    state.service.disable_totp(&ctx, proof, &client).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/account/mfa/recovery-codes",
+    tag = "auth",
+    summary = "A new set of recovery codes (the old set dies), proving the password or a code",
+    request_body = ProveRequest,
+    responses(
+        (status = 200, description = "The new codes, shown once.", body = RecoveryCodesResponse),
+        (status = 400, description = "`malformed_request`"),
+        (status = 401, description = "`invalid_credentials`, `invalid_mfa_code`, `mfa_code_replayed`, `invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 403, description = "`csrf_failed` (cookie transport), `reauthentication_required`"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 409, description = "`mfa_not_enabled`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 429, description = "`rate_limited`: the account is locked after repeated failures"),
+        (status = 503, description = "`service_unavailable`"),
+    ),
+    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
+)]
+pub async fn regenerate_recovery_codes(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Client(client): Client,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let proof = prove(&body)?;
+    let codes = state
+        .service
+        .regenerate_recovery_codes(&ctx, proof, &client)
+        .await?;
+    Ok(no_store(
+        StatusCode::OK,
+        RecoveryCodesResponse {
+            recovery_codes: codes.0,
+        },
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/auth/reauthenticate",
+    tag = "auth",
+    summary = "Prove it is still you (password or a second factor): a recent sign-in for sensitive changes",
+    request_body = ProveRequest,
+    responses(
+        (status = 200, description = "The session's `auth_time` is now (and its `amr` says what was proved); fresh tokens saying so, the refresh token rotated as a password change does.", body = TokenResponse,
+            headers(("set-cookie" = String, description = "Cookie transport only: fresh `tessera_at`, `tessera_rt` and `tessera_csrf`."))),
+        (status = 400, description = "`malformed_request`"),
+        (status = 401, description = "`invalid_credentials`, `invalid_mfa_code`, `mfa_code_replayed`, `invalid_token`, `token_expired`, `session_revoked`"),
+        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 429, description = "`rate_limited`: the account is locked after repeated failures"),
+        (status = 503, description = "`service_unavailable`"),
+    ),
+    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
+)]
+pub async fn reauthenticate(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Client(client): Client,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let Some(proof) = prove(&body)? else {
+        return Err(vec![FieldError::new("password", "send either password or code")].into());
+    };
+    let grant = state.service.reauthenticate(&ctx, proof, &client).await?;
+    Ok(token_response(&grant, state.cookie_secure))
+}
