@@ -293,6 +293,47 @@ pub async fn sign_in_options(
     }))
 }
 
+// The body `factor_options` reads.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct PasskeyFactorOptionsRequest {
+    /// The `challenge` of the `mfa_required` answer.
+    #[schema(min_length = 1, max_length = 128)]
+    challenge: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/auth/mfa/passkey/options",
+    tag = "passkeys",
+    summary = "A passkey as the second step of a sign-in: options for navigator.credentials.get",
+    request_body = PasskeyFactorOptionsRequest,
+    responses(
+        (status = 200, description = "`PublicKeyCredentialRequestOptions` under `publicKey`, listing the account's passkeys; answer with `POST /v1/auth/mfa/verify` `{challenge, method: \"passkey\", credential}`.", body = CreationOptions),
+        (status = 400, description = "`malformed_request`"),
+        (status = 401, description = "`mfa_challenge_invalid`, `mfa_challenge_expired`, `passkey_unknown` (the account has no passkey)"),
+        (status = 404, description = "`passkeys_disabled`"),
+        (status = 408, description = "`request_timeout`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 429, description = "`rate_limited` (per client IP, with logins)"),
+        (status = 503, description = "`service_unavailable`"),
+    )
+)]
+pub async fn factor_options(
+    State(state): State<AppState>,
+    Client(client): Client,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    rate_limit(&state, &state.login_limit, "mfa_passkey_options", &client)?;
+    let mut f = Fields::new(&body);
+    f.only(&["challenge"]);
+    let challenge = f.required_nonempty_str("challenge");
+    f.finish()?;
+    let options = state.service.passkey_factor_options(challenge).await?;
+    Ok(no_store(options))
+}
+
 #[utoipa::path(
     post,
     path = "/v1/auth/passkey",

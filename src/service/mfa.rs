@@ -40,6 +40,9 @@ const RECOVERY_ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
 pub enum FactorProof {
     Totp(String),
     RecoveryCode(String),
+    /// A passkey's assertion (`PublicKeyCredential` JSON) answering the account's second-factor
+    /// ceremony (`POST /v1/auth/mfa/passkey/options`).
+    Passkey(serde_json::Value),
 }
 
 impl std::fmt::Debug for FactorProof {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for FactorProof {
         f.write_str(match self {
             FactorProof::Totp(_) => "Totp(<redacted>)",
             FactorProof::RecoveryCode(_) => "RecoveryCode(<redacted>)",
+            FactorProof::Passkey(_) => "Passkey(<assertion>)",
         })
     }
 }
@@ -511,6 +515,7 @@ impl AuthService {
                 .await;
                 Ok("otp")
             }
+            FactorProof::Passkey(credential) => self.check_passkey_factor(user, credential, client).await,
         }
     }
 

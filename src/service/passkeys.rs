@@ -14,8 +14,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use webauthn_rs::prelude::{
-    AuthenticationResult, DiscoverableAuthentication, Passkey, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential, Url, Webauthn, WebauthnBuilder, WebauthnError,
+    AuthenticationResult, DiscoverableAuthentication, Passkey, PasskeyAuthentication, PasskeyRegistration,
+    PublicKeyCredential, RegisterPublicKeyCredential, Url, Webauthn, WebauthnBuilder, WebauthnError,
 };
 
 use super::email::token_hash;
@@ -31,6 +31,7 @@ const MAX_NAME_CHARS: usize = 64;
 
 const REGISTER: &str = "register";
 const AUTHENTICATE: &str = "authenticate";
+const SECOND_FACTOR: &str = "second_factor";
 
 /// The relying party, or why passkeys are off.
 #[derive(Clone, Debug)]
@@ -446,5 +447,92 @@ impl AuthService {
             return Err(AuthError::PasskeyCeremonyExpired);
         }
         Ok(ceremony)
+    }
+
+    /// Starts a passkey as the second step of the sign-in `challenge` (a first step's
+    /// challenge, live): request options listing the account's passkeys. The ceremony is the
+    /// account's (`mfa:<user>`), answered through `POST /v1/auth/mfa/verify`.
+    pub async fn passkey_factor_options(&self, challenge: &str) -> Result<serde_json::Value, AuthError> {
+        let webauthn = self.policy.passkeys.webauthn()?;
+        let record = self
+            .store
+            .find_mfa_challenge(&token_hash(challenge))
+            .await?
+            .filter(|r| r.used_at.is_none())
+            .ok_or(AuthError::MfaChallengeInvalid)?;
+        if self.clock.now() >= record.expires_at {
+            return Err(AuthError::MfaChallengeExpired);
+        }
+        let passkeys = self
+            .store
+            .find_passkeys(record.user_id)
+            .await?
+            .iter()
+            .map(|p| serde_json::from_str::<Passkey>(&p.passkey).map_err(internal))
+            .collect::<Result<Vec<_>, _>>()?;
+        if passkeys.is_empty() {
+            return Err(AuthError::PasskeyUnknown);
+        }
+        let (options, state) = webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(internal)?;
+        let now = self.clock.now();
+        self.store
+            .insert_passkey_ceremony(&CeremonyRecord {
+                handle: format!("{SECOND_FACTOR}:{}", record.user_id),
+                kind: SECOND_FACTOR.into(),
+                user_id: Some(record.user_id),
+                state: serde_json::to_string(&state).map_err(internal)?,
+                created_at: now,
+                expires_at: now.plus(CEREMONY_TTL),
+            })
+            .await?;
+        serde_json::to_value(options).map_err(internal)
+    }
+
+    /// Checks a passkey's answer to `user`'s second-factor ceremony; the `amr` value of the
+    /// key (`hwk` or `swk`).
+    pub(super) async fn check_passkey_factor(
+        &self,
+        user: &UserRecord,
+        credential: &serde_json::Value,
+        client: &ClientInfo,
+    ) -> Result<&'static str, AuthError> {
+        let webauthn = self.policy.passkeys.webauthn()?;
+        let credential: PublicKeyCredential = serde_json::from_value(credential.clone())
+            .map_err(|e| AuthError::PasskeyInvalid(format!("credential: {e}")))?;
+        let ceremony = self
+            .take_ceremony(&format!("{SECOND_FACTOR}:{}", user.id), SECOND_FACTOR)
+            .await?;
+        let state: PasskeyAuthentication = serde_json::from_str(&ceremony.state).map_err(internal)?;
+        let record = match self
+            .store
+            .find_passkey_by_credential(&credential_id(&credential.raw_id))
+            .await?
+        {
+            Some((record, _)) if record.user_id == user.id => record,
+            _ => return Err(AuthError::PasskeyUnknown),
+        };
+        let result = match webauthn.finish_passkey_authentication(&credential, &state) {
+            Ok(result) => result,
+            Err(e) => {
+                let error = refused(e);
+                self.passkey_refused(&error, &record, user, client).await;
+                return Err(error);
+            }
+        };
+        let mut passkey: Passkey = serde_json::from_str(&record.passkey).map_err(internal)?;
+        passkey.update_credential(&result);
+        let serialised = serde_json::to_string(&passkey).map_err(internal)?;
+        if !self
+            .store
+            .record_passkey_use(record.id, &serialised, result.counter(), self.clock.now())
+            .await?
+        {
+            let error = AuthError::PasskeyCounterRegressed;
+            self.passkey_refused(&error, &record, user, client).await;
+            return Err(error);
+        }
+        Ok(if result.backup_eligible() { "swk" } else { "hwk" })
     }
 }

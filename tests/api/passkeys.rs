@@ -551,3 +551,79 @@ fn an_inconsistent_relying_party_stops_serve_naming_the_setting() {
         "{stderr}"
     );
 }
+
+/// The claims of an access token (its signature is the server's business here).
+fn claims(access: &str) -> Value {
+    use base64::Engine;
+    let payload = access.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON")
+}
+
+#[tokio::test]
+async fn a_passkey_alone_says_so_in_amr_and_is_a_second_factor_after_a_password() {
+    let app = spawn_with_passkeys().await;
+    let access = s(&app.signup_and_login(EMAIL).await, "access_token");
+    let mut auth = Authenticator::new(ORIGIN);
+    app.add_passkey(&access, &mut auth, None).await;
+
+    // Alone: a device-bound key, the person verified.
+    let (ceremony, options) = app.passkey_options().await;
+    let t = json_ok(app.passkey_sign_in(&ceremony, &auth.get(&options, 0)).await).await;
+    let amr = claims(&s(&t, "access_token"))["amr"].clone();
+    assert_eq!(amr, json!(["hwk", "user", "mfa"]), "{amr}");
+
+    // After a password: the second step offers the passkey.
+    let first = json_ok(app.login(EMAIL).await).await;
+    assert_eq!(first["mfa_required"], true, "{first}");
+    assert!(
+        first["methods"].as_array().unwrap().contains(&json!("passkey")),
+        "{first}"
+    );
+    let challenge = s(&first, "challenge");
+    let options = json_ok(
+        app.post_json("/v1/auth/mfa/passkey/options", &json!({ "challenge": challenge }))
+            .await,
+    )
+    .await;
+    let credential = auth.get(&options["publicKey"], 0);
+    let verify = |credential: Value| {
+        let (app, challenge) = (&app, challenge.clone());
+        async move {
+            app.post_json(
+                "/v1/auth/mfa/verify",
+                &json!({ "challenge": challenge, "method": "passkey", "credential": credential }),
+            )
+            .await
+        }
+    };
+    assert_validation(
+        app.post_json(
+            "/v1/auth/mfa/verify",
+            &json!({ "challenge": challenge, "method": "passkey" }),
+        )
+        .await,
+        &["credential"],
+    )
+    .await;
+    let t = json_ok(verify(credential.clone()).await).await;
+    let amr = claims(&s(&t, "access_token"))["amr"].clone();
+    assert!(
+        ["pwd", "hwk", "mfa"]
+            .iter()
+            .all(|v| amr.as_array().unwrap().contains(&json!(v))),
+        "{amr}"
+    );
+    // The same answer again: the challenge and the ceremony are spent.
+    assert!(!verify(credential).await.status().is_success());
+    // A challenge that is no challenge gets no options.
+    assert_problem(
+        app.post_json("/v1/auth/mfa/passkey/options", &json!({ "challenge": "nope" }))
+            .await,
+        401,
+        "mfa_challenge_invalid",
+    )
+    .await;
+}
