@@ -112,6 +112,15 @@ test('a passkey added on /account signs in alone, and once removed no more', asy
   assert.ok(used.credentials[0].signCount >= 1, 'the authenticator signed');
   await page.screenshot({ path: join(ARTIFACTS, 'account-passkeys.png'), fullPage: true });
 
+  // The password now asks for a second step, which the passkey gives.
+  await signOut(page);
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await page.getByRole('button', { name: 'Use a passkey' }).click();
+  await page.waitForURL('**/account');
+  await page.locator('#who-email', { hasText: email }).waitFor();
+
   // Remove it: the authenticator still offers it, but it signs in no more.
   await page.getByRole('button', { name: 'Remove This laptop' }).click();
   await card.getByText('No passkeys yet.').waitFor();

@@ -231,6 +231,8 @@ function loginPage() {
     mfaForm.hidden = false;
     title.textContent = 'Two-step verification';
     mfaCode.focus();
+    // The passkey part of the page offers a passkey when the account has one.
+    document.dispatchEvent(new CustomEvent('tessera:second-step', { detail: answer }));
   }
   document.getElementById('mfa-switch').addEventListener('click', () => {
     method = method === 'totp' ? 'recovery_code' : 'totp';
@@ -950,6 +952,30 @@ async function passkeysLogin() {
   const button = document.getElementById('passkey-sign-in');
   if (!passkeysSupported() || !(await pageConfig).passkeys) return;
   line.hidden = false;
+  // A passkey as the second step after a password.
+  const second = document.getElementById('mfa-passkey');
+  let challenge = null;
+  document.addEventListener('tessera:second-step', ({ detail }) => {
+    challenge = detail.challenge;
+    line.hidden = true;
+    second.hidden = !(detail.methods || []).includes('passkey');
+  });
+  second.addEventListener('click', async () => {
+    second.disabled = true;
+    show('error', '');
+    try {
+      const { publicKey } = await call('POST', '/v1/auth/mfa/passkey/options', { challenge });
+      const options = withoutNulls(publicKey);
+      const credential = await navigator.credentials.get({
+        publicKey: { ...options, challenge: fromBase64url(options.challenge), allowCredentials: descriptors(options.allowCredentials) },
+      });
+      await call('POST', '/v1/auth/mfa/verify', { challenge, method: 'passkey', credential: credentialJSON(credential) });
+      await afterSignIn((to) => location.assign(to));
+    } catch (e) {
+      show('error', e.code && e.code.startsWith('mfa_') ? message(e) : passkeyMessage(e));
+      second.disabled = false;
+    }
+  });
   button.addEventListener('click', async () => {
     button.disabled = true;
     show('error', '');
