@@ -48,6 +48,7 @@ TESSERA_LISTEN="127.0.0.1:$port" TESSERA_ISSUER="$base" \
     TESSERA_ADMIN_CREDENTIALS="openapi:admin:write:$admin_secret" \
     TESSERA_LOGIN_RATE=100000 TESSERA_REFRESH_RATE=100000 TESSERA_ADMIN_RATE=100000 \
     TESSERA_COOKIE_SECURE=false TESSERA_REUSE_GRACE=1d RUST_LOG=warn \
+    TESSERA_WEBAUTHN_RP_ID=localhost TESSERA_WEBAUTHN_ORIGINS="http://localhost:$port" \
     start_tessera "openapi"
 
 # One account, three sessions, all signed in before any run. The account lock stays on: the

@@ -44,6 +44,10 @@ uuid_id!(
     UserId
 );
 uuid_id!(
+    /// Identifies a passkey registered to an account (not the credential's own id).
+    PasskeyId
+);
+uuid_id!(
     /// Identifies one device session: one login and its chain of refresh tokens.
     SessionId
 );
@@ -249,6 +253,9 @@ audit_kinds! {
     AdminUserUpdated => "admin_user_updated",
     AdminPasswordSet => "admin_password_set",
     AdminUserDeleted => "admin_user_deleted",
+    PasskeyAdded => "passkey_added",
+    PasskeyRemoved => "passkey_removed",
+    PasskeyCounterRegressed => "passkey_counter_regressed",
 }
 
 impl fmt::Display for AuditKind {
@@ -281,6 +288,9 @@ pub const SECURITY_EVENTS: &[&str] = &[
     AuditKind::AdminUserDeleted.as_str(),
     AuditKind::AdminSessionRevoked.as_str(),
     AuditKind::AdminSessionsRevoked.as_str(),
+    AuditKind::PasskeyAdded.as_str(),
+    AuditKind::PasskeyRemoved.as_str(),
+    AuditKind::PasskeyCounterRegressed.as_str(),
 ];
 
 /// A comma-separated list of [`SECURITY_EVENTS`] (`all` or nothing: every one, as an empty

@@ -59,7 +59,7 @@ async function signInOnLoginPage(page, email) {
   await page.goto(`${tessera.base}/login`);
   await page.getByLabel('Email').fill(email);
   await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await page.waitForURL('**/account');
 }
 
@@ -163,7 +163,7 @@ test('a short password, a wrong password and a taken email get clear messages', 
   await page.getByRole('button', { name: 'Sign in instead' }).click();
   await page.getByLabel('Email').fill('first@example.com');
   await page.getByLabel('Password').fill('not the password');
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await page.getByRole('alert').filter({ hasText: 'don’t match' }).waitFor();
   await page.getByRole('button', { name: 'Create an account' }).click();
   await page.getByLabel('Password').fill(PASSWORD);
@@ -333,11 +333,11 @@ test('being rate limited on /login says how long to wait', async () => {
     await page.getByLabel('Email').fill('nobody@example.com');
     await page.getByLabel('Password').fill('not the password');
     for (let i = 0; i < 2; i++) {
-      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.getByRole('button', { name: 'Sign in', exact: true }).click();
       await page.getByRole('alert').filter({ hasText: 'don’t match' }).waitFor();
-      await page.getByRole('button', { name: 'Sign in' }).and(page.locator(':enabled')).waitFor();
+      await page.getByRole('button', { name: 'Sign in', exact: true }).and(page.locator(':enabled')).waitFor();
     }
-    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
     const alert = page.getByRole('alert').filter({ hasText: 'Too many attempts' });
     await alert.waitFor();
     assert.match(await alert.innerText(), /wait \d+ seconds?/);
@@ -425,7 +425,7 @@ test('/login?return_to= sends the user back to a listed origin or a path of ours
     await page.goto(`${tessera.base}/login?return_to=${encodeURIComponent(bad)}`);
     await page.getByLabel('Email').fill('returning@example.com');
     await page.getByLabel('Password').fill(PASSWORD);
-    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
     await page.waitForURL(`**${lands}`);
     assert.equal(new URL(page.url()).origin, ours, `${bad} must not leave ${ours}`);
     await context.close();
@@ -455,7 +455,7 @@ test('changing the password on /account signs the other devices out; the new pas
   await c.goto(`${tessera.base}/login`);
   await c.getByLabel('Email').fill('changer@example.com');
   await c.getByLabel('Password').fill('a brand new password');
-  await c.getByRole('button', { name: 'Sign in' }).click();
+  await c.getByRole('button', { name: 'Sign in', exact: true }).click();
   await c.waitForURL('**/account');
   await Promise.all([laptop.close(), phone.close(), again.close()]);
 });

@@ -16,6 +16,7 @@ mod smtp;
 mod toml_out;
 mod validate;
 mod values;
+mod webauthn;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use smtp::{SmtpSecurity, SmtpUrl};
 pub use values::{
     format_duration, parse_duration, parse_origins, redact_url, redact_webhook_url, MIN_FEED_CREDENTIAL_LEN,
 };
+pub use webauthn::{Passkeys, RelyingParty};
 
 // In the order of `--help`, `Debug` and `tessera config`. A new setting is one entry here
 // (the TOML key is its name, the flag its name with `-`), plus a check in `validate.rs` if
@@ -243,6 +245,14 @@ settings! {
     /// Serve the built-in `/admin` page (`true`/`false`; with the other pages on).
     #[arg(env = "TESSERA_ADMIN_PAGE")]
     admin_page: bool = false;
+    /// The WebAuthn relying party id of passkeys: a domain (`example.com`, or `localhost` in
+    /// development), never an IP address (default: the public URL's host).
+    #[arg(env = "TESSERA_WEBAUTHN_RP_ID")]
+    webauthn_rp_id: Option<String> = None;
+    /// Comma-separated origins whose passkey ceremonies count, each on the relying party id
+    /// or a subdomain, `https://` (`http://` on localhost) (default: the public URL's origin).
+    #[arg(env = "TESSERA_WEBAUTHN_ORIGINS")]
+    webauthn_origins: Vec<String> as Origins = Vec::new();
     /// Seals private signing keys at rest: 32 random bytes in standard base64
     /// (`openssl rand -base64 32`). Unset: keys are stored in clear (a warning at start).
     #[arg(env = "TESSERA_MASTER_KEY", hide_env_values = true)]

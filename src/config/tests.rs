@@ -98,7 +98,7 @@ fn every_setting_has_its_flag_its_variable_and_its_key() {
         // A secret's value never shows in `--help`, even when its variable is set.
         assert_eq!(arg.is_hide_env_values_set(), secrets.contains(name), "{name}");
     }
-    assert_eq!(Config::NAMES.len(), 60);
+    assert_eq!(Config::NAMES.len(), 62);
     // Every key `tessera config` prints is a setting, and every setting has its line (or, for
     // the secrets printed as comments and the unset lists, its name in one).
     let (config, _) = every_secret_set();
@@ -113,6 +113,8 @@ fn every_setting_has_its_flag_its_variable_and_its_key() {
         return_to_origins: vec!["https://app.example.com".into()],
         logo_url: Some("https://cdn.example.com/logo.svg".into()),
         accent_color: Some("#123456".into()),
+        webauthn_rp_id: Some("example.com".into()),
+        webauthn_origins: vec!["https://auth.example.com".into()],
         ..config
     };
     let printed = config.to_toml_redacted();

@@ -79,6 +79,9 @@ impl Config {
         if self.mail_give_up_after.is_zero() {
             return invalid("mail_give_up_after", "must be positive");
         }
+        // Inconsistent passkey settings refuse the start; an unusable default only turns
+        // passkeys off (`Config::passkeys`).
+        self.passkeys()?;
         Ok(())
     }
 }

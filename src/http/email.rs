@@ -344,7 +344,7 @@ pub async fn email_link(
 }
 
 /// The `transport` field: `body` (the default) or `cookie`.
-fn transport(f: &mut Fields<'_>) -> Transport {
+pub(super) fn transport(f: &mut Fields<'_>) -> Transport {
     match f.optional_str("transport") {
         None | Some("body") => Transport::Body,
         Some("cookie") => Transport::Cookie,

@@ -64,6 +64,24 @@ pub enum ProblemCode {
     EmailTokenExpired,
     EmailLinkOtherBrowser,
     EmailNotVerified,
+    /// Passkeys are off on this server (no usable WebAuthn relying party).
+    PasskeysDisabled,
+    /// The account has no passkey with this id.
+    PasskeyNotFound,
+    /// The passkey ceremony is unknown or was answered already: start a new one.
+    PasskeyCeremonyInvalid,
+    /// The passkey ceremony's time ran out: start a new one.
+    PasskeyCeremonyExpired,
+    /// The credential or assertion is malformed or fails verification.
+    PasskeyInvalid,
+    /// The credential or assertion was made for another origin or relying party id.
+    PasskeyWrongOrigin,
+    /// No account has this passkey.
+    PasskeyUnknown,
+    /// The authenticator's signature counter went backwards (possibly a cloned key).
+    PasskeyCounterRegressed,
+    /// This passkey is registered already.
+    PasskeyAlreadyRegistered,
     MfaChallengeInvalid,
     MfaChallengeExpired,
     MfaChallengeOtherBrowser,
@@ -260,6 +278,47 @@ impl ApiError {
                     StatusCode::NOT_FOUND,
                     C::NotFound,
                     "The revocation feed is not enabled on this server.",
+                ),
+                A::PasskeysDisabled => s(
+                    StatusCode::NOT_FOUND,
+                    C::PasskeysDisabled,
+                    "Passkeys are not enabled on this server (it needs a domain: see TESSERA_WEBAUTHN_RP_ID).",
+                ),
+                A::PasskeyNotFound => s(StatusCode::NOT_FOUND, C::PasskeyNotFound, "No such passkey."),
+                A::PasskeyCeremonyInvalid => s(
+                    StatusCode::BAD_REQUEST,
+                    C::PasskeyCeremonyInvalid,
+                    "This passkey ceremony is unknown or was already used; start again.",
+                ),
+                A::PasskeyCeremonyExpired => s(
+                    StatusCode::BAD_REQUEST,
+                    C::PasskeyCeremonyExpired,
+                    "This passkey ceremony has expired; start again.",
+                ),
+                A::PasskeyInvalid(_) => s(
+                    StatusCode::BAD_REQUEST,
+                    C::PasskeyInvalid,
+                    "The passkey's answer is malformed or could not be verified.",
+                ),
+                A::PasskeyWrongOrigin => s(
+                    StatusCode::BAD_REQUEST,
+                    C::PasskeyWrongOrigin,
+                    "The passkey's answer was made for another site (origin or relying party id).",
+                ),
+                A::PasskeyUnknown => s(
+                    StatusCode::UNAUTHORIZED,
+                    C::PasskeyUnknown,
+                    "This passkey is not registered to any account.",
+                ),
+                A::PasskeyCounterRegressed => s(
+                    StatusCode::UNAUTHORIZED,
+                    C::PasskeyCounterRegressed,
+                    "This passkey's signature counter went backwards; it may have been copied. Sign in another way.",
+                ),
+                A::PasskeyAlreadyRegistered => s(
+                    StatusCode::CONFLICT,
+                    C::PasskeyAlreadyRegistered,
+                    "This passkey is already registered.",
                 ),
                 e @ A::Store(_) if e.is_unavailable() => s(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -83,6 +83,8 @@ pub(super) enum MfaMethodName {
     Totp,
     /// One of the recovery codes.
     RecoveryCode,
+    /// A passkey: `credential` instead of `code`.
+    Passkey,
 }
 
 // The body `mfa/verify` reads (see `RegisterRequest` for why it is not deserialized).
@@ -93,14 +95,28 @@ pub(super) struct MfaVerifyRequest {
     #[schema(min_length = 1, max_length = 128)]
     challenge: String,
     method: MfaMethodName,
-    /// The 6-digit code of the authenticator app, or a recovery code.
-    #[schema(min_length = 1, max_length = 64)]
-    code: String,
+    /// The 6-digit code of the authenticator app, or a recovery code (not with `passkey`).
+    #[schema(nullable = false, min_length = 1, max_length = 64)]
+    code: Option<String>,
+    /// With `passkey`: the `PublicKeyCredential` from `navigator.credentials.get`, as JSON
+    /// (binary fields base64url), answering `POST /v1/auth/mfa/passkey/options`.
+    #[schema(value_type = Option<Object>, nullable = false)]
+    credential: Option<serde_json::Value>,
 }
 
-/// Reads `method` and `code`.
+/// Reads `method` and `code` (or, for a passkey, `credential`).
 fn proof(f: &mut Fields<'_>) -> Option<FactorProof> {
     let method = f.required_str("method");
+    // A passkey answers with its assertion, not a code (`POST /v1/auth/mfa/passkey/options`).
+    if method == "passkey" {
+        let credential = f.optional_object("credential");
+        if credential.is_none() {
+            f.invalid("credential", "is required with method \"passkey\"");
+        }
+        return credential.map(|c| FactorProof::Passkey(c.clone()));
+    }
+    // Read only to be type-checked: a code's methods have no use for it.
+    f.optional_object("credential");
     let code = f.required_str("code");
     if code.is_empty() || code.len() > 64 {
         f.invalid("code", "must be 1 to 64 characters");
@@ -138,7 +154,7 @@ pub async fn verify(
 ) -> Result<Response, ApiError> {
     rate_limit(&state, &state.login_limit, "mfa_verify", &client)?;
     let mut f = Fields::new(&body);
-    f.only(&["challenge", "method", "code"]);
+    f.only(&["challenge", "method", "code", "credential"]);
     let challenge = f.required_str("challenge");
     let proof = proof(&mut f);
     f.finish()?;

@@ -15,6 +15,7 @@ pub mod metrics;
 mod mfa;
 pub mod openapi;
 mod pages;
+mod passkeys;
 pub mod rate_limit;
 pub mod request_log;
 mod sessions;
@@ -108,6 +109,13 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(email::confirm_email_change))
         .routes(routes!(email::email_link))
         .routes(routes!(email::email_link_verify))
+        .routes(routes!(passkeys::register_options))
+        .routes(routes!(passkeys::register))
+        .routes(routes!(passkeys::list))
+        .routes(routes!(passkeys::rename, passkeys::delete))
+        .routes(routes!(passkeys::sign_in_options))
+        .routes(routes!(passkeys::sign_in))
+        .routes(routes!(passkeys::factor_options))
         .routes(routes!(feed::revocations))
         .routes(routes!(admin::list_users, admin::create_user))
         .routes(routes!(admin::show_user, admin::update_user, admin::delete_user))

@@ -42,6 +42,7 @@ use super::request_log::REQUEST_ID;
     tags(
         (name = "auth", description = "Accounts, sign-in, token refresh and sessions."),
         (name = "email", description = "Flows by mail: verifying the address, password reset, address change, sign-in links."),
+        (name = "passkeys", description = "Passkeys (WebAuthn): registering, listing, renaming and removing them, and signing in with one alone."),
         (name = "discovery", description = "What resource servers need to verify access tokens."),
         (name = "admin", description = "The admin API: accounts, sessions, the audit trail, keys and alerts, for administrators and back-office credentials."),
         (name = "operations", description = "Health, metrics and this document.")

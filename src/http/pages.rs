@@ -44,6 +44,8 @@ pub struct PageSettings {
     logo_url: Option<String>,
     /// Origins `/login?return_to=` may send a user to, besides this server's own paths.
     return_to_origins: Vec<String>,
+    /// Whether the passkey routes are on (a usable WebAuthn relying party).
+    passkeys: bool,
     #[serde(skip)]
     accent_color: Option<String>,
 }
@@ -57,6 +59,7 @@ impl PageSettings {
                 .unwrap_or_else(|| "Tessera".to_owned()),
             logo_url: config.logo_url.clone(),
             return_to_origins: config.return_to_origins.clone(),
+            passkeys: matches!(config.passkeys(), Ok(crate::config::Passkeys::On(_))),
             accent_color: config.accent_color.clone(),
         }
     }

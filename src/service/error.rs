@@ -59,6 +59,33 @@ pub enum AuthError {
     /// Sign-in links are off (`TESSERA_EMAIL_LINK_SIGNIN`).
     #[error("sign-in links are not enabled")]
     LinkSigninDisabled,
+    /// Passkeys are off: no usable WebAuthn relying party (see `config::Passkeys`).
+    #[error("passkeys are not enabled")]
+    PasskeysDisabled,
+    /// The account has no passkey with this id.
+    #[error("passkey not found")]
+    PasskeyNotFound,
+    /// A passkey ceremony that is unknown, already answered, or of another kind.
+    #[error("unknown or used passkey ceremony")]
+    PasskeyCeremonyInvalid,
+    #[error("passkey ceremony expired")]
+    PasskeyCeremonyExpired,
+    /// A credential or assertion that is malformed or fails WebAuthn's checks (signature,
+    /// challenge, user verification); the reason is for the log.
+    #[error("passkey answer refused: {0}")]
+    PasskeyInvalid(String),
+    /// Made for another origin or relying party id.
+    #[error("passkey answer for another origin or relying party")]
+    PasskeyWrongOrigin,
+    /// The credential is registered to no account (or was removed).
+    #[error("unknown passkey")]
+    PasskeyUnknown,
+    /// The authenticator's signature counter did not move forward: possibly a cloned key.
+    #[error("passkey signature counter went backwards")]
+    PasskeyCounterRegressed,
+    /// This credential is registered already.
+    #[error("passkey already registered")]
+    PasskeyAlreadyRegistered,
     /// A second step's challenge that is unknown, used (or used up by wrong codes).
     #[error("invalid or used second-factor challenge")]
     MfaChallengeInvalid,

@@ -302,7 +302,7 @@ impl AuthService {
     /// swept yet) and no successful login on record came with the same user agent from the
     /// same network ([`network`])? An account's very first login is no news (there is no
     /// device it could be new beside). A failed read says no: the login goes on.
-    async fn is_new_device(&self, user: UserId, client: &ClientInfo) -> bool {
+    pub(super) async fn is_new_device(&self, user: UserId, client: &ClientInfo) -> bool {
         let known = match self.store.find_known_devices(user, KNOWN_DEVICES_READ).await {
             Ok(known) => known,
             Err(e) => {

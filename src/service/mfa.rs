@@ -40,6 +40,9 @@ const RECOVERY_ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
 pub enum FactorProof {
     Totp(String),
     RecoveryCode(String),
+    /// A passkey's assertion (`PublicKeyCredential` JSON) answering the account's second-factor
+    /// ceremony (`POST /v1/auth/mfa/passkey/options`).
+    Passkey(serde_json::Value),
 }
 
 impl std::fmt::Debug for FactorProof {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for FactorProof {
         f.write_str(match self {
             FactorProof::Totp(_) => "Totp(<redacted>)",
             FactorProof::RecoveryCode(_) => "RecoveryCode(<redacted>)",
+            FactorProof::Passkey(_) => "Passkey(<assertion>)",
         })
     }
 }
@@ -232,9 +236,18 @@ pub(super) async fn factors_of(store: &dyn Store, user: UserId) -> Result<Factor
     })
 }
 
-/// The passkeys of `user` (none until passkeys land).
-pub(super) async fn passkey_views(_store: &dyn Store, _user: UserId) -> Result<Vec<PasskeyView>, AuthError> {
-    Ok(Vec::new())
+/// The passkeys of `user`: each one a factor (`service::passkeys` registers them).
+pub(super) async fn passkey_views(store: &dyn Store, user: UserId) -> Result<Vec<PasskeyView>, AuthError> {
+    Ok(store
+        .find_passkeys(user)
+        .await?
+        .into_iter()
+        .map(|p| PasskeyView {
+            id: p.id.to_string(),
+            name: p.name,
+            created_at: p.created_at,
+        })
+        .collect())
 }
 
 impl AuthService {
@@ -502,6 +515,7 @@ impl AuthService {
                 .await;
                 Ok("otp")
             }
+            FactorProof::Passkey(credential) => self.check_passkey_factor(user, credential, client).await,
         }
     }
 

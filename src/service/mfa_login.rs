@@ -164,6 +164,7 @@ impl AuthService {
         let detail = match proof {
             FactorProof::Totp(_) => "second factor: totp",
             FactorProof::RecoveryCode(_) => "second factor: recovery code",
+            FactorProof::Passkey(_) => "second factor: passkey",
         };
         self.open_session(
             &user,

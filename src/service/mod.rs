@@ -34,6 +34,7 @@ mod login;
 pub mod metadata;
 mod mfa;
 mod mfa_login;
+mod passkeys;
 mod password;
 mod policy;
 mod profile;
@@ -55,6 +56,7 @@ pub use keys::{
     KEY_RELOAD_EVERY, KEY_SET_MAX_AGE, MIN_KEY_PUBLISH_AHEAD,
 };
 pub use mfa::{FactorProof, FactorsView, HolderProof, PasskeyView, RecoveryCodes, TotpEnrolment, TotpView};
+pub use passkeys::{PasskeyPolicy, PasskeySignInOptions, RegisteredPasskey, CEREMONY_TTL};
 pub use policy::Policy;
 pub use revocations::{
     RevocationFollower, REMEMBERED_SESSIONS, REVOCATION_LOG_RETENTION, REVOCATION_POLL_EVERY,

@@ -9,6 +9,7 @@ use super::email::EmailPolicy;
 use super::feed::FeedCredentials;
 use super::keys::KeyPolicy;
 use super::lockout::LockoutPolicy;
+use super::passkeys::PasskeyPolicy;
 use crate::domain::SessionCheck;
 
 /// The lifetimes and limits the flows enforce.
@@ -35,6 +36,8 @@ pub struct Policy {
     pub keys: KeyPolicy,
     /// The flows by email: verification, reset, sign-in links.
     pub email: EmailPolicy,
+    /// The WebAuthn relying party of passkeys, or why they are off.
+    pub passkeys: PasskeyPolicy,
     /// How recent a sign-in must be for sensitive changes.
     pub reauthentication_max_age: Duration,
     /// Roles that take effect only in sessions signed in with a second factor.

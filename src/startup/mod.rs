@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
 use crate::alerts::{AlertSink, Deliverer, DeliverySettings, NoAlerts, OutboxAlerts, Webhook};
-use crate::config::Config;
+use crate::config::{Config, Passkeys};
 use crate::domain::{Clock, SystemClock};
 use crate::http::metrics::Metrics;
 use crate::http::rate_limit::RateLimiter;
@@ -33,7 +33,7 @@ use crate::service::aligned_clock::DatabaseAlignedClock;
 use crate::service::feed::FeedCredentials;
 use crate::service::lockout::LockoutPolicy;
 use crate::service::AdminAccess;
-use crate::service::{AuthError, AuthService, EmailPolicy, KeyPolicy, Policy};
+use crate::service::{AuthError, AuthService, EmailPolicy, KeyPolicy, PasskeyPolicy, Policy};
 use crate::store::{self, Store, StoreError};
 
 /// How long in-flight requests may take to finish after a shutdown signal (the contract
@@ -141,6 +141,13 @@ impl Application {
             .map_err(|source| StartupError::Bind { addr, source })?;
         if let Some(problem) = config.issuer_mismatch(addr) {
             tracing::warn!("{problem}");
+        }
+        match config.passkeys() {
+            Ok(Passkeys::On(party)) => {
+                tracing::info!(rp_id = %party.id, origins = %party.origins.join(","), "passkeys on")
+            }
+            Ok(Passkeys::Off(reason)) => tracing::warn!("passkeys are off: {reason}"),
+            Err(e) => tracing::warn!("passkeys are off: {e}"),
         }
         // With a webhook, alerts go to the outbox and this instance runs a deliverer (every
         // instance does: whichever claims an alert first delivers it).
@@ -382,6 +389,15 @@ pub fn policy(c: &Config) -> Policy {
             reset_ttl: c.password_reset_ttl,
             link_signin: c.email_link_signin,
             link_ttl: c.email_link_ttl,
+        },
+        passkeys: match c.passkeys() {
+            Ok(Passkeys::On(party)) => PasskeyPolicy::new(
+                &party.id,
+                &party.origins,
+                c.product_name.as_deref().unwrap_or("Tessera"),
+            ),
+            Ok(Passkeys::Off(reason)) => PasskeyPolicy::off(reason),
+            Err(e) => PasskeyPolicy::off(e.to_string()),
         },
         reauthentication_max_age: c.reauthentication_max_age,
         mfa_required_roles: c.mfa_required_roles.clone(),

@@ -21,6 +21,7 @@ mod factors;
 mod keys;
 mod lockout;
 mod mail;
+mod passkeys;
 pub mod postgres;
 mod revocations;
 mod sessions;
@@ -35,6 +36,7 @@ pub use factors::{FactorStore, MfaChallengeRecord, TotpFactor};
 pub use keys::{AfterKeyRevocation, KeyRevocation, KeyStore};
 pub use lockout::{FailureKey, LockoutStore, LoginFailures, LoginFailuresChange, NextLoginFailures};
 pub use mail::{MailStore, NewMail, QueuedMail};
+pub use passkeys::{CeremonyRecord, PasskeyRecord, PasskeyStore};
 pub use revocations::{
     FeedRevocation, RevocationListener, RevocationNotice, RevocationStore, RevocationsSince,
 };
@@ -76,6 +78,7 @@ pub trait Store:
     + AlertStore
     + MailStore
     + EmailTokenStore
+    + PasskeyStore
     + FactorStore
     + Send
     + Sync

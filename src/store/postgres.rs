@@ -21,6 +21,7 @@ mod email_tokens;
 mod factors;
 pub(super) mod mail;
 mod operator;
+mod passkeys;
 mod rotations;
 pub use operator::inspect;
 

@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0012_email_tokens.sql"),
     include_str!("../../migrations/sqlite/0013_email_link_browser.sql"),
     include_str!("../../migrations/sqlite/0014_mfa.sql"),
+    include_str!("../../migrations/sqlite/0015_passkeys.sql"),
 ];
 
 /// The most writes one transaction takes; more wait for the next batch.
@@ -99,6 +100,8 @@ mod alerts;
 pub(super) mod mail;
 // Single-use tokens sent by mail.
 mod email_tokens;
+// Passkeys and their ceremonies.
+mod passkeys;
 // Second factors and login challenges.
 mod factors;
 

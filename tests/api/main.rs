@@ -2,6 +2,8 @@
 //! PostgreSQL with `TESSERA_TEST_BACKEND=postgres`), driven over HTTP. One test binary
 //! (faster to link); one module per area.
 
+#[path = "../support/authenticator.rs"]
+mod authenticator;
 mod helpers;
 mod jose;
 #[path = "../support/postgres.rs"]
@@ -42,6 +44,7 @@ mod mfa;
 mod openapi;
 mod operator;
 mod pages;
+mod passkeys;
 mod password;
 mod rate_limit_scale;
 mod rate_limits;

@@ -15,8 +15,9 @@ use crate::helpers::*;
 const ROUTER_SOURCE: &str = include_str!("../../src/http/mod.rs");
 
 /// Problem codes the server uses beyond those the contract names (the contract leaves timeouts,
-/// overload and internal failures to the implementation; the flows by email are its own).
-const CODES_BEYOND_THE_CONTRACT: [&str; 17] = [
+/// overload and internal failures to the implementation; the flows by email, second factors
+/// and passkeys are its own).
+const CODES_BEYOND_THE_CONTRACT: [&str; 26] = [
     "request_timeout",
     "service_unavailable",
     "internal_error",
@@ -25,6 +26,15 @@ const CODES_BEYOND_THE_CONTRACT: [&str; 17] = [
     "email_token_expired",
     "email_link_other_browser",
     "email_not_verified",
+    "passkeys_disabled",
+    "passkey_not_found",
+    "passkey_ceremony_invalid",
+    "passkey_ceremony_expired",
+    "passkey_invalid",
+    "passkey_wrong_origin",
+    "passkey_unknown",
+    "passkey_counter_regressed",
+    "passkey_already_registered",
     "mfa_challenge_invalid",
     "mfa_challenge_expired",
     "mfa_challenge_other_browser",

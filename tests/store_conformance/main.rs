@@ -138,6 +138,7 @@ mod factors;
 mod keys;
 mod lockout;
 mod mail;
+mod passkeys;
 mod postgres_batches;
 mod revocations;
 mod rotations;
@@ -226,6 +227,8 @@ conformance!(
     email_tokens::a_sign_in_links_browser_binding_is_kept,
     email_tokens::concurrent_uses_of_an_email_token_have_one_winner,
     email_tokens::an_address_is_verified_and_changed_unless_taken,
+    passkeys::passkeys_are_per_account_and_unique_by_credential,
+    passkeys::a_ceremony_is_taken_once_and_replaced_by_its_handle,
     factors::a_totp_factor_counts_once_confirmed_and_accepts_each_step_once,
     factors::recovery_codes_are_replaced_as_a_set_and_spent_once,
     factors::a_login_challenge_is_used_once_and_dies_after_wrong_codes,

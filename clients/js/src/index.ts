@@ -18,7 +18,17 @@ import {
   TesseraError,
 } from './errors.js';
 
+import {
+  creationOptionsFromJSON,
+  credentialToJSON,
+  defaultCredentials,
+  requestOptionsFromJSON,
+  type CredentialsContainerLike,
+  type Passkey,
+} from './passkeys.js';
+
 export * from './errors.js';
+export * from './passkeys.js';
 
 export interface User {
   id: string;
@@ -446,6 +456,69 @@ export class TesseraClient {
       transport: this.transport,
     });
     return this.signedInWith(grant);
+  }
+
+  // ---- passkeys (WebAuthn): the browser's ceremonies with Tessera's options and checks ----
+
+  /**
+   * Registers a passkey for the signed-in account: Tessera's options, the browser's
+   * `navigator.credentials.create` (fingerprint, face or screen lock), Tessera's check.
+   * `name` defaults to "Passkey N".
+   */
+  async addPasskey(options: { name?: string; credentials?: CredentialsContainerLike } = {}): Promise<Passkey> {
+    const container = options.credentials ?? defaultCredentials();
+    const creation = await this.authed<{ publicKey: Record<string, unknown> }>(
+      'POST',
+      '/v1/account/passkeys/register/options',
+    );
+    const credential = await container.create({ publicKey: creationOptionsFromJSON(creation.publicKey) });
+    if (!credential) throw new Error('No passkey was created.');
+    return this.authed<Passkey>('POST', '/v1/account/passkeys/register', {
+      ...(options.name ? { name: options.name } : {}),
+      credential: credentialToJSON(credential),
+    });
+  }
+
+  /** The signed-in account's passkeys, oldest first. */
+  async passkeys(): Promise<Passkey[]> {
+    return (await this.authed<{ passkeys: Passkey[] }>('GET', '/v1/account/passkeys')).passkeys;
+  }
+
+  async renamePasskey(id: string, name: string): Promise<Passkey> {
+    return this.authed<Passkey>('PATCH', `/v1/account/passkeys/${encodeURIComponent(id)}`, { name });
+  }
+
+  /** Removes one of the account's passkeys: it signs in no more. */
+  async removePasskey(id: string): Promise<void> {
+    await this.authed('DELETE', `/v1/account/passkeys/${encodeURIComponent(id)}`);
+  }
+
+  /**
+   * Signs in with a passkey alone (no address typed: the authenticator offers the passkeys it
+   * holds for this site), as `login` does with a password. `mediation: 'conditional'` for
+   * passkeys offered in the address field's autofill.
+   */
+  async signInWithPasskey(
+    options: { credentials?: CredentialsContainerLike; mediation?: CredentialMediationRequirement } = {},
+  ): Promise<LoginResult> {
+    const container = options.credentials ?? defaultCredentials();
+    const request = await this.call<{ ceremony: string; publicKey: Record<string, unknown> }>(
+      'POST',
+      '/v1/auth/passkey/options',
+    );
+    const credential = await container.get({
+      publicKey: requestOptionsFromJSON(request.publicKey),
+      ...(options.mediation ? { mediation: options.mediation } : {}),
+    });
+    if (!credential) throw new Error('No passkey was chosen.');
+    const grant = await this.call<TokenResponse>('POST', '/v1/auth/passkey', {
+      ceremony: request.ceremony,
+      credential: credentialToJSON(credential),
+      transport: this.transport,
+    });
+    if (this.transport === 'cookie' && this.checkCookies) await this.cookiesStored(grant);
+    await this.writeState({ epoch: (await this.readState()).epoch + 1, ...this.tokensOf(grant) });
+    return { user: grant.user, sessionId: grant.session_id, expiresIn: grant.expires_in };
   }
 
   /**

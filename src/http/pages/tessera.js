@@ -231,6 +231,8 @@ function loginPage() {
     mfaForm.hidden = false;
     title.textContent = 'Two-step verification';
     mfaCode.focus();
+    // The passkey part of the page offers a passkey when the account has one.
+    document.dispatchEvent(new CustomEvent('tessera:second-step', { detail: answer }));
   }
   document.getElementById('mfa-switch').addEventListener('click', () => {
     method = method === 'totp' ? 'recovery_code' : 'totp';
@@ -886,7 +888,233 @@ function adminPage() {
   search('').then(() => main.setAttribute('aria-busy', 'false'), fail);
 }
 
+// ---- passkeys (WebAuthn): /login's "Sign in with a passkey", /account's Passkeys ----
+
+const passkeysSupported = () => typeof window.PublicKeyCredential === 'function' && Boolean(navigator.credentials);
+
+function fromBase64url(text) {
+  const binary = atob(text.replace(/-/g, '+').replace(/_/g, '/') + '='.repeat((4 - (text.length % 4)) % 4));
+  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+}
+
+function toBase64url(buffer) {
+  let binary = '';
+  for (const b of new Uint8Array(buffer)) binary += String.fromCharCode(b);
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+// WebIDL dictionaries take a missing member, not null.
+function withoutNulls(value) {
+  if (Array.isArray(value)) return value.map(withoutNulls);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).filter(([, v]) => v != null).map(([k, v]) => [k, withoutNulls(v)]));
+  }
+  return value;
+}
+
+function descriptors(list) {
+  return list ? list.map((d) => ({ ...d, id: fromBase64url(d.id) })) : undefined;
+}
+
+function credentialJSON(c) {
+  const r = c.response;
+  const response = { clientDataJSON: toBase64url(r.clientDataJSON) };
+  if (r.attestationObject) {
+    response.attestationObject = toBase64url(r.attestationObject);
+    if (r.getTransports) response.transports = r.getTransports();
+  } else {
+    response.authenticatorData = toBase64url(r.authenticatorData);
+    response.signature = toBase64url(r.signature);
+    response.userHandle = r.userHandle ? toBase64url(r.userHandle) : null;
+  }
+  return { id: c.id, rawId: toBase64url(c.rawId), type: c.type, response,
+    clientExtensionResults: c.getClientExtensionResults ? c.getClientExtensionResults() : {} };
+}
+
+function passkeyMessage(e) {
+  // The browser's own refusals: the person closed the prompt, or has no passkey here.
+  if (e.name === 'NotAllowedError' || e.name === 'AbortError') return 'No passkey was used. Try again, or sign in with your password.';
+  if (e.name === 'InvalidStateError') return 'This passkey is already registered to your account.';
+  switch (e.code) {
+    case 'passkeys_disabled': return 'Passkeys are not available on this server.';
+    case 'passkey_unknown': return 'This passkey isn’t registered to any account (it may have been removed). Sign in with your password.';
+    case 'passkey_already_registered': return 'This passkey is already registered.';
+    case 'passkey_ceremony_expired': return 'That took too long. Please try again.';
+    case 'passkey_counter_regressed': return 'This passkey was refused for your safety (it may have been copied). Sign in another way.';
+    case 'passkey_invalid': case 'passkey_wrong_origin': case 'passkey_ceremony_invalid':
+      return 'The passkey could not be verified. Please try again.';
+    default: return message(e);
+  }
+}
+
+async function passkeysLogin() {
+  const line = document.getElementById('passkey-line');
+  const button = document.getElementById('passkey-sign-in');
+  if (!passkeysSupported() || !(await pageConfig).passkeys) return;
+  line.hidden = false;
+  // A passkey as the second step after a password.
+  const second = document.getElementById('mfa-passkey');
+  let challenge = null;
+  document.addEventListener('tessera:second-step', ({ detail }) => {
+    challenge = detail.challenge;
+    line.hidden = true;
+    second.hidden = !(detail.methods || []).includes('passkey');
+  });
+  second.addEventListener('click', async () => {
+    second.disabled = true;
+    show('error', '');
+    try {
+      const { publicKey } = await call('POST', '/v1/auth/mfa/passkey/options', { challenge });
+      const options = withoutNulls(publicKey);
+      const credential = await navigator.credentials.get({
+        publicKey: { ...options, challenge: fromBase64url(options.challenge), allowCredentials: descriptors(options.allowCredentials) },
+      });
+      await call('POST', '/v1/auth/mfa/verify', { challenge, method: 'passkey', credential: credentialJSON(credential) });
+      await afterSignIn((to) => location.assign(to));
+    } catch (e) {
+      show('error', e.code && e.code.startsWith('mfa_') ? message(e) : passkeyMessage(e));
+      second.disabled = false;
+    }
+  });
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    show('error', '');
+    show('notice', '');
+    try {
+      const { ceremony, publicKey } = await call('POST', '/v1/auth/passkey/options');
+      const options = withoutNulls(publicKey);
+      const credential = await navigator.credentials.get({
+        publicKey: { ...options, challenge: fromBase64url(options.challenge), allowCredentials: descriptors(options.allowCredentials) },
+      });
+      await call('POST', '/v1/auth/passkey', { ceremony, credential: credentialJSON(credential), transport: 'cookie' });
+      await afterSignIn((to) => location.assign(to));
+    } catch (e) {
+      show('error', passkeyMessage(e));
+      button.disabled = false;
+    }
+  });
+}
+
+async function passkeysAccount() {
+  const card = document.getElementById('passkeys-card');
+  const list = document.getElementById('passkeys');
+  const add = document.getElementById('add-passkey');
+  if (!passkeysSupported() || !(await pageConfig).passkeys) return;
+  let passkeys = [];
+
+  function fail(e) {
+    if (SIGNED_OUT.has(e.code)) return signedOut(e.code);
+    show('error', passkeyMessage(e));
+  }
+
+  function describe(p) {
+    const used = p.last_used_at ? `last used ${ago(p.last_used_at)}` : 'never used to sign in';
+    return `Added ${day(p.created_at)} · ${used}`;
+  }
+
+  function render() {
+    list.replaceChildren(...passkeys.map((p) => {
+      const item = el('li', 'session');
+      item.dataset.passkeyId = p.id;
+      const text = el('div', 'session-text');
+      text.append(el('p', 'session-name', p.name), el('p', 'session-meta', describe(p)));
+      const rename = el('button', 'secondary', 'Rename');
+      rename.type = 'button';
+      rename.setAttribute('aria-label', `Rename ${p.name}`);
+      rename.addEventListener('click', () => startRename(p, item, text));
+      const remove = el('button', 'danger', 'Remove');
+      remove.type = 'button';
+      remove.setAttribute('aria-label', `Remove ${p.name}`);
+      remove.addEventListener('click', () => removePasskey(p, remove));
+      item.append(text, rename, remove);
+      return item;
+    }));
+    if (!passkeys.length) list.append(el('li', 'session-meta', 'No passkeys yet.'));
+  }
+
+  function startRename(p, item, text) {
+    const form = el('form', 'rename');
+    const input = el('input');
+    input.value = p.name;
+    input.maxLength = 64;
+    input.setAttribute('aria-label', `New name for ${p.name}`);
+    const save = el('button', 'secondary', 'Save');
+    save.type = 'submit';
+    form.append(input, save);
+    text.replaceWith(form);
+    input.focus();
+    input.select();
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      save.disabled = true;
+      try {
+        const renamed = await authed('PATCH', `/v1/account/passkeys/${encodeURIComponent(p.id)}`, { name: input.value });
+        passkeys = passkeys.map((q) => (q.id === p.id ? renamed : q));
+        render();
+        show('notice', `Renamed to ${renamed.name}.`);
+      } catch (e) {
+        save.disabled = false;
+        fail(e);
+      }
+    });
+  }
+
+  async function removePasskey(p, button) {
+    button.disabled = true;
+    try {
+      await authed('DELETE', `/v1/account/passkeys/${encodeURIComponent(p.id)}`);
+      passkeys = passkeys.filter((q) => q.id !== p.id);
+      render();
+      show('notice', `Removed ${p.name}. It no longer signs you in.`);
+      document.getElementById('passkeys-title').focus();
+    } catch (e) {
+      if (e.code === 'passkey_not_found') return load();
+      button.disabled = false;
+      fail(e);
+    }
+  }
+
+  async function load() {
+    try {
+      passkeys = (await authed('GET', '/v1/account/passkeys')).passkeys;
+      card.hidden = false;
+      render();
+    } catch (e) {
+      if (e.code !== 'passkeys_disabled') fail(e);
+    }
+  }
+
+  add.addEventListener('click', async () => {
+    add.disabled = true;
+    show('error', '');
+    show('notice', '');
+    try {
+      const { publicKey } = await authed('POST', '/v1/account/passkeys/register/options');
+      const options = withoutNulls(publicKey);
+      const credential = await navigator.credentials.create({
+        publicKey: {
+          ...options,
+          challenge: fromBase64url(options.challenge),
+          user: { ...options.user, id: fromBase64url(options.user.id) },
+          excludeCredentials: descriptors(options.excludeCredentials),
+        },
+      });
+      const added = await authed('POST', '/v1/account/passkeys/register', { credential: credentialJSON(credential) });
+      passkeys = [...passkeys, added];
+      render();
+      show('notice', `Added ${added.name}. You can now sign in with it.`);
+    } catch (e) {
+      fail(e);
+    } finally {
+      add.disabled = false;
+    }
+  });
+  load();
+}
+
 applyBranding();
+if (document.body.dataset.page === 'login') passkeysLogin();
+if (document.body.dataset.page === 'account') passkeysAccount();
 if (document.body.dataset.page === 'login') loginPage();
 if (document.body.dataset.page === 'account') accountPage();
 if (document.body.dataset.page === 'admin') adminPage();
