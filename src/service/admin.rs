@@ -607,22 +607,29 @@ impl AdminService {
         Ok(Some(revoked))
     }
 
-    /// Removes every second factor of the account (TOTP and its recovery codes): the holder
-    /// who lost them signs in with the password alone again. Audited (`mfa_disabled`) and
-    /// mailed to the holder. `Some(false)`: it had none.
+    /// Removes every second factor of the account (TOTP and its recovery codes, passkeys):
+    /// the holder who lost them signs in with the password alone again. Audited
+    /// (`mfa_disabled`) and mailed to the holder. `Some(false)`: it had none.
     pub async fn reset_mfa<'a>(&self, user: impl Into<UserRef<'a>>) -> Result<Option<bool>, AuthError> {
         let Some(account) = self.account(user).await? else {
             return Ok(None);
         };
         let id = account.user.id;
-        if !self.store.delete_totp(id).await? {
+        let had_totp = self.store.delete_totp(id).await?;
+        let mut passkeys_removed = 0;
+        for passkey in self.store.find_passkeys(id).await? {
+            if self.store.delete_passkey(id, passkey.id).await?.is_some() {
+                passkeys_removed += 1;
+            }
+        }
+        if !had_totp && passkeys_removed == 0 {
             return Ok(Some(false));
         }
         self.audit(
             AuditKind::MfaDisabled,
             Some(id),
             None,
-            json!({ "email": account.user.email.as_str(), "reset": true }),
+            json!({ "email": account.user.email.as_str(), "reset": true, "passkeys_removed": passkeys_removed }),
         )
         .await;
         let mail = Mail::new(

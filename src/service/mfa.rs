@@ -520,7 +520,7 @@ impl AuthService {
     }
 
     /// Tells the holder of a change to their sign-in security (`security_change` mail).
-    async fn security_notice(&self, email: &str, change: &str) {
+    pub(super) async fn security_notice(&self, email: &str, change: &str) {
         let to = crate::domain::Email::from_stored(email.to_owned());
         self.queue_notice(
             &to,

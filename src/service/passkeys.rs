@@ -246,6 +246,11 @@ impl AuthService {
                 Some(format!("passkey {} ({})", record.id, record.name)),
             )
             .await;
+        self.security_notice(
+            &ctx.session.user.email,
+            &format!("a passkey was added to your account ({})", record.name),
+        )
+        .await;
         Ok(RegisteredPasskey::from(&record))
     }
 
@@ -300,6 +305,11 @@ impl AuthService {
                 Some(format!("passkey {} ({})", removed.id, removed.name)),
             )
             .await;
+        self.security_notice(
+            &ctx.session.user.email,
+            &format!("a passkey was removed from your account ({})", removed.name),
+        )
+        .await;
         Ok(())
     }
 

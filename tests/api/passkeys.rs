@@ -627,3 +627,27 @@ async fn a_passkey_alone_says_so_in_amr_and_is_a_second_factor_after_a_password(
     )
     .await;
 }
+
+/// `tessera users mfa reset` removes passkeys too: the holder who lost them signs in with the
+/// password alone again (before, a passkey survived the reset and still asked for a second step).
+#[tokio::test]
+async fn an_operators_factor_reset_removes_passkeys_too() {
+    let app = spawn_with_passkeys().await;
+    let t = app.signup_and_login(EMAIL).await;
+    let access = s(&t, "access_token");
+    let mut auth = Authenticator::new(ORIGIN);
+    app.add_passkey(&access, &mut auth, Some("laptop")).await;
+    let asked = json_ok(app.login(EMAIL).await).await;
+    assert_eq!(asked["mfa_required"], true, "{asked}");
+
+    let reset = crate::admin_cli::tessera(&app, &["users", "mfa", "reset", EMAIL], None).await;
+    assert_eq!(
+        reset.out().trim(),
+        format!("removed the second factors of {EMAIL}")
+    );
+    let tokens = json_ok(app.login(EMAIL).await).await;
+    assert!(tokens.get("mfa_required").is_none(), "{tokens}");
+    assert!(app.passkeys(&s(&tokens, "access_token")).await.is_empty());
+    let again = crate::admin_cli::tessera(&app, &["users", "mfa", "reset", EMAIL], None).await;
+    assert_eq!(again.out().trim(), format!("{EMAIL} had no second factor"));
+}
