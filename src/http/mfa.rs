@@ -349,19 +349,34 @@ pub async fn confirm_totp(
 pub(super) struct ProveRequest {
     #[schema(nullable = false, min_length = 1, max_length = 1024)]
     password: Option<String>,
-    /// With `code`: `totp` (the default) or `recovery_code`.
+    /// With `code`: `totp` (the default) or `recovery_code`; `passkey` with `credential`.
     #[schema(nullable = false)]
     method: Option<MfaMethodName>,
     #[schema(nullable = false, min_length = 1, max_length = 64)]
     code: Option<String>,
+    /// With `passkey`: the `PublicKeyCredential` from `navigator.credentials.get`, as JSON,
+    /// answering `POST /v1/auth/reauthenticate/passkey/options`.
+    #[schema(value_type = Option<Object>, nullable = false)]
+    credential: Option<serde_json::Value>,
 }
 
 /// Reads a `ProveRequest` (`None`: no proof in it).
 fn prove(body: &JsonBody) -> Result<Option<HolderProof>, ApiError> {
     let mut f = Fields::new(body);
-    f.only(&["password", "method", "code"]);
+    f.only(&["password", "method", "code", "credential"]);
     let password = f.optional_str("password");
     let method = f.optional_str("method");
+    let credential = f.optional_object("credential");
+    if method == Some("passkey") {
+        if credential.is_none() {
+            f.invalid("credential", "is required with method \"passkey\"");
+        }
+        if password.is_some() || f.optional_str("code").is_some() {
+            f.invalid("credential", "send a passkey's credential alone");
+        }
+        f.finish()?;
+        return Ok(credential.map(|c| HolderProof::Factor(FactorProof::Passkey(c.clone()))));
+    }
     let code = f.optional_str("code");
     if password.is_some_and(|p| p.chars().count() > 1024) {
         f.invalid("password", "must be at most 1024 characters");

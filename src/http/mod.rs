@@ -116,6 +116,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(passkeys::sign_in_options))
         .routes(routes!(passkeys::sign_in))
         .routes(routes!(passkeys::factor_options))
+        .routes(routes!(passkeys::reauthentication_options))
         .routes(routes!(feed::revocations))
         .routes(routes!(admin::list_users, admin::create_user))
         .routes(routes!(admin::show_user, admin::update_user, admin::delete_user))

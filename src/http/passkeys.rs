@@ -336,6 +336,28 @@ pub async fn factor_options(
 
 #[utoipa::path(
     post,
+    path = "/v1/auth/reauthenticate/passkey/options",
+    tag = "passkeys",
+    summary = "Reauthenticate with a passkey: options for navigator.credentials.get",
+    responses(
+        (status = 200, description = "`PublicKeyCredentialRequestOptions` under `publicKey`, listing the account's passkeys; answer with `POST /v1/auth/reauthenticate` `{method: \"passkey\", credential}`. The ceremony is kept on the server for 5 minutes, used once.", body = CreationOptions),
+        (status = 401, description = "`invalid_token`, `token_expired`, `session_revoked`, `passkey_unknown` (the account has no passkey)"),
+        (status = 403, description = "`csrf_failed` (cookie transport)"),
+        (status = 404, description = "`passkeys_disabled`"),
+        (status = 503, description = "`service_unavailable`"),
+    ),
+    security(("bearer" = []), ("access_cookie" = [], "csrf_header" = []))
+)]
+pub async fn reauthentication_options(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+) -> Result<Response, ApiError> {
+    let options = state.service.reauthentication_passkey_options(&ctx).await?;
+    Ok(no_store(options))
+}
+
+#[utoipa::path(
+    post,
     path = "/v1/auth/passkey",
     tag = "passkeys",
     summary = "Sign in with a passkey: a new session, as a login opens one",

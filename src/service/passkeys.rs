@@ -21,7 +21,7 @@ use webauthn_rs::prelude::{
 use super::email::token_hash;
 use super::{AuthContext, AuthError, AuthService, ClientInfo, TokenGrant, Transport};
 use crate::crypto;
-use crate::domain::{AuditKind, FieldError, PasskeyId, Timestamp};
+use crate::domain::{AuditKind, FieldError, PasskeyId, Timestamp, UserId};
 use crate::store::{CeremonyRecord, PasskeyRecord, StoreError, UserRecord};
 
 /// How long a ceremony waits for its answer (also the timeout the browser is given).
@@ -463,7 +463,7 @@ impl AuthService {
     /// challenge, live): request options listing the account's passkeys. The ceremony is the
     /// account's (`mfa:<user>`), answered through `POST /v1/auth/mfa/verify`.
     pub async fn passkey_factor_options(&self, challenge: &str) -> Result<serde_json::Value, AuthError> {
-        let webauthn = self.policy.passkeys.webauthn()?;
+        self.policy.passkeys.webauthn()?;
         let record = self
             .store
             .find_mfa_challenge(&token_hash(challenge))
@@ -473,9 +473,25 @@ impl AuthService {
         if self.clock.now() >= record.expires_at {
             return Err(AuthError::MfaChallengeExpired);
         }
+        self.start_factor_ceremony(record.user_id).await
+    }
+
+    /// Starts a passkey ceremony for the signed-in holder of `ctx` to reauthenticate with
+    /// (`POST /v1/auth/reauthenticate` `{method: "passkey", credential}` answers it).
+    pub async fn reauthentication_passkey_options(
+        &self,
+        ctx: &AuthContext,
+    ) -> Result<serde_json::Value, AuthError> {
+        self.start_factor_ceremony(ctx.user_id()).await
+    }
+
+    /// Options for `navigator.credentials.get` listing `user`'s passkeys, the ceremony kept
+    /// (one per account, single use) for [`AuthService::check_passkey_factor`].
+    async fn start_factor_ceremony(&self, user: UserId) -> Result<serde_json::Value, AuthError> {
+        let webauthn = self.policy.passkeys.webauthn()?;
         let passkeys = self
             .store
-            .find_passkeys(record.user_id)
+            .find_passkeys(user)
             .await?
             .iter()
             .map(|p| serde_json::from_str::<Passkey>(&p.passkey).map_err(internal))
@@ -489,9 +505,9 @@ impl AuthService {
         let now = self.clock.now();
         self.store
             .insert_passkey_ceremony(&CeremonyRecord {
-                handle: format!("{SECOND_FACTOR}:{}", record.user_id),
+                handle: format!("{SECOND_FACTOR}:{user}"),
                 kind: SECOND_FACTOR.into(),
-                user_id: Some(record.user_id),
+                user_id: Some(user),
                 state: serde_json::to_string(&state).map_err(internal)?,
                 created_at: now,
                 expires_at: now.plus(CEREMONY_TTL),

@@ -651,3 +651,60 @@ async fn an_operators_factor_reset_removes_passkeys_too() {
     let again = crate::admin_cli::tessera(&app, &["users", "mfa", "reset", EMAIL], None).await;
     assert_eq!(again.out().trim(), format!("{EMAIL} had no second factor"));
 }
+
+/// `POST /v1/auth/reauthenticate` with a passkey: a ceremony for the signed-in holder, answered
+/// once; the renewed tokens say a passkey was used (a password session gains `hwk` and `mfa`).
+#[tokio::test]
+async fn a_passkey_reauthenticates_the_holder_once_per_ceremony() {
+    let app = spawn_with_passkeys().await;
+    let access = s(&app.signup_and_login(EMAIL).await, "access_token");
+    let mut auth = Authenticator::new(ORIGIN);
+    app.add_passkey(&access, &mut auth, None).await;
+
+    let options = json_ok(
+        app.post_authed("/v1/auth/reauthenticate/passkey/options", &access, None)
+            .await,
+    )
+    .await;
+    let credential = auth.get(&options["publicKey"], 0);
+    let reauthenticate = |credential: Value| {
+        let (app, access) = (&app, access.clone());
+        async move {
+            app.post_authed(
+                "/v1/auth/reauthenticate",
+                &access,
+                Some(&json!({ "method": "passkey", "credential": credential })),
+            )
+            .await
+        }
+    };
+    assert_validation(
+        app.post_authed(
+            "/v1/auth/reauthenticate",
+            &access,
+            Some(&json!({ "method": "passkey" })),
+        )
+        .await,
+        &["credential"],
+    )
+    .await;
+    let renewed = json_ok(reauthenticate(credential.clone()).await).await;
+    let amr = claims(&s(&renewed, "access_token"))["amr"].clone();
+    assert!(
+        ["pwd", "hwk", "mfa"]
+            .iter()
+            .all(|v| amr.as_array().unwrap().contains(&json!(v))),
+        "{amr}"
+    );
+    // The same answer again: the ceremony is spent.
+    assert!(!reauthenticate(credential).await.status().is_success());
+    // Without a passkey there is nothing to ask for.
+    let other = s(&app.signup_and_login("other@example.com").await, "access_token");
+    assert_problem(
+        app.post_authed("/v1/auth/reauthenticate/passkey/options", &other, None)
+            .await,
+        401,
+        "passkey_unknown",
+    )
+    .await;
+}

@@ -522,6 +522,36 @@ export class TesseraClient {
   }
 
   /**
+   * Proves again that it is the holder (the password, or a TOTP or recovery code), for the
+   * changes that need a recent sign-in (`reauthentication_required`): the session's tokens
+   * are renewed with a new `auth_time`, as `POST /v1/auth/reauthenticate` answers.
+   */
+  async reauthenticate(
+    proof: { password: string } | { method: 'totp' | 'recovery_code'; code: string },
+  ): Promise<void> {
+    const grant = await this.authed<TokenResponse>('POST', '/v1/auth/reauthenticate', proof);
+    const state = await this.readState();
+    await this.writeState({ ...state, epoch: state.epoch + 1, ...this.tokensOf(grant) });
+  }
+
+  /** `reauthenticate` with one of the account's passkeys: the browser's ceremony. */
+  async reauthenticateWithPasskey(options: { credentials?: CredentialsContainerLike } = {}): Promise<void> {
+    const container = options.credentials ?? defaultCredentials();
+    const request = await this.authed<{ publicKey: Record<string, unknown> }>(
+      'POST',
+      '/v1/auth/reauthenticate/passkey/options',
+    );
+    const credential = await container.get({ publicKey: requestOptionsFromJSON(request.publicKey) });
+    if (!credential) throw new Error('No passkey was chosen.');
+    const grant = await this.authed<TokenResponse>('POST', '/v1/auth/reauthenticate', {
+      method: 'passkey',
+      credential: credentialToJSON(credential),
+    });
+    const state = await this.readState();
+    await this.writeState({ ...state, epoch: state.epoch + 1, ...this.tokensOf(grant) });
+  }
+
+  /**
    * `fetch` for any API that accepts Tessera's tokens (Tessera itself, or a resource server
    * behind the Node middleware). Relative URLs are resolved by the platform, not against
    * `baseUrl`. On `401 token_expired` it refreshes (once for all callers) and retries once,

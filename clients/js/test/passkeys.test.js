@@ -110,3 +110,55 @@ test('a passkey is added and signs in, the session kept as a login keeps it', as
   });
   assert.deepEqual(registration.body.credential.clientExtensionResults, { credProps: { rk: true } });
 });
+
+test('reauthenticating with a passkey or a code renews the kept tokens', async () => {
+  const requests = [];
+  const fetch = async (input, init = {}) => {
+    const url = new URL(input);
+    const body = init.body ? JSON.parse(init.body) : undefined;
+    requests.push({ path: url.pathname, body, headers: new Headers(init.headers) });
+    const grant = (n) => json(200, {
+      access_token: `at${n}`, refresh_token: `rt${n}`, token_type: 'Bearer', expires_in: 900, session_id: 's1',
+      user: { id: 'u1', email: 'a@b.c', created_at: '' },
+    });
+    switch (url.pathname) {
+      case '/v1/auth/login':
+        return grant(1);
+      case '/v1/auth/reauthenticate/passkey/options':
+        return json(200, { publicKey: { challenge: 'BQY', rpId: 'localhost' } });
+      case '/v1/auth/reauthenticate':
+        return grant(requests.filter((r) => r.path === '/v1/auth/reauthenticate').length + 1);
+      case '/v1/auth/me':
+        return json(200, { id: 'u1', email: 'a@b.c' });
+      default:
+        return json(404, { code: 'not_found' });
+    }
+  };
+  const credentials = {
+    async get(options) {
+      assert.deepEqual([...new Uint8Array(options.publicKey.challenge)], [5, 6]);
+      return {
+        id: 'Cgs', rawId: bytes(10, 11), type: 'public-key',
+        response: { clientDataJSON: bytes(1), authenticatorData: bytes(3), signature: bytes(4), userHandle: null },
+        getClientExtensionResults: () => ({}),
+      };
+    },
+  };
+  const client = new TesseraClient({
+    baseUrl: 'https://auth.example.com', transport: 'body', storage: memoryStorage(), fetch, channel: null, locks: null,
+  });
+  await client.login('a@b.c', 'pw');
+  await client.reauthenticateWithPasskey({ credentials });
+  const options = requests.find((r) => r.path === '/v1/auth/reauthenticate/passkey/options');
+  assert.equal(options.headers.get('authorization'), 'Bearer at1');
+  const answer = requests.find((r) => r.path === '/v1/auth/reauthenticate').body;
+  assert.equal(answer.method, 'passkey');
+  assert.equal(answer.credential.response.signature, 'BA');
+
+  await client.reauthenticate({ method: 'totp', code: '123456' });
+  const second = requests.filter((r) => r.path === '/v1/auth/reauthenticate')[1];
+  assert.deepEqual(second.body, { method: 'totp', code: '123456' });
+  assert.equal(second.headers.get('authorization'), 'Bearer at2', 'the renewed token is the one kept');
+  await client.fetch('https://auth.example.com/v1/auth/me');
+  assert.equal(requests.at(-1).headers.get('authorization'), 'Bearer at3');
+});
