@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::{token_response, TokenResponse, User};
+use super::answer::{token_response, TokenResponse, User};
 use super::error::ApiError;
 use super::extract::{Authenticated, Client, Fields, JsonBody};
 use super::AppState;

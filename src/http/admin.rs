@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::answer::no_store;
 use super::error::ApiError;
 use super::extract::{AdminCaller, Fields, JsonBody};
 use super::AppState;
@@ -227,10 +228,6 @@ pub(super) struct SetPasswordRequest {
     /// 8 to 1024 Unicode characters.
     #[schema(min_length = 8, max_length = 1024)]
     password: String,
-}
-
-fn no_store(body: impl Serialize) -> Response {
-    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
 /// A path's user id; anything else names no user.

@@ -7,102 +7,12 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::cookies::{clear_cookies, set_grant_cookies, RequestCookies};
+use super::answer::{login_response, token_response, LoginAnswer, TokenResponse, User};
+use super::cookies::{clear_cookies, RequestCookies};
 use super::error::ApiError;
 use super::extract::{bearer, rate_limit, Authenticated, Client, Fields, JsonBody};
-use super::mfa::{login_response, LoginAnswer};
 use super::AppState;
-use crate::domain::{SessionId, Timestamp, UserId};
-use crate::service::{AuthError, LogoutOutcome, LogoutScope, TokenGrant, Transport, UserView};
-
-/// A user as the API shows one.
-#[derive(Serialize, ToSchema)]
-pub(super) struct User<'a> {
-    #[schema(value_type = String, format = Uuid)]
-    id: UserId,
-    /// Trimmed and lower-cased.
-    #[schema(value_type = String, format = Email)]
-    email: &'a str,
-    #[schema(value_type = String, format = DateTime)]
-    created_at: Timestamp,
-    /// Profile data the user edits (`PATCH /v1/auth/me`). Absent from `GET /v1/auth/me`
-    /// unless asked for (`?include=metadata`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>, nullable = false)]
-    user_metadata: Option<&'a serde_json::Value>,
-    /// Data administrators set (read-only here); absent where `user_metadata` is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>, nullable = false)]
-    app_metadata: Option<&'a serde_json::Value>,
-    /// The address was proved by a mailed link.
-    email_verified: bool,
-}
-
-impl<'a> From<&'a UserView> for User<'a> {
-    fn from(u: &'a UserView) -> Self {
-        User {
-            id: u.id,
-            email: &u.email,
-            created_at: u.created_at,
-            user_metadata: u.metadata.as_ref().map(|m| &m.user_metadata),
-            app_metadata: u.metadata.as_ref().map(|m| &m.app_metadata),
-            email_verified: u.email_verified,
-        }
-    }
-}
-
-/// The token response. A cookie-transport session gets its tokens as cookies instead, and
-/// the CSRF token in the body.
-#[derive(Serialize, ToSchema)]
-pub(super) struct TokenResponse<'a> {
-    /// The access JWT (absent in cookie transport: it is the `tessera_at` cookie).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    access_token: Option<&'a str>,
-    #[schema(value_type = String, pattern = "^Bearer$")]
-    token_type: &'static str,
-    /// Seconds until the access token expires.
-    expires_in: i64,
-    /// The new refresh token, `tsr_...` (absent in cookie transport: it is the `tessera_rt`
-    /// cookie).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, pattern = "^tsr_")]
-    refresh_token: Option<&'a str>,
-    /// Seconds until the session ends if nothing more happens.
-    refresh_token_expires_in: i64,
-    #[schema(value_type = String, format = Uuid)]
-    session_id: SessionId,
-    user: User<'a>,
-    /// Cookie transport only: the value of the `tessera_csrf` cookie, to send as
-    /// `X-CSRF-Token` on unsafe requests.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    csrf_token: Option<&'a str>,
-}
-
-pub(super) fn token_response(grant: &TokenGrant, cookie_secure: bool) -> Response {
-    let is_cookie_session = grant.csrf_token.is_some();
-    let body = TokenResponse {
-        access_token: (!is_cookie_session).then_some(grant.access_token.as_str()),
-        token_type: "Bearer",
-        expires_in: grant.access_expires_in,
-        refresh_token: (!is_cookie_session).then_some(grant.refresh_token.expose()),
-        refresh_token_expires_in: grant.refresh_expires_in,
-        session_id: grant.session_id,
-        user: User::from(&grant.user),
-        csrf_token: grant.csrf_token.as_deref(),
-    };
-    // Tokens must never sit in a cache (RFC 6749 §5.1).
-    let mut response = (
-        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
-        Json(body),
-    )
-        .into_response();
-    if let Some(csrf) = &grant.csrf_token {
-        set_grant_cookies(response.headers_mut(), grant, csrf, cookie_secure);
-    }
-    response
-}
+use crate::service::{AuthError, LogoutOutcome, LogoutScope, Transport};
 
 // The body `register` reads. Handlers read bodies field by field (`Fields`), so that every
 // wrong field is reported at once, in the contract's words; these `*Request` types describe

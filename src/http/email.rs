@@ -13,11 +13,11 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::{TransportName, User};
+use super::answer::{login_response, LoginAnswer, User};
+use super::auth::TransportName;
 use super::cookies::{set_link_cookie, RequestCookies};
 use super::error::ApiError;
 use super::extract::{rate_limit, Authenticated, Client, Fields, JsonBody};
-use super::mfa::{login_response, LoginAnswer};
 use super::rate_limit::RateLimiter;
 use super::AppState;
 use crate::service::Transport;

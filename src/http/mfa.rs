@@ -1,78 +1,20 @@
 //! Second factors: the signed-in account's factors (`/v1/account/mfa/*`) and a login's second
-//! step (`POST /v1/auth/mfa/verify`), plus the `mfa_required` answer every sign-in gives for an
-//! account with a factor.
+//! step (`POST /v1/auth/mfa/verify`). The `mfa_required` answer every sign-in gives for an
+//! account with a factor is in `answer.rs`, with the token response.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::{token_response, TokenResponse};
-use super::cookies::{set_mfa_cookie, RequestCookies};
+use super::answer::{no_store, token_response, with_status, TokenResponse};
+use super::cookies::RequestCookies;
 use super::error::ApiError;
 use super::extract::{rate_limit, Authenticated, Client, Fields, JsonBody};
 use super::AppState;
 use crate::domain::{FieldError, Timestamp};
-use crate::service::{FactorProof, FactorsView, HolderProof, LoginOutcome, MfaChallenge};
-
-/// The answer of a sign-in (password or link) for an account with a second factor: no
-/// tokens, no session; finish with `POST /v1/auth/mfa/verify`.
-#[derive(Serialize, ToSchema)]
-pub(super) struct MfaRequired<'a> {
-    /// Always `true`.
-    mfa_required: bool,
-    /// Opaque, single-use: send it to `POST /v1/auth/mfa/verify`.
-    #[schema(value_type = String)]
-    challenge: &'a str,
-    /// Seconds the challenge stays valid.
-    expires_in: i64,
-    /// What the account can prove: `totp`, `passkey`, `recovery_code`.
-    #[schema(value_type = Vec<String>)]
-    methods: &'a [&'static str],
-}
-
-fn mfa_required_response(challenge: &MfaChallenge, cookie_secure: bool) -> Response {
-    let body = MfaRequired {
-        mfa_required: true,
-        challenge: &challenge.challenge,
-        expires_in: challenge.expires_in,
-        methods: &challenge.methods,
-    };
-    let mut response = (
-        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
-        Json(body),
-    )
-        .into_response();
-    if let Some(browser) = &challenge.browser_cookie {
-        set_mfa_cookie(
-            response.headers_mut(),
-            browser.clone(),
-            std::time::Duration::from_secs(challenge.expires_in.unsigned_abs()),
-            cookie_secure,
-        );
-    }
-    response
-}
-
-/// What a sign-in answers with `200`: a token response, or, for an account with a second
-/// factor, `mfa_required` and a challenge.
-#[derive(ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)] // Describes the two bodies; never built.
-pub(super) enum LoginAnswer<'a> {
-    Tokens(TokenResponse<'a>),
-    MfaRequired(MfaRequired<'a>),
-}
-
-/// A sign-in's answer: tokens, or the second step's challenge.
-pub(super) fn login_response(outcome: &LoginOutcome, cookie_secure: bool) -> Response {
-    match outcome {
-        LoginOutcome::Tokens(grant) => token_response(grant, cookie_secure),
-        LoginOutcome::MfaRequired(challenge) => mfa_required_response(challenge, cookie_secure),
-    }
-}
+use crate::service::{FactorProof, FactorsView, HolderProof};
 
 /// A second factor's method.
 #[derive(ToSchema)]
@@ -220,10 +162,6 @@ impl From<FactorsView> for FactorsResponse {
     }
 }
 
-fn no_store<T: Serialize>(status: StatusCode, body: T) -> Response {
-    (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
-}
-
 #[utoipa::path(
     get,
     path = "/v1/account/mfa",
@@ -241,7 +179,7 @@ pub async fn factors(
     Authenticated(ctx): Authenticated,
 ) -> Result<Response, ApiError> {
     let factors = state.service.my_factors(&ctx).await?;
-    Ok(no_store(StatusCode::OK, FactorsResponse::from(factors)))
+    Ok(no_store(FactorsResponse::from(factors)))
 }
 
 /// A TOTP enrolment: what goes into the authenticator app.
@@ -274,7 +212,7 @@ pub async fn start_totp(
     Authenticated(ctx): Authenticated,
 ) -> Result<Response, ApiError> {
     let e = state.service.start_totp(&ctx).await?;
-    Ok(no_store(
+    Ok(with_status(
         StatusCode::CREATED,
         TotpEnrolmentResponse {
             secret: e.secret.clone(),
@@ -333,12 +271,9 @@ pub async fn confirm_totp(
     }
     f.finish()?;
     let codes = state.service.confirm_totp(&ctx, code, &client).await?;
-    Ok(no_store(
-        StatusCode::OK,
-        RecoveryCodesResponse {
-            recovery_codes: codes.0,
-        },
-    ))
+    Ok(no_store(RecoveryCodesResponse {
+        recovery_codes: codes.0,
+    }))
 }
 
 // The body `DELETE totp`, `recovery-codes` and `reauthenticate` read.
@@ -450,12 +385,9 @@ pub async fn regenerate_recovery_codes(
         .service
         .regenerate_recovery_codes(&ctx, proof, &client)
         .await?;
-    Ok(no_store(
-        StatusCode::OK,
-        RecoveryCodesResponse {
-            recovery_codes: codes.0,
-        },
-    ))
+    Ok(no_store(RecoveryCodesResponse {
+        recovery_codes: codes.0,
+    }))
 }
 
 #[utoipa::path(

@@ -3,6 +3,7 @@
 
 mod account;
 mod admin;
+mod answer;
 mod auth;
 pub mod cookies;
 mod cors;

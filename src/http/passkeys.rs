@@ -4,13 +4,13 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::{token_response, TokenResponse, TransportName};
+use super::answer::{no_store, token_response, TokenResponse};
+use super::auth::TransportName;
 use super::email::transport;
 use super::error::ApiError;
 use super::extract::{rate_limit, Authenticated, Client, Fields, JsonBody};
@@ -107,10 +107,6 @@ pub(super) struct PasskeySignInRequest {
     credential: serde_json::Value,
     #[schema(nullable = false)]
     transport: Option<TransportName>,
-}
-
-fn no_store(body: impl Serialize) -> Response {
-    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
 #[utoipa::path(
