@@ -88,21 +88,32 @@ impl Timestamp {
 
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-22T23:16:19.123Z`.
     pub fn to_rfc3339(self) -> String {
-        let nanos = i128::from(self.0) * 1_000_000;
-        match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-            Ok(t) => {
-                let (y, mo, d) = (t.year(), u8::from(t.month()), t.day());
-                let (h, mi, s, ms) = (t.hour(), t.minute(), t.second(), t.millisecond());
-                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
-            }
-            Err(_) => String::from("1970-01-01T00:00:00.000Z"),
-        }
+        Rfc3339(self).to_string()
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        // Written straight into the output (no string per timestamp): every `/v1/auth/me`
+        // answer carries one.
+        s.collect_str(&Rfc3339(*self))
+    }
+}
+
+/// A timestamp as [`Timestamp::to_rfc3339`] writes it, without the allocation.
+struct Rfc3339(Timestamp);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nanos = i128::from((self.0).0) * 1_000_000;
+        match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+            Ok(t) => {
+                let (y, mo, d) = (t.year(), u8::from(t.month()), t.day());
+                let (h, mi, s, ms) = (t.hour(), t.minute(), t.second(), t.millisecond());
+                write!(f, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+            }
+            Err(_) => f.write_str("1970-01-01T00:00:00.000Z"),
+        }
     }
 }
 

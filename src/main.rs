@@ -7,6 +7,9 @@ use tessera::operator::{self, Severity};
 use tessera::startup::{shutdown_signal, Application};
 use tessera::{cli, store, telemetry};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tessera: access JWTs, rotating refresh tokens with reuse detection, device sessions.
 #[derive(clap::Parser)]
 #[command(version, about)]

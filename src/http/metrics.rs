@@ -1,15 +1,13 @@
 //! `/metrics`: Prometheus counters and latency histograms, recorded at the HTTP edge so the
 //! service stays free of telemetry plumbing.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, State};
 use axum::http::{header, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -20,15 +18,46 @@ use super::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
-    method: String,
+    route: RouteName,
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
-    method: String,
+    route: RouteName,
+    method: &'static str,
+}
+
+/// A route's template as a label: the matched path itself (a shared string), so counting a
+/// request copies no text; `unmatched` for requests no route took.
+#[derive(Clone, Debug)]
+struct RouteName(Option<MatchedPath>);
+
+impl RouteName {
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
+    }
+}
+
+impl PartialEq for RouteName {
+    fn eq(&self, other: &RouteName) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RouteName {}
+
+impl std::hash::Hash for RouteName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for RouteName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -205,6 +234,32 @@ impl Metrics {
         self.refreshes.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
+    /// Counts and times one request, labelled by its route template (never the raw path,
+    /// whose ids would explode the label space).
+    pub fn record_request(
+        &self,
+        route: Option<&MatchedPath>,
+        method: &Method,
+        status: u16,
+        latency: Duration,
+    ) {
+        let route = RouteName(route.cloned());
+        let method = method_label(method);
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+                method,
+            })
+            .observe(latency.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+    }
+
     pub fn reuse_detected(&self) {
         self.reuse_detections.inc();
     }
@@ -289,35 +344,6 @@ fn method_label(method: &Method) -> &'static str {
         .iter()
         .find(|m| *m == method)
         .map_or("OTHER", |m| m.as_str())
-}
-
-/// Middleware: counts and times every request, labelled by its route pattern (never the raw
-/// path, whose ids would explode the label space).
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = method_label(request.method()).to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    metrics
-        .latency
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-            method: method.clone(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route,
-            method,
-            status,
-        })
-        .inc();
-    response
 }
 
 #[utoipa::path(

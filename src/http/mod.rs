@@ -151,7 +151,6 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         // A panic is a bug, but the client still gets a problem document, not a dropped socket.
         .layer(CatchPanicLayer::custom(|_| ApiError::Panic.into_response()))
         .with_state(state);
@@ -161,8 +160,9 @@ pub fn router(state: AppState, config: &Config) -> Router {
         Some(allowed) => router.layer(axum::middleware::from_fn_with_state(allowed, cors::layer)),
         None => router,
     };
-    // Outermost, so its line has the status a panic, CORS or any inner layer settled on.
-    router.layer(axum::middleware::from_fn(request_log::log_requests))
+    // Outermost, so its line and its metrics have the status a panic, CORS or any inner layer
+    // settled on.
+    router.layer(request_log::RequestLogLayer::new(metrics))
 }
 
 /// A public verification key (RFC 7517); the key's own parameters (`crv`, `x`, `y`, `n`,

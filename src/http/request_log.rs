@@ -10,16 +10,21 @@
 //! The id is the client's `X-Request-Id` when it looks like an id (a proxy or a caller that
 //! correlates its own logs), else one we make; either way it is echoed on the response.
 
+use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
+use tower::{Layer, Service};
 
+use super::metrics::Metrics;
 use crate::telemetry;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -27,33 +32,88 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// A client's id longer than this is replaced: logs are not a free store for clients.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// Middleware: see the module documentation.
-pub async fn log_requests(mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    // Taken out of the request rather than copied (nothing further in reads it): the id moves
-    // on to the response at the end, so it costs no allocation unless we make one up.
-    let request_id = match request.headers_mut().remove(&REQUEST_ID) {
-        Some(given) if is_sane(given.as_bytes()) => given,
-        _ => generate(),
-    };
-    // Cheap clones: a standard method is an enum, a matched path a shared string.
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let id = request_id.to_str().unwrap_or_default();
-    // Events logged while the request runs (a database error, say) carry its id.
-    let mut response = telemetry::with_request_id(id, next.run(request)).await;
-    let latency = started.elapsed();
-    tracing::info!(
-        target: telemetry::ACCESS_TARGET,
-        method = method.as_str(),
-        route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        status = response.status().as_u16(),
-        latency_ms = latency.as_secs_f64() * 1000.0,
-        request_id = id,
-        "request"
-    );
-    response.headers_mut().insert(REQUEST_ID, request_id);
-    response
+/// The layer every route passes through once: the request id, the access line and the
+/// request metrics (`/metrics`). One hand-written layer rather than two `from_fn` ones: each
+/// `from_fn` level clones and boxes the service under it on every request, which showed as
+/// a tenth of a verify's CPU (docs/BENCHMARKS.md, "Changes measured along the way").
+#[derive(Clone)]
+pub struct RequestLogLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl RequestLogLayer {
+    pub fn new(metrics: Arc<Metrics>) -> RequestLogLayer {
+        RequestLogLayer { metrics }
+    }
+}
+
+impl<S> Layer<S> for RequestLogLayer {
+    type Service = RequestLog<S>;
+
+    fn layer(&self, inner: S) -> RequestLog<S> {
+        RequestLog {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+/// See [`RequestLogLayer`].
+#[derive(Clone)]
+pub struct RequestLog<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Service<Request> for RequestLog<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        // Taken out of the request rather than copied (nothing further in reads it): the id
+        // moves on to the response at the end, so it costs no allocation unless we make one up.
+        let request_id = match request.headers_mut().remove(&REQUEST_ID) {
+            Some(given) if is_sane(given.as_bytes()) => given,
+            _ => generate(),
+        };
+        // Cheap clones: a standard method is an enum, a matched path a shared string.
+        let method = request.method().clone();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let metrics = Arc::clone(&self.metrics);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let id = request_id.to_str().unwrap_or_default();
+            // Events logged while the request runs (a database error, say) carry its id.
+            let mut response = match telemetry::with_request_id(id, response).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let latency = started.elapsed();
+            let status = response.status().as_u16();
+            metrics.record_request(route.as_ref(), &method, status, latency);
+            tracing::info!(
+                target: telemetry::ACCESS_TARGET,
+                method = method.as_str(),
+                route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+                status,
+                latency_ms = latency.as_secs_f64() * 1000.0,
+                request_id = id,
+                "request"
+            );
+            response.headers_mut().insert(REQUEST_ID, request_id);
+            Ok(response)
+        })
+    }
 }
 
 /// An id we can log and echo as it is: 1 to 128 characters of letters, digits and `-_.:/+=@`
