@@ -36,8 +36,14 @@ struct RouteName(Option<MatchedPath>);
 
 impl RouteName {
     fn as_str(&self) -> &str {
-        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
+        route_name(self.0.as_ref())
     }
+}
+
+/// What a request's route is called in metrics and in its log line: its template, or
+/// `unmatched` for a request no route took.
+pub(super) fn route_name(route: Option<&MatchedPath>) -> &str {
+    route.map_or("unmatched", MatchedPath::as_str)
 }
 
 impl PartialEq for RouteName {

@@ -1,5 +1,5 @@
 //! One log line per request, and the request id that ties it to everything else logged while
-//! the request ran.
+//! the request ran; the same layer counts and times the request for `/metrics`.
 //!
 //! The line is written when the response is ready: method, route template (never the raw path,
 //! which carries ids), status, latency and request id, at `info` on the target
@@ -24,7 +24,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use super::metrics::Metrics;
+use super::metrics::{route_name, Metrics};
 use crate::telemetry;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -104,7 +104,7 @@ where
             tracing::info!(
                 target: telemetry::ACCESS_TARGET,
                 method = method.as_str(),
-                route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+                route = route_name(route.as_ref()),
                 status,
                 latency_ms = latency.as_secs_f64() * 1000.0,
                 request_id = id,
