@@ -150,12 +150,11 @@ fn main() -> ExitCode {
     };
     // After the configuration, which says the log format; its own errors go out plainly above.
     telemetry::init(config.log_format);
-    // Blocking threads are bounded: password hashing holds at most `hash_concurrency` of
-    // them (its permits travel with the work); the rest is headroom for DNS lookups and
-    // the like. tokio's default would allow 512.
+    // Blocking threads are bounded (tokio's default would allow 512): they serve DNS lookups
+    // and the like. Password hashing has threads of its own (`service::hashing`).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(config.hash_concurrency + BLOCKING_THREADS_HEADROOM)
+        .max_blocking_threads(BLOCKING_THREADS)
         .build();
     let code = match runtime {
         Ok(runtime) => runtime.block_on(run(cli.command, config)),
@@ -170,8 +169,8 @@ fn main() -> ExitCode {
     code
 }
 
-/// Blocking threads beyond those password hashing may hold.
-const BLOCKING_THREADS_HEADROOM: usize = 16;
+/// The most blocking threads the runtime starts.
+const BLOCKING_THREADS: usize = 16;
 
 async fn run(command: Command, config: Config) -> ExitCode {
     let result = match command {

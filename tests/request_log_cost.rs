@@ -1,15 +1,13 @@
 //! What the per-request log line costs on the hot path, in allocations (a count that does not
 //! depend on build profile or machine load, unlike timings): the request-log layer, with its
-//! request id, its metrics and its line written to a sink, against a middleware that does
-//! nothing (what any `from_fn` layer costs).
+//! request id, its metrics and its line written to a sink, against a layer that does nothing
+//! (given to the router the same way, so the router's own boxing of a layered route is in both).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::Request;
-use axum::middleware::{from_fn, Next};
 use axum::routing::get;
 use axum::Router;
 use tessera::config::LogFormat;
@@ -77,9 +75,7 @@ fn allocations_per_request(
 fn the_request_line_costs_a_handful_of_allocations() {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let route = Router::new().route("/v1/things/{id}", get(|| async { "ok" }));
-    let noop = route
-        .clone()
-        .layer(from_fn(|request: Request, next: Next| next.run(request)));
+    let noop = route.clone().layer(tower::layer::util::Identity::new());
     let logged = route.layer(RequestLogLayer::new(Arc::new(Metrics::new())));
     let echoed = runtime
         .block_on(
@@ -102,11 +98,15 @@ fn the_request_line_costs_a_handful_of_allocations() {
                 let with_log = allocations_per_request(&logged, &runtime, id);
                 let extra = with_log.saturating_sub(baseline);
                 println!("{format}, request id {id:?}: {baseline} allocations per request with a no-op layer, {with_log} with the log layer");
-                // Measured: none beyond the no-op `from_fn` layer (which clones and boxes the
-                // service under it) with the client's id, 1 with one we make up (its text);
-                // before the line was written field by field and the span became a task-local
-                // id, text cost 4-5 and JSON about 10.
-                assert!(extra <= 2, "{format}: {extra} extra allocations per request");
+                // Measured against the no-op layer: 2 with the client's id (1 with the line
+                // filtered out), 3 with one we make up (its text). Before the line was written
+                // field by field and the span became a task-local id, text cost 4-5 more and
+                // JSON about 10.
+                let allowed = if id.is_some() { 2 } else { 3 };
+                assert!(
+                    extra <= allowed,
+                    "{format}, id {id:?}: {extra} extra allocations per request"
+                );
             }
         });
     }

@@ -106,7 +106,7 @@ settings! {
     /// Open connections per client address (0 = no per-address cap).
     #[arg(env = "TESSERA_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: usize = 256;
-    // Each holds 19 MiB and a blocking thread.
+    // Each holds 19 MiB and a hashing thread.
     /// Password hashes running at once (default: twice the CPU count).
     #[arg(env = "TESSERA_HASH_CONCURRENCY")]
     hash_concurrency: usize = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);

@@ -5,14 +5,19 @@
 //! and allows credentials, which the cookie transport needs. Since credentials are allowed,
 //! the origin is always named, never `*`. Any other origin's preflight falls through to the
 //! router (`405`) and its responses carry nothing a browser would let a script read. With no
-//! list the layer is not mounted at all.
+//! list the layer passes every request through untouched.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 
 /// How long (seconds) a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: &str = "600";
@@ -27,55 +32,148 @@ const EXPOSED_HEADERS: &str = "retry-after";
 pub struct AllowedOrigins(Vec<HeaderValue>);
 
 impl AllowedOrigins {
-    /// `None` when nothing is listed: then there is nothing to mount.
-    pub fn new(origins: &[String]) -> Option<Arc<AllowedOrigins>> {
-        let origins: Vec<HeaderValue> = origins
-            .iter()
-            .filter_map(|o| HeaderValue::from_str(o).ok())
-            .collect();
-        (!origins.is_empty()).then(|| Arc::new(AllowedOrigins(origins)))
-    }
-
     fn find(&self, headers: &HeaderMap) -> Option<HeaderValue> {
         let origin = headers.get(header::ORIGIN)?;
         self.0.iter().find(|allowed| *allowed == origin).cloned()
     }
 }
 
-pub async fn layer(State(allowed): State<Arc<AllowedOrigins>>, request: Request, next: Next) -> Response {
-    let Some(origin) = allowed.find(request.headers()) else {
-        let mut response = next.run(request).await;
-        vary_on_origin(response.headers_mut());
-        return response;
-    };
-    let is_preflight = request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if is_preflight {
-        let mut response = StatusCode::NO_CONTENT.into_response();
-        let headers = response.headers_mut();
-        allow(headers, origin);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static(ALLOWED_METHODS),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(ALLOWED_HEADERS),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static(PREFLIGHT_MAX_AGE),
-        );
-        return response;
+/// The CORS layer for the listed origins (none listed: a pass-through).
+#[derive(Clone)]
+pub struct CorsLayer {
+    allowed: Option<Arc<AllowedOrigins>>,
+}
+
+impl CorsLayer {
+    pub fn new(origins: &[String]) -> CorsLayer {
+        let origins: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        CorsLayer {
+            allowed: (!origins.is_empty()).then(|| Arc::new(AllowedOrigins(origins))),
+        }
     }
-    let mut response = next.run(request).await;
+}
+
+impl<S> Layer<S> for CorsLayer {
+    type Service = Cors<S>;
+
+    fn layer(&self, inner: S) -> Cors<S> {
+        Cors {
+            inner,
+            allowed: self.allowed.clone(),
+        }
+    }
+}
+
+/// See [`CorsLayer`].
+#[derive(Clone)]
+pub struct Cors<S> {
+    inner: S,
+    allowed: Option<Arc<AllowedOrigins>>,
+}
+
+impl<S> Service<Request> for Cors<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = CorsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let Some(allowed) = &self.allowed else {
+            return CorsFuture::Unlisted {
+                inner: self.inner.call(request),
+                vary: false,
+            };
+        };
+        let Some(origin) = allowed.find(request.headers()) else {
+            return CorsFuture::Unlisted {
+                inner: self.inner.call(request),
+                vary: true,
+            };
+        };
+        let is_preflight = request.method() == Method::OPTIONS
+            && request
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if is_preflight {
+            return CorsFuture::Preflight {
+                answer: Some(preflight(origin)),
+            };
+        }
+        CorsFuture::Listed {
+            inner: self.inner.call(request),
+            origin: Some(origin),
+        }
+    }
+}
+
+pin_project! {
+    /// The answer of [`Cors`]: the inner one with the headers its origin gets, or a preflight's.
+    #[project = CorsProjection]
+    pub enum CorsFuture<F> {
+        Unlisted { #[pin] inner: F, vary: bool },
+        Listed { #[pin] inner: F, origin: Option<HeaderValue> },
+        Preflight { answer: Option<Response> },
+    }
+}
+
+impl<F> Future for CorsFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CorsProjection::Unlisted { inner, vary } => {
+                let Ok(mut response) = ready!(inner.poll(cx));
+                if *vary {
+                    vary_on_origin(response.headers_mut());
+                }
+                Poll::Ready(Ok(response))
+            }
+            CorsProjection::Listed { inner, origin } => {
+                let Ok(mut response) = ready!(inner.poll(cx));
+                let headers = response.headers_mut();
+                if let Some(origin) = origin.take() {
+                    allow(headers, origin);
+                }
+                headers.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static(EXPOSED_HEADERS),
+                );
+                Poll::Ready(Ok(response))
+            }
+            CorsProjection::Preflight { answer } => Poll::Ready(Ok(answer
+                .take()
+                .unwrap_or_else(|| StatusCode::NO_CONTENT.into_response()))),
+        }
+    }
+}
+
+fn preflight(origin: HeaderValue) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
     allow(headers, origin);
     headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(EXPOSED_HEADERS),
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOWED_METHODS),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOWED_HEADERS),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(PREFLIGHT_MAX_AGE),
     );
     response
 }

@@ -5,6 +5,7 @@ mod account;
 mod admin;
 mod answer;
 mod auth;
+mod catch_panic;
 pub mod cookies;
 mod cors;
 pub mod discovery;
@@ -28,7 +29,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Serialize;
-use tower_http::catch_panic::CatchPanicLayer;
+use tower::ServiceBuilder;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -147,22 +148,23 @@ pub fn router(state: AppState, config: &Config) -> Router {
     } else {
         routes = routes.merge(pages::without_pages());
     }
-    let router = routes
+    // Every route, the fallbacks included, runs under these, in this order. They are one
+    // stack given to `layer` once: each `layer` call wraps every route in another boxed
+    // service that is cloned for every request (docs/BENCHMARKS.md, "Changes measured").
+    let every_request = ServiceBuilder::new()
+        // Outermost, so its line and its metrics have the status a panic, CORS or any inner
+        // layer settled on.
+        .layer(request_log::RequestLogLayer::new(metrics))
+        // Every answer (errors and panics included) carries the CORS headers a listed origin's
+        // script needs to read it.
+        .layer(cors::CorsLayer::new(&config.cors_origins))
+        .layer(catch_panic::CatchPanicLayer)
+        .layer(DefaultBodyLimit::max(config.body_limit));
+    routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(config.body_limit))
-        // A panic is a bug, but the client still gets a problem document, not a dropped socket.
-        .layer(CatchPanicLayer::custom(|_| ApiError::Panic.into_response()))
-        .with_state(state);
-    // Every answer (errors and panics included) carries the CORS headers a listed origin's
-    // script needs to read it.
-    let router = match cors::AllowedOrigins::new(&config.cors_origins) {
-        Some(allowed) => router.layer(axum::middleware::from_fn_with_state(allowed, cors::layer)),
-        None => router,
-    };
-    // Outermost, so its line and its metrics have the status a panic, CORS or any inner layer
-    // settled on.
-    router.layer(request_log::RequestLogLayer::new(metrics))
+        .layer(every_request)
+        .with_state(state)
 }
 
 /// A public verification key (RFC 7517); the key's own parameters (`crv`, `x`, `y`, `n`,

@@ -16,12 +16,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::Response;
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::metrics::{route_name, Metrics};
@@ -68,11 +69,10 @@ pub struct RequestLog<S> {
 impl<S> Service<Request> for RequestLog<S>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = RequestLogFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -89,30 +89,60 @@ where
         // Cheap clones: a standard method is an enum, a matched path a shared string.
         let method = request.method().clone();
         let route = request.extensions().get::<MatchedPath>().cloned();
-        let metrics = Arc::clone(&self.metrics);
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let id = request_id.to_str().unwrap_or_default();
-            // Events logged while the request runs (a database error, say) carry its id.
-            let mut response = match telemetry::with_request_id(id, response).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-            let latency = started.elapsed();
-            let status = response.status().as_u16();
-            metrics.record_request(route.as_ref(), &method, status, latency);
+        // Events logged while the request runs (a database error, say) carry its id.
+        let inner =
+            telemetry::with_request_id(request_id.to_str().unwrap_or_default(), self.inner.call(request));
+        RequestLogFuture {
+            inner,
+            started,
+            request_id: Some(request_id),
+            method,
+            route,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+pin_project! {
+    /// The inner answer, then its line, its metrics and its request id. (A future of our own
+    /// rather than a boxed `async` block: no allocation per request.)
+    pub struct RequestLogFuture<F> {
+        #[pin]
+        inner: telemetry::WithRequestId<F>,
+        started: Instant,
+        request_id: Option<HeaderValue>,
+        method: Method,
+        route: Option<MatchedPath>,
+        metrics: Arc<Metrics>,
+    }
+}
+
+impl<F> Future for RequestLogFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(mut response) = ready!(this.inner.poll(cx));
+        let latency = this.started.elapsed();
+        let status = response.status().as_u16();
+        this.metrics
+            .record_request(this.route.as_ref(), this.method, status, latency);
+        if let Some(request_id) = this.request_id.take() {
             tracing::info!(
                 target: telemetry::ACCESS_TARGET,
-                method = method.as_str(),
-                route = route_name(route.as_ref()),
+                method = this.method.as_str(),
+                route = route_name(this.route.as_ref()),
                 status,
                 latency_ms = latency.as_secs_f64() * 1000.0,
-                request_id = id,
+                request_id = request_id.to_str().unwrap_or_default(),
                 "request"
             );
             response.headers_mut().insert(REQUEST_ID, request_id);
-            Ok(response)
-        })
+        }
+        Poll::Ready(Ok(response))
     }
 }
 

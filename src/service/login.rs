@@ -133,7 +133,7 @@ impl AuthService {
         );
         let store = Arc::clone(&self.store);
         let (matches, upgrade, factors) = tokio::spawn(async move {
-            let (matches, upgrade) = hashing.await.map_err(|e| AuthError::Internal(e.to_string()))?;
+            let (matches, upgrade) = hashing.await?;
             let mut factors = None;
             match known {
                 Some(id) if matches => {

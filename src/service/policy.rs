@@ -21,7 +21,7 @@ pub struct Policy {
     pub reuse_grace: Duration,
     pub max_sessions: u32,
     pub session_check: SessionCheck,
-    /// How many password hashes may run at once (each holds 19 MiB and a blocking thread).
+    /// How many password hashes may run at once (each holds 19 MiB and a hashing thread).
     pub hash_concurrency: usize,
     pub lockout: LockoutPolicy,
     /// Audit events older than this are swept (`ZERO`: kept forever).

@@ -1,14 +1,15 @@
 //! The limits every accepted connection lives under: the caps on open connections (in total
-//! and per client network), the write deadline hyper lacks, and the open-file limit they
-//! must stay below.
+//! and per client network), the deadlines for request heads and writes, and the open-file
+//! limit they must stay below.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -23,27 +24,102 @@ const RESERVED_FDS: usize = 128;
 /// Open connections per client network (an IPv4 address or an IPv6 /64).
 type OpenPerIp = Arc<Mutex<HashMap<ClientNetwork, usize>>>;
 
-/// A connection whose writes fail once they have made no progress for `timeout`: a client
-/// that stops reading its answers (its receive window closed) is cut off instead of holding
-/// the connection, its buffers and its task forever. hyper has no write timeout of its own.
-pub(super) struct WriteDeadline {
+/// Where a connection is in its request cycle: waiting for a request head since a moment
+/// (milliseconds after [`epoch`]), or handling a request. Shared by the connection's I/O
+/// ([`ClientDeadlines`]) and the service that receives its requests, which run on one task.
+#[derive(Clone)]
+pub(super) struct RequestCycle(Arc<AtomicU64>);
+
+/// [`RequestCycle`]'s value while a request is being handled: no head is awaited.
+const HANDLING: u64 = u64::MAX;
+
+/// The moment head deadlines are counted from (the first use in this process).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl RequestCycle {
+    /// A new connection: its first head is awaited from now.
+    pub(super) fn new() -> RequestCycle {
+        let cycle = RequestCycle(Arc::new(AtomicU64::new(HANDLING)));
+        cycle.await_head();
+        cycle
+    }
+
+    /// A request head is complete and handed to the service: no head deadline until answered.
+    pub(super) fn head_arrived(&self) {
+        self.0.store(HANDLING, Ordering::Relaxed);
+    }
+
+    /// The next head is awaited from now (an answer went out).
+    fn await_head(&self) {
+        let since = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(HANDLING - 1);
+        self.0.store(since, Ordering::Relaxed);
+    }
+
+    /// When the awaited head is due, if one is awaited.
+    fn head_due(&self, timeout: Duration) -> Option<Instant> {
+        match self.0.load(Ordering::Relaxed) {
+            HANDLING => None,
+            since => Some(epoch() + Duration::from_millis(since) + timeout),
+        }
+    }
+}
+
+/// A client connection's deadlines, which hyper lacks or charges for per request.
+///
+/// - The request head: a client has `timeout` from the connection's start, and from each
+///   answer, to send a complete request head; one that trickles its head (slowloris) or sits
+///   idle is cut off. hyper's own header timer allocates and arms a timer for every request;
+///   this one timer per connection is re-armed only when it fires, at most once per `timeout`
+///   (6 % of a verify's CPU less; docs/BENCHMARKS.md).
+/// - Writes fail once they have made no progress for `timeout`: a client that stops reading
+///   its answers (its receive window closed) is cut off instead of holding the connection,
+///   its buffers and its task forever.
+pub(super) struct ClientDeadlines {
     stream: TcpStream,
     timeout: Duration,
+    cycle: RequestCycle,
+    /// Fires no later than the awaited head is due; checked only when a read would wait.
+    head_timer: Pin<Box<tokio::time::Sleep>>,
     /// Armed while a write or flush is pending; disarmed by any progress.
     stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl WriteDeadline {
-    pub(super) fn new(stream: TcpStream, timeout: Duration) -> WriteDeadline {
-        WriteDeadline {
+impl ClientDeadlines {
+    pub(super) fn new(stream: TcpStream, timeout: Duration, cycle: RequestCycle) -> ClientDeadlines {
+        ClientDeadlines {
             stream,
             timeout,
+            cycle,
+            head_timer: Box::pin(tokio::time::sleep(timeout)),
             stalled_since: None,
         }
     }
 
+    /// Fails a read that would wait past the awaited head's deadline, and makes sure the task
+    /// is woken by then. Heads are awaited from ever later moments, so the timer may fire
+    /// early: then it is moved to the current deadline. (Called after each answer too: hyper
+    /// may not read again until the socket wakes it, which an idle client never does.)
+    fn head_deadline(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some(due) = self.cycle.head_due(self.timeout) else {
+            return Poll::Pending;
+        };
+        while self.head_timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= due {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request head did not arrive in time",
+                )));
+            }
+            self.head_timer.as_mut().reset(due.into());
+        }
+        Poll::Pending
+    }
+
     /// Passes a write-side poll through, failing it once it has been pending for `timeout`.
-    fn deadline<T>(
+    fn write_deadline<T>(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<std::io::Result<T>>,
@@ -64,26 +140,39 @@ impl WriteDeadline {
             Poll::Pending => Poll::Pending,
         }
     }
+
+    /// An answer (or part of one) went out: the next head is awaited from now.
+    fn wrote<T>(&mut self, cx: &mut Context<'_>, polled: &Poll<std::io::Result<T>>) {
+        if let Poll::Ready(Ok(_)) = polled {
+            self.cycle.await_head();
+            // Arms the timer; a head just awaited cannot be overdue yet.
+            let _ = self.head_deadline(cx);
+        }
+    }
 }
 
-impl AsyncRead for WriteDeadline {
+impl AsyncRead for ClientDeadlines {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Pending => self.head_deadline(cx),
+            ready => ready,
+        }
     }
 }
 
-impl AsyncWrite for WriteDeadline {
+impl AsyncWrite for ClientDeadlines {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
-        self.deadline(cx, polled)
+        self.wrote(cx, &polled);
+        self.write_deadline(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -92,7 +181,8 @@ impl AsyncWrite for WriteDeadline {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        self.deadline(cx, polled)
+        self.wrote(cx, &polled);
+        self.write_deadline(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -101,12 +191,12 @@ impl AsyncWrite for WriteDeadline {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let polled = Pin::new(&mut self.stream).poll_flush(cx);
-        self.deadline(cx, polled)
+        self.write_deadline(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let polled = Pin::new(&mut self.stream).poll_shutdown(cx);
-        self.deadline(cx, polled)
+        self.write_deadline(cx, polled)
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
@@ -287,9 +287,9 @@ impl Application {
     /// so a request cut off by the deadline never leaves a half-committed rotation.
     ///
     /// The accept loop is ours rather than `axum::serve`'s so that every connection is bounded:
-    /// it speaks HTTP/1 only (docs/ARCHITECTURE.md says why), hyper's header timer runs from
-    /// the moment the connection is accepted and again whenever a keep-alive connection goes
-    /// idle, and the connection caps refuse sockets beyond them before any work is spent.
+    /// it speaks HTTP/1 only (docs/ARCHITECTURE.md says why), a request head is due within
+    /// `client_timeout` of the connection's start and of each answer (`ClientDeadlines`), and
+    /// the connection caps refuse sockets beyond them before any work is spent.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -304,11 +304,9 @@ impl Application {
                 .map(|clock| (clock, Arc::clone(&self.store))),
         );
         let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.client_timeout)
-            .max_buf_size(MAX_HEADER_BUFFER)
-            .keep_alive(true);
+        // No hyper timer: the request-head deadline is `ClientDeadlines`' (hyper would arm a
+        // timer for every request).
+        builder.max_buf_size(MAX_HEADER_BUFFER).keep_alive(true);
         let connections = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -331,11 +329,13 @@ impl Application {
             };
             let _ = stream.set_nodelay(true);
             let router = self.router.clone();
+            let cycle = RequestCycle::new();
+            let stream = ClientDeadlines::new(stream, self.client_timeout, cycle.clone());
             let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                cycle.head_arrived();
                 request.extensions_mut().insert(ConnectInfo(peer));
                 router.clone().oneshot(request.map(axum::body::Body::new))
             });
-            let stream = WriteDeadline::new(stream, self.client_timeout);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             let connection = connections.watch(connection);
             tokio::spawn(async move {
@@ -359,7 +359,7 @@ impl Application {
     }
 }
 
-use connections::{effective_connection_cap, ConnectionLimits, WriteDeadline};
+use connections::{effective_connection_cap, ClientDeadlines, ConnectionLimits, RequestCycle};
 use maintenance::Maintenance;
 
 /// The service's policy from the configuration: the service defines what it needs, and this

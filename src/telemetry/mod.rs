@@ -19,10 +19,10 @@ use crate::config::LogFormat;
 mod request_lines;
 
 use request_lines::RequestLines;
-pub use request_lines::{with_request_id, ACCESS_TARGET};
+pub use request_lines::{with_request_id, RequestId, WithRequestId, ACCESS_TARGET};
 
 /// The filter when `RUST_LOG` is unset: our events from `info` up, chatty dependencies quieter.
-const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn";
+const DEFAULT_FILTER: &str = "info,sqlx=warn";
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));

@@ -12,6 +12,8 @@ use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 
+use tokio::task::futures::TaskLocalFuture;
+
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -26,7 +28,7 @@ const MAX_ID: usize = 128;
 
 /// A request id, held inline: setting it costs no allocation.
 #[derive(Clone, Copy)]
-struct RequestId {
+pub struct RequestId {
     len: u8,
     bytes: [u8; MAX_ID],
 }
@@ -52,9 +54,12 @@ tokio::task_local! {
     static REQUEST_ID: RequestId;
 }
 
+/// `request` with `id` as the request id of every event it logs.
+pub type WithRequestId<F> = TaskLocalFuture<RequestId, F>;
+
 /// Runs `request` with `id` as the request id of every event it logs.
-pub async fn with_request_id<F: Future>(id: &str, request: F) -> F::Output {
-    REQUEST_ID.scope(RequestId::new(id), request).await
+pub fn with_request_id<F: Future>(id: &str, request: F) -> WithRequestId<F> {
+    REQUEST_ID.scope(RequestId::new(id), request)
 }
 
 /// The event formatter: access lines written here, every other event by `inner` (tracing's

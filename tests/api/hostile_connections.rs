@@ -81,6 +81,56 @@ async fn an_idle_keep_alive_connection_is_closed() {
     assert_within_the_timeout(idle_from.elapsed());
 }
 
+#[tokio::test]
+async fn a_head_trickled_a_byte_at_a_time_is_cut_off() {
+    let app = spawn_with_client_timeout().await;
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    // A byte every 100 ms never lets the connection go quiet, but the head is never complete.
+    let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: "
+        .iter()
+        .chain(std::iter::repeat(&b'a'));
+    for byte in head {
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        let mut probe = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut probe)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => panic!("an answer to an unfinished head"),
+            Err(_) => {}
+        }
+        assert!(started.elapsed() < Duration::from_secs(8), "still open after 8 s");
+    }
+    assert_within_the_timeout(started.elapsed());
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_in_steady_use_outlives_the_timeout() {
+    let app = spawn_with_client_timeout().await;
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    let started = Instant::now();
+    // Requests for three timeouts, each head complete well within one: never cut off.
+    let mut answered = 0;
+    while started.elapsed() < TIMEOUT * 3 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = vec![0u8; 4096];
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "request {answered} after {:?}: {}",
+            started.elapsed(),
+            String::from_utf8_lossy(&buf[..n])
+        );
+        answered += 1;
+        tokio::time::sleep(TIMEOUT / 4).await;
+    }
+    assert!(answered >= 8, "{answered}");
+}
+
 /// Holds `n` connected sockets that send nothing.
 async fn idle_sockets(app: &TestApp, n: usize) -> Vec<TcpStream> {
     let mut sockets = Vec::with_capacity(n);
