@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every figure of docs/BENCHMARKS.md's table for one backend, in one run on this machine:
 # Tessera against the reference peers (../shared/bench/compare.sh, A B A B: the Node tutorial
-# stack, then better-auth), the argon2 limit for logins, the load
+# stack, then better-auth), the argon2 limit for logins (the reference CLI's and Tessera's own
+# hash time), the load
 # generator's own ceiling against a trivial server, the database ceiling for a rotation
 # (limit.sh), memory idle and under load, and verify latency while logins saturate the CPU.
 # Tessera runs in its default configuration (logging at `info` included), rate limits off.
@@ -73,6 +74,12 @@ if command -v argon2 >/dev/null; then
 else
   echo "argon2_hash_s unknown (apt-get install argon2)" | tee -a "$out/summary.txt"
 fi
+# Tessera's own bound: one client logging in at a time, so each login's time is one hash with
+# nothing queued; the cores over its median is the most logins the hashing could give.
+"$loadgen" --target tessera --base "http://127.0.0.1:$port" --scenario login --concurrency 1 \
+  --duration 5 --warmup 1 --json | tail -n 1 >"$out/login-alone.json"
+login_ms="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["latency_ms"]["p50"])' "$out/login-alone.json")"
+echo "tessera_login_alone_ms $login_ms login_limit_per_s $(awk -v t="$login_ms" -v n="$(nproc)" 'BEGIN {printf "%.1f", n * 1000 / t}')" | tee -a "$out/summary.txt"
 
 # Verify while 32 other clients keep the password hasher saturated with logins.
 "$tessera_bench" run --url "http://127.0.0.1:$port" --scenario login -c 32 -d $((SECS + WARMUP + 2)) \
