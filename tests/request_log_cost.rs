@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
-use tessera::config::LogFormat;
+use tessera::config::{AccessLog, LogFormat};
 use tessera::http::metrics::Metrics;
 use tessera::http::request_log::RequestLogLayer;
 use tower::ServiceExt as _;
@@ -76,7 +76,7 @@ fn the_request_line_costs_a_handful_of_allocations() {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let route = Router::new().route("/v1/things/{id}", get(|| async { "ok" }));
     let noop = route.clone().layer(tower::layer::util::Identity::new());
-    let logged = route.layer(RequestLogLayer::new(Arc::new(Metrics::new())));
+    let logged = route.layer(RequestLogLayer::new(Arc::new(Metrics::new()), AccessLog::All));
     let echoed = runtime
         .block_on(
             logged.clone().oneshot(

@@ -25,7 +25,7 @@ use clap::Args;
 
 use crate::crypto::master_key::{MasterKey, MasterKeys};
 pub use crate::tokens::SigningAlg;
-pub use modes::{LogFormat, SessionCheck};
+pub use modes::{AccessLog, LogFormat, SessionCheck};
 pub use secret::Secret;
 use setting::{AdminCredentials, BaseUrl, ClaimNames, DatabaseUrl, Events, Origins, RoleNames, WebhookUrl};
 pub use smtp::{SmtpSecurity, SmtpUrl};
@@ -113,6 +113,9 @@ settings! {
     /// Log lines on standard error: `text` or `json` (one object per line).
     #[arg(env = "TESSERA_LOG_FORMAT")]
     log_format: LogFormat = LogFormat::Text;
+    /// Which requests get an access line: `failures` (answered 4xx or 5xx) or `all`.
+    #[arg(env = "TESSERA_ACCESS_LOG")]
+    access_log: AccessLog = AccessLog::Failures;
     // A change rotates the key at start.
     /// Access-token signing algorithm: `EdDSA` (default), `Ed25519`, `ES256` or `RS256`.
     #[arg(env = "TESSERA_SIGNING_ALG")]

@@ -1,4 +1,4 @@
-//! The settings that pick one of a few ways: the log format, the session check.
+//! The settings that pick one of a few ways: the log format, the access log, the session check.
 
 use std::fmt;
 
@@ -29,6 +29,39 @@ impl fmt::Display for LogFormat {
         f.write_str(match self {
             LogFormat::Text => "text",
             LogFormat::Json => "json",
+        })
+    }
+}
+
+/// Which requests get an access line (`http::request_log`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessLog {
+    /// Requests answered 4xx or 5xx: every refusal, rate limit and error, and none of the
+    /// successes that make up nearly all the traffic (counted and timed in `/metrics`). A line
+    /// per success cost 15 % of a verify's CPU (docs/BENCHMARKS.md).
+    #[default]
+    Failures,
+    /// Every request.
+    All,
+}
+
+impl std::str::FromStr for AccessLog {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "failures" => Ok(AccessLog::Failures),
+            "all" => Ok(AccessLog::All),
+            other => Err(format!("{other:?} is neither \"failures\" nor \"all\"")),
+        }
+    }
+}
+
+impl fmt::Display for AccessLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AccessLog::Failures => "failures",
+            AccessLog::All => "all",
         })
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::modes::{LogFormat, SessionCheck};
+use super::modes::{AccessLog, LogFormat, SessionCheck};
 use super::secret::Secret;
 use super::smtp::SmtpUrl;
 use super::values::{
@@ -202,7 +202,7 @@ macro_rules! choice_setting {
     )*};
 }
 
-choice_setting!(SessionCheck, LogFormat, SigningAlg);
+choice_setting!(SessionCheck, LogFormat, AccessLog, SigningAlg);
 
 /// An optional secret: an empty value unsets it. Printed as the placeholder its `Serialize`
 /// gives (a file read back holds a wrong secret, never the real one).

@@ -98,7 +98,7 @@ fn every_setting_has_its_flag_its_variable_and_its_key() {
         // A secret's value never shows in `--help`, even when its variable is set.
         assert_eq!(arg.is_hide_env_values_set(), secrets.contains(name), "{name}");
     }
-    assert_eq!(Config::NAMES.len(), 62);
+    assert_eq!(Config::NAMES.len(), 63);
     // Every key `tessera config` prints is a setting, and every setting has its line (or, for
     // the secrets printed as comments and the unset lists, its name in one).
     let (config, _) = every_secret_set();

@@ -154,7 +154,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
     let every_request = ServiceBuilder::new()
         // Outermost, so its line and its metrics have the status a panic, CORS or any inner
         // layer settled on.
-        .layer(request_log::RequestLogLayer::new(metrics))
+        .layer(request_log::RequestLogLayer::new(metrics, config.access_log))
         // Every answer (errors and panics included) carries the CORS headers a listed origin's
         // script needs to read it.
         .layer(cors::CorsLayer::new(&config.cors_origins))

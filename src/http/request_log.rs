@@ -1,7 +1,8 @@
-//! One log line per request, and the request id that ties it to everything else logged while
-//! the request ran; the same layer counts and times the request for `/metrics`.
+//! The access line of a request, and the request id that ties it to everything else logged
+//! while the request ran; the same layer counts and times every request for `/metrics`.
 //!
-//! The line is written when the response is ready: method, route template (never the raw path,
+//! By default only requests answered 4xx or 5xx get a line (`access_log = "failures"`; `all`
+//! gives every request one). The line is written when the response is ready: method, route template (never the raw path,
 //! which carries ids), status, latency and request id, at `info` on the target
 //! `tessera::access` (so `RUST_LOG=info,tessera::access=off` silences it alone). It carries no
 //! header or body: tokens, passwords and cookies travel in those, and a log is not a place for
@@ -26,6 +27,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::metrics::{route_name, Metrics};
+use crate::config::AccessLog;
 use crate::telemetry;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -40,11 +42,12 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 #[derive(Clone)]
 pub struct RequestLogLayer {
     metrics: Arc<Metrics>,
+    access_log: AccessLog,
 }
 
 impl RequestLogLayer {
-    pub fn new(metrics: Arc<Metrics>) -> RequestLogLayer {
-        RequestLogLayer { metrics }
+    pub fn new(metrics: Arc<Metrics>, access_log: AccessLog) -> RequestLogLayer {
+        RequestLogLayer { metrics, access_log }
     }
 }
 
@@ -55,6 +58,7 @@ impl<S> Layer<S> for RequestLogLayer {
         RequestLog {
             inner,
             metrics: Arc::clone(&self.metrics),
+            access_log: self.access_log,
         }
     }
 }
@@ -64,6 +68,7 @@ impl<S> Layer<S> for RequestLogLayer {
 pub struct RequestLog<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    access_log: AccessLog,
 }
 
 impl<S> Service<Request> for RequestLog<S>
@@ -99,6 +104,7 @@ where
             method,
             route,
             metrics: Arc::clone(&self.metrics),
+            access_log: self.access_log,
         }
     }
 }
@@ -114,6 +120,7 @@ pin_project! {
         method: Method,
         route: Option<MatchedPath>,
         metrics: Arc<Metrics>,
+        access_log: AccessLog,
     }
 }
 
@@ -130,7 +137,10 @@ where
         let status = response.status().as_u16();
         this.metrics
             .record_request(this.route.as_ref(), this.method, status, latency);
-        if let Some(request_id) = this.request_id.take() {
+        let Some(request_id) = this.request_id.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        if *this.access_log == AccessLog::All || status >= 400 {
             tracing::info!(
                 target: telemetry::ACCESS_TARGET,
                 method = this.method.as_str(),
@@ -140,8 +150,8 @@ where
                 request_id = request_id.to_str().unwrap_or_default(),
                 "request"
             );
-            response.headers_mut().insert(REQUEST_ID, request_id);
         }
+        response.headers_mut().insert(REQUEST_ID, request_id);
         Poll::Ready(Ok(response))
     }
 }

@@ -1,6 +1,7 @@
-//! Logs of the real binary: one line per request with its route template and request id,
-//! `X-Request-Id` honoured or replaced and echoed, no colour codes in a file, and never a
-//! secret, even at the most verbose level.
+//! Logs of the real binary: one line per request (`access_log = "all"`; by default, per
+//! request answered 4xx or 5xx) with its route template and request id, `X-Request-Id`
+//! honoured or replaced and echoed, no colour codes in a file, and never a secret, even at the
+//! most verbose level.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,13 +17,15 @@ const WRONG_PASSWORD: &str = "not the password at all, surely";
 /// The resource-server credential the served process accepts for the revocation feed.
 const FEED_CREDENTIAL: &str = "logs-test-feed-credential-0123456789abcdef";
 
-/// Starts `tessera serve` in `dir` logging everything (`RUST_LOG=trace`) as `format`.
+/// Starts `tessera serve` in `dir` logging everything (`RUST_LOG=trace`, an access line for
+/// every request) as `format`.
 fn serve_logging(dir: &Path, format: &str) -> Served {
     Served::start_with(
         dir,
         &[],
         &[
             ("RUST_LOG", "trace".to_owned()),
+            ("TESSERA_ACCESS_LOG", "all".to_owned()),
             ("TESSERA_LOG_FORMAT", format.to_owned()),
             ("TESSERA_REUSE_GRACE", "0".to_owned()),
             ("TESSERA_REVOCATION_FEED_CREDENTIALS", FEED_CREDENTIAL.to_owned()),
@@ -269,6 +272,51 @@ async fn a_full_flow_logs_one_json_line_per_request_and_no_secret() {
         .expect("the reused refresh's line");
     assert_eq!(warning["request_id"], reused["request_id"], "{warning}");
     assert_eq!(warning["level"], "WARN");
+}
+
+#[tokio::test]
+async fn by_default_only_failed_requests_get_an_access_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = Served::start_with(dir.path(), &[], &[("TESSERA_LOG_FORMAT", "json".to_owned())]);
+    let client = Client::new();
+    let base = served.base();
+    let ok = send(
+        client
+            .get(format!("{base}/healthz"))
+            .header("x-request-id", "fine-1"),
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        ok.headers()["x-request-id"],
+        "fine-1",
+        "the id is echoed either way"
+    );
+    let refused = send(
+        client
+            .get(format!("{base}/v1/auth/me"))
+            .header("x-request-id", "refused-1"),
+    )
+    .await;
+    assert_eq!(refused.status(), 401);
+    let missing = send(
+        client
+            .get(format!("{base}/no/such/route"))
+            .header("x-request-id", "missing-1"),
+    )
+    .await;
+    assert_eq!(missing.status(), 404);
+    served.terminate();
+    let log = served.stderr();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|v| v["target"] == "tessera::access")
+        .collect();
+    let ids: Vec<&str> = lines.iter().filter_map(|l| l["request_id"].as_str()).collect();
+    assert_eq!(ids, ["refused-1", "missing-1"], "{log}");
+    assert_eq!(lines[0]["status"], 401);
+    assert_eq!(lines[0]["route"], "/v1/auth/me");
 }
 
 #[test]
