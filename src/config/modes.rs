@@ -45,6 +45,13 @@ pub enum AccessLog {
     All,
 }
 
+impl AccessLog {
+    /// Whether a request answered `status` gets an access line.
+    pub fn logs(self, status: u16) -> bool {
+        self == AccessLog::All || status >= 400
+    }
+}
+
 impl std::str::FromStr for AccessLog {
     type Err = String;
 
@@ -68,3 +75,19 @@ impl fmt::Display for AccessLog {
 
 /// How sessions are checked: vocabulary shared with the service, so it lives in `domain`.
 pub use crate::domain::SessionCheck;
+
+#[cfg(test)]
+mod tests {
+    use super::AccessLog;
+
+    #[test]
+    fn failures_get_a_line_by_default_and_everything_with_all() {
+        for status in [400, 401, 404, 429, 500, 503] {
+            assert!(AccessLog::Failures.logs(status), "{status}");
+        }
+        for status in [200, 201, 204, 302, 399] {
+            assert!(!AccessLog::Failures.logs(status), "{status}");
+            assert!(AccessLog::All.logs(status), "{status}");
+        }
+    }
+}

@@ -2,11 +2,11 @@
 //! while the request ran; the same layer counts and times every request for `/metrics`.
 //!
 //! By default only requests answered 4xx or 5xx get a line (`access_log = "failures"`; `all`
-//! gives every request one). The line is written when the response is ready: method, route template (never the raw path,
-//! which carries ids), status, latency and request id, at `info` on the target
-//! `tessera::access` (so `RUST_LOG=info,tessera::access=off` silences it alone). It carries no
-//! header or body: tokens, passwords and cookies travel in those, and a log is not a place for
-//! them.
+//! gives every request one). The line is written when the response is ready: method, route
+//! template (never the raw path, which carries ids), status, latency and request id, at `info`
+//! on the target `tessera::access` (so `RUST_LOG=info,tessera::access=off` silences it alone).
+//! It carries no header or body: tokens, passwords and cookies travel in those, and a log is
+//! not a place for them.
 //!
 //! The id is the client's `X-Request-Id` when it looks like an id (a proxy or a caller that
 //! correlates its own logs), else one we make; either way it is echoed on the response.
@@ -140,7 +140,7 @@ where
         let Some(request_id) = this.request_id.take() else {
             return Poll::Ready(Ok(response));
         };
-        if *this.access_log == AccessLog::All || status >= 400 {
+        if this.access_log.logs(status) {
             tracing::info!(
                 target: telemetry::ACCESS_TARGET,
                 method = this.method.as_str(),

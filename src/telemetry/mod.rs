@@ -19,7 +19,7 @@ use crate::config::LogFormat;
 mod request_lines;
 
 use request_lines::RequestLines;
-pub use request_lines::{with_request_id, RequestId, WithRequestId, ACCESS_TARGET};
+pub use request_lines::{with_request_id, WithRequestId, ACCESS_TARGET};
 
 /// The filter when `RUST_LOG` is unset: our events from `info` up, chatty dependencies quieter.
 const DEFAULT_FILTER: &str = "info,sqlx=warn";

@@ -32,6 +32,17 @@ async fn closed_after(app: &TestApp, bytes: &[u8]) -> Duration {
     started.elapsed()
 }
 
+/// Sends `GET /healthz` on a keep-alive connection and returns the start of its answer.
+async fn get_healthz(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.expect("read");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 fn assert_within_the_timeout(took: Duration) {
     assert!(took < TIMEOUT * 3, "closed after {took:?}, timeout {TIMEOUT:?}");
 }
@@ -61,17 +72,8 @@ async fn a_full_http2_preface_and_settings_then_nothing_is_closed() {
 async fn an_idle_keep_alive_connection_is_closed() {
     let app = spawn_with_client_timeout().await;
     let mut stream = TcpStream::connect(app.addr).await.expect("connect");
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = vec![0u8; 4096];
-    let n = stream.read(&mut buf).await.expect("read");
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    let answer = get_healthz(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let idle_from = Instant::now();
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut rest))
@@ -113,17 +115,11 @@ async fn a_keep_alive_connection_in_steady_use_outlives_the_timeout() {
     // Requests for three timeouts, each head complete well within one: never cut off.
     let mut answered = 0;
     while started.elapsed() < TIMEOUT * 3 {
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let mut buf = vec![0u8; 4096];
-        let n = stream.read(&mut buf).await.expect("read");
+        let answer = get_healthz(&mut stream).await;
         assert!(
-            buf[..n].starts_with(b"HTTP/1.1 200"),
-            "request {answered} after {:?}: {}",
-            started.elapsed(),
-            String::from_utf8_lossy(&buf[..n])
+            answer.starts_with("HTTP/1.1 200"),
+            "request {answered} after {:?}: {answer}",
+            started.elapsed()
         );
         answered += 1;
         tokio::time::sleep(TIMEOUT / 4).await;
