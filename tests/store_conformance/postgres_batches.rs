@@ -118,3 +118,64 @@ async fn a_batch_racing_revocations_never_outlives_them() {
     }
     db.drop_database().await;
 }
+
+/// Two instances' batches over the same sessions, sent in opposite orders at once: each
+/// session rotates once per round, and PostgreSQL never has a lock cycle to break (each batch
+/// locks its rows in session-id order, whatever order its rotations arrived in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_of_two_instances_in_opposite_orders_never_deadlock() {
+    let Some((first, db)) = store("batch_opposite_orders").await else {
+        return;
+    };
+    let second = Arc::new(PostgresStore::connect(&db.url, 8).await.expect("second instance"));
+    let mut current = Vec::new();
+    for _ in 0..40 {
+        current.push(seeded(first.as_ref()).await.2);
+    }
+    for round in 1..=25 {
+        let now = Timestamp(T0.0 + round * 1000);
+        let forward: Vec<_> = current.iter().map(|&k| one_step(k, now, None)).collect();
+        let backward: Vec<_> = current.iter().rev().map(|&k| one_step(k, now, None)).collect();
+        let (a, b) = {
+            let (first, second) = (Arc::clone(&first), Arc::clone(&second));
+            let (forward, backward) = (forward.clone(), backward.clone());
+            tokio::join!(
+                tokio::spawn(async move { first.rotate_together(&forward).await }),
+                tokio::spawn(async move { second.rotate_together(&backward).await }),
+            )
+        };
+        let a = a.expect("join").expect("first instance's batch");
+        let b = b.expect("join").expect("second instance's batch");
+        let n = current.len();
+        for i in 0..n {
+            let (won_a, won_b) = (a[i].is_some(), b[n - 1 - i].is_some());
+            assert!(
+                won_a != won_b,
+                "round {round}, session {i}: exactly one instance rotates it"
+            );
+            current[i] = successor(if won_a { &forward[i] } else { &backward[n - 1 - i] });
+        }
+    }
+    // Statistics reach pg_stat_database when a backend ends: close both instances first.
+    drop((first, second));
+    for _ in 0..50 {
+        let connected = db
+            .admin_count(&format!(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = '{}'",
+                db.name
+            ))
+            .await;
+        if connected == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let deadlocks = db
+        .admin_ints(&format!(
+            "SELECT deadlocks::int4 FROM pg_stat_database WHERE datname = '{}'",
+            db.name
+        ))
+        .await;
+    assert_eq!(deadlocks, vec![0], "no lock cycle for PostgreSQL to break");
+    db.drop_database().await;
+}

@@ -13,11 +13,17 @@
 //! Each rotation is decided exactly as when it goes alone. Two rotations of one session in
 //! one batch join the same row: PostgreSQL updates it once, from the first joined row that
 //! passes the `WHERE`, and silently skips the others (a row already updated by the same
-//! command), so there is still exactly one successor and the losers take the slow path. Rows
-//! are locked in session-id order before they are updated, so two batches (of this or
-//! another instance) cannot deadlock on each other.
+//! command), so there is still exactly one successor and the losers take the slow path.
+//!
+//! A batch goes in session-id order, the order in which revocations lock a user's sessions,
+//! so its UPDATE (a nested loop over the batch) locks rows in that order too, and two batches
+//! (of this or another instance) queue instead of deadlocking. Locking the rows in a pass of
+//! their own first cost PostgreSQL a WAL record and a page visit per rotation (about 6 µs of
+//! its 40, and 7 % of the rotation rate, measured interleaved); should PostgreSQL still pick a
+//! deadlock victim (a plan that visits rows in another order), the batch, rolled back whole,
+//! is sent again.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use sqlx::postgres::PgPool;
 use sqlx::Row;
@@ -30,6 +36,8 @@ use crate::store::{CurrentRotation, SessionRecord, StoreError, StoreResult, User
 const MAX_IN_FLIGHT: usize = 1;
 /// The most rotations one statement carries.
 const MAX_BATCH: usize = 256;
+/// Sends of one batch that PostgreSQL chose as a deadlock victim.
+const DEADLOCK_ATTEMPTS: usize = 3;
 
 type Rotated = Option<(SessionRecord, UserRecord)>;
 
@@ -101,6 +109,26 @@ async fn execute(pool: &PgPool, batch: Vec<Pending>) {
     }
 }
 
+/// The batch's statement: see the module's doc for how it decides.
+static ROTATE_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH batch AS (SELECT * FROM unnest($1::int4[], $2::bytea[], $3::bytea[], $4::bytea[], $5::text[], \
+           $6::int8[], $7::int8[], $8::uuid[], $9::int8[]) \
+           AS b(slot, presented, new_hash, sealed, csrf, now, expires, session_id, generation)), \
+         won AS (UPDATE sessions s SET generation = s.generation + 1, rotated_at = p.now, \
+           last_used_at = p.now, sealed_current = p.sealed, current_hash = p.new_hash, \
+           refresh_expires_at = LEAST(p.expires, s.absolute_expires_at) \
+           FROM batch p WHERE s.id = p.session_id \
+           AND s.generation = p.generation AND s.current_hash = p.presented AND s.revoked_at IS NULL \
+           AND s.absolute_expires_at > p.now AND s.refresh_expires_at > p.now \
+           AND (p.csrf IS NULL OR s.csrf_token = p.csrf) \
+           RETURNING p.slot, p.new_hash, s.*), \
+         recorded AS (INSERT INTO refresh_tokens (hash, session_id, generation) \
+           SELECT new_hash, id, generation FROM won) \
+         SELECT s.slot, {SESSION_COLUMNS}, {USER_COLUMNS} FROM won s JOIN users u ON u.id = s.user_id"
+    )
+});
+
 /// Runs `rotations` as one statement; the answer for each, in order (`None`: it did not
 /// rotate, and the caller takes the slow path).
 pub(super) async fn rotate_together(
@@ -117,7 +145,10 @@ pub(super) async fn rotate_together(
     let mut csrf = Vec::with_capacity(n);
     let mut now = Vec::with_capacity(n);
     let mut expires = Vec::with_capacity(n);
-    for (slot, r) in (0i32..).zip(rotations) {
+    // Each keeps its slot (its place in `rotations`) for the answer.
+    let mut in_id_order: Vec<(i32, &CurrentRotation)> = (0i32..).zip(rotations).collect();
+    in_id_order.sort_by_key(|(_, r)| r.session_id.0);
+    for (slot, r) in in_id_order {
         slots.push(slot);
         sessions.push(r.session_id.0);
         generations.push(r.generation);
@@ -128,37 +159,25 @@ pub(super) async fn rotate_together(
         now.push(r.now.millis());
         expires.push(r.refresh_expires_at.millis());
     }
-    let sql = format!(
-        "WITH batch AS (SELECT * FROM unnest($1::int4[], $2::bytea[], $3::bytea[], $4::bytea[], $5::text[], \
-           $6::int8[], $7::int8[], $8::uuid[], $9::int8[]) \
-           AS b(slot, presented, new_hash, sealed, csrf, now, expires, session_id, generation)), \
-         locked AS (SELECT s.id FROM sessions s WHERE s.id IN (SELECT session_id FROM batch) \
-           ORDER BY s.id FOR UPDATE), \
-         won AS (UPDATE sessions s SET generation = s.generation + 1, rotated_at = p.now, \
-           last_used_at = p.now, sealed_current = p.sealed, current_hash = p.new_hash, \
-           refresh_expires_at = LEAST(p.expires, s.absolute_expires_at) \
-           FROM batch p, locked l WHERE l.id = s.id AND s.id = p.session_id \
-           AND s.generation = p.generation AND s.current_hash = p.presented AND s.revoked_at IS NULL \
-           AND s.absolute_expires_at > p.now AND s.refresh_expires_at > p.now \
-           AND (p.csrf IS NULL OR s.csrf_token = p.csrf) \
-           RETURNING p.slot, p.new_hash, s.*), \
-         recorded AS (INSERT INTO refresh_tokens (hash, session_id, generation) \
-           SELECT new_hash, id, generation FROM won) \
-         SELECT s.slot, {SESSION_COLUMNS}, {USER_COLUMNS} FROM won s JOIN users u ON u.id = s.user_id"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(&slots)
-        .bind(&presented)
-        .bind(&new_hashes)
-        .bind(&sealed)
-        .bind(&csrf)
-        .bind(&now)
-        .bind(&expires)
-        .bind(&sessions)
-        .bind(&generations)
-        .fetch_all(pool)
-        .await
-        .map_err(map_pg)?;
+    let mut attempt = 1;
+    let rows = loop {
+        let sent = sqlx::query(ROTATE_BATCH.as_str())
+            .bind(&slots)
+            .bind(&presented)
+            .bind(&new_hashes)
+            .bind(&sealed)
+            .bind(&csrf)
+            .bind(&now)
+            .bind(&expires)
+            .bind(&sessions)
+            .bind(&generations)
+            .fetch_all(pool)
+            .await;
+        match sent {
+            Err(e) if attempt < DEADLOCK_ATTEMPTS && is_deadlock(&e) => attempt += 1,
+            sent => break sent.map_err(map_pg)?,
+        }
+    };
     let mut results: Vec<Rotated> = vec![None; n];
     for row in &rows {
         let slot: i32 = row.try_get("slot").map_err(map_pg)?;
@@ -171,4 +190,9 @@ pub(super) async fn rotate_together(
         }
     }
     Ok(results)
+}
+
+/// PostgreSQL broke a lock cycle by rolling this statement back (SQLSTATE 40P01).
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
 }
