@@ -493,3 +493,25 @@ fn a_revoked_key_is_refused_at_once_and_unpublished() {
     let unrevoked = AccessTokens::new(&[leaked.clone(), fresh.clone()], "https://iss", "aud", now, HOUR);
     assert!(unrevoked.is_ok_and(|u| !u.same_key_set(&records, now, HOUR)));
 }
+
+/// Ed25519 signatures are deterministic (RFC 8032), so the signer (ed25519-dalek) must give
+/// ring's very bytes for the same key and message, and a mismatched key must not load.
+#[test]
+fn ed25519_signatures_are_rings_bytes() {
+    use ring::signature::{Ed25519KeyPair, KeyPair as _};
+    let rng = SystemRandom::new();
+    let record = SigningKeyRecord::generate(SigningAlg::EdDSA, SystemClock.now()).unwrap();
+    let (loaded, _) = LoadedKey::load(&record, &rng).unwrap();
+    let ring_pair = Ed25519KeyPair::from_pkcs8(&record.private_pkcs8).unwrap();
+    for message in [&b""[..], b"header.claims", &[0xA5; 1000][..]] {
+        let ours = loaded.signer.sign(&rng, message).unwrap();
+        assert_eq!(ours.as_ref(), ring_pair.sign(message).as_ref());
+    }
+
+    let other = SigningKeyRecord::generate(SigningAlg::EdDSA, SystemClock.now()).unwrap();
+    let mismatched = SigningKeyRecord {
+        public_key: ring_pair.public_key().as_ref().to_vec(),
+        ..other
+    };
+    assert!(LoadedKey::load(&mismatched, &rng).is_err());
+}

@@ -15,13 +15,15 @@
 //! passes the `WHERE`, and silently skips the others (a row already updated by the same
 //! command), so there is still exactly one successor and the losers take the slow path.
 //!
-//! A batch goes in session-id order, the order in which revocations lock a user's sessions,
-//! so its UPDATE (a nested loop over the batch) locks rows in that order too, and two batches
-//! (of this or another instance) queue instead of deadlocking. Locking the rows in a pass of
-//! their own first cost PostgreSQL a WAL record and a page visit per rotation (about 6 µs of
-//! its 40, and 7 % of the rotation rate, measured interleaved); should PostgreSQL still pick a
-//! deadlock victim (a plan that visits rows in another order), the batch, rolled back whole,
-//! is sent again.
+//! Rows are locked in session-id order before they are updated (`ORDER BY id FOR UPDATE`, as
+//! revocations lock a user's sessions), so two batches (of this or another instance), or a
+//! batch and a revocation, queue instead of deadlocking. Sending the batch in id order and
+//! leaving the locking to the UPDATE's nested loop saved that pass (a WAL record per rotation,
+//! 7 % of the rotation rate) but made the order the plan's, and a full test run saw two
+//! instances' batches deadlock (on a small table PostgreSQL may join by a sequential scan,
+//! which visits rows in the heap's order, not the batch's). Should PostgreSQL still pick a batch as a
+//! deadlock victim (a lock order elsewhere that this one does not know), the batch, rolled back
+//! whole, is sent again.
 
 use std::sync::{Arc, LazyLock};
 
@@ -116,10 +118,12 @@ static ROTATE_BATCH: LazyLock<String> = LazyLock::new(|| {
         "WITH batch AS (SELECT * FROM unnest($1::int4[], $2::bytea[], $3::bytea[], $4::bytea[], $5::text[], \
            $6::int8[], $7::int8[], $8::uuid[], $9::int8[]) \
            AS b(slot, presented, new_hash, sealed, csrf, now, expires, session_id, generation)), \
+         locked AS (SELECT s.id FROM sessions s WHERE s.id IN (SELECT session_id FROM batch) \
+           ORDER BY s.id FOR UPDATE), \
          won AS (UPDATE sessions s SET generation = s.generation + 1, rotated_at = p.now, \
            last_used_at = p.now, sealed_current = p.sealed, current_hash = p.new_hash, \
            refresh_expires_at = LEAST(p.expires, s.absolute_expires_at) \
-           FROM batch p WHERE s.id = p.session_id \
+           FROM batch p, locked l WHERE l.id = s.id AND s.id = p.session_id \
            AND s.generation = p.generation AND s.current_hash = p.presented AND s.revoked_at IS NULL \
            AND s.absolute_expires_at > p.now AND s.refresh_expires_at > p.now \
            AND (p.csrf IS NULL OR s.csrf_token = p.csrf) \
@@ -153,10 +157,7 @@ async fn send(pool: &PgPool, rotations: &[CurrentRotation]) -> StoreResult<Vec<P
     let mut csrf = Vec::with_capacity(n);
     let mut now = Vec::with_capacity(n);
     let mut expires = Vec::with_capacity(n);
-    // Each keeps its slot (its place in `rotations`) for the answer.
-    let mut in_id_order: Vec<(i32, &CurrentRotation)> = (0i32..).zip(rotations).collect();
-    in_id_order.sort_by_key(|(_, r)| r.session_id.0);
-    for (slot, r) in in_id_order {
+    for (slot, r) in (0i32..).zip(rotations) {
         slots.push(slot);
         sessions.push(r.session_id.0);
         generations.push(r.generation);
