@@ -112,23 +112,18 @@ async fn execute(pool: &PgPool, batch: Vec<Pending>, in_flight: OwnedSemaphorePe
     }
 }
 
-/// The batch's statement: see the module's doc for how it decides. The sessions are named by
-/// `id = ANY($8)` in both the locking pass and the `UPDATE`, which PostgreSQL answers from the
-/// primary key whatever its statistics say. Joined to the batch instead, a connection's cached
-/// plan, made while the table was small, hashed a sequential scan of every session for each
-/// batch: PostgreSQL's CPU per rotation rose from 41 to 66 µs over six 10-second runs as
-/// logins added sessions, and refresh fell by a quarter within one benchmark run.
+/// The batch's statement: see the module's doc for how it decides.
 static ROTATE_BATCH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH batch AS (SELECT * FROM unnest($1::int4[], $2::bytea[], $3::bytea[], $4::bytea[], $5::text[], \
            $6::int8[], $7::int8[], $8::uuid[], $9::int8[]) \
            AS b(slot, presented, new_hash, sealed, csrf, now, expires, session_id, generation)), \
-         locked AS (SELECT s.id FROM sessions s WHERE s.id = ANY($8::uuid[]) \
+         locked AS (SELECT s.id FROM sessions s WHERE s.id IN (SELECT session_id FROM batch) \
            ORDER BY s.id FOR UPDATE), \
          won AS (UPDATE sessions s SET generation = s.generation + 1, rotated_at = p.now, \
            last_used_at = p.now, sealed_current = p.sealed, current_hash = p.new_hash, \
            refresh_expires_at = LEAST(p.expires, s.absolute_expires_at) \
-           FROM batch p, locked l WHERE s.id = ANY($8::uuid[]) AND l.id = s.id AND s.id = p.session_id \
+           FROM batch p, locked l WHERE l.id = s.id AND s.id = p.session_id \
            AND s.generation = p.generation AND s.current_hash = p.presented AND s.revoked_at IS NULL \
            AND s.absolute_expires_at > p.now AND s.refresh_expires_at > p.now \
            AND (p.csrf IS NULL OR s.csrf_token = p.csrf) \
