@@ -17,13 +17,12 @@
 //!
 //! Rows are locked in session-id order before they are updated (`ORDER BY id FOR UPDATE`, as
 //! revocations lock a user's sessions), so two batches (of this or another instance), or a
-//! batch and a revocation, queue instead of deadlocking. Sending the batch in id order and
-//! leaving the locking to the UPDATE's nested loop saved that pass (a WAL record per rotation,
-//! 7 % of the rotation rate) but made the order the plan's, and a full test run saw two
-//! instances' batches deadlock (on a small table PostgreSQL may join by a sequential scan,
-//! which visits rows in the heap's order, not the batch's). Should PostgreSQL still pick a batch as a
-//! deadlock victim (a lock order elsewhere that this one does not know), the batch, rolled back
-//! whole, is sent again.
+//! batch and a revocation, queue instead of deadlocking. Leaving the locking to the UPDATE
+//! saved that pass (a WAL record per rotation, 7 % of the rotation rate) but made the order
+//! the plan's: on a small table PostgreSQL may join by a sequential scan, in the heap's order,
+//! and a full test run saw two instances' batches deadlock. Should PostgreSQL still pick a
+//! batch as a deadlock victim (a lock order elsewhere that this one does not know), the
+//! batch, rolled back whole, is sent again.
 
 use std::sync::{Arc, LazyLock};
 
