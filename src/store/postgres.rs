@@ -83,9 +83,13 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let batch_pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(rotations::batch_connection(options.clone()));
         let listener_options = options.application_name(LISTENER_APPLICATION_NAME);
         Ok(PostgresStore {
-            rotations: rotations::RotationBatcher::start(pool.clone()),
+            rotations: rotations::RotationBatcher::start(batch_pool),
             pool,
             listener_options,
         })
@@ -100,7 +104,7 @@ impl PostgresStore {
         &self,
         rotations: &[CurrentRotation],
     ) -> StoreResult<Vec<Option<(SessionRecord, UserRecord)>>> {
-        rotations::rotate_together(&self.pool, rotations).await
+        self.rotations.rotate_together(rotations).await
     }
 }
 

@@ -2,6 +2,7 @@
 //! as when they go alone.
 
 use super::*;
+use sqlx::Connection;
 use tessera::store::postgres::PostgresStore;
 
 async fn store(test: &str) -> Option<(Arc<PostgresStore>, postgres_support::TestDatabase)> {
@@ -158,6 +159,20 @@ async fn batches_of_two_instances_in_opposite_orders_never_deadlock() {
     }
     // Statistics reach pg_stat_database when a backend ends: close both instances first.
     drop((first, second));
+    wait_for_no_connections(&db).await;
+    let deadlocks = db
+        .admin_ints(&format!(
+            "SELECT deadlocks::int4 FROM pg_stat_database WHERE datname = '{}'",
+            db.name
+        ))
+        .await;
+    assert_eq!(deadlocks, vec![0], "no lock cycle for PostgreSQL to break");
+    db.drop_database().await;
+}
+
+/// Waits (up to 5 s) until no backend is connected to the test database, so that every
+/// backend has written its statistics.
+async fn wait_for_no_connections(db: &postgres_support::TestDatabase) {
     for _ in 0..50 {
         let connected = db
             .admin_count(&format!(
@@ -166,16 +181,70 @@ async fn batches_of_two_instances_in_opposite_orders_never_deadlock() {
             ))
             .await;
         if connected == 0 {
-            break;
+            return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let deadlocks = db
-        .admin_ints(&format!(
-            "SELECT deadlocks::int4 FROM pg_stat_database WHERE datname = '{}'",
-            db.name
-        ))
-        .await;
-    assert_eq!(deadlocks, vec![0], "no lock cycle for PostgreSQL to break");
+}
+
+/// How often `sessions` was read by a sequential scan and through an index, so far.
+async fn session_scans(db: &postgres_support::TestDatabase) -> (i64, i64) {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let scans = sqlx::query_as(
+        "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'sessions'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("statistics");
+    let _ = conn.close().await;
+    scans
+}
+
+/// A batch reaches its sessions through the primary key whatever the table's size and
+/// statistics: a sequential scan would cost every batch the whole table (a plan cached
+/// while the table was small made refresh fall by a third within one benchmark run) and
+/// would lock rows in the heap's order, which is what keeps batches from deadlocking.
+#[tokio::test]
+async fn batches_read_sessions_by_primary_key_at_any_table_size() {
+    let Some((store, db)) = store("batch_plan").await else {
+        return;
+    };
+    let (user, _, _) = seeded(store.as_ref()).await;
+    let mut current = Vec::new();
+    for _ in 0..16 {
+        current.push(seeded(store.as_ref()).await.2);
+    }
+    drop(store);
+    // Thousands of other sessions, with no statistics gathered on them yet.
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, created_at, last_used_at, absolute_expires_at, \
+         refresh_expires_at) SELECT gen_random_uuid(), $1, 0, 0, 0, 0 FROM generate_series(1, 3000)",
+    )
+    .bind(user.id.0)
+    .execute(&mut conn)
+    .await
+    .expect("other sessions");
+    let _ = conn.close().await;
+    wait_for_no_connections(&db).await;
+    let (seq_before, idx_before) = session_scans(&db).await;
+
+    let store = PostgresStore::connect(&db.url, 8).await.expect("store");
+    // More statements than PostgreSQL plans for their parameters before it caches a plan.
+    for round in 1..=12 {
+        let now = Timestamp(T0.0 + round * 1000);
+        let batch: Vec<_> = current.iter().map(|&k| one_step(k, now, None)).collect();
+        let results = store.rotate_together(&batch).await.expect("batch");
+        assert!(
+            results.iter().all(Option::is_some),
+            "round {round}: every rotation won"
+        );
+        current = batch.iter().map(successor).collect();
+    }
+    drop(store);
+    wait_for_no_connections(&db).await;
+    let (seq_after, idx_after) = session_scans(&db).await;
+    assert_eq!(seq_after - seq_before, 0, "no sequential scan of sessions");
+    assert!(idx_after > idx_before, "sessions read through an index");
     db.drop_database().await;
 }
