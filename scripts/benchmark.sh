@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Every figure of docs/BENCHMARKS.md's table for one backend, in one run on this machine:
 # Tessera against the reference peers (../shared/bench/compare.sh, A B A B: the Node tutorial
-# stack, then better-auth), the argon2 limit for logins (the reference CLI's and Tessera's own
-# hash time), the load
-# generator's own ceiling against a trivial server, the database ceiling for a rotation
-# (limit.sh), memory idle and under load, and verify latency while logins saturate the CPU.
+# stack, then better-auth); beside each comparison its bounds: the load generator's ceiling
+# against a trivial server, Tessera's own login bound and (PostgreSQL) the database's ceiling
+# for a rotation (limit.sh); the argon2 CLI's login limit; memory idle and under load; verify
+# latency while logins saturate the CPU; verify with the default logging against logging off.
+# Then each of issue 19's targets, met or missed (targets.txt).
 # Tessera runs in its default configuration (logging at `info` included), rate limits off.
 #
 #   scripts/benchmark.sh sqlite|postgres
@@ -47,8 +48,10 @@ TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$port" \
   TESSERA_DATABASE_URL="$tessera_db" "$tessera" serve >"$out/tessera.log" 2>&1 &
 tessera_pid=$!
 hello_pid=""
+quiet_pid=""
 cleanup() {
   kill "$tessera_pid" 2>/dev/null || true
+  [ -n "$quiet_pid" ] && kill "$quiet_pid" 2>/dev/null || true
   [ -n "$hello_pid" ] && kill "$hello_pid" 2>/dev/null || true
   wait 2>/dev/null || true
 }
@@ -58,12 +61,42 @@ sleep 2
 rss() { awk -v k="$1" '$1 == k":" { print int($2 / 1024) }' "/proc/$tessera_pid/status"; }
 echo "rss_idle_mib $(rss VmRSS)" | tee "$out/summary.txt"
 
+# The machine drifts by tens of percent within minutes, so each comparison gets its own
+# bounds, measured just before it (verify and login come first) or just after it (refresh):
+# - the load generator's own ceiling, against a trivial HTTP server at the same concurrency;
+# - Tessera's own login bound: one client logging in at a time, so each login's time is one
+#   hash with nothing queued; the cores over its median is the most logins hashing could give;
+# - the database's ceiling for a rotation (limit.sh, PostgreSQL).
+bounds_before() {
+  "$hello" --listen 127.0.0.1:9090 --threads 1 >/dev/null 2>&1 &
+  hello_pid=$!
+  sleep 0.5
+  "$loadgen" --base http://127.0.0.1:9090 --scenario get --concurrency "$CONC" --duration "$SECS" \
+    --warmup "$WARMUP" --json | tail -n 1 >"$out/ceiling-$1.json"
+  kill "$hello_pid" 2>/dev/null || true
+  wait "$hello_pid" 2>/dev/null || true
+  hello_pid=""
+  echo "loadgen_ceiling_$1 $(cat "$out/ceiling-$1.json")" | tee -a "$out/summary.txt"
+  "$loadgen" --target tessera --base "http://127.0.0.1:$port" --scenario login --concurrency 1 \
+    --duration 5 --warmup 1 --json | tail -n 1 >"$out/login-alone-$1.json"
+  login_ms="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["latency_ms"]["p50"])' "$out/login-alone-$1.json")"
+  echo "tessera_login_alone_ms_$1 $login_ms login_limit_per_s $(awk -v t="$login_ms" -v n="$(nproc)" 'BEGIN {printf "%.1f", n * 1000 / t}')" | tee -a "$out/summary.txt"
+}
+limit_after() {
+  [ "$backend" = postgres ] || return 0
+  "$bench/limit.sh" 2>&1 | tail -n 1 | sed "s/^limit:/limit_after_$1:/" | tee -a "$out/summary.txt"
+}
+
+bounds_before express
 TESSERA_URL="http://127.0.0.1:$port" RESULTS="$out/compare.jsonl" "$bench/compare.sh" 2>&1 | tee "$out/compare.txt"
+limit_after express
 # The peer a team would pick today, same scenarios (its /token mints an access token for the
 # session, without rotating anything; its /protected reads the session from the database).
 [ -d "$bench/peer-better-auth/node_modules" ] || "$bench/peer-better-auth/setup.sh" >&2
+bounds_before better-auth
 PEER=better-auth TESSERA_URL="http://127.0.0.1:$port" RESULTS="$out/compare-better-auth.jsonl" \
   "$bench/compare.sh" 2>&1 | tee "$out/compare-better-auth.txt"
+limit_after better-auth
 echo "rss_peak_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
 
 # The argon2 limit for logins: the cores over one argon2id hash with Tessera's parameters in
@@ -74,13 +107,6 @@ if command -v argon2 >/dev/null; then
 else
   echo "argon2_hash_s unknown (apt-get install argon2)" | tee -a "$out/summary.txt"
 fi
-# Tessera's own bound: one client logging in at a time, so each login's time is one hash with
-# nothing queued; the cores over its median is the most logins the hashing could give.
-"$loadgen" --target tessera --base "http://127.0.0.1:$port" --scenario login --concurrency 1 \
-  --duration 5 --warmup 1 --json | tail -n 1 >"$out/login-alone.json"
-login_ms="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["latency_ms"]["p50"])' "$out/login-alone.json")"
-echo "tessera_login_alone_ms $login_ms login_limit_per_s $(awk -v t="$login_ms" -v n="$(nproc)" 'BEGIN {printf "%.1f", n * 1000 / t}')" | tee -a "$out/summary.txt"
-
 # Verify while 32 other clients keep the password hasher saturated with logins.
 "$tessera_bench" run --url "http://127.0.0.1:$port" --scenario login -c 32 -d $((SECS + WARMUP + 2)) \
   --warmup 0 --json >"$out/login-background.json" 2>/dev/null &
@@ -92,15 +118,33 @@ wait "$login_pid" || true
 echo "verify_under_login $(cat "$out/verify-under-login.json")" | tee -a "$out/summary.txt"
 echo "rss_peak_after_logins_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
 
-# The load generator's own ceiling: a trivial HTTP server, same concurrency.
-"$hello" --listen 127.0.0.1:9090 --threads 1 >/dev/null 2>&1 &
-hello_pid=$!
-sleep 0.5
-"$loadgen" --base http://127.0.0.1:9090 --scenario get --concurrency "$CONC" --duration "$SECS" \
-  --warmup "$WARMUP" --json | tail -n 1 >"$out/ceiling.json"
-echo "loadgen_ceiling $(cat "$out/ceiling.json")" | tee -a "$out/summary.txt"
+# What the default logging costs: verify against the default server and against a second one
+# with logging off (RUST_LOG=off, its own fresh database), interleaved A B A B.
+case "$backend" in
+  sqlite) quiet_db="sqlite://$out/tessera-quiet.db" ;;
+  postgres)
+    psql "$admin" -qc "DROP DATABASE IF EXISTS tessera_bench_quiet" -c "CREATE DATABASE tessera_bench_quiet" 2>/dev/null
+    quiet_db="${admin%/*}/tessera_bench_quiet?sslmode=disable"
+    ;;
+esac
+quiet_port=8082
+RUST_LOG=off TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$quiet_port" \
+  TESSERA_DATABASE_URL="$quiet_db" "$tessera" serve >"$out/tessera-quiet.log" 2>&1 &
+quiet_pid=$!
+for _ in $(seq 1 100); do grep -q '^listening on' "$out/tessera-quiet.log" && break; sleep 0.1; done
+: >"$out/logging.jsonl"
+for round in $(seq 1 "$ROUNDS"); do
+  for config in default off; do
+    if [ "$config" = default ]; then p="$port"; else p="$quiet_port"; fi
+    line="$("$loadgen" --target tessera --base "http://127.0.0.1:$p" --scenario verify \
+      --concurrency "$CONC" --duration "$SECS" --warmup "$WARMUP" --json | tail -n 1)"
+    echo "{\"round\":$round,\"logging\":\"$config\",${line#\{}" >>"$out/logging.jsonl"
+    echo "  verify, logging $config, round $round: $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rps"])' "$line") req/s"
+  done
+done
+kill "$quiet_pid" 2>/dev/null || true
+wait "$quiet_pid" 2>/dev/null || true
 
-if [ "$backend" = postgres ]; then
-  "$bench/limit.sh" 2>&1 | tail -n 1 | tee -a "$out/summary.txt"
-fi
+echo
+python3 "$root/scripts/lib/benchmark_targets.py" "$out" | tee "$out/targets.txt"
 echo "results in $out"
