@@ -180,14 +180,17 @@ def statements():
 
 
 def measure(name, ops_hint, action, server, postmaster, results):
-    # Statistics of the tessera's idle connections reach the shared counters within a second.
-    time.sleep(1.5)
+    # Counts still held by idle backends (see below) go to the step they belong to.
+    time.sleep(11)
     psql("SELECT pg_stat_statements_reset()")
     before = db_counters()
     cpu_t, cpu_pg = proc_cpu(server.proc.pid), cluster_cpu(postmaster)
     n = action()
     cpu_t, cpu_pg = proc_cpu(server.proc.pid) - cpu_t, cluster_cpu(postmaster) - cpu_pg
-    time.sleep(1.5)
+    # A backend that went idle less than a second after its last report holds its counts for
+    # 10 s (PostgreSQL 15's PGSTAT_IDLE_INTERVAL); with 1.5 s here, the rotation batches' own
+    # connection, busy to the end, left a fifth of a run's rows uncounted.
+    time.sleep(11)
     after = db_counters()
     per_op = {k: (after[k] - before[k]) / n for k in after}
     per_op["tessera_cpu_us"] = cpu_t / n * 1e6
