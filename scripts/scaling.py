@@ -150,8 +150,15 @@ class Client:
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-        r = self.conn.getresponse()
+        payload = json.dumps(body) if body is not None else None
+        try:
+            self.conn.request(method, path, body=payload, headers=headers)
+            r = self.conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closed the connection while it sat idle between steps: reconnect.
+            self.conn.close()
+            self.conn.request(method, path, body=payload, headers=headers)
+            r = self.conn.getresponse()
         data = r.read()
         if r.status != expect:
             raise RuntimeError(f"{method} {path}: {r.status} {data[:200]!r}")
