@@ -83,10 +83,7 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        let batch_pool = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(rotations::batch_connection(options.clone()));
+        let batch_pool = rotations::batch_pool(options.clone());
         let listener_options = options.application_name(LISTENER_APPLICATION_NAME);
         Ok(PostgresStore {
             rotations: rotations::RotationBatcher::start(batch_pool),

@@ -30,8 +30,10 @@
 
 use std::sync::{Arc, LazyLock};
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgRow};
-use sqlx::Row;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Executor, Row};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::{map_pg, session_from_row, user_from_row, SESSION_COLUMNS, USER_COLUMNS};
@@ -59,15 +61,20 @@ pub(super) struct RotationBatcher {
 /// `application_name` of the batches' connections.
 const BATCH_APPLICATION_NAME: &str = "tessera-rotations";
 
-/// The batches' connections: the planner settings that leave the batch one plan, whatever the
-/// table's size and statistics (see the module's doc).
-pub(super) fn batch_connection(options: PgConnectOptions) -> PgConnectOptions {
-    options.application_name(BATCH_APPLICATION_NAME).options([
-        ("enable_seqscan", "off"),
-        ("enable_bitmapscan", "off"),
-        ("enable_hashjoin", "off"),
-        ("enable_mergejoin", "off"),
-    ])
+/// The planner settings that leave the batch one plan, whatever the table's size and
+/// statistics (see the module's doc). Set by a statement on each new connection rather than
+/// in the startup packet's `options`, which connection proxies may refuse or drop.
+const PLANNER_SETTINGS: &str = "SET enable_seqscan = off; SET enable_bitmapscan = off; \
+     SET enable_hashjoin = off; SET enable_mergejoin = off";
+
+/// The batches' own connections (one batch is in flight at a time; the second is spare).
+pub(super) fn batch_pool(options: PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(2)
+        // A database that went away must surface as 503 quickly, as on the main pool.
+        .acquire_timeout(Duration::from_secs(3))
+        .after_connect(|conn, _| Box::pin(async move { conn.execute(PLANNER_SETTINGS).await.map(|_| ()) }))
+        .connect_lazy_with(options.application_name(BATCH_APPLICATION_NAME))
 }
 
 impl RotationBatcher {
