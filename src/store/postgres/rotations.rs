@@ -19,17 +19,16 @@
 //! two batches (of this or another instance), or a batch and a revocation, queue instead of
 //! deadlocking. That order is the plan's, so the plan is fixed: the batch's own connections
 //! turn off the scans and joins that would visit sessions in another order (a sequential or
-//! bitmap scan goes in the heap's order, a hash join in its outer input's), leaving a B-tree scan of
-//! the primary key for `id = ANY(...)`, which returns rows in key order, joined by a nested
-//! loop. The rotations are also sent sorted by session id, so the loop gives that order from
-//! either side. This replaced a separate `ORDER BY id FOR UPDATE` pass: PostgreSQL 49 -> 35 µs
-//! CPU per rotation, refresh +15 %. Left to statistics, the plan was a sequential scan on a
-//! small table (a test run saw two instances deadlock) and stayed cached as the table grew.
-//! Should PostgreSQL still pick a batch as a deadlock victim (a lock order elsewhere that this
-//! one does not know), the batch, rolled back whole, is sent again.
+//! bitmap scan goes in the heap's order, a hash join in its outer input's). What is left is a
+//! B-tree scan of the primary key for `id = ANY(...)`, which returns rows in key order, in a
+//! nested loop; the rotations are also sent sorted by session id, so the loop gives that order
+//! from either side. This replaced a separate `ORDER BY id FOR UPDATE` pass: PostgreSQL 49 ->
+//! 35 µs CPU per rotation, refresh +15 %. Left to statistics, the plan was a sequential scan
+//! on a small table (a test run saw two instances deadlock) and stayed cached as the table
+//! grew. Should PostgreSQL still pick a batch as a deadlock victim (a lock order elsewhere
+//! that this one does not know), the batch, rolled back whole, is sent again.
 
 use std::sync::{Arc, LazyLock};
-
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -160,9 +159,9 @@ static ROTATE_BATCH: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Runs `rotations` as one statement; the answer for each, in order (`None`: it did not
-/// rotate, and the caller takes the slow path).
 impl RotationBatcher {
+    /// Runs `rotations` as one statement; the answer for each, in order (`None`: it did not
+    /// rotate, and the caller takes the slow path).
     pub(super) async fn rotate_together(&self, rotations: &[CurrentRotation]) -> StoreResult<Vec<Rotated>> {
         let rows = send(&self.pool, rotations).await?;
         read_answers(&rows, rotations.len())
