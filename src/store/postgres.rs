@@ -40,6 +40,10 @@ const HEARTBEAT_CHANNEL: &str = "tessera_revocations_heartbeat";
 /// `application_name` of the connection that listens for revocations.
 pub const LISTENER_APPLICATION_NAME: &str = "tessera-revocations";
 
+/// How long any of an instance's pools waits for a connection: a database that went away must
+/// surface as 503 quickly, not hang requests.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_at, s.last_used_at, s.absolute_expires_at, \
@@ -74,8 +78,7 @@ impl PostgresStore {
             .map_err(|e: sqlx::Error| StoreError::UnsupportedUrl(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            // A database that went away must surface as 503 quickly, not hang requests.
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await
             .map_err(map_pg)?;
@@ -83,10 +86,9 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        let batch_pool = rotations::batch_pool(options.clone());
-        let listener_options = options.application_name(LISTENER_APPLICATION_NAME);
+        let listener_options = options.clone().application_name(LISTENER_APPLICATION_NAME);
         Ok(PostgresStore {
-            rotations: rotations::RotationBatcher::start(batch_pool),
+            rotations: rotations::RotationBatcher::start(options),
             pool,
             listener_options,
         })

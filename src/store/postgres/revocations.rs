@@ -34,7 +34,7 @@ impl RevocationStore for PostgresStore {
         let mut listener = PgListener::connect_with(
             &PgPoolOptions::new()
                 .max_connections(1)
-                .acquire_timeout(Duration::from_secs(3))
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_lazy_with(self.listener_options.clone()),
         )
         .await

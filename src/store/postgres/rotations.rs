@@ -29,13 +29,12 @@
 //! that this one does not know), the batch, rolled back whole, is sent again.
 
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Executor, Row};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::{map_pg, session_from_row, user_from_row, SESSION_COLUMNS, USER_COLUMNS};
+use super::{map_pg, session_from_row, user_from_row, ACQUIRE_TIMEOUT, SESSION_COLUMNS, USER_COLUMNS};
 use crate::store::{CurrentRotation, SessionRecord, StoreError, StoreResult, UserRecord};
 
 /// Batches at the database at once; more rotations wait and grow the next batch.
@@ -67,18 +66,19 @@ const PLANNER_SETTINGS: &str = "SET enable_seqscan = off; SET enable_bitmapscan 
      SET enable_hashjoin = off; SET enable_mergejoin = off";
 
 /// The batches' own connections (one batch is in flight at a time; the second is spare).
-pub(super) fn batch_pool(options: PgConnectOptions) -> PgPool {
+fn batch_pool(options: PgConnectOptions) -> PgPool {
     PgPoolOptions::new()
         .max_connections(2)
-        // A database that went away must surface as 503 quickly, as on the main pool.
-        .acquire_timeout(Duration::from_secs(3))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(|conn, _| Box::pin(async move { conn.execute(PLANNER_SETTINGS).await.map(|_| ()) }))
         .connect_lazy_with(options.application_name(BATCH_APPLICATION_NAME))
 }
 
 impl RotationBatcher {
-    /// Starts the batching task on the current runtime; it ends when the batcher is dropped.
-    pub(super) fn start(pool: PgPool) -> RotationBatcher {
+    /// Starts the batching task on the current runtime, with connections of its own to the
+    /// database `options` name; it ends when the batcher is dropped.
+    pub(super) fn start(options: PgConnectOptions) -> RotationBatcher {
+        let pool = batch_pool(options);
         let (queue, pending) = mpsc::unbounded_channel();
         tokio::spawn(run(pool.clone(), pending));
         RotationBatcher { queue, pool }
