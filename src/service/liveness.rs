@@ -86,7 +86,9 @@ pub struct LiveSessions {
 
 #[derive(Default)]
 struct Shard {
-    known: HashMap<SessionId, Known>,
+    /// Keyed with foldhash, not SipHash: every authenticated request looks up here, and the
+    /// keys are ids we issued (random, inside tokens we signed), not text a client chooses.
+    known: HashMap<SessionId, Known, foldhash::fast::RandomState>,
     /// Insertion order, for evicting the oldest entry when the shard is full.
     order: VecDeque<SessionId>,
 }

@@ -167,7 +167,7 @@ impl AuthService {
 
 /// The checks a live-looking session must pass for this access token.
 fn check_session(
-    claims: AccessClaims,
+    claims: Arc<AccessClaims>,
     session: Arc<SessionSnapshot>,
     now: Timestamp,
 ) -> Result<AuthContext, AuthError> {

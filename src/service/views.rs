@@ -128,7 +128,7 @@ impl std::fmt::Debug for TokenGrant {
 /// A verified access token whose session is live.
 #[derive(Clone, Debug)]
 pub struct AuthContext {
-    pub claims: AccessClaims,
+    pub claims: Arc<AccessClaims>,
     pub session: Arc<SessionSnapshot>,
 }
 

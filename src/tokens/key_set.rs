@@ -41,14 +41,18 @@ pub struct AccessTokens {
 /// fully determines its claims, so a token seen before needs only its `exp` checked again.
 /// The cache belongs to one key set, so a key reload starts it afresh. Bounded: when full it
 /// is emptied, which costs only re-verification.
+///
+/// Keyed with foldhash rather than SipHash (a token is some 600 bytes, hashed on every
+/// request): only tokens that passed verification, which we signed, are ever stored, so a
+/// client cannot choose keys that collide. The claims are shared, not copied, per request.
 pub(super) struct VerifiedTokens {
-    entries: Mutex<HashMap<Box<str>, AccessClaims>>,
+    entries: Mutex<HashMap<Box<str>, Arc<AccessClaims>, foldhash::fast::RandomState>>,
 }
 
 const VERIFIED_TOKENS_MAX: usize = 10_000;
 
 impl VerifiedTokens {
-    pub(super) fn get(&self, token: &str) -> Option<AccessClaims> {
+    pub(super) fn get(&self, token: &str) -> Option<Arc<AccessClaims>> {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -56,12 +60,12 @@ impl VerifiedTokens {
             .cloned()
     }
 
-    fn insert(&self, token: &str, claims: &AccessClaims) {
+    fn insert(&self, token: &str, claims: &Arc<AccessClaims>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= VERIFIED_TOKENS_MAX {
             entries.clear();
         }
-        entries.insert(token.into(), claims.clone());
+        entries.insert(token.into(), Arc::clone(claims));
     }
 }
 
@@ -142,7 +146,7 @@ impl AccessTokens {
             audience: audience.to_owned(),
             rng,
             verified: VerifiedTokens {
-                entries: Mutex::new(HashMap::new()),
+                entries: Mutex::default(),
             },
         })
     }
@@ -272,11 +276,11 @@ impl AccessTokens {
         token: &str,
         allow_expired: bool,
         now: Timestamp,
-    ) -> Result<AccessClaims, TokenError> {
+    ) -> Result<Arc<AccessClaims>, TokenError> {
         let claims = match self.verified.get(token) {
             Some(claims) => claims,
             None => {
-                let claims = self.verify_uncached(token)?;
+                let claims = Arc::new(self.verify_uncached(token)?);
                 self.verified.insert(token, &claims);
                 claims
             }

@@ -161,6 +161,29 @@ async fn metrics_count_logins_refreshes_reuse_and_requests() {
 }
 
 #[tokio::test]
+async fn repeated_requests_add_to_their_series() {
+    // A route's counter and histogram are looked up once and then reused per request; every
+    // later request must still count, in both.
+    let app = spawn_app().await;
+    let t = app.signup_and_login(EMAIL).await;
+    for _ in 0..3 {
+        assert_status(app.me(&s(&t, "access_token")).await, 200).await;
+    }
+    assert_status(app.me("not-a-token").await, 401).await;
+    let m = Scrape::of(&app).await;
+    let requests = |status| {
+        m.value(
+            "tessera_http_requests_total",
+            &[("route", "/v1/auth/me"), ("method", "GET"), ("status", status)],
+        )
+    };
+    assert_eq!(requests("200"), 3.0);
+    assert_eq!(requests("401"), 1.0);
+    let route = [("route", "/v1/auth/me"), ("method", "GET")];
+    assert_eq!(m.value(&format!("{HISTOGRAM}_count"), &route), 4.0);
+}
+
+#[tokio::test]
 async fn metrics_count_rate_limited_requests_by_endpoint() {
     let app = spawn_app_with(|c| c.login_rate = 1).await;
     let r = app.login(EMAIL).await;

@@ -180,7 +180,11 @@ impl KeyRing {
 
     /// Verifies an access token; a `kid` we do not know yet makes us reload the keys (rate
     /// limited) and try once more, so a key another instance just rotated in is accepted.
-    pub(crate) async fn verify(&self, jwt: &str, allow_expired: bool) -> Result<AccessClaims, TokenError> {
+    pub(crate) async fn verify(
+        &self,
+        jwt: &str,
+        allow_expired: bool,
+    ) -> Result<Arc<AccessClaims>, TokenError> {
         let now = self.clock.now();
         match self.held().verify(jwt, allow_expired, now) {
             Err(TokenError::UnknownKey) => {
