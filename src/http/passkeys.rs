@@ -4,13 +4,14 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::answer::{no_store, token_response, TokenResponse};
 use super::auth::TransportName;
+use super::cookies::RequestCookies;
 use super::email::transport;
 use super::error::ApiError;
 use super::extract::{rate_limit, Authenticated, Client, Fields, JsonBody};
@@ -307,7 +308,7 @@ pub(super) struct PasskeyFactorOptionsRequest {
     responses(
         (status = 200, description = "`PublicKeyCredentialRequestOptions` under `publicKey`, listing the account's passkeys; answer with `POST /v1/auth/mfa/verify` `{challenge, method: \"passkey\", credential}`.", body = CreationOptions),
         (status = 400, description = "`malformed_request`"),
-        (status = 401, description = "`mfa_challenge_invalid`, `mfa_challenge_expired`, `passkey_unknown` (the account has no passkey)"),
+        (status = 401, description = "`mfa_challenge_invalid`, `mfa_challenge_expired`, `mfa_challenge_other_browser` (cookie transport: without the `tessera_mfa` cookie of the browser that signed in), `passkey_unknown` (the account has no passkey)"),
         (status = 404, description = "`passkeys_disabled`"),
         (status = 408, description = "`request_timeout`"),
         (status = 413, description = "`payload_too_large`"),
@@ -319,6 +320,7 @@ pub(super) struct PasskeyFactorOptionsRequest {
 pub async fn factor_options(
     State(state): State<AppState>,
     Client(client): Client,
+    headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     rate_limit(&state, &state.login_limit, "mfa_passkey_options", &client)?;
@@ -326,7 +328,11 @@ pub async fn factor_options(
     f.only(&["challenge"]);
     let challenge = f.required_nonempty_str("challenge");
     f.finish()?;
-    let options = state.service.passkey_factor_options(challenge).await?;
+    let browser = RequestCookies::from_headers(&headers).mfa;
+    let options = state
+        .service
+        .passkey_factor_options(challenge, browser.as_deref())
+        .await?;
     Ok(no_store(options))
 }
 

@@ -95,15 +95,14 @@ impl AuthService {
             .map(Some)
     }
 
-    /// The second step: a live challenge and a right code open the session the first step
-    /// asked for. `browser` is the `tessera_mfa` cookie, if the request carried one.
-    pub async fn verify_mfa(
+    /// A sign-in's challenge that can still be answered, with its hash: not used, not expired,
+    /// and (cookie transport) presented from the browser that signed in. Every request of the
+    /// second step checks all three, the passkey options as much as the answer.
+    pub(super) async fn live_challenge(
         &self,
         challenge: &str,
-        proof: FactorProof,
         browser: Option<&str>,
-        client: &ClientInfo,
-    ) -> Result<TokenGrant, AuthError> {
+    ) -> Result<(String, MfaChallengeRecord), AuthError> {
         if challenge.is_empty() || challenge.len() > MAX_CHALLENGE_CHARS {
             return Err(AuthError::MfaChallengeInvalid);
         }
@@ -122,6 +121,19 @@ impl AuthService {
                 return Err(AuthError::MfaChallengeOtherBrowser);
             }
         }
+        Ok((hash, record))
+    }
+
+    /// The second step: a live challenge and a right code open the session the first step
+    /// asked for. `browser` is the `tessera_mfa` cookie, if the request carried one.
+    pub async fn verify_mfa(
+        &self,
+        challenge: &str,
+        proof: FactorProof,
+        browser: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<TokenGrant, AuthError> {
+        let (hash, record) = self.live_challenge(challenge, browser).await?;
         let user = self
             .store
             .find_user_by_id(record.user_id)

@@ -462,17 +462,13 @@ impl AuthService {
     /// Starts a passkey as the second step of the sign-in `challenge` (a first step's
     /// challenge, live): request options listing the account's passkeys. The ceremony is the
     /// account's (`mfa:<user>`), answered through `POST /v1/auth/mfa/verify`.
-    pub async fn passkey_factor_options(&self, challenge: &str) -> Result<serde_json::Value, AuthError> {
+    pub async fn passkey_factor_options(
+        &self,
+        challenge: &str,
+        browser: Option<&str>,
+    ) -> Result<serde_json::Value, AuthError> {
         self.policy.passkeys.webauthn()?;
-        let record = self
-            .store
-            .find_mfa_challenge(&token_hash(challenge))
-            .await?
-            .filter(|r| r.used_at.is_none())
-            .ok_or(AuthError::MfaChallengeInvalid)?;
-        if self.clock.now() >= record.expires_at {
-            return Err(AuthError::MfaChallengeExpired);
-        }
+        let (_, record) = self.live_challenge(challenge, browser).await?;
         self.start_factor_ceremony(record.user_id).await
     }
 

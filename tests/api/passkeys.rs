@@ -708,3 +708,56 @@ async fn a_passkey_reauthenticates_the_holder_once_per_ceremony() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_cookie_sign_in_gets_passkey_options_only_in_its_own_browser() {
+    let app = spawn_with_passkeys().await;
+    let access = s(&app.signup_and_login(EMAIL).await, "access_token");
+    let mut auth = Authenticator::new(ORIGIN);
+    app.add_passkey(&access, &mut auth, None).await;
+    let r = app
+        .post_json(
+            "/v1/auth/login",
+            &json!({ "email": EMAIL, "password": PASSWORD, "transport": "cookie" }),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("the challenge's cookie")
+        .to_owned();
+    assert!(cookie.starts_with("tessera_mfa="), "{cookie}");
+    let challenge = s(&r.json::<Value>().await.expect("json"), "challenge");
+    let options = |cookie: Option<&str>| {
+        let mut request = app
+            .client
+            .post(app.url("/v1/auth/mfa/passkey/options"))
+            .json(&json!({ "challenge": challenge }));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send()
+    };
+
+    // Another browser, holding the challenge but not the cookie, is told nothing (not even
+    // which passkeys the account has) and cannot replace the ceremony the real one started.
+    let r = options(None).await.expect("send");
+    assert_problem(r, 401, "mfa_challenge_other_browser").await;
+    let r = options(Some("tessera_mfa=someone-elses")).await.expect("send");
+    assert_problem(r, 401, "mfa_challenge_other_browser").await;
+
+    let options = json_ok(options(Some(&cookie)).await.expect("send")).await;
+    let credential = auth.get(&options["publicKey"], 0);
+    let r = app
+        .client
+        .post(app.url("/v1/auth/mfa/verify"))
+        .header("cookie", &cookie)
+        .json(&json!({ "challenge": challenge, "method": "passkey", "credential": credential }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+}
