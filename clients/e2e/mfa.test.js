@@ -85,7 +85,7 @@ test('/login asks for the second factor; a wrong code is refused, a recovery cod
   await context.close();
 });
 
-test('/account turns two-step verification on (QR code, a first code, recovery codes) and off', async () => {
+test('/account turns two-step verification on (QR code, a first code, recovery codes), replaces the recovery codes, and turns it off', async () => {
   const email = 'account-two-step@example.com';
   assert.equal((await api('/v1/auth/register', { email, password: PASSWORD })).status, 201);
   const context = await browser.newContext();
@@ -104,6 +104,25 @@ test('/account turns two-step verification on (QR code, a first code, recovery c
   await page.locator('#mfa-status', { hasText: /^On:/ }).waitFor();
   assert.equal(await page.locator('#mfa-code-list li').count(), 10);
   await page.screenshot({ path: new URL('./artifacts/account-two-step.png', import.meta.url).pathname, fullPage: true });
+  const first = await page.locator('#mfa-code-list li').allTextContents();
+
+  // A new set, with the password: a wrong one is refused, the right one shows ten new codes.
+  await page.getByLabel('Password (for new recovery codes)').fill('not the password');
+  await page.getByRole('button', { name: 'New recovery codes' }).click();
+  await page.locator('#error', { hasText: 'Your password is not right' }).waitFor();
+  await page.getByLabel('Password (for new recovery codes)').fill(PASSWORD);
+  await page.getByRole('button', { name: 'New recovery codes' }).click();
+  await page.locator('#notice', { hasText: 'the old ones no longer work' }).waitFor();
+  const second = await page.locator('#mfa-code-list li').allTextContents();
+  assert.equal(second.length, 10);
+  assert.ok(second.every((c) => !first.includes(c)), `${first} / ${second}`);
+  // The old set is dead, the new one works: checked where it matters, at a sign-in.
+  const login = await api('/v1/auth/login', { email, password: PASSWORD });
+  assert.equal(login.body.mfa_required, true, JSON.stringify(login.body));
+  const old = await api('/v1/auth/mfa/verify', { challenge: login.body.challenge, method: 'recovery_code', code: first[0] });
+  assert.equal(old.status, 401, JSON.stringify(old.body));
+  const fresh = await api('/v1/auth/mfa/verify', { challenge: login.body.challenge, method: 'recovery_code', code: second[0] });
+  assert.equal(fresh.status, 200, JSON.stringify(fresh.body));
 
   await page.getByLabel('Password (to turn it off)').fill(PASSWORD);
   await page.getByRole('button', { name: 'Turn off two-step verification' }).click();

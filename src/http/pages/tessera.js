@@ -650,13 +650,21 @@ function accountPage() {
 // ---- /admin ----
 
 // The two-step verification section of /account: turn TOTP on (QR code, a first code, the
-// recovery codes shown once) or off (with the password).
+// recovery codes shown once), replace the recovery codes (with the password; the old set
+// stops working) or turn it off (with the password).
 function twoStep(fail) {
   const status = document.getElementById('mfa-status');
   const start = document.getElementById('mfa-start');
   const enrol = document.getElementById('mfa-enrol');
   const off = document.getElementById('mfa-off');
   const codes = document.getElementById('mfa-codes');
+  const regenerate = document.getElementById('mfa-regenerate');
+
+  function showCodes(recoveryCodes) {
+    const list = document.getElementById('mfa-code-list');
+    list.replaceChildren(...recoveryCodes.map((c) => el('li', 'code', c)));
+    codes.hidden = false;
+  }
 
   async function refresh() {
     try {
@@ -667,6 +675,7 @@ function twoStep(fail) {
         : 'Off: your password alone signs you in.';
       start.hidden = on || !enrol.hidden;
       off.hidden = !on;
+      regenerate.hidden = !on;
     } catch (e) {
       fail(e);
     }
@@ -702,14 +711,32 @@ function twoStep(fail) {
       const answer = await authed('POST', '/v1/account/mfa/totp/confirm', { code: input.value.trim() });
       enrol.reset();
       enrol.hidden = true;
-      const list = document.getElementById('mfa-code-list');
-      list.replaceChildren(...answer.recovery_codes.map((c) => el('li', 'code', c)));
-      codes.hidden = false;
+      showCodes(answer.recovery_codes);
       show('notice', 'Two-step verification is on.');
       await refresh();
     } catch (e) {
       fail(e);
       input.select();
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  regenerate.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const password = document.getElementById('mfa-regenerate-password');
+    const button = document.getElementById('mfa-regenerate-button');
+    button.disabled = true;
+    show('error', '');
+    try {
+      const answer = await authed('POST', '/v1/account/mfa/recovery-codes', { password: password.value });
+      regenerate.reset();
+      showCodes(answer.recovery_codes);
+      show('notice', 'New recovery codes: the old ones no longer work.');
+      await refresh();
+    } catch (e) {
+      if (e.code === 'invalid_credentials') show('error', 'Your password is not right.');
+      else fail(e);
     } finally {
       button.disabled = false;
     }
