@@ -24,6 +24,7 @@ mod operator;
 mod passkeys;
 mod rotations;
 pub use operator::inspect;
+pub use rotations::BATCH_APPLICATION_NAME;
 
 pub struct PostgresStore {
     pool: PgPool,

@@ -45,6 +45,41 @@ async fn a_lost_revocation_listener_never_leaves_a_revoked_session_usable() {
     db.drop_database().await;
 }
 
+/// The rotation batches' connections are not checked before each batch (that was a second
+/// round trip in every batch's turn); one that sat idle is. Cut while idle, as by a database
+/// restart or a proxy's idle timeout, it is replaced before a rotation is sent on it, so no
+/// client sees the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_connection_cut_while_idle_is_replaced_before_a_rotation_uses_it() {
+    let Some(db) = TestDatabase::create("batch_cut").await else {
+        return;
+    };
+    let server = Server::start(&db.url, &[]);
+    let c = client();
+    let mut tokens = login(&c, &server, "cut@example.com").await;
+    let kill_batches = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' \
+         AND application_name = '{}'",
+        db.name,
+        tessera::store::postgres::BATCH_APPLICATION_NAME
+    );
+    for round in 0..3 {
+        let r = refresh(&c, &server, &field(&tokens, "refresh_token")).await;
+        assert_eq!(r.status(), StatusCode::OK, "round {round}, before the cut");
+        tokens = r.json().await.expect("tokens");
+        // Once sqlx has taken the connection back, it is idle: cut it, and let it sit.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let killed = db.admin_count(&kill_batches).await;
+        assert!(killed >= 1, "round {round}: found the batch connection");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = refresh(&c, &server, &field(&tokens, "refresh_token")).await;
+        assert_eq!(r.status(), StatusCode::OK, "round {round}, after the cut");
+        tokens = r.json().await.expect("tokens");
+    }
+    drop(server);
+    db.drop_database().await;
+}
+
 /// The local TCP ports of a process's sockets (its connections to PostgreSQL among them),
 /// read from /proc: which backends are whose.
 fn local_ports(pid: u32) -> HashSet<u16> {
