@@ -95,14 +95,14 @@ impl AuthService {
             .map(Some)
     }
 
-    /// A sign-in's challenge that can still be answered, with its hash: not used, not expired,
+    /// A sign-in's challenge that can still be answered: not used, not expired,
     /// and (cookie transport) presented from the browser that signed in. Every request of the
     /// second step checks all three, the passkey options as much as the answer.
     pub(super) async fn live_challenge(
         &self,
         challenge: &str,
         browser: Option<&str>,
-    ) -> Result<(String, MfaChallengeRecord), AuthError> {
+    ) -> Result<MfaChallengeRecord, AuthError> {
         if challenge.is_empty() || challenge.len() > MAX_CHALLENGE_CHARS {
             return Err(AuthError::MfaChallengeInvalid);
         }
@@ -121,7 +121,7 @@ impl AuthService {
                 return Err(AuthError::MfaChallengeOtherBrowser);
             }
         }
-        Ok((hash, record))
+        Ok(record)
     }
 
     /// The second step: a live challenge and a right code open the session the first step
@@ -133,7 +133,7 @@ impl AuthService {
         browser: Option<&str>,
         client: &ClientInfo,
     ) -> Result<TokenGrant, AuthError> {
-        let (hash, record) = self.live_challenge(challenge, browser).await?;
+        let record = self.live_challenge(challenge, browser).await?;
         let user = self
             .store
             .find_user_by_id(record.user_id)
@@ -155,7 +155,7 @@ impl AuthService {
                 }
                 self.events.write(failure).await;
                 self.store
-                    .fail_mfa_challenge(&hash, MFA_CHALLENGE_MAX_FAILURES, self.clock.now())
+                    .fail_mfa_challenge(&record.hash, MFA_CHALLENGE_MAX_FAILURES, self.clock.now())
                     .await?;
                 return Err(e);
             }
@@ -166,7 +166,7 @@ impl AuthService {
         }
         let now = self.clock.now();
         // One winner among concurrent uses of the challenge.
-        if !self.store.use_mfa_challenge(&hash, now).await? {
+        if !self.store.use_mfa_challenge(&record.hash, now).await? {
             return Err(AuthError::MfaChallengeInvalid);
         }
         let transport = match record.transport.as_str() {

@@ -468,7 +468,7 @@ impl AuthService {
         browser: Option<&str>,
     ) -> Result<serde_json::Value, AuthError> {
         self.policy.passkeys.webauthn()?;
-        let (_, record) = self.live_challenge(challenge, browser).await?;
+        let record = self.live_challenge(challenge, browser).await?;
         self.start_factor_ceremony(record.user_id).await
     }
 

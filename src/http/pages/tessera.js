@@ -722,44 +722,37 @@ function twoStep(fail) {
     }
   });
 
-  regenerate.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    const password = document.getElementById('mfa-regenerate-password');
-    const button = document.getElementById('mfa-regenerate-button');
-    button.disabled = true;
-    show('error', '');
-    try {
-      const answer = await authed('POST', '/v1/account/mfa/recovery-codes', { password: password.value });
-      regenerate.reset();
-      showCodes(answer.recovery_codes);
-      show('notice', 'New recovery codes: the old ones no longer work.');
-      await refresh();
-    } catch (e) {
-      if (e.code === 'invalid_credentials') show('error', 'Your password is not right.');
-      else fail(e);
-    } finally {
-      button.disabled = false;
-    }
+  // The section's changes proved with the password (new recovery codes, TOTP off): `change`
+  // makes the change with it; a wrong password gets its own message.
+  function withPassword(form, change) {
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const button = form.querySelector('button[type="submit"]');
+      button.disabled = true;
+      show('error', '');
+      try {
+        await change(form.elements.password.value);
+        form.reset();
+        await refresh();
+      } catch (e) {
+        if (e.code === 'invalid_credentials') show('error', 'Your password is not right.');
+        else fail(e);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  withPassword(regenerate, async (password) => {
+    const answer = await authed('POST', '/v1/account/mfa/recovery-codes', { password });
+    showCodes(answer.recovery_codes);
+    show('notice', 'New recovery codes: the old ones no longer work.');
   });
 
-  off.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    const password = document.getElementById('mfa-off-password');
-    const button = document.getElementById('mfa-disable');
-    button.disabled = true;
-    show('error', '');
-    try {
-      await authed('DELETE', '/v1/account/mfa/totp', { password: password.value });
-      off.reset();
-      codes.hidden = true;
-      show('notice', 'Two-step verification is off.');
-      await refresh();
-    } catch (e) {
-      if (e.code === 'invalid_credentials') show('error', 'Your password is not right.');
-      else fail(e);
-    } finally {
-      button.disabled = false;
-    }
+  withPassword(off, async (password) => {
+    await authed('DELETE', '/v1/account/mfa/totp', { password });
+    codes.hidden = true;
+    show('notice', 'Two-step verification is off.');
   });
 
   refresh();
