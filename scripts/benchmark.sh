@@ -4,8 +4,8 @@
 # stack, then better-auth); beside each comparison its bounds: the load generator's ceiling
 # against a trivial server, Tessera's own login bound and (PostgreSQL) the database's ceiling
 # for a rotation (limit.sh); the argon2 CLI's login limit; memory idle and under load; verify
-# latency while logins saturate the CPU; verify with the default logging against logging off.
-# Then each of issue 19's targets, met or missed (targets.txt).
+# latency while logins saturate the CPU; verify rounds each between two rounds of the load
+# generator's ceiling; verify with the default logging against logging off. Then each of issue 19's targets, met or missed (targets.txt).
 # Tessera runs in its default configuration (logging at `info` included), rate limits off.
 #
 #   scripts/benchmark.sh sqlite|postgres
@@ -118,8 +118,34 @@ wait "$login_pid" || true
 echo "verify_under_login $(cat "$out/verify-under-login.json")" | tee -a "$out/summary.txt"
 echo "rss_peak_after_logins_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
 
+# Verify against the load generator's ceiling at the same moment. The machine's speed moves
+# by half within minutes (one run saw hello at 101k, then 155k ten minutes later), so a ceiling
+# taken before a comparison can be far from the one its rounds had: here every verify round
+# sits between two hello rounds and is set against their mean.
+"$hello" --listen 127.0.0.1:9090 --threads 1 >/dev/null 2>&1 &
+hello_pid=$!
+sleep 0.5
+: >"$out/verify-bracketed.jsonl"
+for round in $(seq 1 $((ROUNDS * 2 + 1))); do
+  for target in hello tessera; do
+    if [ "$target" = hello ]; then
+      args=(--base http://127.0.0.1:9090 --scenario get)
+    else
+      [ "$round" -gt $((ROUNDS * 2)) ] && break
+      args=(--target tessera --base "http://127.0.0.1:$port" --scenario verify)
+    fi
+    line="$("$loadgen" "${args[@]}" --concurrency "$CONC" --duration "$SECS" --warmup "$WARMUP" --json | tail -n 1)"
+    echo "{\"round\":$round,\"server\":\"$target\",${line#\{}" >>"$out/verify-bracketed.jsonl"
+    echo "  bracketed, round $round, $target: $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rps"])' "$line") req/s"
+  done
+done
+kill "$hello_pid" 2>/dev/null || true
+wait "$hello_pid" 2>/dev/null || true
+hello_pid=""
+
 # What the default logging costs: verify against the default server and against a second one
-# with logging off (RUST_LOG=off, its own fresh database), interleaved A B A B.
+# with logging off (RUST_LOG=off, its own fresh database), interleaved A B B A, so that a
+# machine speeding up or slowing down through the rounds favours neither.
 case "$backend" in
   sqlite) quiet_db="sqlite://$out/tessera-quiet.db" ;;
   postgres)
@@ -134,7 +160,9 @@ quiet_pid=$!
 for _ in $(seq 1 100); do grep -q '^listening on' "$out/tessera-quiet.log" && break; sleep 0.1; done
 : >"$out/logging.jsonl"
 for round in $(seq 1 "$ROUNDS"); do
-  for config in default off; do
+  order="default off"
+  [ $((round % 2)) -eq 0 ] && order="off default"
+  for config in $order; do
     if [ "$config" = default ]; then p="$port"; else p="$quiet_port"; fi
     line="$("$loadgen" --target tessera --base "http://127.0.0.1:$p" --scenario verify \
       --concurrency "$CONC" --duration "$SECS" --warmup "$WARMUP" --json | tail -n 1)"
