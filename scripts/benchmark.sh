@@ -118,6 +118,16 @@ wait "$login_pid" || true
 echo "verify_under_login $(cat "$out/verify-under-login.json")" | tee -a "$out/summary.txt"
 echo "rss_peak_after_logins_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
 
+# One load-generator round (target and scenario from the arguments after the fourth), appended
+# to the file $1 as its JSON line tagged with the round $2 and the field $3 set to $4.
+measure() {
+  local file="$1" round="$2" key="$3" value="$4" line
+  shift 4
+  line="$("$loadgen" "$@" --concurrency "$CONC" --duration "$SECS" --warmup "$WARMUP" --json | tail -n 1)"
+  echo "{\"round\":$round,\"$key\":\"$value\",${line#\{}" >>"$file"
+  echo "  $key $value, round $round: $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rps"])' "$line") req/s"
+}
+
 # Verify against the load generator's ceiling at the same moment. The machine's speed moves
 # by half within minutes (one run saw hello at 101k, then 155k ten minutes later), so a ceiling
 # taken before a comparison can be far from the one its rounds had: here every verify round
@@ -134,9 +144,7 @@ for round in $(seq 1 $((ROUNDS * 2 + 1))); do
       [ "$round" -gt $((ROUNDS * 2)) ] && break
       args=(--target tessera --base "http://127.0.0.1:$port" --scenario verify)
     fi
-    line="$("$loadgen" "${args[@]}" --concurrency "$CONC" --duration "$SECS" --warmup "$WARMUP" --json | tail -n 1)"
-    echo "{\"round\":$round,\"server\":\"$target\",${line#\{}" >>"$out/verify-bracketed.jsonl"
-    echo "  bracketed, round $round, $target: $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rps"])' "$line") req/s"
+    measure "$out/verify-bracketed.jsonl" "$round" server "$target" "${args[@]}"
   done
 done
 kill "$hello_pid" 2>/dev/null || true
@@ -164,10 +172,8 @@ for round in $(seq 1 "$ROUNDS"); do
   [ $((round % 2)) -eq 0 ] && order="off default"
   for config in $order; do
     if [ "$config" = default ]; then p="$port"; else p="$quiet_port"; fi
-    line="$("$loadgen" --target tessera --base "http://127.0.0.1:$p" --scenario verify \
-      --concurrency "$CONC" --duration "$SECS" --warmup "$WARMUP" --json | tail -n 1)"
-    echo "{\"round\":$round,\"logging\":\"$config\",${line#\{}" >>"$out/logging.jsonl"
-    echo "  verify, logging $config, round $round: $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rps"])' "$line") req/s"
+    measure "$out/logging.jsonl" "$round" logging "$config" \
+      --target tessera --base "http://127.0.0.1:$p" --scenario verify
   done
 done
 kill "$quiet_pid" 2>/dev/null || true
