@@ -5,7 +5,8 @@
 # against a trivial server, Tessera's own login bound and (PostgreSQL) the database's ceiling
 # for a rotation (limit.sh); the argon2 CLI's login limit; memory idle and under load; verify
 # latency while logins saturate the CPU; verify rounds each between two rounds of the load
-# generator's ceiling; verify with the default logging against logging off. Then each of issue 19's targets, met or missed (targets.txt).
+# generator's ceiling; verify with the default logging against logging off. Then each of
+# issue 19's targets, met or missed (targets.txt).
 # Tessera runs in its default configuration (logging at `info` included), rate limits off.
 #
 #   scripts/benchmark.sh sqlite|postgres
@@ -67,15 +68,21 @@ echo "rss_idle_mib $(rss VmRSS)" | tee "$out/summary.txt"
 # - Tessera's own login bound: one client logging in at a time, so each login's time is one
 #   hash with nothing queued; the cores over its median is the most logins hashing could give;
 # - the database's ceiling for a rotation (limit.sh, PostgreSQL).
-bounds_before() {
+start_hello() {
   "$hello" --listen 127.0.0.1:9090 --threads 1 >/dev/null 2>&1 &
   hello_pid=$!
   sleep 0.5
-  "$loadgen" --base http://127.0.0.1:9090 --scenario get --concurrency "$CONC" --duration "$SECS" \
-    --warmup "$WARMUP" --json | tail -n 1 >"$out/ceiling-$1.json"
+}
+stop_hello() {
   kill "$hello_pid" 2>/dev/null || true
   wait "$hello_pid" 2>/dev/null || true
   hello_pid=""
+}
+bounds_before() {
+  start_hello
+  "$loadgen" --base http://127.0.0.1:9090 --scenario get --concurrency "$CONC" --duration "$SECS" \
+    --warmup "$WARMUP" --json | tail -n 1 >"$out/ceiling-$1.json"
+  stop_hello
   echo "loadgen_ceiling_$1 $(cat "$out/ceiling-$1.json")" | tee -a "$out/summary.txt"
   "$loadgen" --target tessera --base "http://127.0.0.1:$port" --scenario login --concurrency 1 \
     --duration 5 --warmup 1 --json | tail -n 1 >"$out/login-alone-$1.json"
@@ -132,24 +139,15 @@ measure() {
 # by half within minutes (one run saw hello at 101k, then 155k ten minutes later), so a ceiling
 # taken before a comparison can be far from the one its rounds had: here every verify round
 # sits between two hello rounds and is set against their mean.
-"$hello" --listen 127.0.0.1:9090 --threads 1 >/dev/null 2>&1 &
-hello_pid=$!
-sleep 0.5
-: >"$out/verify-bracketed.jsonl"
-for round in $(seq 1 $((ROUNDS * 2 + 1))); do
-  for target in hello tessera; do
-    if [ "$target" = hello ]; then
-      args=(--base http://127.0.0.1:9090 --scenario get)
-    else
-      [ "$round" -gt $((ROUNDS * 2)) ] && break
-      args=(--target tessera --base "http://127.0.0.1:$port" --scenario verify)
-    fi
-    measure "$out/verify-bracketed.jsonl" "$round" server "$target" "${args[@]}"
-  done
+start_hello
+bracketed="$out/verify-bracketed.jsonl"
+: >"$bracketed"
+for round in $(seq 1 $((ROUNDS * 2))); do
+  measure "$bracketed" "$round" server hello --base http://127.0.0.1:9090 --scenario get
+  measure "$bracketed" "$round" server tessera --target tessera --base "http://127.0.0.1:$port" --scenario verify
 done
-kill "$hello_pid" 2>/dev/null || true
-wait "$hello_pid" 2>/dev/null || true
-hello_pid=""
+measure "$bracketed" $((ROUNDS * 2 + 1)) server hello --base http://127.0.0.1:9090 --scenario get
+stop_hello
 
 # What the default logging costs: verify against the default server and against a second one
 # with logging off (RUST_LOG=off, its own fresh database), interleaved A B B A, so that a

@@ -103,8 +103,8 @@ def main(folder):
         if r["server"] != "tessera":
             continue
         around = [hellos[n] for n in (r["round"], r["round"] + 1) if n in hellos]
-        ceiling = sum(around) / len(around)
-        ratio = r["rps"] / ceiling
+        mean_hello = sum(around) / len(around)
+        ratio = r["rps"] / mean_hello
         between = " and ".join(f"{h:,.0f}" for h in around)
         check(
             f"verify round {r['round']} (bracketed) / hello",
