@@ -616,12 +616,7 @@ impl AdminService {
         };
         let id = account.user.id;
         let had_totp = self.store.delete_totp(id).await?;
-        let mut passkeys_removed = 0;
-        for passkey in self.store.find_passkeys(id).await? {
-            if self.store.delete_passkey(id, passkey.id).await?.is_some() {
-                passkeys_removed += 1;
-            }
-        }
+        let passkeys_removed = self.store.delete_passkeys(id).await?;
         if !had_totp && passkeys_removed == 0 {
             return Ok(Some(false));
         }

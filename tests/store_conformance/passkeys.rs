@@ -80,6 +80,16 @@ pub(crate) async fn passkeys_are_per_account_and_unique_by_credential(store: Arc
         .expect("delete")
         .expect("removed");
     assert_eq!(removed.name, "Phone");
+    // Deleting all of one account's passkeys leaves the other account's alone.
+    let bobs = passkey(&bob, "cred-bob", T0);
+    store.insert_passkey(&bobs).await.expect("bob's");
+    let spare = passkey(&alice, "cred-spare", Timestamp(T0.0 + 2));
+    store.insert_passkey(&spare).await.expect("spare");
+    assert_eq!(store.delete_passkeys(alice.id).await.expect("delete all"), 2);
+    assert!(store.find_passkeys(alice.id).await.expect("list").is_empty());
+    assert_eq!(store.find_passkeys(bob.id).await.expect("list"), vec![bobs]);
+    assert_eq!(store.delete_passkeys(alice.id).await.expect("delete all"), 0);
+    store.insert_passkey(&second).await.expect("second again");
     assert_eq!(
         store.find_passkeys(alice.id).await.expect("list"),
         vec![second.clone()]

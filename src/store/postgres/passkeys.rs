@@ -156,6 +156,15 @@ impl PasskeyStore for PostgresStore {
         row.map(|r| passkey_from_row(&r)).transpose().map_err(map_pg)
     }
 
+    async fn delete_passkeys(&self, user: UserId) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM passkeys WHERE user_id = $1")
+            .bind(user.0)
+            .execute(&self.pool)
+            .await
+            .map_err(map_pg)?;
+        Ok(done.rows_affected())
+    }
+
     async fn record_passkey_use(
         &self,
         id: PasskeyId,

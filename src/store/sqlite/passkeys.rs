@@ -156,6 +156,16 @@ impl PasskeyStore for SqliteStore {
         .await
     }
 
+    async fn delete_passkeys(&self, user: UserId) -> StoreResult<u64> {
+        let done = self
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM passkeys WHERE user_id = ?1")?
+                    .execute(params![user.to_string()])
+            })
+            .await?;
+        Ok(done as u64)
+    }
+
     async fn record_passkey_use(
         &self,
         id: PasskeyId,
