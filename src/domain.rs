@@ -137,8 +137,8 @@ impl Rfc3339 {
     }
 
     fn as_str(&self) -> &str {
-        // Digits and the separators of `EPOCH` only, so always UTF-8: the fallback is never taken.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        // Digits and the separators of `EPOCH` only, so always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or("1970-01-01T00:00:00.000Z")
     }
 }
 

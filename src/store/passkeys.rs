@@ -62,8 +62,8 @@ pub trait PasskeyStore: Send + Sync {
     async fn rename_passkey(&self, user: UserId, id: PasskeyId, name: &str) -> StoreResult<bool>;
     /// Deletes the user's passkey `id`; the deleted passkey, if the user had it.
     async fn delete_passkey(&self, user: UserId, id: PasskeyId) -> StoreResult<Option<PasskeyRecord>>;
-    /// Deletes every passkey of the user in one statement, so none registered while it runs
-    /// survives it half-way; how many there were.
+    /// Deletes all of the user's passkeys in one statement (a reset cannot stop half-way);
+    /// how many there were.
     async fn delete_passkeys(&self, user: UserId) -> StoreResult<u64>;
     /// Records a use: the credential as it is now and its counter, at `now`, only if the
     /// stored counter is below `counter` (or `counter` is 0: an authenticator without one), so

@@ -228,6 +228,7 @@ conformance!(
     email_tokens::concurrent_uses_of_an_email_token_have_one_winner,
     email_tokens::an_address_is_verified_and_changed_unless_taken,
     passkeys::passkeys_are_per_account_and_unique_by_credential,
+    passkeys::all_of_an_accounts_passkeys_are_deleted_at_once,
     passkeys::a_ceremony_is_taken_once_and_replaced_by_its_handle,
     factors::a_totp_factor_counts_once_confirmed_and_accepts_each_step_once,
     factors::recovery_codes_are_replaced_as_a_set_and_spent_once,

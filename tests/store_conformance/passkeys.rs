@@ -80,16 +80,6 @@ pub(crate) async fn passkeys_are_per_account_and_unique_by_credential(store: Arc
         .expect("delete")
         .expect("removed");
     assert_eq!(removed.name, "Phone");
-    // Deleting all of one account's passkeys leaves the other account's alone.
-    let bobs = passkey(&bob, "cred-bob", T0);
-    store.insert_passkey(&bobs).await.expect("bob's");
-    let spare = passkey(&alice, "cred-spare", Timestamp(T0.0 + 2));
-    store.insert_passkey(&spare).await.expect("spare");
-    assert_eq!(store.delete_passkeys(alice.id).await.expect("delete all"), 2);
-    assert!(store.find_passkeys(alice.id).await.expect("list").is_empty());
-    assert_eq!(store.find_passkeys(bob.id).await.expect("list"), vec![bobs]);
-    assert_eq!(store.delete_passkeys(alice.id).await.expect("delete all"), 0);
-    store.insert_passkey(&second).await.expect("second again");
     assert_eq!(
         store.find_passkeys(alice.id).await.expect("list"),
         vec![second.clone()]
@@ -131,6 +121,25 @@ pub(crate) async fn passkeys_are_per_account_and_unique_by_credential(store: Arc
         .await
         .expect("find")
         .is_none());
+}
+
+/// An operator's factor reset deletes all of an account's passkeys at once, and only them.
+pub(crate) async fn all_of_an_accounts_passkeys_are_deleted_at_once(store: Arc<dyn Store>) {
+    let (alice, bob) = (user("alice@example.com"), user("bob@example.com"));
+    store.insert_user(&alice).await.expect("alice");
+    store.insert_user(&bob).await.expect("bob");
+    for credential in ["cred-1", "cred-2"] {
+        store
+            .insert_passkey(&passkey(&alice, credential, T0))
+            .await
+            .expect("alice's");
+    }
+    let bobs = passkey(&bob, "cred-3", T0);
+    store.insert_passkey(&bobs).await.expect("bob's");
+    assert_eq!(store.delete_passkeys(alice.id).await.expect("delete all"), 2);
+    assert!(store.find_passkeys(alice.id).await.expect("list").is_empty());
+    assert_eq!(store.find_passkeys(bob.id).await.expect("list"), vec![bobs]);
+    assert_eq!(store.delete_passkeys(alice.id).await.expect("delete all"), 0);
 }
 
 pub(crate) async fn a_ceremony_is_taken_once_and_replaced_by_its_handle(store: Arc<dyn Store>) {
