@@ -1,13 +1,12 @@
 //! The signed-in account: who it is (`GET /v1/auth/me`) and changing its password.
 
 use axum::extract::{RawQuery, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
+use bytes::Bytes;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::answer::{token_response, TokenResponse, User};
+use super::answer::{no_store, no_store_rendered, token_response, TokenResponse, User};
 use super::error::ApiError;
 use super::extract::{Authenticated, Client, Fields, JsonBody};
 use super::AppState;
@@ -89,15 +88,31 @@ pub async fn me(
     let with_metadata = query
         .as_deref()
         .is_some_and(|q| q.split('&').any(|p| p == "include=metadata"));
-    let fresh = match with_metadata {
-        true => Some(state.service.my_account(&ctx).await?),
-        false => None,
+    if with_metadata {
+        let account = state.service.my_account(&ctx).await?;
+        return Ok(no_store(MeResponse {
+            user: User::from(&account),
+            session_id: ctx.session_id(),
+        }));
+    }
+    // Without metadata the answer is the session's snapshot alone: rendered once per snapshot.
+    let json = match ctx.session.rendering() {
+        Some(json) => json,
+        None => {
+            let body = MeResponse {
+                user: User::from(&ctx.session.user),
+                session_id: ctx.session_id(),
+            };
+            // It cannot fail (strings, a bool, ids); if it did, `no_store` answers the error.
+            let Ok(json) = serde_json::to_vec(&body) else {
+                return Ok(no_store(body));
+            };
+            let json = Bytes::from(json);
+            ctx.session.keep_rendering(json.clone());
+            json
+        }
     };
-    let body = MeResponse {
-        user: User::from(fresh.as_ref().unwrap_or(&ctx.session.user)),
-        session_id: ctx.session_id(),
-    };
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+    Ok(no_store_rendered(json))
 }
 
 // The body `PATCH /v1/auth/me` reads (see `RegisterRequest` for why it is not deserialized).
@@ -150,5 +165,5 @@ pub async fn update_me(
         user: User::from(&user),
         session_id: ctx.session_id(),
     };
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+    Ok(no_store(body))
 }

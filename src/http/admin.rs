@@ -8,14 +8,13 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::answer::no_store;
+use super::answer::{no_store, with_status};
 use super::error::ApiError;
 use super::extract::{AdminCaller, Fields, JsonBody};
 use super::AppState;
@@ -477,12 +476,7 @@ pub async fn create_user(
             user_metadata,
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(user),
-    )
-        .into_response())
+    Ok(with_status(StatusCode::CREATED, user))
 }
 
 #[utoipa::path(

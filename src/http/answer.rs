@@ -3,9 +3,10 @@
 //! rule that such answers are never cached. One place, for every flow that opens or renews a
 //! session (`auth`, `email`, `mfa`, `passkeys`, `account`).
 
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -13,9 +14,23 @@ use super::cookies::{set_grant_cookies, set_mfa_cookie};
 use crate::domain::{SessionId, Timestamp, UserId};
 use crate::service::{LoginOutcome, MfaChallenge, TokenGrant, UserView};
 
+// Static header values: a `&str` would be checked and copied into a new buffer per answer.
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
 /// A JSON answer no cache may keep.
 pub(super) fn no_store(body: impl Serialize) -> Response {
-    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+    ([(header::CACHE_CONTROL, NO_STORE)], Json(body)).into_response()
+}
+
+/// [`no_store`] for JSON rendered earlier.
+pub(super) fn no_store_rendered(json: Bytes) -> Response {
+    (
+        [(header::CONTENT_TYPE, JSON), (header::CACHE_CONTROL, NO_STORE)],
+        json,
+    )
+        .into_response()
 }
 
 /// [`no_store`] with another status than `200`.
@@ -102,7 +117,7 @@ pub(super) fn token_response(grant: &TokenGrant, cookie_secure: bool) -> Respons
     };
     // Tokens must never sit in a cache (RFC 6749 §5.1).
     let mut response = (
-        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
+        [(header::CACHE_CONTROL, NO_STORE), (header::PRAGMA, NO_CACHE)],
         Json(body),
     )
         .into_response();
@@ -136,7 +151,7 @@ fn mfa_required_response(challenge: &MfaChallenge, cookie_secure: bool) -> Respo
         methods: &challenge.methods,
     };
     let mut response = (
-        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
+        [(header::CACHE_CONTROL, NO_STORE), (header::PRAGMA, NO_CACHE)],
         Json(body),
     )
         .into_response();

@@ -1,13 +1,13 @@
 //! `/v1/auth/*`: thin handlers that parse input, call the service and shape the response.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::answer::{login_response, token_response, LoginAnswer, TokenResponse, User};
+use super::answer::{login_response, token_response, with_status, LoginAnswer, TokenResponse, User};
 use super::cookies::{clear_cookies, RequestCookies};
 use super::error::ApiError;
 use super::extract::{bearer, rate_limit, Authenticated, Client, Fields, JsonBody};
@@ -377,10 +377,5 @@ pub(super) fn register_pending(email: &str) -> Response {
         status: "verification_sent",
         email,
     };
-    (
-        StatusCode::ACCEPTED,
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(body),
-    )
-        .into_response()
+    with_status(StatusCode::ACCEPTED, body)
 }

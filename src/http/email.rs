@@ -7,13 +7,13 @@
 //! per address (or account), [`PER_ADDRESS_PER_MINUTE`] a minute, known or not.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::answer::{login_response, LoginAnswer, User};
+use super::answer::{login_response, with_status, LoginAnswer, User};
 use super::auth::TransportName;
 use super::cookies::{set_link_cookie, RequestCookies};
 use super::error::ApiError;
@@ -48,12 +48,7 @@ pub(super) struct Accepted {
 }
 
 fn accepted() -> Response {
-    (
-        StatusCode::ACCEPTED,
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(Accepted { status: "accepted" }),
-    )
-        .into_response()
+    with_status(StatusCode::ACCEPTED, Accepted { status: "accepted" })
 }
 
 // The body of the endpoints that take a mailed token.

@@ -199,15 +199,17 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let cookies = RequestCookies::from_headers(&parts.headers);
         // A bearer attempt (even an unusable one) is judged as such; another scheme leaves
         // the cookie to speak.
-        let token = match (bearer(&parts.headers), cookies.access.as_deref()) {
-            (Bearer::Token(token), _) => {
+        let cookies = match bearer(&parts.headers) {
+            Bearer::Token(token) => {
                 return Ok(Authenticated(state.service.authenticate(token).await?));
             }
-            (Bearer::Unusable, _) | (Bearer::Absent, None) => return Err(AuthError::InvalidToken.into()),
-            (Bearer::Absent, Some(cookie)) => cookie,
+            Bearer::Unusable => return Err(AuthError::InvalidToken.into()),
+            Bearer::Absent => RequestCookies::from_headers(&parts.headers),
+        };
+        let Some(token) = cookies.access.as_deref() else {
+            return Err(AuthError::InvalidToken.into());
         };
         let csrf = match parts.method {
             Method::GET | Method::HEAD | Method::OPTIONS => None,

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::answer::no_store;
 use super::error::ApiError;
 use super::extract::bearer;
 use super::AppState;
@@ -97,7 +97,7 @@ pub async fn revocations(
         next: page.next,
     };
     // Each answer is for one reader at one moment.
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+    Ok(no_store(body))
 }
 
 fn parse_query(params: &HashMap<String, String>) -> Result<FeedQuery, ApiError> {

@@ -2,12 +2,12 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::answer::no_store;
 use super::error::ApiError;
 use super::extract::{Authenticated, Client};
 use super::AppState;
@@ -72,7 +72,7 @@ pub async fn list_sessions(
     let body = SessionList {
         sessions: sessions.iter().map(|s| session_view(s, &ctx)).collect(),
     };
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+    Ok(no_store(body))
 }
 
 #[utoipa::path(

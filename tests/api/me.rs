@@ -43,3 +43,24 @@ async fn an_authorization_header_over_8_kib_is_invalid_token() {
     assert_problem(r, 401, "invalid_token").await;
     assert_problem(app.me(&"a".repeat(9 * 1024)).await, 401, "invalid_token").await;
 }
+
+// The answer is rendered once per session snapshot and kept: asked again and again, from two
+// sessions of one account in turn, each must keep answering its own session, as JSON no cache
+// may keep.
+#[tokio::test]
+async fn each_session_keeps_answering_its_own_me() {
+    let app = spawn_app().await;
+    let first = app.signup_and_login(EMAIL).await;
+    let second = json_ok(app.login(EMAIL).await).await;
+    assert_ne!(first["session_id"], second["session_id"]);
+    for _ in 0..3 {
+        for t in [&first, &second] {
+            let r = app.me(&s(t, "access_token")).await;
+            assert_eq!(r.headers()["content-type"], "application/json");
+            assert_eq!(r.headers()["cache-control"], "no-store");
+            let me = json_ok(r).await;
+            assert_eq!(me["session_id"], t["session_id"], "{me}");
+            assert_eq!(me["user"]["id"], t["user"]["id"], "{me}");
+        }
+    }
+}
