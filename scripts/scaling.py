@@ -75,10 +75,10 @@ def start_cluster():
     psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", db="postgres")
     psql(f"CREATE DATABASE {DB}", db="postgres")
     psql("CREATE EXTENSION pg_stat_statements")
-    # The postmaster is the parent of every backend, ours included.
-    backend = psql("SELECT pg_backend_pid()")
-    with open(f"/proc/{backend}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[1]
+    # The postmaster writes its pid first in postmaster.pid. (A backend's parent read from
+    # /proc raced with that backend exiting once psql had disconnected.)
+    with open(os.path.join(data, "postmaster.pid")) as f:
+        return f.readline().strip()
 
 
 def proc_cpu(pid, children=False):
