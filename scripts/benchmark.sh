@@ -5,8 +5,8 @@
 # against a trivial server, Tessera's own login bound and (PostgreSQL) the database's ceiling
 # for a rotation (limit.sh); the argon2 CLI's login limit; memory idle and under load; verify
 # latency while logins saturate the CPU; verify rounds each between two rounds of the load
-# generator's ceiling; verify with the default logging against logging off. Then each of
-# issue 19's targets, met or missed (targets.txt).
+# generator's ceiling; verify on two fresh servers, the default logging against logging off.
+# Then each of issue 19's targets, met or missed (targets.txt).
 # Tessera runs in its default configuration (logging at `info` included), rate limits off.
 #
 #   scripts/benchmark.sh sqlite|postgres
@@ -49,9 +49,11 @@ TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$port" \
   TESSERA_DATABASE_URL="$tessera_db" "$tessera" serve >"$out/tessera.log" 2>&1 &
 tessera_pid=$!
 hello_pid=""
+default_pid=""
 quiet_pid=""
 cleanup() {
   kill "$tessera_pid" 2>/dev/null || true
+  [ -n "$default_pid" ] && kill "$default_pid" 2>/dev/null || true
   [ -n "$quiet_pid" ] && kill "$quiet_pid" 2>/dev/null || true
   [ -n "$hello_pid" ] && kill "$hello_pid" 2>/dev/null || true
   wait 2>/dev/null || true
@@ -149,33 +151,46 @@ done
 measure "$bracketed" $((ROUNDS * 2 + 1)) server hello --base http://127.0.0.1:9090 --scenario get
 stop_hello
 
-# What the default logging costs: verify against the default server and against a second one
-# with logging off (RUST_LOG=off, its own fresh database), interleaved A B B A, so that a
-# machine speeding up or slowing down through the rounds favours neither.
-case "$backend" in
-  sqlite) quiet_db="sqlite://$out/tessera-quiet.db" ;;
-  postgres)
-    psql "$admin" -qc "DROP DATABASE IF EXISTS tessera_bench_quiet" -c "CREATE DATABASE tessera_bench_quiet" 2>/dev/null
-    quiet_db="${admin%/*}/tessera_bench_quiet?sslmode=disable"
-    ;;
-esac
+# What the default logging costs: verify against two fresh servers, one in the default
+# configuration and one with logging off (RUST_LOG=off), each on a database of its own,
+# interleaved A B B A, so that a machine speeding up or slowing down through the rounds
+# favours neither. Both fresh, so that they differ in the logging alone: the server above has
+# carried every round before (its caches full, its heap and database grown), and set against
+# a fresh one it ran up to a sixth slower or faster whatever the logging.
+kill "$tessera_pid" 2>/dev/null || true
+wait "$tessera_pid" 2>/dev/null || true
+fresh_db() {
+  case "$backend" in
+    sqlite) echo "sqlite://$out/tessera-$1.db" ;;
+    postgres)
+      psql "$admin" -qc "DROP DATABASE IF EXISTS tessera_bench_$1" -c "CREATE DATABASE tessera_bench_$1" >/dev/null 2>&1
+      echo "${admin%/*}/tessera_bench_$1?sslmode=disable"
+      ;;
+  esac
+}
+default_port=8081
 quiet_port=8082
+env -u RUST_LOG TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$default_port" \
+  TESSERA_DATABASE_URL="$(fresh_db default)" "$tessera" serve >"$out/tessera-default.log" 2>&1 &
+default_pid=$!
 RUST_LOG=off TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$quiet_port" \
-  TESSERA_DATABASE_URL="$quiet_db" "$tessera" serve >"$out/tessera-quiet.log" 2>&1 &
+  TESSERA_DATABASE_URL="$(fresh_db quiet)" "$tessera" serve >"$out/tessera-quiet.log" 2>&1 &
 quiet_pid=$!
-for _ in $(seq 1 100); do grep -q '^listening on' "$out/tessera-quiet.log" && break; sleep 0.1; done
+for log in tessera-default tessera-quiet; do
+  for _ in $(seq 1 100); do grep -q '^listening on' "$out/$log.log" && break; sleep 0.1; done
+done
 : >"$out/logging.jsonl"
 for round in $(seq 1 "$ROUNDS"); do
   order="default off"
   [ $((round % 2)) -eq 0 ] && order="off default"
   for config in $order; do
-    if [ "$config" = default ]; then p="$port"; else p="$quiet_port"; fi
+    if [ "$config" = default ]; then p="$default_port"; else p="$quiet_port"; fi
     measure "$out/logging.jsonl" "$round" logging "$config" \
       --target tessera --base "http://127.0.0.1:$p" --scenario verify
   done
 done
-kill "$quiet_pid" 2>/dev/null || true
-wait "$quiet_pid" 2>/dev/null || true
+kill "$default_pid" "$quiet_pid" 2>/dev/null || true
+wait "$default_pid" "$quiet_pid" 2>/dev/null || true
 
 echo
 python3 "$root/scripts/lib/benchmark_targets.py" "$out" | tee "$out/targets.txt"
