@@ -13,7 +13,7 @@
 #
 #   SHARED_BENCH   the reference bench folder (default ../shared/bench beside the checkout)
 #   DATABASE_URL   PostgreSQL server for the peer, limit.sh and (postgres) Tessera's own
-#                  database `tessera_bench` (default postgres://postgres@127.0.0.1:5432/test)
+#                  databases `tessera_bench_*` (default postgres://postgres@127.0.0.1:5432/test)
 #   ROUNDS, SECS, WARMUP, CONC   passed to compare.sh (2, 10, 2, 32)
 #   OUT            results folder (default target/benchmark-<backend>-<time>)
 # Only 127.0.0.1 is ever targeted; every load loop is bounded by SECS.
@@ -36,17 +36,32 @@ hello="$bench/loadgen/target/release/hello"
 [ -d "$bench/peer-express/node_modules" ] || "$bench/peer-express/setup.sh" >&2
 
 case "$backend" in
-  sqlite) tessera_db="sqlite://$out/tessera.db" ;;
-  postgres)
-    admin="$DATABASE_URL"
-    psql "$admin" -qc "DROP DATABASE IF EXISTS tessera_bench" -c "CREATE DATABASE tessera_bench" 2>/dev/null
-    tessera_db="${admin%/*}/tessera_bench?sslmode=disable"
-    ;;
+  sqlite | postgres) ;;
   *) echo "backend must be sqlite or postgres" >&2; exit 2 ;;
 esac
 
-TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$port" \
-  TESSERA_DATABASE_URL="$tessera_db" "$tessera" serve >"$out/tessera.log" 2>&1 &
+# A fresh database for the server named $1: a file of its own, or a PostgreSQL database.
+fresh_db() {
+  case "$backend" in
+    sqlite) echo "sqlite://$out/tessera-$1.db" ;;
+    postgres)
+      psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS tessera_bench_$1" -c "CREATE DATABASE tessera_bench_$1" >/dev/null 2>&1
+      echo "${DATABASE_URL%/*}/tessera_bench_$1?sslmode=disable"
+      ;;
+  esac
+}
+# Starts Tessera named $1 on port $2 and a fresh database, in the default configuration with
+# rate limits off and the settings after them (VAR=value), and waits until it listens; its pid
+# is then in $!.
+serve() {
+  local name="$1" listen="$2"
+  shift 2
+  env -u RUST_LOG TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$listen" \
+    TESSERA_DATABASE_URL="$(fresh_db "$name")" "$@" "$tessera" serve >"$out/tessera-$name.log" 2>&1 &
+  for _ in $(seq 1 100); do grep -q '^listening on' "$out/tessera-$name.log" && break; sleep 0.1; done
+}
+
+serve main "$port"
 tessera_pid=$!
 hello_pid=""
 default_pid=""
@@ -59,7 +74,6 @@ cleanup() {
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
-for _ in $(seq 1 100); do grep -q '^listening on' "$out/tessera.log" && break; sleep 0.1; done
 sleep 2
 rss() { awk -v k="$1" '$1 == k":" { print int($2 / 1024) }' "/proc/$tessera_pid/status"; }
 echo "rss_idle_mib $(rss VmRSS)" | tee "$out/summary.txt"
@@ -159,26 +173,12 @@ stop_hello
 # a fresh one it ran up to a sixth slower or faster whatever the logging.
 kill "$tessera_pid" 2>/dev/null || true
 wait "$tessera_pid" 2>/dev/null || true
-fresh_db() {
-  case "$backend" in
-    sqlite) echo "sqlite://$out/tessera-$1.db" ;;
-    postgres)
-      psql "$admin" -qc "DROP DATABASE IF EXISTS tessera_bench_$1" -c "CREATE DATABASE tessera_bench_$1" >/dev/null 2>&1
-      echo "${admin%/*}/tessera_bench_$1?sslmode=disable"
-      ;;
-  esac
-}
 default_port=8081
 quiet_port=8082
-env -u RUST_LOG TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$default_port" \
-  TESSERA_DATABASE_URL="$(fresh_db default)" "$tessera" serve >"$out/tessera-default.log" 2>&1 &
+serve default "$default_port"
 default_pid=$!
-RUST_LOG=off TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$quiet_port" \
-  TESSERA_DATABASE_URL="$(fresh_db quiet)" "$tessera" serve >"$out/tessera-quiet.log" 2>&1 &
+serve quiet "$quiet_port" RUST_LOG=off
 quiet_pid=$!
-for log in tessera-default tessera-quiet; do
-  for _ in $(seq 1 100); do grep -q '^listening on' "$out/$log.log" && break; sleep 0.1; done
-done
 : >"$out/logging.jsonl"
 for round in $(seq 1 "$ROUNDS"); do
   order="default off"
