@@ -5,7 +5,9 @@
 # against a trivial server, Tessera's own login bound and (PostgreSQL) the database's ceiling
 # for a rotation (limit.sh); the argon2 CLI's login limit; memory idle and under load; verify
 # latency while logins saturate the CPU; verify rounds each between two rounds of the load
-# generator's ceiling; verify on two fresh servers, the default logging against logging off.
+# generator's ceiling; refresh rounds (PostgreSQL: each between two limit.sh rounds); verify on
+# two fresh servers, the default logging against logging off. Each round that benchmark.sh runs
+# itself carries the machine's idle and stolen CPU over it.
 # Then each of issue 19's targets, met or missed (targets.txt).
 # Tessera runs in its default configuration (logging at `info` included), rate limits off.
 #
@@ -141,14 +143,36 @@ wait "$login_pid" || true
 echo "verify_under_login $(cat "$out/verify-under-login.json")" | tee -a "$out/summary.txt"
 echo "rss_peak_after_logins_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
 
+# The whole machine's CPU time so far (/proc/stat, in ticks): all, idle (with I/O wait), stolen.
+cpu_ticks() { awk '$1 == "cpu" { print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6, $9 }' /proc/stat; }
+# `"cpu_idle":F,"cpu_steal":F`: the shares of the machine's CPU time idle and taken by the host
+# between two cpu_ticks readings ($1..$3 before, $4..$6 after). The steal says whether a slow
+# round was the machine: the host ran other guests on our cores.
+cpu_fields() {
+  awk -v a="$1" -v i="$2" -v s="$3" -v A="$4" -v I="$5" -v S="$6" \
+    'BEGIN { t = A - a; if (t <= 0) t = 1; printf "\"cpu_idle\":%.3f,\"cpu_steal\":%.3f", (I - i) / t, (S - s) / t }'
+}
 # One load-generator round (target and scenario from the arguments after the fourth), appended
-# to the file $1 as its JSON line tagged with the round $2 and the field $3 set to $4.
+# to the file $1 as its JSON line tagged with the round $2, the field $3 set to $4 and the
+# machine's idle and stolen CPU over the round.
 measure() {
-  local file="$1" round="$2" key="$3" value="$4" line
+  local file="$1" round="$2" key="$3" value="$4" line before
   shift 4
+  before="$(cpu_ticks)"
   line="$("$loadgen" "$@" --concurrency "$CONC" --duration "$SECS" --warmup "$WARMUP" --json | tail -n 1)"
-  echo "{\"round\":$round,\"$key\":\"$value\",${line#\{}" >>"$file"
+  # shellcheck disable=SC2046 # the six tick counts are meant to split
+  echo "{\"round\":$round,\"$key\":\"$value\",$(cpu_fields $before $(cpu_ticks)),${line#\{}" >>"$file"
   echo "  $key $value, round $round: $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rps"])' "$line") req/s"
+}
+# One limit.sh round (PostgreSQL's ceiling for a rotation), appended to the file $1 like a
+# `measure` round: tagged with the round $2 and `"server":"limit.sh"`, its rate as `rps`.
+limit_round() {
+  local file="$1" round="$2" before tps
+  before="$(cpu_ticks)"
+  tps="$("$bench/limit.sh" 2>&1 | tail -n 1 | sed -n 's/.*tps=\([0-9.]*\).*/\1/p')"
+  # shellcheck disable=SC2046
+  echo "{\"round\":$round,\"server\":\"limit.sh\",$(cpu_fields $before $(cpu_ticks)),\"rps\":${tps:-0}}" >>"$file"
+  echo "  server limit.sh, round $round: ${tps:-?} rotations/s"
 }
 
 # Verify against the load generator's ceiling at the same moment. The machine's speed moves
@@ -164,6 +188,20 @@ for round in $(seq 1 $((ROUNDS * 2))); do
 done
 measure "$bracketed" $((ROUNDS * 2 + 1)) server hello --base http://127.0.0.1:9090 --scenario get
 stop_hello
+
+# Refresh against the database's ceiling at the same moment, as verify above: on PostgreSQL
+# every refresh round sits between two limit.sh rounds and is set against their mean (a
+# limit.sh taken after a comparison can meet another machine: one run saw a refresh round at
+# half the one before it, the peer's rounds beside it down by a third, and limit.sh then at
+# its usual rate). On SQLite the rounds stand alone, for their p99.
+bracketed_refresh="$out/refresh-bracketed.jsonl"
+: >"$bracketed_refresh"
+for round in $(seq 1 $((ROUNDS * 2))); do
+  [ "$backend" = postgres ] && limit_round "$bracketed_refresh" "$round"
+  measure "$bracketed_refresh" "$round" server tessera --target tessera --base "http://127.0.0.1:$port" --scenario refresh
+done
+[ "$backend" = postgres ] && limit_round "$bracketed_refresh" $((ROUNDS * 2 + 1))
+echo "rss_peak_end_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
 
 # What the default logging costs: verify against two fresh servers, one in the default
 # configuration and one with logging off (RUST_LOG=off), each on a database of its own,
