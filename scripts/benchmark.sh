@@ -63,13 +63,22 @@ serve() {
   for _ in $(seq 1 100); do grep -q '^listening on' "$out/tessera-$name.log" && break; sleep 0.1; done
 }
 
+# The whole machine's CPU time so far (/proc/stat, in ticks): all, idle (with I/O wait), stolen.
+cpu_ticks() { awk '$1 == "cpu" { print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6, $9 }' /proc/stat; }
+# Once a second for the whole run, so that the comparisons' rounds (compare.sh runs them) get
+# the same idle and steal figures as the rounds run here: epoch seconds, then cpu_ticks.
+(while sleep 1; do echo "$(date -u +%s) $(cpu_ticks)"; done) >"$out/cpu-ticks.txt" &
+ticks_pid=$!
+# Lines from stdin, each after the epoch second it arrived in.
+stamp() { while IFS= read -r line; do echo "$(date -u +%s) $line"; done; }
+
 serve main "$port"
 tessera_pid=$!
 hello_pid=""
 default_pid=""
 quiet_pid=""
 cleanup() {
-  kill "$tessera_pid" 2>/dev/null || true
+  kill "$ticks_pid" "$tessera_pid" 2>/dev/null || true
   [ -n "$default_pid" ] && kill "$default_pid" 2>/dev/null || true
   [ -n "$quiet_pid" ] && kill "$quiet_pid" 2>/dev/null || true
   [ -n "$hello_pid" ] && kill "$hello_pid" 2>/dev/null || true
@@ -113,14 +122,15 @@ limit_after() {
 }
 
 bounds_before express
-TESSERA_URL="http://127.0.0.1:$port" RESULTS="$out/compare.jsonl" "$bench/compare.sh" 2>&1 | tee "$out/compare.txt"
+TESSERA_URL="http://127.0.0.1:$port" RESULTS="$out/compare.jsonl" "$bench/compare.sh" 2>&1 |
+  tee "$out/compare.txt" >(stamp >"$out/compare-times.txt")
 limit_after express
 # The peer a team would pick today, same scenarios (its /token mints an access token for the
 # session, without rotating anything; its /protected reads the session from the database).
 [ -d "$bench/peer-better-auth/node_modules" ] || "$bench/peer-better-auth/setup.sh" >&2
 bounds_before better-auth
 PEER=better-auth TESSERA_URL="http://127.0.0.1:$port" RESULTS="$out/compare-better-auth.jsonl" \
-  "$bench/compare.sh" 2>&1 | tee "$out/compare-better-auth.txt"
+  "$bench/compare.sh" 2>&1 | tee "$out/compare-better-auth.txt" >(stamp >"$out/compare-better-auth-times.txt")
 limit_after better-auth
 echo "rss_peak_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
 
@@ -143,8 +153,6 @@ wait "$login_pid" || true
 echo "verify_under_login $(cat "$out/verify-under-login.json")" | tee -a "$out/summary.txt"
 echo "rss_peak_after_logins_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
 
-# The whole machine's CPU time so far (/proc/stat, in ticks): all, idle (with I/O wait), stolen.
-cpu_ticks() { awk '$1 == "cpu" { print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6, $9 }' /proc/stat; }
 # `"cpu_idle":F,"cpu_steal":F`: the shares of the machine's CPU time idle and taken by the host
 # between two cpu_ticks readings ($1..$3 before, $4..$6 after). The steal says whether a slow
 # round was the machine: the host ran other guests on our cores.
