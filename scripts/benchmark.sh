@@ -216,7 +216,10 @@ echo "rss_peak_end_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
 # interleaved A B B A, so that a machine speeding up or slowing down through the rounds
 # favours neither. Both fresh, so that they differ in the logging alone: the server above has
 # carried every round before (its caches full, its heap and database grown), and set against
-# a fresh one it ran up to a sixth slower or faster whatever the logging.
+# a fresh one it ran up to a sixth slower or faster whatever the logging. Twice as many pairs
+# as the comparisons' rounds: one round of one server moves by up to a tenth on a shared
+# 2-core machine, while the two differ by 0.3 % in instructions per verify (callgrind,
+# docs/BENCHMARKS.md).
 kill "$tessera_pid" 2>/dev/null || true
 wait "$tessera_pid" 2>/dev/null || true
 default_port=8081
@@ -226,7 +229,7 @@ default_pid=$!
 serve quiet "$quiet_port" RUST_LOG=off
 quiet_pid=$!
 : >"$out/logging.jsonl"
-for round in $(seq 1 "$ROUNDS"); do
+for round in $(seq 1 $((ROUNDS * 2))); do
   order="default off"
   [ $((round % 2)) -eq 0 ] && order="off default"
   for config in $order; do
