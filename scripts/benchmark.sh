@@ -216,30 +216,39 @@ echo "rss_peak_end_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
 # interleaved A B B A, so that a machine speeding up or slowing down through the rounds
 # favours neither. Both fresh, so that they differ in the logging alone: the server above has
 # carried every round before (its caches full, its heap and database grown), and set against
-# a fresh one it ran up to a sixth slower or faster whatever the logging. Twice as many pairs
-# as the comparisons' rounds: one round of one server moves by up to a tenth on a shared
-# 2-core machine, while the two differ by 0.3 % in instructions per verify (callgrind,
-# docs/BENCHMARKS.md).
+# a fresh one it ran up to a sixth slower or faster whatever the logging. A new pair for each
+# of twice as many pairs as the comparisons' rounds, started in the order it is measured:
+# two processes of one binary can differ by a tenth for as long as they run, in either
+# direction (four pairs on one pair of servers: 0.92-0.94 in every pair, in another run
+# 1.06-1.09), while default logging and logging off differ by 0.3 % in instructions per
+# verify (callgrind, docs/BENCHMARKS.md).
 kill "$tessera_pid" 2>/dev/null || true
 wait "$tessera_pid" 2>/dev/null || true
 default_port=8081
 quiet_port=8082
-serve default "$default_port"
-default_pid=$!
-serve quiet "$quiet_port" RUST_LOG=off
-quiet_pid=$!
 : >"$out/logging.jsonl"
 for round in $(seq 1 $((ROUNDS * 2))); do
   order="default off"
   [ $((round % 2)) -eq 0 ] && order="off default"
   for config in $order; do
+    if [ "$config" = default ]; then
+      serve "default_$round" "$default_port"
+      default_pid=$!
+    else
+      serve "quiet_$round" "$quiet_port" RUST_LOG=off
+      quiet_pid=$!
+    fi
+  done
+  for config in $order; do
     if [ "$config" = default ]; then p="$default_port"; else p="$quiet_port"; fi
     measure "$out/logging.jsonl" "$round" logging "$config" \
       --target tessera --base "http://127.0.0.1:$p" --scenario verify
   done
+  kill "$default_pid" "$quiet_pid" 2>/dev/null || true
+  wait "$default_pid" "$quiet_pid" 2>/dev/null || true
+  default_pid=""
+  quiet_pid=""
 done
-kill "$default_pid" "$quiet_pid" 2>/dev/null || true
-wait "$default_pid" "$quiet_pid" 2>/dev/null || true
 
 echo
 python3 "$root/scripts/lib/benchmark_targets.py" "$out" | tee "$out/targets.txt"
