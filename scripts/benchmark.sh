@@ -6,8 +6,8 @@
 # for a rotation (limit.sh); the argon2 CLI's login limit; memory idle and under load; verify
 # latency while logins saturate the CPU; verify rounds each between two rounds of the load
 # generator's ceiling; refresh rounds (PostgreSQL: each between two limit.sh rounds); verify on
-# two fresh servers, the default logging against logging off. Each round that benchmark.sh runs
-# itself carries the machine's idle and stolen CPU over it.
+# fresh servers, the default logging against logging off. Every round, the comparisons' too,
+# carries the share of the machine's CPU the host stole over it.
 # Then each of issue 19's targets, met or missed (targets.txt).
 # Tessera runs in its default configuration (logging at `info` included), rate limits off.
 #
@@ -216,12 +216,12 @@ echo "rss_peak_end_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
 # interleaved A B B A, so that a machine speeding up or slowing down through the rounds
 # favours neither. Both fresh, so that they differ in the logging alone: the server above has
 # carried every round before (its caches full, its heap and database grown), and set against
-# a fresh one it ran up to a sixth slower or faster whatever the logging. A new pair for each
-# of twice as many pairs as the comparisons' rounds, started in the order it is measured:
-# two processes of one binary can differ by a tenth for as long as they run, in either
-# direction (four pairs on one pair of servers: 0.92-0.94 in every pair, in another run
-# 1.06-1.09), while default logging and logging off differ by 0.3 % in instructions per
-# verify (callgrind, docs/BENCHMARKS.md).
+# a fresh one it ran up to a sixth slower or faster whatever the logging. Twice as many pairs
+# as the comparisons' rounds, each on a new pair of servers started in the order it is
+# measured, so that no one pair of processes decides the figure. Even so a run can lean one
+# way in every pair (0.92-0.94 in four pairs on one pair of servers; 1.01-1.15 in four new
+# pairs in another run), while the two differ by 0.3 % in instructions per verify (callgrind,
+# docs/BENCHMARKS.md): what moves it is not the work done per request.
 kill "$tessera_pid" 2>/dev/null || true
 wait "$tessera_pid" 2>/dev/null || true
 default_port=8081
