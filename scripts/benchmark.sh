@@ -60,7 +60,7 @@ serve() {
   shift 2
   env -u RUST_LOG TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$listen" \
     TESSERA_DATABASE_URL="$(fresh_db "$name")" "$@" "$tessera" serve >"$out/tessera-$name.log" 2>&1 &
-  for _ in $(seq 1 100); do grep -q '^listening on' "$out/tessera-$name.log" && break; sleep 0.1; done
+  for _ in $(seq 1 100); do grep -qs '^listening on' "$out/tessera-$name.log" && break; sleep 0.1; done
 }
 
 # The whole machine's CPU time so far (/proc/stat, in ticks): all, idle (with I/O wait), stolen.
@@ -161,15 +161,16 @@ cpu_fields() {
     'BEGIN { t = A - a; if (t <= 0) t = 1; printf "\"cpu_idle\":%.3f,\"cpu_steal\":%.3f", (I - i) / t, (S - s) / t }'
 }
 # One load-generator round (target and scenario from the arguments after the fourth), appended
-# to the file $1 as its JSON line tagged with the round $2, the field $3 set to $4 and the
-# machine's idle and stolen CPU over the round.
+# to the file $1 as its JSON line tagged with the round $2, the field $3 set to $4, the moment
+# it ended (epoch seconds; its measured window is the SECS before) and the machine's idle and
+# stolen CPU over the round.
 measure() {
   local file="$1" round="$2" key="$3" value="$4" line before
   shift 4
   before="$(cpu_ticks)"
   line="$("$loadgen" "$@" --concurrency "$CONC" --duration "$SECS" --warmup "$WARMUP" --json | tail -n 1)"
   # shellcheck disable=SC2046 # the six tick counts are meant to split
-  echo "{\"round\":$round,\"$key\":\"$value\",$(cpu_fields $before $(cpu_ticks)),${line#\{}" >>"$file"
+  echo "{\"round\":$round,\"$key\":\"$value\",\"ended\":$EPOCHREALTIME,$(cpu_fields $before $(cpu_ticks)),${line#\{}" >>"$file"
   echo "  $key $value, round $round: $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rps"])' "$line") req/s"
 }
 # One limit.sh round (PostgreSQL's ceiling for a rotation), appended to the file $1 like a
@@ -222,8 +223,23 @@ echo "rss_peak_end_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
 # way in every pair (0.92-0.94 in four pairs on one pair of servers; 1.01-1.15 in four new
 # pairs in another run), while the two differ by 0.3 % in instructions per verify (callgrind,
 # docs/BENCHMARKS.md): what moves it is not the work done per request.
+#
+# Beside each round's rate, the CPU time the server itself spent per verify (user + system,
+# from /proc/<pid>/stat, read ten times a second; benchmark_targets.py takes the measured
+# window's share): the cost the logging adds, which time the host stole or the load generator
+# took does not enter.
 kill "$tessera_pid" 2>/dev/null || true
 wait "$tessera_pid" 2>/dev/null || true
+echo "clk_tck $(getconf CLK_TCK)" | tee -a "$out/summary.txt"
+# The moment and the CPU time in clock ticks of the process $1 so far, ten times a second
+# until it ends (builtins only, so that the sampling itself costs next to nothing).
+cpu_of() {
+  local stat
+  while read -r -a stat 2>/dev/null <"/proc/$1/stat"; do
+    echo "$EPOCHREALTIME $((stat[13] + stat[14]))"
+    sleep 0.1
+  done
+}
 default_port=8081
 quiet_port=8082
 : >"$out/logging.jsonl"
@@ -234,9 +250,11 @@ for round in $(seq 1 $((ROUNDS * 2))); do
     if [ "$config" = default ]; then
       serve "default_$round" "$default_port"
       default_pid=$!
+      cpu_of "$default_pid" >"$out/cpu-default-$round.txt" &
     else
       serve "quiet_$round" "$quiet_port" RUST_LOG=off
       quiet_pid=$!
+      cpu_of "$quiet_pid" >"$out/cpu-off-$round.txt" &
     fi
   done
   for config in $order; do
