@@ -6,8 +6,9 @@
 # for a rotation (limit.sh); the argon2 CLI's login limit; memory idle and under load; verify
 # latency while logins saturate the CPU; verify rounds each between two rounds of the load
 # generator's ceiling; refresh rounds (PostgreSQL: each between two limit.sh rounds); verify on
-# fresh servers, the default logging against logging off. Every round, the comparisons' too,
-# carries the share of the machine's CPU the host stole over it.
+# fresh servers, the default logging against logging off (judged on each server's CPU time
+# per verify); refresh and verify with 10 M sessions in the database against 10 k. Every
+# round, the comparisons' too, carries the share of the machine's CPU the host stole over it.
 # Then each of issue 19's targets, met or missed (targets.txt).
 # Tessera runs in its default configuration (logging at `info` included), rate limits off.
 #
@@ -17,6 +18,7 @@
 #   DATABASE_URL   PostgreSQL server for the peer, limit.sh and (postgres) Tessera's own
 #                  databases `tessera_bench_*` (default postgres://postgres@127.0.0.1:5432/test)
 #   ROUNDS, SECS, WARMUP, CONC   passed to compare.sh (2, 10, 2, 32)
+#   SESSIONS       the large seeded database set against 10,000 sessions (10000000; 0: skip)
 #   OUT            results folder (default target/benchmark-<backend>-<time>)
 # Only 127.0.0.1 is ever targeted; every load loop is bounded by SECS.
 set -euo pipefail
@@ -25,6 +27,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 bench="${SHARED_BENCH:-$root/../shared/bench}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export ROUNDS="${ROUNDS:-2}" SECS="${SECS:-10}" WARMUP="${WARMUP:-2}" CONC="${CONC:-32}"
+SESSIONS="${SESSIONS:-10000000}"
 out="${OUT:-$root/target/benchmark-$backend-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
 port=8080
@@ -52,15 +55,21 @@ fresh_db() {
       ;;
   esac
 }
-# Starts Tessera named $1 on port $2 and a fresh database, in the default configuration with
+# Starts Tessera named $1 on port $2 and the database $3, in the default configuration with
 # rate limits off and the settings after them (VAR=value), and waits until it listens; its pid
 # is then in $!.
+serve_on() {
+  local name="$1" listen="$2" url="$3"
+  shift 3
+  env -u RUST_LOG TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$listen" \
+    TESSERA_DATABASE_URL="$url" "$@" "$tessera" serve >"$out/tessera-$name.log" 2>&1 &
+  for _ in $(seq 1 300); do grep -qs '^listening on' "$out/tessera-$name.log" && break; sleep 0.1; done
+}
+# The same on a fresh database of its own.
 serve() {
   local name="$1" listen="$2"
   shift 2
-  env -u RUST_LOG TESSERA_LOGIN_RATE=0 TESSERA_REFRESH_RATE=0 TESSERA_LISTEN="127.0.0.1:$listen" \
-    TESSERA_DATABASE_URL="$(fresh_db "$name")" "$@" "$tessera" serve >"$out/tessera-$name.log" 2>&1 &
-  for _ in $(seq 1 100); do grep -qs '^listening on' "$out/tessera-$name.log" && break; sleep 0.1; done
+  serve_on "$name" "$listen" "$(fresh_db "$name")" "$@"
 }
 
 # The whole machine's CPU time so far (/proc/stat, in ticks): all, idle (with I/O wait), stolen.
@@ -77,11 +86,13 @@ tessera_pid=$!
 hello_pid=""
 default_pid=""
 quiet_pid=""
+seeded_pids=()
 cleanup() {
   kill "$ticks_pid" "$tessera_pid" 2>/dev/null || true
   [ -n "$default_pid" ] && kill "$default_pid" 2>/dev/null || true
   [ -n "$quiet_pid" ] && kill "$quiet_pid" 2>/dev/null || true
   [ -n "$hello_pid" ] && kill "$hello_pid" 2>/dev/null || true
+  [ "${#seeded_pids[@]}" -gt 0 ] && kill "${seeded_pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -267,6 +278,58 @@ for round in $(seq 1 $((ROUNDS * 2))); do
   default_pid=""
   quiet_pid=""
 done
+
+# Refresh and verify with SESSIONS (10 M) sessions in the database against 10,000, on two
+# servers seeded alike (a user per ten sessions, tessera-bench seed), each round's workers
+# on seeded sessions spread over the whole table, the two sizes interleaved A B B A. Before
+# the rounds each database is vacuumed and checkpointed (PostgreSQL), as a database that
+# has been running would be: straight after a seed its checkpoint was still being written
+# and the first rounds measured that, not the size.
+seeded_round() {
+  local round="$1" size="$2" port="$3" scenario="$4" line
+  line="$("$tessera_bench" run --url "http://127.0.0.1:$port" --scenario "$scenario" -c "$CONC" \
+    -d "$SECS" --warmup "$WARMUP" --tokens "$out/tokens-$size.jsonl" --json 2>/dev/null | tail -n 1)" || true
+  # A run that could not start printed nothing: a round with no successes and an error.
+  [ -n "$line" ] || line="{\"scenario\":\"$scenario\",\"rps\":0,\"ok\":0,\"error_total\":1}"
+  echo "{\"round\":$round,\"sessions\":$size,${line#\{}" >>"$out/sessions.jsonl"
+  echo "  $scenario, $size sessions, round $round: $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rps"])' "$line") req/s"
+}
+if [ "$SESSIONS" -gt 0 ]; then
+  : >"$out/sessions.jsonl"
+  port_of=()
+  for size in 10000 "$SESSIONS"; do
+    url="$(fresh_db "seeded_$size")"
+    started=$EPOCHREALTIME
+    "$tessera_bench" seed --database-url "$url" --users $(((size + 9) / 10)) --sessions "$size" \
+      --emit-tokens "$out/tokens-$size.jsonl" --quiet >"$out/seed-$size.log" 2>&1
+    if [ "$backend" = postgres ]; then
+      psql "${url%%\?*}" -qc "VACUUM (ANALYZE)" -c CHECKPOINT
+    fi
+    echo "seeded_$size $(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }') s" | tee -a "$out/summary.txt"
+    port_of[size]=$((8083 + ${#seeded_pids[@]}))
+    serve_on "seeded_$size" "${port_of[size]}" "$url"
+    seeded_pids+=($!)
+  done
+  for round in $(seq 1 $((ROUNDS * 2))); do
+    sizes="10000 $SESSIONS"
+    [ $((round % 2)) -eq 0 ] && sizes="$SESSIONS 10000"
+    for scenario in refresh verify; do
+      for size in $sizes; do
+        seeded_round "$round" "$size" "${port_of[size]}" "$scenario"
+      done
+    done
+  done
+  echo "rss_seeded_${SESSIONS}_mib $(awk '$1 == "VmHWM:" { print int($2 / 1024) }' "/proc/${seeded_pids[1]}/status")" |
+    tee -a "$out/summary.txt"
+  kill "${seeded_pids[@]}" 2>/dev/null || true
+  wait "${seeded_pids[@]}" 2>/dev/null || true
+  seeded_pids=()
+  # The large database is gigabytes: not kept.
+  case "$backend" in
+    sqlite) rm -f "$out"/tessera-seeded_*.db* ;;
+    postgres) for size in 10000 "$SESSIONS"; do psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS tessera_bench_seeded_$size"; done ;;
+  esac
+fi
 
 echo
 python3 "$root/scripts/lib/benchmark_targets.py" "$out" | tee "$out/targets.txt"
