@@ -18,7 +18,7 @@
 #   DATABASE_URL   PostgreSQL server for the peer, limit.sh and (postgres) Tessera's own
 #                  databases `tessera_bench_*` (default postgres://postgres@127.0.0.1:5432/test)
 #   ROUNDS, SECS, WARMUP, CONC   passed to compare.sh (2, 10, 2, 32)
-#   SESSIONS       the large seeded database set against 10,000 sessions (10000000; 0: skip)
+#   SESSIONS       the large seeded database set against 10,000 sessions (10000000; 0 skips it)
 #   OUT            results folder (default target/benchmark-<backend>-<time>)
 # Only 127.0.0.1 is ever targeted; every load loop is bounded by SECS.
 set -euo pipefail
@@ -238,7 +238,8 @@ echo "rss_peak_end_mib $(rss VmHWM)" | tee -a "$out/summary.txt"
 # Beside each round's rate, the CPU time the server itself spent per verify (user + system,
 # from /proc/<pid>/stat, read ten times a second; benchmark_targets.py takes the measured
 # window's share): the cost the logging adds, which time the host stole or the load generator
-# took does not enter.
+# took does not enter. It still moves with the rate between two fresh servers (89,925 req/s
+# at 9.8 us a verify against 78,895 at 11.0): that swing is inside the server process.
 kill "$tessera_pid" 2>/dev/null || true
 wait "$tessera_pid" 2>/dev/null || true
 echo "clk_tck $(getconf CLK_TCK)" | tee -a "$out/summary.txt"
@@ -294,7 +295,7 @@ seeded_round() {
   echo "{\"round\":$round,\"sessions\":$size,${line#\{}" >>"$out/sessions.jsonl"
   echo "  $scenario, $size sessions, round $round: $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rps"])' "$line") req/s"
 }
-if [ "$SESSIONS" -gt 0 ]; then
+if [ "$SESSIONS" -gt 10000 ]; then
   : >"$out/sessions.jsonl"
   port_of=()
   for size in 10000 "$SESSIONS"; do
@@ -308,7 +309,7 @@ if [ "$SESSIONS" -gt 0 ]; then
     echo "seeded_$size $(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }') s" | tee -a "$out/summary.txt"
     port_of[size]=$((8083 + ${#seeded_pids[@]}))
     serve_on "seeded_$size" "${port_of[size]}" "$url"
-    seeded_pids+=($!)
+    seeded_pids+=("$!")
   done
   for round in $(seq 1 $((ROUNDS * 2))); do
     sizes="10000 $SESSIONS"
